@@ -1,0 +1,126 @@
+/* Growable, NUL-terminated string builder. Allocation failure is sticky (sb->oom) so call
+ * sites can append freely and check once at the end. */
+#include "core.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void sb_init(sb_t *sb) { memset(sb, 0, sizeof *sb); }
+
+void sb_free(sb_t *sb) {
+  free(sb->buf);
+  memset(sb, 0, sizeof *sb);
+}
+
+void sb_reset(sb_t *sb) {
+  sb->len = 0;
+  if (sb->buf) sb->buf[0] = 0;
+}
+
+bool sb_reserve(sb_t *sb, size_t extra) {
+  if (sb->oom) return false;
+  if (sb->len + extra + 1 <= sb->cap) return true;
+  size_t cap = sb->cap ? sb->cap : 64;
+  while (cap < sb->len + extra + 1) cap *= 2;
+  char *p = realloc(sb->buf, cap);
+  if (!p) {
+    sb->oom = true;
+    return false;
+  }
+  sb->buf = p;
+  sb->cap = cap;
+  return true;
+}
+
+void sb_append(sb_t *sb, const void *p, size_t n) {
+  if (!sb_reserve(sb, n)) return;
+  if (n) memcpy(sb->buf + sb->len, p, n);
+  sb->len += n;
+  sb->buf[sb->len] = 0;
+}
+
+void sb_puts(sb_t *sb, const char *s) { sb_append(sb, s, strlen(s)); }
+
+void sb_putc(sb_t *sb, char c) {
+  if (!sb_reserve(sb, 1)) return;
+  sb->buf[sb->len++] = c;
+  sb->buf[sb->len] = 0;
+}
+
+void sb_vprintf(sb_t *sb, const char *fmt, va_list ap) {
+  va_list ap2;
+  va_copy(ap2, ap);
+  char tmp[256];
+  int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+  if (n < 0) {
+    va_end(ap2);
+    return;
+  }
+  if ((size_t)n < sizeof tmp) {
+    sb_append(sb, tmp, (size_t)n);
+  } else if (sb_reserve(sb, (size_t)n)) {
+    vsnprintf(sb->buf + sb->len, (size_t)n + 1, fmt, ap2);
+    sb->len += (size_t)n;
+  }
+  va_end(ap2);
+}
+
+void sb_printf(sb_t *sb, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  sb_vprintf(sb, fmt, ap);
+  va_end(ap);
+}
+
+void sb_json_str(sb_t *sb, const char *s, size_t n) {
+  static const char hex[] = "0123456789abcdef";
+  if (!sb_reserve(sb, n + 2)) return;
+  sb_putc(sb, '"');
+  size_t start = 0;
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (c >= 0x20 && c != '"' && c != '\\') continue;
+    sb_append(sb, s + start, i - start);
+    start = i + 1;
+    switch (c) {
+    case '"': sb_append(sb, "\\\"", 2); break;
+    case '\\': sb_append(sb, "\\\\", 2); break;
+    case '\n': sb_append(sb, "\\n", 2); break;
+    case '\r': sb_append(sb, "\\r", 2); break;
+    case '\t': sb_append(sb, "\\t", 2); break;
+    default: {
+      char u[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+      sb_append(sb, u, 6);
+    }
+    }
+  }
+  sb_append(sb, s + start, n - start);
+  sb_putc(sb, '"');
+}
+
+void sb_double(sb_t *sb, double v) {
+  if (isnan(v)) {
+    sb_puts(sb, "NaN");
+    return;
+  }
+  if (isinf(v)) {
+    sb_puts(sb, v > 0 ? "+Inf" : "-Inf");
+    return;
+  }
+  /* Shortest representation that round-trips, like Go's strconv 'g' with -1 precision. */
+  char buf[40];
+  for (int prec = 1; prec <= 17; prec++) {
+    snprintf(buf, sizeof buf, "%.*g", prec, v);
+    if (strtod(buf, NULL) == v) break;
+  }
+  sb_puts(sb, buf);
+}
+
+char *sb_steal(sb_t *sb) {
+  char *p = sb->buf;
+  if (!p) p = calloc(1, 1);
+  memset(sb, 0, sizeof *sb);
+  return p;
+}

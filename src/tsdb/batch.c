@@ -1,0 +1,156 @@
+/* tsdb_batch_t: the unit of the write path. Series are label sets (copied into the batch's
+ * arena, sorted by name); each series' samples are contiguous in one array, so a batch is
+ * three flat arrays and an arena, reusable with tsdb_batch_reset. */
+#include "tsdb.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/core.h"
+
+typedef struct {
+  size_t label_off, nlabels;
+  size_t sample_off, nsamples;
+} batch_series_t;
+
+struct tsdb_batch {
+  arena_t *arena;
+  tsdb_label_t *labels;
+  size_t nlabels, cap_labels;
+  tsdb_sample_t *samples;
+  size_t nsamples, cap_samples;
+  batch_series_t *series;
+  size_t nseries, cap_series;
+  size_t open_label_off; /* labels of the series being built */
+  bool building;
+  bool has_open; /* a series is open for samples */
+};
+
+bool tsdb_is_stale_nan(double v) {
+  uint64_t b;
+  memcpy(&b, &v, 8);
+  return b == TSDB_STALE_NAN_BITS;
+}
+
+double tsdb_stale_nan(void) {
+  uint64_t b = TSDB_STALE_NAN_BITS;
+  double v;
+  memcpy(&v, &b, 8);
+  return v;
+}
+
+#define GROW(arr, n, cap)                                                   \
+  do {                                                                      \
+    if ((n) == (cap)) {                                                     \
+      size_t nc = (cap) ? (cap) * 2 : 64;                                   \
+      void *np = realloc((arr), nc * sizeof *(arr));                        \
+      if (!np) return MD_ENOMEM;                                            \
+      (arr) = np;                                                           \
+      (cap) = nc;                                                           \
+    }                                                                       \
+  } while (0)
+
+tsdb_batch_t *tsdb_batch_new(void) {
+  tsdb_batch_t *b = calloc(1, sizeof *b);
+  if (!b) return NULL;
+  b->arena = arena_new(0);
+  if (!b->arena) {
+    free(b);
+    return NULL;
+  }
+  return b;
+}
+
+void tsdb_batch_free(tsdb_batch_t *b) {
+  if (!b) return;
+  arena_free(b->arena);
+  free(b->labels);
+  free(b->samples);
+  free(b->series);
+  free(b);
+}
+
+void tsdb_batch_reset(tsdb_batch_t *b) {
+  arena_reset(b->arena);
+  b->nlabels = b->nsamples = b->nseries = 0;
+  b->building = b->has_open = false;
+}
+
+void tsdb_batch_series_begin(tsdb_batch_t *b) {
+  b->open_label_off = b->nlabels;
+  b->building = true;
+  b->has_open = false;
+}
+
+int tsdb_batch_label(tsdb_batch_t *b, const char *name, size_t nlen, const char *value, size_t vlen) {
+  if (!b->building) return MD_EINVAL;
+  if (nlen == 0) return MD_EINVAL;
+  if (vlen == 0) return 0; /* an empty value is the same as no label */
+  GROW(b->labels, b->nlabels, b->cap_labels);
+  char *n = arena_strndup(b->arena, name, nlen);
+  char *v = arena_strndup(b->arena, value, vlen);
+  if (!n || !v) return MD_ENOMEM;
+  b->labels[b->nlabels++] = (tsdb_label_t){n, v};
+  return 0;
+}
+
+int tsdb_batch_series_end(tsdb_batch_t *b) {
+  if (!b->building) return MD_EINVAL;
+  b->building = false;
+  tsdb_label_t *ls = b->labels + b->open_label_off;
+  size_t n = b->nlabels - b->open_label_off;
+  /* Insertion sort: label sets are small and usually nearly sorted already. */
+  for (size_t i = 1; i < n; i++) {
+    tsdb_label_t x = ls[i];
+    size_t j = i;
+    while (j > 0 && strcmp(ls[j - 1].name, x.name) > 0) {
+      ls[j] = ls[j - 1];
+      j--;
+    }
+    ls[j] = x;
+  }
+  for (size_t i = 1; i < n; i++) {
+    if (strcmp(ls[i - 1].name, ls[i].name) == 0) {
+      b->nlabels = b->open_label_off;
+      return MD_EINVAL;
+    }
+  }
+  GROW(b->series, b->nseries, b->cap_series);
+  b->series[b->nseries++] = (batch_series_t){b->open_label_off, n, b->nsamples, 0};
+  b->has_open = true;
+  return 0;
+}
+
+int tsdb_batch_series(tsdb_batch_t *b, const tsdb_label_t *labels, size_t n) {
+  tsdb_batch_series_begin(b);
+  for (size_t i = 0; i < n; i++) {
+    int rc = tsdb_batch_label(b, labels[i].name, strlen(labels[i].name), labels[i].value, strlen(labels[i].value));
+    if (rc) {
+      b->nlabels = b->open_label_off;
+      b->building = false;
+      return rc;
+    }
+  }
+  return tsdb_batch_series_end(b);
+}
+
+int tsdb_batch_sample(tsdb_batch_t *b, int64_t ts, double v) {
+  if (!b->has_open) return MD_EINVAL;
+  GROW(b->samples, b->nsamples, b->cap_samples);
+  b->samples[b->nsamples++] = (tsdb_sample_t){ts, v};
+  b->series[b->nseries - 1].nsamples++;
+  return 0;
+}
+
+size_t tsdb_batch_series_count(const tsdb_batch_t *b) { return b->nseries; }
+size_t tsdb_batch_sample_count(const tsdb_batch_t *b) { return b->nsamples; }
+
+void tsdb_batch_get(const tsdb_batch_t *b, size_t i, const tsdb_label_t **labels, size_t *nlabels,
+                    const tsdb_sample_t **samples, size_t *nsamples) {
+  const batch_series_t *s = &b->series[i];
+  if (labels) *labels = b->labels + s->label_off;
+  if (nlabels) *nlabels = s->nlabels;
+  if (samples) *samples = b->samples + s->sample_off;
+  if (nsamples) *nsamples = s->nsamples;
+}

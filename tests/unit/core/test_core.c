@@ -1,0 +1,126 @@
+/* Unit tests for core: string builder, arena, hashing, CRC32C, time and duration parsing,
+ * anchored regexes. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <math.h>
+#include <string.h>
+
+#include "core/core.h"
+
+static void test_sb(void **state) {
+  (void)state;
+  sb_t sb = {0};
+  sb_puts(&sb, "a");
+  sb_printf(&sb, "%d-%s", 42, "x");
+  assert_string_equal(sb.buf, "a42-x");
+  sb_reset(&sb);
+  sb_json_str(&sb, "q\"\\\n\x01", 5);
+  assert_string_equal(sb.buf, "\"q\\\"\\\\\\n\\u0001\"");
+  sb_reset(&sb);
+  for (int i = 0; i < 1000; i++) sb_printf(&sb, "%04d", i);
+  assert_int_equal(sb.len, 4000);
+  sb_reset(&sb);
+  sb_double(&sb, 0.1);
+  sb_putc(&sb, ' ');
+  sb_double(&sb, NAN);
+  sb_putc(&sb, ' ');
+  sb_double(&sb, -INFINITY);
+  sb_putc(&sb, ' ');
+  sb_double(&sb, 1e21);
+  assert_string_equal(sb.buf, "0.1 NaN -Inf 1e+21");
+  sb_free(&sb);
+}
+
+static void test_arena(void **state) {
+  (void)state;
+  arena_t *a = arena_new(1024);
+  char *s = arena_strdup(a, "hello");
+  assert_string_equal(s, "hello");
+  void *big = arena_alloc(a, 100000);
+  assert_non_null(big);
+  memset(big, 1, 100000);
+  for (int i = 0; i < 1000; i++) assert_non_null(arena_alloc(a, 100));
+  assert_true(arena_bytes(a) > 100000);
+  arena_reset(a);
+  assert_non_null(arena_alloc(a, 10));
+  arena_free(a);
+}
+
+static void test_hash_crc(void **state) {
+  (void)state;
+  /* RFC 3720 test vector for CRC32C: 32 bytes of zeros -> 0x8a9136aa. */
+  unsigned char zeros[32] = {0};
+  assert_int_equal(md_crc32c(0, zeros, 32), 0x8a9136aau);
+  assert_int_equal(md_crc32c(0, "123456789", 9), 0xe3069283u);
+  /* Chaining equals one pass. */
+  assert_int_equal(md_crc32c(md_crc32c(0, "1234", 4), "56789", 5), 0xe3069283u);
+  assert_true(md_hash64("abc", 3, 0) != md_hash64("abd", 3, 0));
+  assert_true(md_hash64("abc", 3, 0) == md_hash64("abc", 3, 0));
+  assert_true(md_secure_equal("key", 3, "key", 3));
+  assert_false(md_secure_equal("key", 3, "kex", 3));
+  assert_false(md_secure_equal("key", 3, "keys", 4));
+}
+
+static void test_time(void **state) {
+  (void)state;
+  int64_t ms;
+  assert_int_equal(md_parse_time("1700000000.5", 12, &ms), 0);
+  assert_int_equal(ms, 1700000000500LL);
+  const char *t = "2024-01-15T10:30:00Z";
+  assert_int_equal(md_parse_time(t, strlen(t), &ms), 0);
+  assert_int_equal(ms, 1705314600000LL);
+  t = "2024-01-15T12:30:00.250+02:00";
+  assert_int_equal(md_parse_time(t, strlen(t), &ms), 0);
+  assert_int_equal(ms, 1705314600250LL);
+  assert_int_equal(md_parse_time("yesterday", 9, &ms), -1);
+  char buf[32];
+  md_format_rfc3339(1705314600000LL, buf);
+  assert_string_equal(buf, "2024-01-15T10:30:00Z");
+  md_format_rfc3339(1705314600123LL, buf);
+  assert_string_equal(buf, "2024-01-15T10:30:00.123Z");
+  assert_int_equal(md_parse_duration("1h30m", 5, &ms), 0);
+  assert_int_equal(ms, 5400000);
+  assert_int_equal(md_parse_duration("100ms", 5, &ms), 0);
+  assert_int_equal(ms, 100);
+  assert_int_equal(md_parse_duration("1.5", 3, &ms), 0);
+  assert_int_equal(ms, 1500);
+  assert_int_equal(md_parse_duration("30m1h", 5, &ms), -1);
+  assert_int_equal(md_parse_duration("5x", 2, &ms), -1);
+}
+
+static void test_regex(void **state) {
+  (void)state;
+  core_regex_t *re;
+  char err[128];
+  assert_int_equal(core_regex_compile("foo|ba.", 7, &re, err, sizeof err), 0);
+  assert_true(core_regex_match(re, "foo", 3));
+  assert_true(core_regex_match(re, "bar", 3));
+  assert_false(core_regex_match(re, "foox", 4)); /* anchored */
+  assert_int_equal(core_regex_literals(re, NULL, NULL), 0);
+  core_regex_free(re);
+  assert_int_equal(core_regex_compile("a|bc|d", 6, &re, err, sizeof err), 0);
+  assert_int_equal(core_regex_literals(re, NULL, NULL), 3);
+  assert_true(core_regex_match(re, "bc", 2));
+  assert_false(core_regex_match(re, "b", 1));
+  core_regex_free(re);
+  assert_int_equal(core_regex_compile("(a", 2, &re, err, sizeof err), MD_EINVAL);
+  assert_non_null(strstr(err, "invalid regular expression"));
+  assert_int_equal(core_regex_compile("(.*)-(.*)", 9, &re, err, sizeof err), 0);
+  size_t off[10][2];
+  assert_int_equal(core_regex_captures(re, "ab-cd", 5, off, 10), 3);
+  assert_int_equal(off[1][0], 0);
+  assert_int_equal(off[1][1], 2);
+  assert_int_equal(off[2][0], 3);
+  core_regex_free(re);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_sb), cmocka_unit_test(test_arena), cmocka_unit_test(test_hash_crc),
+      cmocka_unit_test(test_time), cmocka_unit_test(test_regex),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
