@@ -1,0 +1,525 @@
+/*
+ * chunk — sample encoding (see chunk.h for the contract). Two byte formats, told apart by
+ * the first byte:
+ *
+ *   0x01 head stream   [0x01][count u16 LE][bit stream, MSB first]
+ *        sample 0: ts (64 bits), value bits (64 bits); then per sample a delta-of-delta
+ *        timestamp code and a Gorilla XOR value code (codes below, at head_put_*).
+ *        The count is rewritten in place on every append, so any prefix copy of
+ *        chunk_app_bytes() bytes is a complete chunk.
+ *
+ *   0x02 sealed        [0x02][uvarint n][uvarint tslen][ts section: tslen bytes][value section]
+ *        Each section starts with a scheme byte; the value section runs to the end of the
+ *        chunk and must end exactly there. Sections are byte-aligned so that timestamps and
+ *        values decode independently (schemes are listed at the sealed encoder).
+ *
+ * Invariants: timestamps strictly ascending (decoders verify it and call anything else
+ * corrupt); value bit patterns are preserved exactly (no arithmetic ever touches a value
+ * that is not proven to round-trip). Decoders read only within [p, p+len).
+ *
+ * Threading: no shared state; a chunk_app_t belongs to its one writer.
+ */
+#include "chunk.h"
+
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/core.h"
+
+enum { TAG_HEAD = 0x01, TAG_SEALED = 0x02 };
+enum { HEAD_HDR_BITS = 24 };
+
+/* Sealed chunks are capped so that a corrupt count can never ask a reader for more than
+ * this many samples' worth of memory (64 MiB of arrays). */
+#define SEALED_MAX_SAMPLES (1u << 22)
+
+/* ---- bit writer (MSB-first) ------------------------------------------------------- */
+
+/* Writes the low n bits of v (n <= 56) at bit offset *nbits. The caller guarantees 8 bytes
+ * of zeroed room past the current byte, which lets one 64-bit OR do the work. */
+static inline void bits_put56(uint8_t *buf, uint64_t *nbits, uint64_t v, unsigned n) {
+  if (n == 0) return;
+  uint64_t pos = *nbits;
+  uint8_t *q = buf + (pos >> 3);
+  unsigned used = (unsigned)(pos & 7);
+  uint64_t w = (v & (~0ULL >> (64 - n))) << (64 - used - n);
+  for (int i = 0; i < 8; i++) q[i] |= (uint8_t)(w >> (56 - 8 * i));
+  *nbits = pos + n;
+}
+
+static inline void bits_put(uint8_t *buf, uint64_t *nbits, uint64_t v, unsigned n) {
+  if (n > 56) {
+    bits_put56(buf, nbits, v >> 32, n - 32);
+    bits_put56(buf, nbits, v & 0xffffffffu, 32);
+  } else {
+    bits_put56(buf, nbits, v, n);
+  }
+}
+
+/* ---- bit reader (MSB-first, bounded) ---------------------------------------------- */
+
+typedef struct {
+  const uint8_t *p;
+  size_t len;   /* bytes */
+  uint64_t pos; /* bits consumed */
+  uint64_t end; /* bits available */
+} bitrd_t;
+
+static inline uint64_t load_be64_padded(const uint8_t *p, size_t len, size_t at) {
+  uint64_t w = 0;
+  if (at + 8 <= len) {
+    for (int i = 0; i < 8; i++) w = (w << 8) | p[at + i];
+    return w;
+  }
+  for (int i = 0; i < 8; i++) w = (w << 8) | (at + (size_t)i < len ? p[at + i] : 0);
+  return w;
+}
+
+/* Next n (1..57) bits without consuming them; bits past the end read as zero. */
+static inline uint64_t br_peek(const bitrd_t *b, unsigned n) {
+  uint64_t w = load_be64_padded(b->p, b->len, (size_t)(b->pos >> 3)) << (b->pos & 7);
+  return w >> (64 - n);
+}
+
+static inline bool br_skip(bitrd_t *b, unsigned n) {
+  if (b->end - b->pos < n) return false;
+  b->pos += n;
+  return true;
+}
+
+static inline bool br_read(bitrd_t *b, unsigned n, uint64_t *out) {
+  if (n == 0) {
+    *out = 0;
+    return true;
+  }
+  if (b->end - b->pos < n) return false;
+  if (n > 56) {
+    uint64_t hi = br_peek(b, n - 32);
+    b->pos += n - 32;
+    uint64_t lo = br_peek(b, 32);
+    b->pos += 32;
+    *out = (hi << 32) | lo;
+    return true;
+  }
+  *out = br_peek(b, n);
+  b->pos += n;
+  return true;
+}
+
+static inline int64_t sign_extend(uint64_t v, unsigned n) {
+  return (int64_t)(v << (64 - n)) >> (64 - n);
+}
+
+/* ---- varints -------------------------------------------------------------------- */
+
+static inline uint64_t zigzag(int64_t v) { return ((uint64_t)v << 1) ^ (uint64_t)(v >> 63); }
+static inline int64_t unzigzag(uint64_t u) { return (int64_t)(u >> 1) ^ -(int64_t)(u & 1); }
+
+static inline size_t uvarint_put(uint8_t *q, uint64_t v) {
+  size_t i = 0;
+  while (v >= 0x80) {
+    q[i++] = (uint8_t)(v | 0x80);
+    v >>= 7;
+  }
+  q[i++] = (uint8_t)v;
+  return i;
+}
+
+static inline size_t uvarint_len(uint64_t v) {
+  size_t i = 1;
+  while (v >= 0x80) {
+    v >>= 7;
+    i++;
+  }
+  return i;
+}
+
+/* Reads a uvarint at *off; false when truncated or longer than 10 bytes / 64 bits. */
+static inline bool uvarint_get(const uint8_t *p, size_t len, size_t *off, uint64_t *out) {
+  uint64_t v = 0;
+  size_t i = *off;
+  for (unsigned shift = 0; shift < 64; shift += 7) {
+    if (i >= len) return false;
+    uint8_t c = p[i++];
+    if (shift == 63 && c > 1) return false;
+    v |= (uint64_t)(c & 0x7f) << shift;
+    if (!(c & 0x80)) {
+      *off = i;
+      *out = v;
+      return true;
+    }
+  }
+  return false;
+}
+
+/* ---- Gorilla codes shared by the head stream and the sealed fallback ------------- */
+
+/* Worst case bits for one sample after the first: 4+64 (ts) + 2+5+6+64 (value). */
+enum { MAX_SAMPLE_BITS = 145 };
+
+/* Delta-of-delta buckets, chosen for ms timestamps: 0 for a steady scrape, 7 bits for a
+ * few ms of jitter, 14 and 20 bits for irregular pushes, raw 64 bits for anything else. */
+static inline void dod_put(uint8_t *buf, uint64_t *nbits, int64_t dod) {
+  if (dod == 0) {
+    bits_put56(buf, nbits, 0, 1);
+  } else if (dod >= -64 && dod <= 63) {
+    bits_put56(buf, nbits, (0x2ULL << 7) | ((uint64_t)dod & 0x7f), 9);
+  } else if (dod >= -8192 && dod <= 8191) {
+    bits_put56(buf, nbits, (0x6ULL << 14) | ((uint64_t)dod & 0x3fff), 17);
+  } else if (dod >= -(1 << 19) && dod <= (1 << 19) - 1) {
+    bits_put56(buf, nbits, (0xeULL << 20) | ((uint64_t)dod & 0xfffff), 24);
+  } else {
+    bits_put56(buf, nbits, 0xf, 4);
+    bits_put(buf, nbits, (uint64_t)dod, 64);
+  }
+}
+
+static inline bool dod_get(bitrd_t *b, int64_t *dod) {
+  uint64_t q = br_peek(b, 4), raw;
+  unsigned n, pre;
+  if (!(q & 8)) {
+    if (!br_skip(b, 1)) return false;
+    *dod = 0;
+    return true;
+  }
+  if (!(q & 4)) pre = 2, n = 7;
+  else if (!(q & 2)) pre = 3, n = 14;
+  else if (!(q & 1)) pre = 4, n = 20;
+  else pre = 4, n = 64;
+  if (!br_skip(b, pre) || !br_read(b, n, &raw)) return false;
+  *dod = n == 64 ? (int64_t)raw : sign_extend(raw, n);
+  return true;
+}
+
+/* XOR state: leading == 0xff means no window yet. */
+static inline void xor_put(uint8_t *buf, uint64_t *nbits, uint64_t x, uint8_t *leading, uint8_t *trailing) {
+  if (x == 0) {
+    bits_put56(buf, nbits, 0, 1);
+    return;
+  }
+  unsigned lead = (unsigned)__builtin_clzll(x), trail = (unsigned)__builtin_ctzll(x);
+  if (lead > 31) lead = 31;
+  if (*leading != 0xff && lead >= *leading && trail >= *trailing) {
+    unsigned sig = 64 - *leading - *trailing;
+    bits_put56(buf, nbits, 0x2, 2);
+    bits_put(buf, nbits, x >> *trailing, sig);
+    return;
+  }
+  unsigned sig = 64 - lead - trail;
+  bits_put56(buf, nbits, (0x3ULL << 11) | ((uint64_t)lead << 6) | (sig - 1), 13);
+  bits_put(buf, nbits, x >> trail, sig);
+  *leading = (uint8_t)lead;
+  *trailing = (uint8_t)trail;
+}
+
+static inline bool xor_get(bitrd_t *b, uint64_t *x, uint8_t *leading, uint8_t *trailing) {
+  uint64_t q = br_peek(b, 2), raw;
+  if (!(q & 2)) {
+    if (!br_skip(b, 1)) return false;
+    *x = 0;
+    return true;
+  }
+  if (q == 2) {
+    if (*leading == 0xff || !br_skip(b, 2)) return false;
+  } else {
+    uint64_t hdr;
+    if (!br_read(b, 13, &hdr)) return false;
+    unsigned lead = (unsigned)(hdr >> 6) & 31, sig = (unsigned)(hdr & 63) + 1;
+    if (lead + sig > 64) return false;
+    *leading = (uint8_t)lead;
+    *trailing = (uint8_t)(64 - lead - sig);
+  }
+  unsigned sig = 64 - *leading - *trailing;
+  if (!br_read(b, sig, &raw)) return false;
+  /* A window code must carry a set bit at the window's low end only when it opened the
+   * window; reused windows may have zeros there, so no further check is possible. */
+  *x = raw << *trailing;
+  return true;
+}
+
+/* ---- head appender ------------------------------------------------------------- */
+
+void chunk_app_init(chunk_app_t *a) {
+  memset(a, 0, sizeof *a);
+  a->leading = 0xff;
+}
+
+void chunk_app_free(chunk_app_t *a) {
+  free(a->buf);
+  chunk_app_init(a);
+}
+
+/* Room for `bits` more bits plus the 8 bytes of slack bits_put56 writes into. */
+static int app_reserve(chunk_app_t *a, unsigned bits) {
+  uint64_t need = ((uint64_t)a->nbits + bits + 7) / 8 + 8;
+  if (need <= a->cap) return 0;
+  uint64_t ncap = a->cap ? (uint64_t)a->cap * 2 : 64;
+  while (ncap < need) ncap *= 2;
+  uint8_t *nb = realloc(a->buf, ncap);
+  if (!nb) return MD_ENOMEM;
+  memset(nb + a->cap, 0, ncap - a->cap);
+  a->buf = nb;
+  a->cap = (uint32_t)ncap;
+  return 0;
+}
+
+int chunk_app_append(chunk_app_t *a, int64_t ts, double v) {
+  if (a->count >= CHUNK_MAX_SAMPLES) return MD_ELIMIT;
+  if (a->count > 0 && ts <= a->last_ts) return MD_EINVAL;
+  if (app_reserve(a, HEAD_HDR_BITS + 128 + MAX_SAMPLE_BITS) != 0) return MD_ENOMEM;
+  uint64_t bits, nbits = a->nbits;
+  memcpy(&bits, &v, 8);
+  if (a->count == 0) {
+    bits_put56(a->buf, &nbits, TAG_HEAD, 8);
+    bits_put56(a->buf, &nbits, 0, 16); /* count, patched below */
+    bits_put(a->buf, &nbits, (uint64_t)ts, 64);
+    bits_put(a->buf, &nbits, bits, 64);
+    a->first_ts = ts;
+    a->last_delta = 0;
+    a->leading = 0xff;
+    a->trailing = 0;
+  } else {
+    int64_t delta = (int64_t)((uint64_t)ts - (uint64_t)a->last_ts);
+    dod_put(a->buf, &nbits, (int64_t)((uint64_t)delta - (uint64_t)a->last_delta));
+    xor_put(a->buf, &nbits, bits ^ a->last_bits, &a->leading, &a->trailing);
+    a->last_delta = delta;
+  }
+  a->nbits = (uint32_t)nbits;
+  a->last_ts = ts;
+  a->last_bits = bits;
+  a->count++;
+  a->buf[1] = (uint8_t)(a->count & 0xff);
+  a->buf[2] = (uint8_t)(a->count >> 8);
+  return 0;
+}
+
+void chunk_app_trim(chunk_app_t *a) {
+  size_t used = chunk_app_bytes(a);
+  if (!a->buf || used == a->cap) return;
+  if (used == 0) {
+    free(a->buf);
+    a->buf = NULL;
+    a->cap = 0;
+    return;
+  }
+  uint8_t *nb = realloc(a->buf, used);
+  if (!nb) return; /* keeping the larger buffer is harmless */
+  a->buf = nb;
+  a->cap = (uint32_t)used;
+}
+
+size_t chunk_app_bytes(const chunk_app_t *a) { return ((size_t)a->nbits + 7) / 8; }
+
+/* Decodes n Gorilla samples (first raw, then dod + XOR codes) from b. */
+static bool gorilla_decode(bitrd_t *b, size_t n, int64_t *ts, double *v) {
+  uint64_t t, bits;
+  if (!br_read(b, 64, &t) || !br_read(b, 64, &bits)) return false;
+  ts[0] = (int64_t)t;
+  memcpy(&v[0], &bits, 8);
+  uint64_t delta = 0;
+  uint8_t leading = 0xff, trailing = 0;
+  for (size_t i = 1; i < n; i++) {
+    int64_t dod;
+    uint64_t x;
+    if (!dod_get(b, &dod) || !xor_get(b, &x, &leading, &trailing)) return false;
+    delta += (uint64_t)dod;
+    /* Strictly ascending as signed values; the step itself is modulo 2^64 (a gap may
+     * exceed INT64_MAX), so only the comparison can tell. */
+    if ((int64_t)(t + delta) <= (int64_t)t) return false;
+    t += delta;
+    bits ^= x;
+    ts[i] = (int64_t)t;
+    memcpy(&v[i], &bits, 8);
+  }
+  return true;
+}
+
+static int head_count(const uint8_t *p, size_t len) {
+  if (len < 3 + 16) return MD_ECORRUPT;
+  unsigned n = p[1] | (unsigned)p[2] << 8;
+  if (n == 0 || n > CHUNK_MAX_SAMPLES) return MD_ECORRUPT;
+  return (int)n;
+}
+
+static int head_decode(const uint8_t *p, size_t len, int64_t *ts, double *v, size_t cap) {
+  int n = head_count(p, len);
+  if (n < 0) return n;
+  if ((size_t)n > cap) return MD_EINVAL;
+  bitrd_t b = {p, len, HEAD_HDR_BITS, (uint64_t)len * 8};
+  if (!gorilla_decode(&b, (size_t)n, ts, v)) return MD_ECORRUPT;
+  /* What follows the last sample is padding to a byte: more than 7 bits is damage. */
+  if (b.end - b.pos > 7) return MD_ECORRUPT;
+  return n;
+}
+
+/* ---- sealed chunks ------------------------------------------------------------- */
+
+/* Section schemes. */
+enum { TS_GORILLA = 0 };
+enum { VAL_XOR = 0 };
+
+typedef struct {
+  uint8_t *buf;
+  size_t len, cap;
+} obuf_t;
+
+static int ob_reserve(obuf_t *o, size_t extra) {
+  if (o->len + extra <= o->cap) return 0;
+  size_t nc = o->cap ? o->cap * 2 : 256;
+  while (nc < o->len + extra) nc *= 2;
+  uint8_t *nb = realloc(o->buf, nc);
+  if (!nb) return MD_ENOMEM;
+  memset(nb + o->cap, 0, nc - o->cap);
+  o->buf = nb;
+  o->cap = nc;
+  return 0;
+}
+
+/* Timestamps as a Gorilla dod bit stream (first raw). */
+static int ts_encode_gorilla(obuf_t *o, const int64_t *ts, size_t n) {
+  if (ob_reserve(o, 1 + 8 + (n * 68 + 7) / 8 + 16) != 0) return MD_ENOMEM;
+  o->buf[o->len++] = TS_GORILLA;
+  uint64_t nbits = (uint64_t)o->len * 8;
+  bits_put(o->buf, &nbits, (uint64_t)ts[0], 64);
+  int64_t last_delta = 0;
+  for (size_t i = 1; i < n; i++) {
+    int64_t delta = (int64_t)((uint64_t)ts[i] - (uint64_t)ts[i - 1]);
+    dod_put(o->buf, &nbits, (int64_t)((uint64_t)delta - (uint64_t)last_delta));
+    last_delta = delta;
+  }
+  o->len = (size_t)((nbits + 7) / 8);
+  return 0;
+}
+
+static int val_encode_xor(obuf_t *o, const double *v, size_t n) {
+  if (ob_reserve(o, 1 + 8 + (n * 77 + 7) / 8 + 16) != 0) return MD_ENOMEM;
+  o->buf[o->len++] = VAL_XOR;
+  uint64_t nbits = (uint64_t)o->len * 8, bits, last;
+  memcpy(&last, &v[0], 8);
+  bits_put(o->buf, &nbits, last, 64);
+  uint8_t leading = 0xff, trailing = 0;
+  for (size_t i = 1; i < n; i++) {
+    memcpy(&bits, &v[i], 8);
+    xor_put(o->buf, &nbits, bits ^ last, &leading, &trailing);
+    last = bits;
+  }
+  o->len = (size_t)((nbits + 7) / 8);
+  return 0;
+}
+
+static bool ts_decode_section(const uint8_t *p, size_t len, int64_t *ts, size_t n) {
+  if (len < 1) return false;
+  switch (p[0]) {
+  case TS_GORILLA: {
+    bitrd_t b = {p, len, 8, (uint64_t)len * 8};
+    uint64_t t;
+    if (!br_read(&b, 64, &t)) return false;
+    ts[0] = (int64_t)t;
+    uint64_t delta = 0;
+    for (size_t i = 1; i < n; i++) {
+      int64_t dod;
+      if (!dod_get(&b, &dod)) return false;
+      delta += (uint64_t)dod;
+      if ((int64_t)(t + delta) <= (int64_t)t) return false;
+      t += delta;
+      ts[i] = (int64_t)t;
+    }
+    return b.end - b.pos <= 7;
+  }
+  default:
+    return false;
+  }
+}
+
+static bool val_decode_section(const uint8_t *p, size_t len, double *v, size_t n) {
+  if (len < 1) return false;
+  switch (p[0]) {
+  case VAL_XOR: {
+    bitrd_t b = {p, len, 8, (uint64_t)len * 8};
+    uint64_t bits, x;
+    if (!br_read(&b, 64, &bits)) return false;
+    memcpy(&v[0], &bits, 8);
+    uint8_t leading = 0xff, trailing = 0;
+    for (size_t i = 1; i < n; i++) {
+      if (!xor_get(&b, &x, &leading, &trailing)) return false;
+      bits ^= x;
+      memcpy(&v[i], &bits, 8);
+    }
+    return b.end - b.pos <= 7;
+  }
+  default:
+    return false;
+  }
+}
+
+int chunk_seal(const int64_t *ts, const double *v, size_t n, uint8_t **out, size_t *outlen) {
+  if (!ts || !v || !out || !outlen || n == 0 || n > SEALED_MAX_SAMPLES) return MD_EINVAL;
+  for (size_t i = 1; i < n; i++)
+    if (ts[i] <= ts[i - 1]) return MD_EINVAL;
+  obuf_t tsec = {0}, vsec = {0}, o = {0};
+  int rc = MD_ENOMEM;
+  if (ts_encode_gorilla(&tsec, ts, n) != 0) goto fail;
+  if (val_encode_xor(&vsec, v, n) != 0) goto fail;
+  if (ob_reserve(&o, 1 + 10 + 10 + tsec.len + vsec.len) != 0) goto fail;
+  o.buf[o.len++] = TAG_SEALED;
+  o.len += uvarint_put(o.buf + o.len, n);
+  o.len += uvarint_put(o.buf + o.len, tsec.len);
+  memcpy(o.buf + o.len, tsec.buf, tsec.len);
+  o.len += tsec.len;
+  memcpy(o.buf + o.len, vsec.buf, vsec.len);
+  o.len += vsec.len;
+  /* Hand over an exact-size buffer: sealed chunks are long-lived. */
+  uint8_t *exact = realloc(o.buf, o.len);
+  *out = exact ? exact : o.buf;
+  *outlen = o.len;
+  o.buf = NULL;
+  rc = 0;
+fail:
+  free(tsec.buf);
+  free(vsec.buf);
+  free(o.buf);
+  return rc;
+}
+
+/* Parses the sealed header; fills the section bounds. */
+static int sealed_header(const uint8_t *p, size_t len, size_t *n, size_t *tsoff, size_t *tslen) {
+  size_t off = 1;
+  uint64_t cnt, tl;
+  if (!uvarint_get(p, len, &off, &cnt) || cnt == 0 || cnt > SEALED_MAX_SAMPLES) return MD_ECORRUPT;
+  if (!uvarint_get(p, len, &off, &tl) || tl > len - off || tl == len - off) return MD_ECORRUPT;
+  *n = (size_t)cnt;
+  *tsoff = off;
+  *tslen = (size_t)tl;
+  return 0;
+}
+
+static int sealed_decode(const uint8_t *p, size_t len, int64_t *ts, double *v, size_t cap) {
+  size_t n, tsoff, tslen;
+  int rc = sealed_header(p, len, &n, &tsoff, &tslen);
+  if (rc != 0) return rc;
+  if (n > cap) return MD_EINVAL;
+  if (!ts_decode_section(p + tsoff, tslen, ts, n)) return MD_ECORRUPT;
+  if (!val_decode_section(p + tsoff + tslen, len - tsoff - tslen, v, n)) return MD_ECORRUPT;
+  return (int)n;
+}
+
+int chunk_count(const uint8_t *p, size_t len) {
+  if (len == 0) return 0;
+  if (!p) return MD_ECORRUPT;
+  if (p[0] == TAG_HEAD) return head_count(p, len);
+  if (p[0] == TAG_SEALED) {
+    size_t n, tsoff, tslen;
+    int rc = sealed_header(p, len, &n, &tsoff, &tslen);
+    return rc != 0 ? rc : (int)n;
+  }
+  return MD_ECORRUPT;
+}
+
+int chunk_decode(const uint8_t *p, size_t len, int64_t *ts, double *v, size_t cap) {
+  if (len == 0) return 0;
+  if (!p) return MD_ECORRUPT;
+  if (p[0] == TAG_HEAD) return head_decode(p, len, ts, v, cap);
+  if (p[0] == TAG_SEALED) return sealed_decode(p, len, ts, v, cap);
+  return MD_ECORRUPT;
+}
