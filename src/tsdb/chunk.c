@@ -21,10 +21,12 @@
  */
 #include "chunk.h"
 
+#include <math.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "chunk_int.h"
 #include "core/core.h"
 
 enum { TAG_HEAD = 0x01, TAG_SEALED = 0x02 };
@@ -109,48 +111,6 @@ static inline bool br_read(bitrd_t *b, unsigned n, uint64_t *out) {
 
 static inline int64_t sign_extend(uint64_t v, unsigned n) {
   return (int64_t)(v << (64 - n)) >> (64 - n);
-}
-
-/* ---- varints -------------------------------------------------------------------- */
-
-static inline uint64_t zigzag(int64_t v) { return ((uint64_t)v << 1) ^ (uint64_t)(v >> 63); }
-static inline int64_t unzigzag(uint64_t u) { return (int64_t)(u >> 1) ^ -(int64_t)(u & 1); }
-
-static inline size_t uvarint_put(uint8_t *q, uint64_t v) {
-  size_t i = 0;
-  while (v >= 0x80) {
-    q[i++] = (uint8_t)(v | 0x80);
-    v >>= 7;
-  }
-  q[i++] = (uint8_t)v;
-  return i;
-}
-
-static inline size_t uvarint_len(uint64_t v) {
-  size_t i = 1;
-  while (v >= 0x80) {
-    v >>= 7;
-    i++;
-  }
-  return i;
-}
-
-/* Reads a uvarint at *off; false when truncated or longer than 10 bytes / 64 bits. */
-static inline bool uvarint_get(const uint8_t *p, size_t len, size_t *off, uint64_t *out) {
-  uint64_t v = 0;
-  size_t i = *off;
-  for (unsigned shift = 0; shift < 64; shift += 7) {
-    if (i >= len) return false;
-    uint8_t c = p[i++];
-    if (shift == 63 && c > 1) return false;
-    v |= (uint64_t)(c & 0x7f) << shift;
-    if (!(c & 0x80)) {
-      *off = i;
-      *out = v;
-      return true;
-    }
-  }
-  return false;
 }
 
 /* ---- Gorilla codes shared by the head stream and the sealed fallback ------------- */
@@ -355,30 +315,58 @@ static int head_decode(const uint8_t *p, size_t len, int64_t *ts, double *v, siz
 
 /* ---- sealed chunks ------------------------------------------------------------- */
 
-/* Section schemes. */
-enum { TS_GORILLA = 0 };
-enum { VAL_XOR = 0 };
+/* Timestamp section schemes:
+ *   TS_GORILLA [0][ts0: 64 bits][dod codes as in the head stream], bit stream, MSB first
+ *   TS_ISEQ    [1][iseq of the timestamps]  (chunk_int.h: regular intervals cost ~0 bits)
+ * Value section schemes:
+ *   VAL_XOR    [0][v0: 64 bits][Gorilla XOR codes], bit stream, MSB first
+ *   VAL_CONST  [1][bits: u64 LE]            every sample has this bit pattern
+ *   VAL_DEC    [2][p: u8][nexc: uvarint][nexc * (gap: uvarint, bits: u64 LE)][iseq of I]
+ *              v[k] = (double)I[k] / 10^p, computed exactly so on both sides (one IEEE
+ *              division of two exact doubles); samples listed as exceptions (NaN, ±Inf,
+ *              -0.0, values with no short decimal form) carry their raw bits instead, and
+ *              I repeats the previous integer there so they cost nothing in the sequence.
+ *              Exception indexes: previous + 1 + gap, the first previous being -1.
+ * The encoder builds every applicable scheme and keeps the smallest. */
+enum { TS_GORILLA = 0, TS_ISEQ = 1 };
+enum { VAL_XOR = 0, VAL_CONST = 1, VAL_DEC = 2 };
 
-typedef struct {
-  uint8_t *buf;
-  size_t len, cap;
-} obuf_t;
+/* Decimal scales tried: 10^0 .. 10^DEC_MAX_P. Every power up to 10^22 is an exact double,
+ * which is what makes I / 10^p a single correctly rounded operation. */
+#define DEC_MAX_P 18
+static const double POW10[DEC_MAX_P + 1] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8, 1e9,
+                                            1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18};
+/* |I| stays below 2^62 so that residual arithmetic in chunk_int has headroom. */
+#define DEC_MAX_ABS 4.6e18
 
-static int ob_reserve(obuf_t *o, size_t extra) {
-  if (o->len + extra <= o->cap) return 0;
-  size_t nc = o->cap ? o->cap * 2 : 256;
-  while (nc < o->len + extra) nc *= 2;
-  uint8_t *nb = realloc(o->buf, nc);
-  if (!nb) return MD_ENOMEM;
-  memset(nb + o->cap, 0, nc - o->cap);
-  o->buf = nb;
-  o->cap = nc;
-  return 0;
+static inline uint64_t dbits(double d) {
+  uint64_t b;
+  memcpy(&b, &d, 8);
+  return b;
 }
 
-/* Timestamps as a Gorilla dod bit stream (first raw). */
-static int ts_encode_gorilla(obuf_t *o, const int64_t *ts, size_t n) {
-  if (ob_reserve(o, 1 + 8 + (n * 68 + 7) / 8 + 16) != 0) return MD_ENOMEM;
+static inline void put_le64(uint8_t *q, uint64_t x) {
+  for (int i = 0; i < 8; i++) q[i] = (uint8_t)(x >> (8 * i));
+}
+
+static inline uint64_t get_le64(const uint8_t *q) {
+  uint64_t x = 0;
+  for (int i = 7; i >= 0; i--) x = (x << 8) | q[i];
+  return x;
+}
+
+/* True when v == (double)I / 10^p bit for bit, with I = the integer nearest v * 10^p. */
+static inline bool dec_fits(double v, unsigned p, int64_t *out) {
+  double x = v * POW10[p];
+  if (!(x > -DEC_MAX_ABS && x < DEC_MAX_ABS)) return false; /* also NaN and ±Inf */
+  int64_t i = llrint(x);
+  if (dbits((double)i / POW10[p]) != dbits(v)) return false;
+  *out = i;
+  return true;
+}
+
+static int ts_encode_gorilla(chunk_buf_t *o, const int64_t *ts, size_t n) {
+  if (chunk_buf_reserve(o, 1 + 8 + (n * 68 + 7) / 8 + 16) != 0) return MD_ENOMEM;
   o->buf[o->len++] = TS_GORILLA;
   uint64_t nbits = (uint64_t)o->len * 8;
   bits_put(o->buf, &nbits, (uint64_t)ts[0], 64);
@@ -392,20 +380,78 @@ static int ts_encode_gorilla(obuf_t *o, const int64_t *ts, size_t n) {
   return 0;
 }
 
-static int val_encode_xor(obuf_t *o, const double *v, size_t n) {
-  if (ob_reserve(o, 1 + 8 + (n * 77 + 7) / 8 + 16) != 0) return MD_ENOMEM;
+static int ts_encode_iseq(chunk_buf_t *o, const int64_t *ts, size_t n) {
+  if (chunk_buf_reserve(o, 1) != 0) return MD_ENOMEM;
+  o->buf[o->len++] = TS_ISEQ;
+  return chunk_iseq_encode(o, ts, n);
+}
+
+static int val_encode_xor(chunk_buf_t *o, const double *v, size_t n) {
+  if (chunk_buf_reserve(o, 1 + 8 + (n * 77 + 7) / 8 + 16) != 0) return MD_ENOMEM;
   o->buf[o->len++] = VAL_XOR;
-  uint64_t nbits = (uint64_t)o->len * 8, bits, last;
-  memcpy(&last, &v[0], 8);
+  uint64_t nbits = (uint64_t)o->len * 8, bits, last = dbits(v[0]);
   bits_put(o->buf, &nbits, last, 64);
   uint8_t leading = 0xff, trailing = 0;
   for (size_t i = 1; i < n; i++) {
-    memcpy(&bits, &v[i], 8);
+    bits = dbits(v[i]);
     xor_put(o->buf, &nbits, bits ^ last, &leading, &trailing);
     last = bits;
   }
   o->len = (size_t)((nbits + 7) / 8);
   return 0;
+}
+
+/* Returns 1 when the values are not worth a decimal encoding (too many exceptions), 0 when
+ * encoded, or MD_ENOMEM. */
+static int val_encode_dec(chunk_buf_t *o, const double *v, size_t n) {
+  size_t max_exc = n / 4;
+  unsigned p = 0;
+  size_t nexc = 0;
+  int64_t scratch;
+  /* Pass 1: the smallest scale that suits every value that has a short decimal form. A
+   * value exact at scale p is exact at every larger p (same rational, one rounding), so
+   * the scale only ever grows; pass 2 re-checks for the range limit. */
+  for (size_t i = 0; i < n; i++) {
+    if (dec_fits(v[i], p, &scratch)) continue;
+    unsigned q = p + 1;
+    while (q <= DEC_MAX_P && !dec_fits(v[i], q, &scratch)) q++;
+    if (q <= DEC_MAX_P) p = q;
+    else if (++nexc > max_exc) return 1;
+  }
+  int64_t *I = malloc(n * sizeof *I);
+  size_t *exc = malloc((max_exc + 1) * sizeof *exc);
+  int rc = MD_ENOMEM;
+  if (!I || !exc) goto out;
+  nexc = 0;
+  int64_t prev = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (dec_fits(v[i], p, &I[i])) {
+      prev = I[i];
+      continue;
+    }
+    if (nexc == max_exc) {
+      rc = 1;
+      goto out;
+    }
+    exc[nexc++] = i;
+    I[i] = prev;
+  }
+  if (chunk_buf_reserve(o, 2 + 10 + nexc * 18) != 0) goto out;
+  o->buf[o->len++] = VAL_DEC;
+  o->buf[o->len++] = (uint8_t)p;
+  o->len += chunk_uvarint_put(o->buf + o->len, nexc);
+  size_t last = (size_t)-1;
+  for (size_t k = 0; k < nexc; k++) {
+    o->len += chunk_uvarint_put(o->buf + o->len, exc[k] - last - 1);
+    put_le64(o->buf + o->len, dbits(v[exc[k]]));
+    o->len += 8;
+    last = exc[k];
+  }
+  rc = chunk_iseq_encode(o, I, n);
+out:
+  free(I);
+  free(exc);
+  return rc;
 }
 
 static bool ts_decode_section(const uint8_t *p, size_t len, int64_t *ts, size_t n) {
@@ -427,12 +473,21 @@ static bool ts_decode_section(const uint8_t *p, size_t len, int64_t *ts, size_t 
     }
     return b.end - b.pos <= 7;
   }
+  case TS_ISEQ: {
+    size_t off = 1;
+    if (!chunk_iseq_decode(p, len, &off, (uint64_t *)ts, n) || off != len) return false;
+    for (size_t i = 1; i < n; i++)
+      if (ts[i] <= ts[i - 1]) return false;
+    return true;
+  }
   default:
     return false;
   }
 }
 
-static bool val_decode_section(const uint8_t *p, size_t len, double *v, size_t n) {
+/* Decodes the value section; scratch (n uint64) is free memory the decimal scheme uses for
+ * its integers (the caller's timestamp array, filled afterwards). */
+static bool val_decode_section(const uint8_t *p, size_t len, double *v, size_t n, uint64_t *scratch) {
   if (len < 1) return false;
   switch (p[0]) {
   case VAL_XOR: {
@@ -448,23 +503,102 @@ static bool val_decode_section(const uint8_t *p, size_t len, double *v, size_t n
     }
     return b.end - b.pos <= 7;
   }
+  case VAL_CONST: {
+    if (len != 9) return false;
+    uint64_t bits = get_le64(p + 1);
+    double d;
+    memcpy(&d, &bits, 8);
+    for (size_t i = 0; i < n; i++) v[i] = d;
+    return true;
+  }
+  case VAL_DEC: {
+    size_t off = 1;
+    uint64_t nexc;
+    if (len < 2 || p[1] > DEC_MAX_P) return false;
+    const double scale = POW10[p[1]];
+    off = 2;
+    if (!chunk_uvarint_get(p, len, &off, &nexc) || nexc > n) return false;
+    /* Exceptions are applied after the integers; remember where they are. */
+    size_t exc_off = off;
+    for (uint64_t k = 0; k < nexc; k++) {
+      uint64_t gap;
+      if (!chunk_uvarint_get(p, len, &off, &gap) || len - off < 8) return false;
+      off += 8;
+    }
+    if (!chunk_iseq_decode(p, len, &off, scratch, n) || off != len) return false;
+    for (size_t i = 0; i < n; i++) v[i] = (double)(int64_t)scratch[i] / scale;
+    size_t idx = (size_t)-1;
+    off = exc_off;
+    for (uint64_t k = 0; k < nexc; k++) {
+      uint64_t gap;
+      (void)chunk_uvarint_get(p, len, &off, &gap); /* validated above */
+      if (gap >= n || idx + 1 + gap >= n) return false;
+      idx += 1 + (size_t)gap;
+      uint64_t bits = get_le64(p + off);
+      off += 8;
+      memcpy(&v[idx], &bits, 8);
+    }
+    return true;
+  }
   default:
     return false;
   }
+}
+
+static int seal_values(chunk_buf_t *best, const double *v, size_t n) {
+  uint64_t b0 = dbits(v[0]);
+  size_t i = 1;
+  while (i < n && dbits(v[i]) == b0) i++;
+  if (i == n) {
+    if (chunk_buf_reserve(best, 9) != 0) return MD_ENOMEM;
+    best->buf[best->len++] = VAL_CONST;
+    put_le64(best->buf + best->len, b0);
+    best->len += 8;
+    return 0;
+  }
+  chunk_buf_t dec = {0};
+  int rc = val_encode_dec(&dec, v, n);
+  if (rc < 0) goto out;
+  if ((rc = val_encode_xor(best, v, n)) != 0) goto out;
+  if (dec.len > 0 && dec.len < best->len) {
+    chunk_buf_t t = *best;
+    *best = dec;
+    dec = t;
+  }
+  rc = 0;
+out:
+  chunk_buf_free(&dec);
+  return rc;
+}
+
+static int seal_timestamps(chunk_buf_t *best, const int64_t *ts, size_t n) {
+  chunk_buf_t alt = {0};
+  int rc;
+  if ((rc = ts_encode_iseq(best, ts, n)) != 0) goto out;
+  if ((rc = ts_encode_gorilla(&alt, ts, n)) != 0) goto out;
+  if (alt.len < best->len) {
+    chunk_buf_t t = *best;
+    *best = alt;
+    alt = t;
+  }
+out:
+  chunk_buf_free(&alt);
+  return rc;
 }
 
 int chunk_seal(const int64_t *ts, const double *v, size_t n, uint8_t **out, size_t *outlen) {
   if (!ts || !v || !out || !outlen || n == 0 || n > SEALED_MAX_SAMPLES) return MD_EINVAL;
   for (size_t i = 1; i < n; i++)
     if (ts[i] <= ts[i - 1]) return MD_EINVAL;
-  obuf_t tsec = {0}, vsec = {0}, o = {0};
-  int rc = MD_ENOMEM;
-  if (ts_encode_gorilla(&tsec, ts, n) != 0) goto fail;
-  if (val_encode_xor(&vsec, v, n) != 0) goto fail;
-  if (ob_reserve(&o, 1 + 10 + 10 + tsec.len + vsec.len) != 0) goto fail;
+  chunk_buf_t tsec = {0}, vsec = {0}, o = {0};
+  int rc;
+  if ((rc = seal_timestamps(&tsec, ts, n)) != 0) goto fail;
+  if ((rc = seal_values(&vsec, v, n)) != 0) goto fail;
+  rc = MD_ENOMEM;
+  if (chunk_buf_reserve(&o, 1 + 10 + 10 + tsec.len + vsec.len) != 0) goto fail;
   o.buf[o.len++] = TAG_SEALED;
-  o.len += uvarint_put(o.buf + o.len, n);
-  o.len += uvarint_put(o.buf + o.len, tsec.len);
+  o.len += chunk_uvarint_put(o.buf + o.len, n);
+  o.len += chunk_uvarint_put(o.buf + o.len, tsec.len);
   memcpy(o.buf + o.len, tsec.buf, tsec.len);
   o.len += tsec.len;
   memcpy(o.buf + o.len, vsec.buf, vsec.len);
@@ -476,9 +610,9 @@ int chunk_seal(const int64_t *ts, const double *v, size_t n, uint8_t **out, size
   o.buf = NULL;
   rc = 0;
 fail:
-  free(tsec.buf);
-  free(vsec.buf);
-  free(o.buf);
+  chunk_buf_free(&tsec);
+  chunk_buf_free(&vsec);
+  chunk_buf_free(&o);
   return rc;
 }
 
@@ -486,8 +620,8 @@ fail:
 static int sealed_header(const uint8_t *p, size_t len, size_t *n, size_t *tsoff, size_t *tslen) {
   size_t off = 1;
   uint64_t cnt, tl;
-  if (!uvarint_get(p, len, &off, &cnt) || cnt == 0 || cnt > SEALED_MAX_SAMPLES) return MD_ECORRUPT;
-  if (!uvarint_get(p, len, &off, &tl) || tl > len - off || tl == len - off) return MD_ECORRUPT;
+  if (!chunk_uvarint_get(p, len, &off, &cnt) || cnt == 0 || cnt > SEALED_MAX_SAMPLES) return MD_ECORRUPT;
+  if (!chunk_uvarint_get(p, len, &off, &tl) || tl >= len - off) return MD_ECORRUPT;
   *n = (size_t)cnt;
   *tsoff = off;
   *tslen = (size_t)tl;
@@ -499,8 +633,9 @@ static int sealed_decode(const uint8_t *p, size_t len, int64_t *ts, double *v, s
   int rc = sealed_header(p, len, &n, &tsoff, &tslen);
   if (rc != 0) return rc;
   if (n > cap) return MD_EINVAL;
+  /* Values first: the decimal scheme borrows ts as scratch before the timestamps land. */
+  if (!val_decode_section(p + tsoff + tslen, len - tsoff - tslen, v, n, (uint64_t *)ts)) return MD_ECORRUPT;
   if (!ts_decode_section(p + tsoff, tslen, ts, n)) return MD_ECORRUPT;
-  if (!val_decode_section(p + tsoff + tslen, len - tsoff - tslen, v, n)) return MD_ECORRUPT;
   return (int)n;
 }
 

@@ -1,0 +1,82 @@
+/*
+ * chunk_int — integer sequence coding for sealed chunks (private to chunk.c).
+ *
+ * An integer sequence x[0..n) is stored as its first value and the residuals of one of two
+ * models, whichever comes out smaller:
+ *   delta: r[k] = x[k] - x[k-1]                        (gauges, irregular counters)
+ *   dod:   r[k] = (x[k] - x[k-1]) - (x[k-1] - x[k-2])   (steady counters, timestamps)
+ * The residuals are centred on their median b, divided by their greatest common divisor g
+ * (page sizes, sector sizes, whole seconds in ms), zigzag-mapped and bit-packed at one
+ * width w with the few values that need more bits patched in as exceptions.
+ *
+ *   iseq  := mode:u8 x0:svarint [dod: d1:svarint] [n >= 2: b:svarint g:uvarint ipack]
+ *   ipack := w:u8 nexc:uvarint packed:ceil(m*w/8) bytes, LSB-first
+ *            nexc * (gap:uvarint high:uvarint)   value[i] = low | high << w,
+ *            i = previous index + 1 + gap (the first previous index is -1)
+ *
+ * All arithmetic is modulo 2^64, so any int64 sequence round-trips, overflow included.
+ * Decoders read only within [p, p+len) and report malformed input as false.
+ */
+#ifndef METRICSD_TSDB_CHUNK_INT_H
+#define METRICSD_TSDB_CHUNK_INT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* A growable output buffer whose bytes past len are always zero. */
+typedef struct {
+  uint8_t *buf;
+  size_t len, cap;
+} chunk_buf_t;
+
+int chunk_buf_reserve(chunk_buf_t *o, size_t extra);
+void chunk_buf_free(chunk_buf_t *o);
+
+static inline uint64_t chunk_zigzag(int64_t v) { return ((uint64_t)v << 1) ^ (uint64_t)(v >> 63); }
+static inline int64_t chunk_unzigzag(uint64_t u) { return (int64_t)(u >> 1) ^ -(int64_t)(u & 1); }
+
+static inline size_t chunk_uvarint_put(uint8_t *q, uint64_t v) {
+  size_t i = 0;
+  while (v >= 0x80) {
+    q[i++] = (uint8_t)(v | 0x80);
+    v >>= 7;
+  }
+  q[i++] = (uint8_t)v;
+  return i;
+}
+
+static inline size_t chunk_uvarint_len(uint64_t v) {
+  size_t i = 1;
+  while (v >= 0x80) {
+    v >>= 7;
+    i++;
+  }
+  return i;
+}
+
+/* Reads a uvarint at *off; false when truncated or over 64 bits. */
+static inline bool chunk_uvarint_get(const uint8_t *p, size_t len, size_t *off, uint64_t *out) {
+  uint64_t v = 0;
+  size_t i = *off;
+  for (unsigned shift = 0; shift < 64; shift += 7) {
+    if (i >= len) return false;
+    uint8_t c = p[i++];
+    if (shift == 63 && c > 1) return false;
+    v |= (uint64_t)(c & 0x7f) << shift;
+    if (!(c & 0x80)) {
+      *off = i;
+      *out = v;
+      return true;
+    }
+  }
+  return false;
+}
+
+/* Appends the iseq encoding of x[0..n) (n >= 1). MD_ENOMEM on allocation failure. */
+int chunk_iseq_encode(chunk_buf_t *o, const int64_t *x, size_t n);
+
+/* Decodes an iseq of n values at p[*off..len) into out, advancing *off. */
+bool chunk_iseq_decode(const uint8_t *p, size_t len, size_t *off, uint64_t *out, size_t n);
+
+#endif
