@@ -1,0 +1,49 @@
+/*
+ * Private to src/ingest: the series builder every parser ends in. A parser lexes a series
+ * into an array of length-delimited labels (pointing into the input or a scratch arena);
+ * ictx_series() validates them once, in one place (names, value length and UTF-8, labels
+ * per series, extra labels), and opens the series in the batch; ictx_sample() enforces the
+ * samples-per-request limit.
+ */
+#ifndef METRICSD_INGEST_INT_H
+#define METRICSD_INGEST_INT_H
+
+#include "ingest.h"
+
+#define INGEST_HARD_MAX_LABELS 1024
+
+typedef struct {
+  const char *name;
+  size_t nlen;
+  const char *value;
+  size_t vlen;
+} ilabel_t;
+
+typedef struct ictx {
+  const ingest_opts_t *o;
+  ingest_limits_t lim;
+  tsdb_batch_t *b;
+  ingest_result_t *res;
+  ingest_result_t res_local; /* when the caller passed NULL */
+  bool limit_hit;
+  bool oom;
+} ictx_t;
+
+void ictx_init(ictx_t *c, const ingest_opts_t *o, tsdb_batch_t *b, ingest_result_t *res);
+/* Records a rejected line/item: counts it and keeps the first messages. */
+void ictx_error(ictx_t *c, size_t where, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Validates and opens a series. l[0] must be __name__ (metric name). Returns 0, MD_EINVAL
+ * (err says why; nothing added) or MD_ENOMEM. */
+int ictx_series(ictx_t *c, const ilabel_t *l, size_t n, char *err, size_t errlen);
+/* Adds a sample to the open series; MD_ELIMIT past max_samples_per_request. */
+int ictx_sample(ictx_t *c, int64_t ts, double v);
+/* Final status for the parser's return. */
+int ictx_status(const ictx_t *c);
+
+/* Parses a decimal int64 ([+-]digits) exactly; -1 on syntax or overflow. */
+int ingest_parse_int64(const char *s, size_t n, int64_t *out);
+
+/* Appends v as Go's strconv.FormatFloat(v, 'g', -1, 64) does (text exposition). */
+void ingest_format_double(sb_t *sb, double v);
+
+#endif
