@@ -1,0 +1,13 @@
+/* Private helpers shared by the collect module's files. */
+#ifndef METRICSD_COLLECT_INTERNAL_H
+#define METRICSD_COLLECT_INTERNAL_H
+
+#include "collect/collect.h"
+#include "core/core.h"
+
+/* Adds one series {__name__=name, job, instance, extra...} with one sample to b. At most 13
+ * extra labels. Returns 0, or MD_ENOMEM; a label set the batch rejects is skipped. */
+int collect_emit(tsdb_batch_t *b, const char *job, const char *instance, const char *name,
+                 const tsdb_label_t *extra, size_t nextra, int64_t ts, double v);
+
+#endif

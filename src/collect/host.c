@@ -1,0 +1,653 @@
+/*
+ * Host collector: reads procfs and sysfs under a configurable root and emits node_exporter's
+ * metric names and labels, so existing dashboards and rules work unchanged.
+ *
+ * Units follow node_exporter: CPU ticks are divided by USER_HZ (100 on every Linux ABI that
+ * exposes /proc/stat), sectors are 512 bytes whatever the device's block size, meminfo kB are
+ * KiB. Device filters are node_exporter's defaults (partitions, loop and ram devices are not
+ * disks; pseudo file systems and /dev, /proc, /sys mount points are not file systems).
+ *
+ * Threading: a collect_host_t belongs to one thread at a time (it reuses one read buffer).
+ */
+#include "collect_internal.h"
+
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#define USER_HZ 100.0
+#define SECTOR_BYTES 512.0
+
+struct collect_host {
+  char *root; /* "" for "/", else without trailing slash */
+  char *job, *instance;
+  collect_host_options_t opt;
+  sb_t buf;  /* reused file buffer */
+  sb_t path; /* reused path buffer */
+};
+
+void collect_host_options_default(collect_host_options_t *opt) {
+  memset(opt, 0, sizeof *opt);
+  opt->interval_ms = 15000;
+  opt->job = "node";
+  opt->cpu = opt->memory = opt->loadavg = opt->disk = opt->filesystem = opt->network = true;
+  opt->vmstat = opt->filefd = opt->processes = opt->uname = opt->time = true;
+}
+
+/* node_exporter's default exclusions (collector/diskstats_linux.go, filesystem_linux.go),
+ * hand-matched rather than through core_regex: this runs on the collector thread every
+ * round and the patterns are fixed. Disks: ^(z?ram|loop|fd|(h|s|v|xv)d[a-z]|nvme\d+n\d+p)\d+$ */
+static bool all_digits(const char *s) {
+  if (!*s) return false;
+  for (; *s; s++)
+    if (*s < '0' || *s > '9') return false;
+  return true;
+}
+
+static bool disk_excluded(const char *d) {
+  if (d[0] == 'z' && strncmp(d + 1, "ram", 3) == 0) return all_digits(d + 4);
+  if (strncmp(d, "ram", 3) == 0) return all_digits(d + 3);
+  if (strncmp(d, "loop", 4) == 0) return all_digits(d + 4);
+  if (strncmp(d, "fd", 2) == 0) return all_digits(d + 2);
+  const char *p = d;
+  if (strncmp(p, "xv", 2) == 0) p += 2;
+  else if (*p == 'h' || *p == 's' || *p == 'v') p += 1;
+  else p = NULL;
+  if (p && p[0] == 'd' && p[1] >= 'a' && p[1] <= 'z') return all_digits(p + 2);
+  if (strncmp(d, "nvme", 4) == 0) {
+    p = d + 4;
+    if (!(*p >= '0' && *p <= '9')) return false;
+    while (*p >= '0' && *p <= '9') p++;
+    if (*p++ != 'n' || !(*p >= '0' && *p <= '9')) return false;
+    while (*p >= '0' && *p <= '9') p++;
+    return *p == 'p' && all_digits(p + 1);
+  }
+  return false;
+}
+
+static bool fs_type_excluded(const char *t) {
+  static const char *types[] = {"autofs", "binfmt_misc", "bpf", "cgroup", "cgroup2", "configfs", "debugfs",
+                                "devpts", "devtmpfs", "fusectl", "hugetlbfs", "iso9660", "mqueue", "nsfs",
+                                "overlay", "proc", "procfs", "pstore", "rpc_pipefs", "securityfs", "selinuxfs",
+                                "squashfs", "sysfs", "tracefs"};
+  for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
+    if (strcmp(t, types[i]) == 0) return true;
+  return false;
+}
+
+/* ^/(dev|proc|run/credentials/.+|sys|var/lib/docker/.+|var/lib/containers/storage/.+)($|/) */
+static bool mount_excluded(const char *m) {
+  static const char *exact[] = {"/dev", "/proc", "/sys"};
+  for (size_t i = 0; i < 3; i++) {
+    size_t l = strlen(exact[i]);
+    if (strncmp(m, exact[i], l) == 0 && (m[l] == 0 || m[l] == '/')) return true;
+  }
+  static const char *below[] = {"/run/credentials/", "/var/lib/docker/", "/var/lib/containers/storage/"};
+  for (size_t i = 0; i < 3; i++) {
+    size_t l = strlen(below[i]);
+    if (strncmp(m, below[i], l) == 0 && m[l] != 0) return true;
+  }
+  return false;
+}
+
+int collect_host_new(const collect_host_options_t *opt, collect_host_t **out, char *err, size_t errlen) {
+  collect_host_options_t def;
+  if (!opt) {
+    collect_host_options_default(&def);
+    opt = &def;
+  }
+  collect_host_t *h = calloc(1, sizeof *h);
+  if (!h) return md_error(err, errlen, MD_ENOMEM, "out of memory");
+  h->opt = *opt;
+  const char *root = opt->root && *opt->root ? opt->root : "/";
+  struct stat st;
+  if (stat(root, &st) != 0 || !S_ISDIR(st.st_mode)) {
+    free(h);
+    return md_error(err, errlen, MD_EINVAL, "host collector root %s is not a directory", root);
+  }
+  size_t rl = strlen(root);
+  while (rl > 0 && root[rl - 1] == '/') rl--;
+  h->root = strndup(root, rl);
+  h->job = strdup(opt->job ? opt->job : "node");
+  char host[256];
+  if (opt->instance) {
+    h->instance = strdup(opt->instance);
+  } else {
+    if (gethostname(host, sizeof host) != 0) snprintf(host, sizeof host, "localhost");
+    host[sizeof host - 1] = 0;
+    h->instance = strdup(host);
+  }
+  if (!h->root || !h->job || !h->instance) goto oom;
+  *out = h;
+  return 0;
+oom:
+  collect_host_free(h);
+  return md_error(err, errlen, MD_ENOMEM, "out of memory");
+}
+
+void collect_host_free(collect_host_t *h) {
+  if (!h) return;
+  free(h->root);
+  free(h->job);
+  free(h->instance);
+  sb_free(&h->buf);
+  sb_free(&h->path);
+  free(h);
+}
+
+/* ---- helpers ------------------------------------------------------------------------- */
+
+static const char *host_path(collect_host_t *h, const char *rel) {
+  sb_reset(&h->path);
+  sb_puts(&h->path, h->root);
+  sb_puts(&h->path, rel);
+  return h->path.oom ? NULL : h->path.buf;
+}
+
+/* Reads root+rel into h->buf. Returns 0, MD_ENOTFOUND/MD_EIO, or MD_ENOMEM. */
+static int host_read(collect_host_t *h, const char *rel) {
+  const char *p = host_path(h, rel);
+  if (!p) return MD_ENOMEM;
+  int fd = open(p, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return errno == ENOENT ? MD_ENOTFOUND : MD_EIO;
+  sb_reset(&h->buf);
+  for (;;) {
+    if (!sb_reserve(&h->buf, 8192)) {
+      close(fd);
+      return MD_ENOMEM;
+    }
+    ssize_t r = read(fd, h->buf.buf + h->buf.len, h->buf.cap - h->buf.len - 1);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      close(fd);
+      return MD_EIO;
+    }
+    if (r == 0) break;
+    h->buf.len += (size_t)r;
+  }
+  close(fd);
+  h->buf.buf[h->buf.len] = 0;
+  return 0;
+}
+
+int collect_emit(tsdb_batch_t *b, const char *job, const char *instance, const char *name,
+                 const tsdb_label_t *extra, size_t nextra, int64_t ts, double v) {
+  tsdb_label_t ls[16];
+  size_t n = 0;
+  ls[n++] = (tsdb_label_t){"__name__", name};
+  ls[n++] = (tsdb_label_t){"job", job};
+  ls[n++] = (tsdb_label_t){"instance", instance};
+  for (size_t i = 0; i < nextra && n < 16; i++) ls[n++] = extra[i];
+  int rc = tsdb_batch_series(b, ls, n);
+  if (rc == MD_ENOMEM) return rc;
+  if (rc != 0) return 0; /* a malformed label from the system (never expected): skip it */
+  return tsdb_batch_sample(b, ts, v);
+}
+
+#define EMIT(name, extra, nextra, v)                                                          \
+  do {                                                                                        \
+    int rc_ = collect_emit(b, h->job, h->instance, (name), (extra), (nextra), ts, (v));       \
+    if (rc_) return rc_;                                                                      \
+  } while (0)
+
+/* Next line of s (NUL-terminated buffer): returns its start and sets *len; NULL at end. */
+static char *next_line(char **cur, size_t *len) {
+  char *s = *cur;
+  if (!s || !*s) return NULL;
+  char *nl = strchr(s, '\n');
+  if (nl) {
+    *nl = 0;
+    *len = (size_t)(nl - s);
+    *cur = nl + 1;
+  } else {
+    *len = strlen(s);
+    *cur = s + *len;
+  }
+  return s;
+}
+
+/* ---- /proc/stat --------------------------------------------------------------------- */
+
+static int gather_stat(collect_host_t *h, tsdb_batch_t *b, int64_t ts) {
+  static const char *modes[] = {"user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal"};
+  char *cur = h->buf.buf, *line;
+  size_t len;
+  while ((line = next_line(&cur, &len))) {
+    if (strncmp(line, "cpu", 3) == 0 && isdigit((unsigned char)line[3])) {
+      char *p = line + 3, *end;
+      unsigned long cpu = strtoul(p, &end, 10);
+      char cpubuf[24];
+      snprintf(cpubuf, sizeof cpubuf, "%lu", cpu);
+      double v[10] = {0};
+      int nv = 0;
+      p = end;
+      while (nv < 10) {
+        unsigned long long x = strtoull(p, &end, 10);
+        if (end == p) break;
+        v[nv++] = (double)x / USER_HZ;
+        p = end;
+      }
+      for (int i = 0; i < nv && i < 8; i++) {
+        tsdb_label_t l[2] = {{"cpu", cpubuf}, {"mode", modes[i]}};
+        EMIT("node_cpu_seconds_total", l, 2, v[i]);
+      }
+      if (nv >= 10) {
+        tsdb_label_t g1[2] = {{"cpu", cpubuf}, {"mode", "user"}};
+        tsdb_label_t g2[2] = {{"cpu", cpubuf}, {"mode", "nice"}};
+        EMIT("node_cpu_guest_seconds_total", g1, 2, v[8]);
+        EMIT("node_cpu_guest_seconds_total", g2, 2, v[9]);
+      }
+    } else if (strncmp(line, "intr ", 5) == 0) {
+      EMIT("node_intr_total", NULL, 0, strtod(line + 5, NULL));
+    } else if (strncmp(line, "ctxt ", 5) == 0) {
+      EMIT("node_context_switches_total", NULL, 0, strtod(line + 5, NULL));
+    } else if (strncmp(line, "btime ", 6) == 0) {
+      EMIT("node_boot_time_seconds", NULL, 0, strtod(line + 6, NULL));
+    } else if (strncmp(line, "processes ", 10) == 0) {
+      EMIT("node_forks_total", NULL, 0, strtod(line + 10, NULL));
+    } else if (strncmp(line, "procs_running ", 14) == 0) {
+      EMIT("node_procs_running", NULL, 0, strtod(line + 14, NULL));
+    } else if (strncmp(line, "procs_blocked ", 14) == 0) {
+      EMIT("node_procs_blocked", NULL, 0, strtod(line + 14, NULL));
+    }
+  }
+  return 0;
+}
+
+/* ---- /proc/meminfo ------------------------------------------------------------------ */
+
+static int gather_meminfo(collect_host_t *h, tsdb_batch_t *b, int64_t ts) {
+  char *cur = h->buf.buf, *line;
+  size_t len;
+  char name[128];
+  while ((line = next_line(&cur, &len))) {
+    char *colon = memchr(line, ':', len);
+    if (!colon) continue;
+    /* "Active(anon)" becomes "Active_anon" as in node_exporter. */
+    size_t n = 0;
+    n += (size_t)snprintf(name, sizeof name, "node_memory_");
+    for (char *p = line; p < colon && n + 8 < sizeof name; p++) {
+      char c = *p;
+      if (c == '(' || c == ')') {
+        if (c == '(') name[n++] = '_';
+        continue;
+      }
+      name[n++] = isalnum((unsigned char)c) ? c : '_';
+    }
+    name[n] = 0;
+    char *end;
+    double v = strtod(colon + 1, &end);
+    if (end == colon + 1) continue;
+    while (*end == ' ') end++;
+    if (strncmp(end, "kB", 2) == 0) {
+      v *= 1024.0;
+      if (n + 7 < sizeof name) memcpy(name + n, "_bytes", 7);
+    }
+    EMIT(name, NULL, 0, v);
+  }
+  return 0;
+}
+
+/* ---- /proc/loadavg ------------------------------------------------------------------ */
+
+static int gather_loadavg(collect_host_t *h, tsdb_batch_t *b, int64_t ts, bool threads) {
+  double l1, l5, l15;
+  unsigned long running, total;
+  int n = sscanf(h->buf.buf, "%lf %lf %lf %lu/%lu", &l1, &l5, &l15, &running, &total);
+  if (n < 3) return MD_EIO;
+  if (h->opt.loadavg) {
+    EMIT("node_load1", NULL, 0, l1);
+    EMIT("node_load5", NULL, 0, l5);
+    EMIT("node_load15", NULL, 0, l15);
+  }
+  /* The kernel's count of scheduling entities: every thread on the system, cheaply. */
+  if (threads && n == 5) EMIT("node_processes_threads", NULL, 0, (double)total);
+  return 0;
+}
+
+/* ---- /proc/diskstats ---------------------------------------------------------------- */
+
+static int gather_diskstats(collect_host_t *h, tsdb_batch_t *b, int64_t ts) {
+  /* Fields after major minor name (Documentation/admin-guide/iostats.rst), with the
+   * factor that turns them into node_exporter's units. */
+  static const struct {
+    const char *name;
+    double factor;
+  } f[] = {
+      {"node_disk_reads_completed_total", 1},
+      {"node_disk_reads_merged_total", 1},
+      {"node_disk_read_bytes_total", SECTOR_BYTES},
+      {"node_disk_read_time_seconds_total", 0.001},
+      {"node_disk_writes_completed_total", 1},
+      {"node_disk_writes_merged_total", 1},
+      {"node_disk_written_bytes_total", SECTOR_BYTES},
+      {"node_disk_write_time_seconds_total", 0.001},
+      {"node_disk_io_now", 1},
+      {"node_disk_io_time_seconds_total", 0.001},
+      {"node_disk_io_time_weighted_seconds_total", 0.001},
+      {"node_disk_discards_completed_total", 1},
+      {"node_disk_discards_merged_total", 1},
+      {"node_disk_discarded_sectors_total", 1},
+      {"node_disk_discard_time_seconds_total", 0.001},
+      {"node_disk_flush_requests_total", 1},
+      {"node_disk_flush_requests_time_seconds_total", 0.001},
+  };
+  char *cur = h->buf.buf, *line;
+  size_t len;
+  while ((line = next_line(&cur, &len))) {
+    unsigned maj, min;
+    char dev[64];
+    int off = 0;
+    if (sscanf(line, "%u %u %63s%n", &maj, &min, dev, &off) != 3) continue;
+    if (disk_excluded(dev)) continue;
+    char *p = line + off, *end;
+    tsdb_label_t l[1] = {{"device", dev}};
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
+      unsigned long long x = strtoull(p, &end, 10);
+      if (end == p) break;
+      p = end;
+      EMIT(f[i].name, l, 1, (double)x * f[i].factor);
+    }
+  }
+  return 0;
+}
+
+/* ---- /proc/net/dev and /sys/class/net ------------------------------------------------ */
+
+static int gather_netdev(collect_host_t *h, tsdb_batch_t *b, int64_t ts) {
+  static const char *rx[] = {"bytes", "packets", "errs", "drop", "fifo", "frame", "compressed", "multicast"};
+  static const char *tx[] = {"bytes", "packets", "errs", "drop", "fifo", "colls", "carrier", "compressed"};
+  char *cur = h->buf.buf, *line;
+  size_t len;
+  char name[96];
+  while ((line = next_line(&cur, &len))) {
+    char *colon = memchr(line, ':', len);
+    if (!colon) continue; /* the two header lines */
+    char *d = line;
+    while (*d == ' ') d++;
+    *colon = 0;
+    tsdb_label_t l[1] = {{"device", d}};
+    char *p = colon + 1, *end;
+    for (int i = 0; i < 16; i++) {
+      unsigned long long x = strtoull(p, &end, 10);
+      if (end == p) break;
+      p = end;
+      snprintf(name, sizeof name, "node_network_%s_%s_total", i < 8 ? "receive" : "transmit",
+               i < 8 ? rx[i] : tx[i - 8]);
+      EMIT(name, l, 1, (double)x);
+    }
+  }
+  return 0;
+}
+
+/* /sys/class/net/<dev>/{operstate,mtu}: node_network_up and node_network_mtu_bytes. */
+static int gather_netclass(collect_host_t *h, tsdb_batch_t *b, int64_t ts) {
+  const char *dir = host_path(h, "/sys/class/net");
+  if (!dir) return MD_ENOMEM;
+  DIR *dp = opendir(dir);
+  if (!dp) return MD_ENOTFOUND;
+  char **names = NULL;
+  size_t nn = 0, cap = 0;
+  int rc = 0;
+  struct dirent *de;
+  while ((de = readdir(dp))) {
+    if (de->d_name[0] == '.') continue;
+    if (nn == cap) {
+      size_t nc = cap ? cap * 2 : 16;
+      char **np = realloc(names, nc * sizeof *np);
+      if (!np) {
+        rc = MD_ENOMEM;
+        break;
+      }
+      names = np;
+      cap = nc;
+    }
+    if (!(names[nn] = strdup(de->d_name))) {
+      rc = MD_ENOMEM;
+      break;
+    }
+    nn++;
+  }
+  closedir(dp);
+  char rel[320];
+  for (size_t i = 0; i < nn && rc == 0; i++) {
+    tsdb_label_t l[1] = {{"device", names[i]}};
+    snprintf(rel, sizeof rel, "/sys/class/net/%s/operstate", names[i]);
+    int r = host_read(h, rel);
+    if (r == MD_ENOMEM) rc = r;
+    if (r == 0) {
+      rc = collect_emit(b, h->job, h->instance, "node_network_up", l, 1, ts,
+                        strncmp(h->buf.buf, "up", 2) == 0 ? 1 : 0);
+    }
+    snprintf(rel, sizeof rel, "/sys/class/net/%s/mtu", names[i]);
+    r = host_read(h, rel);
+    if (r == MD_ENOMEM) rc = r;
+    if (r == 0 && rc == 0)
+      rc = collect_emit(b, h->job, h->instance, "node_network_mtu_bytes", l, 1, ts, strtod(h->buf.buf, NULL));
+  }
+  for (size_t i = 0; i < nn; i++) free(names[i]);
+  free(names);
+  return rc;
+}
+
+/* ---- /proc/mounts + statvfs ------------------------------------------------------------ */
+
+/* /proc/mounts escapes space, tab, newline and backslash as \ooo octal. */
+static void unescape_octal(char *s) {
+  char *w = s;
+  for (char *r = s; *r; r++) {
+    if (r[0] == '\\' && r[1] >= '0' && r[1] <= '3' && r[2] >= '0' && r[2] <= '7' && r[3] >= '0' && r[3] <= '7') {
+      *w++ = (char)((r[1] - '0') * 64 + (r[2] - '0') * 8 + (r[3] - '0'));
+      r += 3;
+    } else {
+      *w++ = *r;
+    }
+  }
+  *w = 0;
+}
+
+static int gather_filesystems(collect_host_t *h, tsdb_batch_t *b, int64_t ts) {
+  char *cur = h->buf.buf, *line;
+  size_t len;
+  /* A mount point can be listed twice (bind mounts, containers): report it once. */
+  char **seen = NULL;
+  size_t nseen = 0, capseen = 0;
+  int rc = 0;
+  while (rc == 0 && (line = next_line(&cur, &len))) {
+    char *save = NULL;
+    char *dev = strtok_r(line, " ", &save);
+    char *mnt = strtok_r(NULL, " ", &save);
+    char *fstype = strtok_r(NULL, " ", &save);
+    char *opts = strtok_r(NULL, " ", &save);
+    if (!dev || !mnt || !fstype) continue;
+    unescape_octal(dev);
+    unescape_octal(mnt);
+    if (fs_type_excluded(fstype)) continue;
+    if (mount_excluded(mnt)) continue;
+    bool dup = false;
+    for (size_t i = 0; i < nseen && !dup; i++) dup = strcmp(seen[i], mnt) == 0;
+    if (dup) continue;
+    if (nseen == capseen) {
+      size_t nc = capseen ? capseen * 2 : 16;
+      char **np = realloc(seen, nc * sizeof *np);
+      if (!np) {
+        rc = MD_ENOMEM;
+        break;
+      }
+      seen = np;
+      capseen = nc;
+    }
+    seen[nseen++] = mnt; /* points into h->buf, stable during this loop */
+
+    tsdb_label_t l[3] = {{"device", dev}, {"fstype", fstype}, {"mountpoint", mnt}};
+    bool ro = opts && (strncmp(opts, "ro,", 3) == 0 || strcmp(opts, "ro") == 0);
+    struct statvfs st;
+    sb_t p = {0};
+    sb_puts(&p, h->root);
+    sb_puts(&p, mnt);
+    if (p.oom) {
+      rc = MD_ENOMEM;
+      break;
+    }
+    int sr = statvfs(p.buf, &st);
+    sb_free(&p);
+    if (sr != 0) {
+      rc = collect_emit(b, h->job, h->instance, "node_filesystem_device_error", l, 3, ts, 1);
+      continue;
+    }
+    double bs = (double)st.f_frsize;
+#define FS(name, v) \
+  if (rc == 0) rc = collect_emit(b, h->job, h->instance, name, l, 3, ts, (v))
+    FS("node_filesystem_device_error", 0);
+    FS("node_filesystem_size_bytes", (double)st.f_blocks * bs);
+    FS("node_filesystem_free_bytes", (double)st.f_bfree * bs);
+    FS("node_filesystem_avail_bytes", (double)st.f_bavail * bs);
+    FS("node_filesystem_files", (double)st.f_files);
+    FS("node_filesystem_files_free", (double)st.f_ffree);
+    FS("node_filesystem_readonly", (ro || (st.f_flag & ST_RDONLY)) ? 1 : 0);
+#undef FS
+  }
+  free(seen);
+  return rc;
+}
+
+/* ---- /proc/vmstat ------------------------------------------------------------------- */
+
+static int gather_vmstat(collect_host_t *h, tsdb_batch_t *b, int64_t ts) {
+  char *cur = h->buf.buf, *line;
+  size_t len;
+  char name[128];
+  while ((line = next_line(&cur, &len))) {
+    /* node_exporter's default field set: ^(oom_kill|pgpg|pswp|pg.*fault).* */
+    bool want = strncmp(line, "oom_kill", 8) == 0 || strncmp(line, "pgpg", 4) == 0 ||
+                strncmp(line, "pswp", 4) == 0;
+    char *sp = memchr(line, ' ', len);
+    if (!sp) continue;
+    if (!want && strncmp(line, "pg", 2) == 0) {
+      for (char *q = line; q + 5 <= sp && !want; q++) want = strncmp(q, "fault", 5) == 0;
+    }
+    if (!want) continue;
+    *sp = 0;
+    snprintf(name, sizeof name, "node_vmstat_%s", line);
+    EMIT(name, NULL, 0, strtod(sp + 1, NULL));
+  }
+  return 0;
+}
+
+/* ---- small ones ----------------------------------------------------------------------- */
+
+static int gather_filefd(collect_host_t *h, tsdb_batch_t *b, int64_t ts) {
+  unsigned long long alloc, unused, max;
+  if (sscanf(h->buf.buf, "%llu %llu %llu", &alloc, &unused, &max) != 3) return MD_EIO;
+  EMIT("node_filefd_allocated", NULL, 0, (double)alloc);
+  EMIT("node_filefd_maximum", NULL, 0, (double)max);
+  return 0;
+}
+
+static int count_pids(collect_host_t *h, double *out) {
+  const char *dir = host_path(h, "/proc");
+  if (!dir) return MD_ENOMEM;
+  DIR *dp = opendir(dir);
+  if (!dp) return MD_ENOTFOUND;
+  double n = 0;
+  struct dirent *de;
+  while ((de = readdir(dp)))
+    if (isdigit((unsigned char)de->d_name[0])) n++;
+  closedir(dp);
+  *out = n;
+  return 0;
+}
+
+/* Reads one line of a /proc/sys/kernel file into out (trimmed); fallback when absent. */
+static int read_kernel(collect_host_t *h, const char *file, char *out, size_t n, const char *fallback) {
+  char rel[96];
+  snprintf(rel, sizeof rel, "/proc/sys/kernel/%s", file);
+  int r = host_read(h, rel);
+  if (r == MD_ENOMEM) return r;
+  const char *src = r == 0 ? h->buf.buf : fallback;
+  size_t l = strcspn(src, "\n");
+  if (l >= n) l = n - 1;
+  memcpy(out, src, l);
+  out[l] = 0;
+  return 0;
+}
+
+static int gather_uname(collect_host_t *h, tsdb_batch_t *b, int64_t ts) {
+  struct utsname u;
+  if (uname(&u) != 0) memset(&u, 0, sizeof u);
+  char sys[65], rel[65], ver[257], node[65], dom[65];
+  int rc;
+  if ((rc = read_kernel(h, "ostype", sys, sizeof sys, u.sysname)) ||
+      (rc = read_kernel(h, "osrelease", rel, sizeof rel, u.release)) ||
+      (rc = read_kernel(h, "version", ver, sizeof ver, u.version)) ||
+      (rc = read_kernel(h, "hostname", node, sizeof node, u.nodename)) ||
+      (rc = read_kernel(h, "domainname", dom, sizeof dom, "(none)")))
+    return rc;
+  tsdb_label_t l[6] = {{"domainname", dom}, {"machine", u.machine}, {"nodename", node},
+                       {"release", rel},    {"sysname", sys},       {"version", ver}};
+  EMIT("node_uname_info", l, 6, 1);
+  return 0;
+}
+
+/* ---- the round ---------------------------------------------------------------------- */
+
+int collect_host_gather(collect_host_t *h, tsdb_batch_t *b, int64_t ts, int *part_errors) {
+  int errors = 0, rc = 0;
+  /* Each part: read its file, parse it; a missing file is a part error, never fatal. */
+#define PART(enabled, file, call)         \
+  if (enabled) {                          \
+    int r_ = host_read(h, file);          \
+    if (r_ == 0) r_ = (call);             \
+    if (r_ == MD_ENOMEM) {                \
+      rc = r_;                            \
+      goto out;                           \
+    }                                     \
+    if (r_) errors++;                     \
+  }
+  PART(h->opt.cpu, "/proc/stat", gather_stat(h, b, ts));
+  PART(h->opt.memory, "/proc/meminfo", gather_meminfo(h, b, ts));
+  PART(h->opt.loadavg || h->opt.processes, "/proc/loadavg", gather_loadavg(h, b, ts, h->opt.processes));
+  PART(h->opt.disk, "/proc/diskstats", gather_diskstats(h, b, ts));
+  PART(h->opt.filesystem, "/proc/mounts", gather_filesystems(h, b, ts));
+  PART(h->opt.network, "/proc/net/dev", gather_netdev(h, b, ts));
+  PART(h->opt.vmstat, "/proc/vmstat", gather_vmstat(h, b, ts));
+  PART(h->opt.filefd, "/proc/sys/fs/file-nr", gather_filefd(h, b, ts));
+#undef PART
+  if (h->opt.network) {
+    int r = gather_netclass(h, b, ts);
+    if (r == MD_ENOMEM) {
+      rc = r;
+      goto out;
+    }
+    if (r) errors++;
+  }
+  if (h->opt.processes) {
+    double pids;
+    int r = count_pids(h, &pids);
+    if (r == 0) r = collect_emit(b, h->job, h->instance, "node_processes_pids", NULL, 0, ts, pids);
+    if (r == MD_ENOMEM) {
+      rc = r;
+      goto out;
+    }
+    if (r) errors++;
+  }
+  if (h->opt.uname) {
+    rc = gather_uname(h, b, ts);
+    if (rc) goto out;
+  }
+  if (h->opt.time) {
+    rc = collect_emit(b, h->job, h->instance, "node_time_seconds", NULL, 0, ts, (double)ts / 1000.0);
+    if (rc) goto out;
+  }
+out:
+  if (part_errors) *part_errors = errors;
+  return rc;
+}
