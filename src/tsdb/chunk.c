@@ -530,9 +530,8 @@ static bool val_decode_section(const uint8_t *p, size_t len, double *v, size_t n
     size_t idx = (size_t)-1;
     off = exc_off;
     for (uint64_t k = 0; k < nexc; k++) {
-      uint64_t gap;
-      (void)chunk_uvarint_get(p, len, &off, &gap); /* validated above */
-      if (gap >= n || idx + 1 + gap >= n) return false;
+      uint64_t gap = 0;
+      if (!chunk_uvarint_get(p, len, &off, &gap) || gap >= n || idx + 1 + gap >= n) return false;
       idx += 1 + (size_t)gap;
       uint64_t bits = get_le64(p + off);
       off += 8;
