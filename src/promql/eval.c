@@ -1,0 +1,1060 @@
+/*
+ * eval.c — the PromQL evaluator: selectors over tsdb, binary operators with vector matching,
+ * aggregations, subqueries, and the public evaluation entry points.
+ *
+ * Each selector reads its data once for the whole query (one tsdb_select over the union of
+ * all its windows) and then slides per-step windows over the decoded sample arrays. Windows
+ * are left-open: a range selector at T sees (T - range, T], an instant selector the newest
+ * sample in (T - lookback, T], and a staleness marker as the newest sample hides the series.
+ *
+ * Threading: one evaluation runs on the calling thread; the tree is only read.
+ */
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "promql/eval.h"
+
+/* ---- errors, annotations, limits ---------------------------------------------------------- */
+
+int ev_fail(ev_t *ev, int code, const char *fmt, ...) {
+  if (ev->err && ev->errlen) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(ev->err, ev->errlen, fmt, ap);
+    va_end(ap);
+  }
+  return code;
+}
+
+void ev_warn(ev_t *ev, bool info, const char *fmt, ...) {
+  char buf[512];
+  va_list ap;
+  va_start(ap, fmt);
+  int k = snprintf(buf, sizeof buf, "PromQL %s: ", info ? "info" : "warning");
+  vsnprintf(buf + k, sizeof buf - (size_t)k, fmt, ap);
+  va_end(ap);
+  char ***list = info ? &ev->info : &ev->warn;
+  size_t *n = info ? &ev->ninfo : &ev->nwarn, *cap = info ? &ev->capinfo : &ev->capwarn;
+  for (size_t i = 0; i < *n; i++)
+    if (!strcmp((*list)[i], buf)) return;
+  if (*n == *cap) {
+    size_t nc = *cap ? *cap * 2 : 4;
+    char **nl = arena_alloc(ev->a, nc * sizeof *nl);
+    if (!nl) return;
+    if (*n) memcpy(nl, *list, *n * sizeof *nl);
+    *list = nl, *cap = nc;
+  }
+  char *s = arena_strdup(ev->a, buf);
+  if (s) (*list)[(*n)++] = s;
+}
+
+int ev_check(ev_t *ev) {
+  if (ev->opt.cancel && atomic_load(ev->opt.cancel))
+    return ev_fail(ev, MD_ECANCELED, "query was canceled in query execution");
+  if (ev->deadline_ns && md_mono_ns() > ev->deadline_ns)
+    return ev_fail(ev, MD_ECANCELED, "query timed out in query execution");
+  return 0;
+}
+
+int ev_account(ev_t *ev, size_t samples) {
+  ev->samples_held += samples;
+  if (ev->opt.max_samples && ev->samples_held > ev->opt.max_samples)
+    return ev_fail(ev, MD_ELIMIT, "query processing would load too many samples into memory in query execution");
+  return 0;
+}
+
+/* ---- label sets ---------------------------------------------------------------------------- */
+
+const char *lset_get(const lset_t *ls, const char *name) {
+  for (size_t i = 0; i < ls->n; i++)
+    if (!strcmp(ls->l[i].name, name)) return ls->l[i].value;
+  return NULL;
+}
+
+const char *ev_metric_name(const lset_t *ls) {
+  const char *n = lset_get(ls, "__name__");
+  return n ? n : "";
+}
+
+int lset_cmp(const lset_t *a, const lset_t *b) {
+  size_t n = a->n < b->n ? a->n : b->n;
+  for (size_t i = 0; i < n; i++) {
+    int c = strcmp(a->l[i].name, b->l[i].name);
+    if (c) return c;
+    c = strcmp(a->l[i].value, b->l[i].value);
+    if (c) return c;
+  }
+  return a->n < b->n ? -1 : a->n > b->n ? 1 : 0;
+}
+
+uint64_t lset_hash(const lset_t *ls) {
+  uint64_t h = 0x1234567;
+  for (size_t i = 0; i < ls->n; i++) {
+    h = md_hash_mix(h, md_hash64(ls->l[i].name, strlen(ls->l[i].name), 1));
+    h = md_hash_mix(h, md_hash64(ls->l[i].value, strlen(ls->l[i].value), 2));
+  }
+  return h;
+}
+
+void lset_format(const lset_t *ls, sb_t *out) {
+  sb_putc(out, '{');
+  for (size_t i = 0; i < ls->n; i++) {
+    if (i) sb_puts(out, ", ");
+    sb_printf(out, "%s=", ls->l[i].name);
+    sb_json_str(out, ls->l[i].value, strlen(ls->l[i].value));
+  }
+  sb_putc(out, '}');
+}
+
+lset_t lset_without_name(ev_t *ev, const lset_t *ls) {
+  lset_t r = {0};
+  r.l = arena_alloc(ev->a, (ls->n + 1) * sizeof *r.l);
+  if (!r.l) return r;
+  for (size_t i = 0; i < ls->n; i++)
+    if (strcmp(ls->l[i].name, "__name__")) r.l[r.n++] = ls->l[i];
+  return r;
+}
+
+lset_t lset_set(ev_t *ev, const lset_t *ls, const char *name, const char *value) {
+  lset_t r = {0};
+  r.l = arena_alloc(ev->a, (ls->n + 1) * sizeof *r.l);
+  if (!r.l) return r;
+  bool done = false;
+  for (size_t i = 0; i < ls->n; i++) {
+    int c = strcmp(ls->l[i].name, name);
+    if (c == 0) {
+      if (*value) r.l[r.n++] = (tsdb_label_t){ls->l[i].name, value};
+      done = true;
+      continue;
+    }
+    if (c > 0 && !done) {
+      if (*value) r.l[r.n++] = (tsdb_label_t){name, value};
+      done = true;
+    }
+    r.l[r.n++] = ls->l[i];
+  }
+  if (!done && *value) r.l[r.n++] = (tsdb_label_t){name, value};
+  return r;
+}
+
+static bool in_list(const char *name, const char **list, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (!strcmp(list[i], name)) return true;
+  return false;
+}
+
+/* ---- value helpers ------------------------------------------------------------------------- */
+
+vser_t *ev_vec_add(ev_t *ev, value_t *v, lset_t ls, bool drop, size_t nsteps) {
+  if (v->nvs == v->capvs) {
+    size_t nc = v->capvs ? v->capvs * 2 : 16;
+    vser_t *ns = arena_alloc(ev->a, nc * sizeof *ns);
+    if (!ns) return NULL;
+    if (v->nvs) memcpy(ns, v->vs, v->nvs * sizeof *ns);
+    v->vs = ns, v->capvs = nc;
+  }
+  vser_t *s = &v->vs[v->nvs];
+  memset(s, 0, sizeof *s);
+  s->ls = ls;
+  s->drop = drop;
+  s->v = arena_alloc(ev->a, nsteps * sizeof(double));
+  s->ok = arena_calloc(ev->a, nsteps);
+  if (!s->v || !s->ok) return NULL;
+  if (ev_account(ev, nsteps) < 0) return NULL;
+  v->nvs++;
+  return s;
+}
+
+/* A small open-addressing hash map: 64-bit key → int index. Keys are label-set hashes;
+ * callers confirm equality when a collision would matter. */
+typedef struct hmap {
+  uint64_t *k;
+  int32_t *v;
+  size_t cap;
+} hmap_t;
+
+static int hmap_init(ev_t *ev, hmap_t *m, size_t n) {
+  size_t cap = 16;
+  while (cap < n * 2 + 2) cap <<= 1;
+  m->cap = cap;
+  m->k = arena_alloc(ev->a, cap * sizeof *m->k);
+  m->v = arena_alloc(ev->a, cap * sizeof *m->v);
+  if (!m->k || !m->v) return MD_ENOMEM;
+  for (size_t i = 0; i < cap; i++) m->v[i] = -1;
+  return 0;
+}
+static void hmap_clear(hmap_t *m) {
+  for (size_t i = 0; i < m->cap; i++) m->v[i] = -1;
+}
+/* Returns the slot of key (occupied or the empty one where it would go). */
+static size_t hmap_slot(const hmap_t *m, uint64_t key) {
+  size_t i = (size_t)(key * 0x9E3779B97F4A7C15ULL >> 20) & (m->cap - 1);
+  while (m->v[i] >= 0 && m->k[i] != key) i = (i + 1) & (m->cap - 1);
+  return i;
+}
+
+static int fail_oom(ev_t *ev) { return ev_fail(ev, MD_ENOMEM, "out of memory in query execution"); }
+
+/* ---- selectors ----------------------------------------------------------------------------- */
+
+static int64_t at_time(ev_t *ev, const pql_node_t *n, int64_t t) {
+  switch (n->at) {
+  case AT_TS: return n->at_ms;
+  case AT_START: return ev->qstart;
+  case AT_END: return ev->qend;
+  default: return t;
+  }
+}
+
+/* Runs the selector's query over [mint, maxt] and calls back per series with copied labels. */
+typedef int (*series_cb)(ev_t *ev, void *ctx, lset_t ls, const int64_t *ts, const double *v, size_t n);
+
+static int select_series(ev_t *ev, const pql_node_t *n, int64_t mint, int64_t maxt, int64_t step, series_cb cb,
+                         void *ctx) {
+  tsdb_query_t *q = NULL;
+  char e[256];
+  tsdb_select_hints_t hints = {0};
+  if (ev->opt.use_downsampled) hints.step_ms = step;
+  int rc = tsdb_select(ev->db, ev->tenant, n->matchers, n->nmatchers, mint, maxt, &hints, &q, e, sizeof e);
+  if (rc < 0) return ev_fail(ev, rc == MD_EINVAL ? MD_EINVAL : rc, "%s", e);
+  for (;;) {
+    rc = tsdb_query_next(q);
+    if (rc <= 0) break;
+    if ((rc = ev_check(ev)) < 0) break;
+    if (ev->opt.max_series && ++ev->series_selected > ev->opt.max_series) {
+      rc = ev_fail(ev, MD_ELIMIT, "query selected too many series (limit %zu)", ev->opt.max_series);
+      break;
+    }
+    size_t nl;
+    const tsdb_label_t *l = tsdb_query_labels(q, &nl);
+    const int64_t *ts;
+    const double *v;
+    size_t ns = tsdb_query_samples(q, &ts, &v);
+    ev->samples_read += ns;
+    lset_t ls = {arena_alloc(ev->a, (nl ? nl : 1) * sizeof(tsdb_label_t)), nl};
+    if (!ls.l) { rc = fail_oom(ev); break; }
+    for (size_t i = 0; i < nl; i++) {
+      ls.l[i].name = arena_strdup(ev->a, l[i].name);
+      ls.l[i].value = arena_strdup(ev->a, l[i].value);
+      if (!ls.l[i].name || !ls.l[i].value) { rc = fail_oom(ev); goto out; }
+    }
+    if ((rc = cb(ev, ctx, ls, ts, v, ns)) < 0) break;
+  }
+out:
+  if (rc > 0) rc = 0;
+  if (rc < 0 && ev->err && !ev->err[0]) ev_fail(ev, rc, "storage error while selecting series");
+  tsdb_query_free(q);
+  return rc;
+}
+
+typedef struct vsel_ctx {
+  const grid_t *g;
+  const int64_t *teff;
+  bool const_t;   /* all teff equal (@ modifier) */
+  bool want_ts;
+  value_t *out;
+} vsel_ctx_t;
+
+/* Index of the last sample with ts <= t, or -1. */
+static ptrdiff_t last_le(const int64_t *ts, size_t n, int64_t t) {
+  size_t lo = 0, hi = n;
+  while (lo < hi) {
+    size_t mid = (lo + hi) / 2;
+    if (ts[mid] <= t) lo = mid + 1;
+    else hi = mid;
+  }
+  return (ptrdiff_t)lo - 1;
+}
+
+static int vsel_cb(ev_t *ev, void *vctx, lset_t ls, const int64_t *ts, const double *v, size_t n) {
+  vsel_ctx_t *c = vctx;
+  size_t steps = c->g->n;
+  vser_t *s = NULL;
+  ptrdiff_t j = -1;
+  int64_t lb = ev->opt.lookback_ms;
+  for (size_t i = 0; i < steps; i++) {
+    int64_t t = c->teff[i];
+    if (i == 0 || !c->const_t) {
+      /* Steps ascend, so the index only moves forward without @. */
+      if (i == 0 || c->const_t) j = last_le(ts, n, t);
+      else while ((size_t)(j + 1) < n && ts[j + 1] <= t) j++;
+    }
+    if (j < 0 || ts[j] <= t - lb || tsdb_is_stale_nan(v[j])) continue;
+    if (!s) {
+      s = ev_vec_add(ev, c->out, ls, false, steps);
+      if (!s) return fail_oom(ev);
+      if (c->want_ts && !(s->tsv = arena_alloc(ev->a, steps * sizeof(double)))) return fail_oom(ev);
+    }
+    s->v[i] = v[j];
+    s->ok[i] = 1;
+    if (s->tsv) s->tsv[i] = (double)ts[j] / 1000.0;
+  }
+  return 0;
+}
+
+static int eval_vector_selector(ev_t *ev, const pql_node_t *n, const grid_t *g, value_t *out, bool want_ts) {
+  int64_t *teff = arena_alloc(ev->a, g->n * sizeof *teff);
+  if (!teff) return fail_oom(ev);
+  int64_t mint = INT64_MAX, maxt = INT64_MIN;
+  for (size_t i = 0; i < g->n; i++) {
+    teff[i] = at_time(ev, n, grid_t_at(g, i)) - n->offset_ms;
+    if (teff[i] < mint) mint = teff[i];
+    if (teff[i] > maxt) maxt = teff[i];
+  }
+  out->type = PT_VECTOR;
+  vsel_ctx_t c = {g, teff, n->at != AT_NONE, want_ts, out};
+  return select_series(ev, n, mint - ev->opt.lookback_ms + 1, maxt, g->step, vsel_cb, &c);
+}
+
+typedef struct msel_ctx {
+  value_t *out;
+  size_t cap;
+} msel_ctx_t;
+
+static int msel_cb(ev_t *ev, void *vctx, lset_t ls, const int64_t *ts, const double *v, size_t n) {
+  msel_ctx_t *c = vctx;
+  value_t *out = c->out;
+  size_t k = 0;
+  for (size_t i = 0; i < n; i++) k += !tsdb_is_stale_nan(v[i]);
+  if (!k) return 0;
+  if (out->nms == c->cap) {
+    size_t nc = c->cap ? c->cap * 2 : 16;
+    mser_t *nm = arena_alloc(ev->a, nc * sizeof *nm);
+    if (!nm) return fail_oom(ev);
+    if (out->nms) memcpy(nm, out->ms, out->nms * sizeof *nm);
+    out->ms = nm, c->cap = nc;
+  }
+  mser_t *m = &out->ms[out->nms++];
+  memset(m, 0, sizeof *m);
+  m->ls = ls;
+  m->ts = arena_alloc(ev->a, k * sizeof *m->ts);
+  m->v = arena_alloc(ev->a, k * sizeof *m->v);
+  if (!m->ts || !m->v) return fail_oom(ev);
+  for (size_t i = 0; i < n; i++)
+    if (!tsdb_is_stale_nan(v[i])) {
+      m->ts[m->n] = ts[i];
+      m->v[m->n++] = v[i];
+    }
+  return ev_account(ev, k);
+}
+
+static int eval_matrix_selector(ev_t *ev, const pql_node_t *n, const grid_t *g, value_t *out) {
+  out->type = PT_MATRIX;
+  out->range_ms = n->range_ms;
+  out->wend = arena_alloc(ev->a, g->n * sizeof *out->wend);
+  if (!out->wend) return fail_oom(ev);
+  int64_t mint = INT64_MAX, maxt = INT64_MIN;
+  for (size_t i = 0; i < g->n; i++) {
+    out->wend[i] = at_time(ev, n, grid_t_at(g, i)) - n->offset_ms;
+    if (out->wend[i] < mint) mint = out->wend[i];
+    if (out->wend[i] > maxt) maxt = out->wend[i];
+  }
+  msel_ctx_t c = {out, 0};
+  return select_series(ev, n, mint - n->range_ms + 1, maxt, g->step, msel_cb, &c);
+}
+
+static int64_t floor_div(int64_t a, int64_t b) {
+  int64_t q = a / b;
+  if ((a % b != 0) && ((a < 0) != (b < 0))) q--;
+  return q;
+}
+
+static int eval_subquery(ev_t *ev, const pql_node_t *n, const grid_t *g, value_t *out) {
+  int64_t step = n->step_ms ? n->step_ms : ev->opt.subquery_step_ms;
+  out->type = PT_MATRIX;
+  out->range_ms = n->range_ms;
+  out->wend = arena_alloc(ev->a, g->n * sizeof *out->wend);
+  if (!out->wend) return fail_oom(ev);
+  int64_t mint = INT64_MAX, maxt = INT64_MIN;
+  for (size_t i = 0; i < g->n; i++) {
+    out->wend[i] = at_time(ev, n, grid_t_at(g, i)) - n->offset_ms;
+    if (out->wend[i] < mint) mint = out->wend[i];
+    if (out->wend[i] > maxt) maxt = out->wend[i];
+  }
+  /* Inner steps are multiples of the step after the earliest window start. */
+  int64_t s0 = mint - n->range_ms;
+  int64_t first = floor_div(s0, step) * step;
+  if (first <= s0) first += step;
+  grid_t ig = {first, step, 0};
+  if (maxt >= first) ig.n = (size_t)((maxt - first) / step) + 1;
+  if (ig.n > 50000000) return ev_fail(ev, MD_ELIMIT, "subquery has too many steps");
+  if (ig.n == 0) return 0;
+  value_t in = {0};
+  int rc = ev_eval(ev, n->a, &ig, &in);
+  if (rc < 0) return rc;
+  out->ms = arena_alloc(ev->a, (in.nvs ? in.nvs : 1) * sizeof *out->ms);
+  if (!out->ms) return fail_oom(ev);
+  for (size_t k = 0; k < in.nvs; k++) {
+    vser_t *s = &in.vs[k];
+    size_t cnt = 0;
+    for (size_t i = 0; i < ig.n; i++) cnt += s->ok[i];
+    if (!cnt) continue;
+    mser_t *m = &out->ms[out->nms++];
+    m->ls = s->ls;
+    m->drop = s->drop;
+    m->ts = arena_alloc(ev->a, cnt * sizeof *m->ts);
+    m->v = arena_alloc(ev->a, cnt * sizeof *m->v);
+    m->n = 0;
+    if (!m->ts || !m->v) return fail_oom(ev);
+    for (size_t i = 0; i < ig.n; i++)
+      if (s->ok[i]) {
+        m->ts[m->n] = grid_t_at(&ig, i);
+        m->v[m->n++] = s->v[i];
+      }
+  }
+  return 0;
+}
+
+/* ---- binary operators ---------------------------------------------------------------------- */
+
+static bool is_cmp_op(int op) { return op >= OP_EQ && op <= OP_GE; }
+
+/* Prometheus's vectorElemBinop: returns the value and whether to keep it. */
+static double binop_value(int op, double l, double r, bool *keep) {
+  *keep = true;
+  switch (op) {
+  case OP_ADD: return l + r;
+  case OP_SUB: return l - r;
+  case OP_MUL: return l * r;
+  case OP_DIV: return l / r;
+  case OP_POW: return pow(l, r);
+  case OP_MOD: return fmod(l, r);
+  case OP_ATAN2: return atan2(l, r);
+  case OP_EQ: *keep = l == r; return l;
+  case OP_NE: *keep = l != r; return l;
+  case OP_GT: *keep = l > r; return l;
+  case OP_LT: *keep = l < r; return l;
+  case OP_GE: *keep = l >= r; return l;
+  case OP_LE: *keep = l <= r; return l;
+  default: *keep = false; return 0;
+  }
+}
+
+static int eval_scalar_scalar(ev_t *ev, const pql_node_t *n, const grid_t *g, value_t *l, value_t *r, value_t *out) {
+  out->type = PT_SCALAR;
+  out->sc = arena_alloc(ev->a, g->n * sizeof(double));
+  if (!out->sc) return fail_oom(ev);
+  for (size_t i = 0; i < g->n; i++) {
+    bool keep;
+    double v = binop_value(n->op, l->sc[i], r->sc[i], &keep);
+    if (is_cmp_op(n->op)) v = keep ? 1 : 0;
+    out->sc[i] = v;
+  }
+  return 0;
+}
+
+static int eval_vector_scalar(ev_t *ev, const pql_node_t *n, const grid_t *g, value_t *vec, value_t *sc, bool swap,
+                              value_t *out) {
+  out->type = PT_VECTOR;
+  bool cmp = is_cmp_op(n->op);
+  bool drop = !cmp || n->return_bool;
+  for (size_t k = 0; k < vec->nvs; k++) {
+    vser_t *s = &vec->vs[k];
+    vser_t *o = NULL;
+    for (size_t i = 0; i < g->n; i++) {
+      if (!s->ok[i]) continue;
+      double lv = s->v[i], rv = sc->sc[i];
+      if (swap) { double t = lv; lv = rv; rv = t; }
+      bool keep;
+      double v = binop_value(n->op, lv, rv, &keep);
+      if (cmp) {
+        if (n->return_bool) { v = keep ? 1 : 0; keep = true; }
+        else v = s->v[i];
+      }
+      if (!keep) continue;
+      if (!o) {
+        o = ev_vec_add(ev, out, s->ls, s->drop || drop, g->n);
+        if (!o) return fail_oom(ev);
+      }
+      o->v[i] = v;
+      o->ok[i] = 1;
+    }
+  }
+  return 0;
+}
+
+/* Matching signature of a series: the `on` labels, or all but `ignoring` ones and the name. */
+static uint64_t sig_hash(const lset_t *ls, const pql_node_t *n) {
+  uint64_t h = 0x9ae16a3b2f90404fULL;
+  for (size_t i = 0; i < ls->n; i++) {
+    const char *nm = ls->l[i].name;
+    bool use = n->on ? in_list(nm, n->mlabels, n->nmlabels)
+                     : (strcmp(nm, "__name__") && !in_list(nm, n->mlabels, n->nmlabels));
+    if (!use) continue;
+    h = md_hash_mix(h, md_hash64(nm, strlen(nm), 1));
+    h = md_hash_mix(h, md_hash64(ls->l[i].value, strlen(ls->l[i].value), 2));
+  }
+  return h;
+}
+
+static void sig_format(const lset_t *ls, const pql_node_t *n, sb_t *out) {
+  sb_putc(out, '{');
+  bool first = true;
+  for (size_t i = 0; i < ls->n; i++) {
+    const char *nm = ls->l[i].name;
+    bool use = n->on ? in_list(nm, n->mlabels, n->nmlabels)
+                     : (strcmp(nm, "__name__") && !in_list(nm, n->mlabels, n->nmlabels));
+    if (!use) continue;
+    if (!first) sb_puts(out, ", ");
+    first = false;
+    sb_printf(out, "%s=", nm);
+    sb_json_str(out, ls->l[i].value, strlen(ls->l[i].value));
+  }
+  sb_putc(out, '}');
+}
+
+static int eval_setop(ev_t *ev, const pql_node_t *n, const grid_t *g, value_t *l, value_t *r, value_t *out) {
+  out->type = PT_VECTOR;
+  uint64_t *ls = arena_alloc(ev->a, (l->nvs + 1) * sizeof *ls);
+  uint64_t *rs = arena_alloc(ev->a, (r->nvs + 1) * sizeof *rs);
+  if (!ls || !rs) return fail_oom(ev);
+  for (size_t k = 0; k < l->nvs; k++) ls[k] = sig_hash(&l->vs[k].ls, n);
+  for (size_t k = 0; k < r->nvs; k++) rs[k] = sig_hash(&r->vs[k].ls, n);
+  hmap_t m;
+  if (hmap_init(ev, &m, n->op == OP_OR ? l->nvs : r->nvs) < 0) return fail_oom(ev);
+  vser_t **lo = arena_calloc(ev->a, (l->nvs + 1) * sizeof *lo);
+  vser_t **ro = arena_calloc(ev->a, (r->nvs + 1) * sizeof *ro);
+  if (!lo || !ro) return fail_oom(ev);
+  if (n->op == OP_OR) {
+    /* Output order: all lhs series, then rhs. */
+    for (size_t k = 0; k < l->nvs; k++) {
+      vser_t *s = &l->vs[k];
+      if (!(lo[k] = ev_vec_add(ev, out, s->ls, s->drop, g->n))) return fail_oom(ev);
+    }
+  }
+  for (size_t i = 0; i < g->n; i++) {
+    if ((i & 63) == 0 && ev_check(ev) < 0) return MD_ECANCELED;
+    hmap_clear(&m);
+    value_t *idx = n->op == OP_OR ? l : r;
+    uint64_t *sig = n->op == OP_OR ? ls : rs;
+    for (size_t k = 0; k < idx->nvs; k++)
+      if (idx->vs[k].ok[i]) {
+        size_t sl = hmap_slot(&m, sig[k]);
+        m.k[sl] = sig[k];
+        m.v[sl] = (int32_t)k;
+      }
+    if (n->op == OP_OR) {
+      for (size_t k = 0; k < l->nvs; k++)
+        if (l->vs[k].ok[i]) lo[k]->v[i] = l->vs[k].v[i], lo[k]->ok[i] = 1;
+      for (size_t k = 0; k < r->nvs; k++) {
+        vser_t *s = &r->vs[k];
+        if (!s->ok[i] || m.v[hmap_slot(&m, rs[k])] >= 0) continue;
+        if (!ro[k] && !(ro[k] = ev_vec_add(ev, out, s->ls, s->drop, g->n))) return fail_oom(ev);
+        ro[k]->v[i] = s->v[i];
+        ro[k]->ok[i] = 1;
+      }
+    } else {
+      for (size_t k = 0; k < l->nvs; k++) {
+        vser_t *s = &l->vs[k];
+        if (!s->ok[i]) continue;
+        bool found = m.v[hmap_slot(&m, ls[k])] >= 0;
+        if (found != (n->op == OP_AND)) continue;
+        if (!lo[k] && !(lo[k] = ev_vec_add(ev, out, s->ls, s->drop, g->n))) return fail_oom(ev);
+        lo[k]->v[i] = s->v[i];
+        lo[k]->ok[i] = 1;
+      }
+    }
+  }
+  if (n->op == OP_OR) {
+    /* Drop lhs series that never had a value (kept above for ordering). */
+    size_t w = 0;
+    for (size_t k = 0; k < out->nvs; k++) {
+      bool any = false;
+      for (size_t i = 0; i < g->n && !any; i++) any = out->vs[k].ok[i];
+      if (any) out->vs[w++] = out->vs[k];
+    }
+    out->nvs = w;
+  }
+  return 0;
+}
+
+/* Result labels of a vector-vector operation (Prometheus's resultMetric). */
+static lset_t result_labels(ev_t *ev, const pql_node_t *n, const lset_t *l, const lset_t *r) {
+  lset_t o = {arena_alloc(ev->a, (l->n + n->ninclude + 1) * sizeof(tsdb_label_t)), 0};
+  if (!o.l) return o;
+  for (size_t i = 0; i < l->n; i++) {
+    const char *nm = l->l[i].name;
+    if (n->card == CARD_ONE_TO_ONE) {
+      if (n->on ? !in_list(nm, n->mlabels, n->nmlabels) : in_list(nm, n->mlabels, n->nmlabels)) continue;
+    }
+    if (in_list(nm, n->include, n->ninclude)) continue;
+    o.l[o.n++] = l->l[i];
+  }
+  for (size_t j = 0; j < n->ninclude; j++) {
+    const char *v = lset_get(r, n->include[j]);
+    if (!v || !*v) continue;
+    /* insert sorted */
+    size_t p = o.n;
+    while (p > 0 && strcmp(o.l[p - 1].name, n->include[j]) > 0) {
+      o.l[p] = o.l[p - 1];
+      p--;
+    }
+    o.l[p] = (tsdb_label_t){n->include[j], v};
+    o.n++;
+  }
+  return o;
+}
+
+static int eval_vector_vector(ev_t *ev, const pql_node_t *n, const grid_t *g, value_t *l, value_t *r, value_t *out) {
+  out->type = PT_VECTOR;
+  bool swap = n->card == CARD_ONE_TO_MANY;
+  value_t *many = swap ? r : l, *one = swap ? l : r;
+  uint64_t *msig = arena_alloc(ev->a, (many->nvs + 1) * sizeof *msig);
+  uint64_t *osig = arena_alloc(ev->a, (one->nvs + 1) * sizeof *osig);
+  int32_t *cache_one = arena_alloc(ev->a, (many->nvs + 1) * sizeof *cache_one);
+  int32_t *cache_out = arena_alloc(ev->a, (many->nvs + 1) * sizeof *cache_out);
+  int32_t *matched = arena_alloc(ev->a, (one->nvs + 1) * sizeof *matched);
+  if (!msig || !osig || !cache_one || !cache_out || !matched) return fail_oom(ev);
+  for (size_t k = 0; k < many->nvs; k++) msig[k] = sig_hash(&many->vs[k].ls, n), cache_one[k] = -1;
+  for (size_t k = 0; k < one->nvs; k++) osig[k] = sig_hash(&one->vs[k].ls, n);
+  hmap_t m, outm, seen;
+  if (hmap_init(ev, &m, one->nvs) < 0 || hmap_init(ev, &outm, many->nvs) < 0 || hmap_init(ev, &seen, many->nvs) < 0)
+    return fail_oom(ev);
+  int64_t *out_step = NULL; /* last step each output got a value: duplicate detection */
+  size_t out_cap = 0;
+  bool cmp = is_cmp_op(n->op);
+  bool drop = !cmp || n->return_bool;
+  for (size_t i = 0; i < g->n; i++) {
+    if ((i & 63) == 0 && ev_check(ev) < 0) return MD_ECANCELED;
+    hmap_clear(&m);
+    for (size_t k = 0; k < one->nvs; k++) {
+      if (!one->vs[k].ok[i]) continue;
+      size_t sl = hmap_slot(&m, osig[k]);
+      if (m.v[sl] >= 0) {
+        sb_t sb = {0};
+        sig_format(&one->vs[k].ls, n, &sb);
+        sb_t a = {0}, b = {0};
+        lset_format(&one->vs[m.v[sl]].ls, &a);
+        lset_format(&one->vs[k].ls, &b);
+        int rc = ev_fail(ev, MD_ERR,
+                         "found duplicate series for the match group %s on the %s hand-side of the operation: [%s, %s]"
+                         ";many-to-many matching not allowed: matching labels must be unique on one side",
+                         sb.buf ? sb.buf : "{}", swap ? "left" : "right", a.buf ? a.buf : "", b.buf ? b.buf : "");
+        sb_free(&sb), sb_free(&a), sb_free(&b);
+        return rc;
+      }
+      m.k[sl] = osig[k];
+      m.v[sl] = (int32_t)k;
+      matched[k] = -1;
+    }
+    if (n->card == CARD_ONE_TO_ONE) hmap_clear(&seen);
+    for (size_t k = 0; k < many->nvs; k++) {
+      vser_t *ms = &many->vs[k];
+      if (!ms->ok[i]) continue;
+      size_t sl = hmap_slot(&m, msig[k]);
+      int32_t j = m.v[sl];
+      if (j < 0) continue;
+      if (n->card == CARD_ONE_TO_ONE) {
+        size_t ss = hmap_slot(&seen, msig[k]);
+        if (seen.v[ss] >= 0)
+          return ev_fail(ev, MD_ERR, "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)");
+        seen.k[ss] = msig[k];
+        seen.v[ss] = 1;
+      }
+      vser_t *os = &one->vs[j];
+      double lv = swap ? os->v[i] : ms->v[i], rv = swap ? ms->v[i] : os->v[i];
+      bool keep;
+      double v = binop_value(n->op, lv, rv, &keep);
+      if (cmp) {
+        if (n->return_bool) { v = keep ? 1 : 0; keep = true; }
+      }
+      if (!keep) continue;
+      int32_t oi;
+      if (cache_one[k] == j) {
+        oi = cache_out[k];
+      } else {
+        const vser_t *ls = swap ? os : ms, *rs = swap ? ms : os;
+        lset_t rl = result_labels(ev, n, &ms->ls, &os->ls);
+        (void)ls, (void)rs;
+        if (!rl.l) return fail_oom(ev);
+        bool d = ms->drop || drop;
+        uint64_t h = lset_hash(&rl) ^ (d ? 0x5555 : 0);
+        size_t osl = hmap_slot(&outm, h);
+        if (outm.v[osl] >= 0) {
+          oi = outm.v[osl];
+        } else {
+          vser_t *o = ev_vec_add(ev, out, rl, d, g->n);
+          if (!o) return fail_oom(ev);
+          oi = (int32_t)(out->nvs - 1);
+          if (out->nvs * 2 + 2 > outm.cap) {
+            /* grow: rebuild */
+            hmap_t nm;
+            if (hmap_init(ev, &nm, out->nvs * 2) < 0) return fail_oom(ev);
+            for (size_t q = 0; q < outm.cap; q++)
+              if (outm.v[q] >= 0) {
+                size_t s2 = hmap_slot(&nm, outm.k[q]);
+                nm.k[s2] = outm.k[q], nm.v[s2] = outm.v[q];
+              }
+            outm = nm;
+            osl = hmap_slot(&outm, h);
+          }
+          outm.k[osl] = h;
+          outm.v[osl] = oi;
+        }
+        cache_one[k] = j;
+        cache_out[k] = oi;
+      }
+      if ((size_t)oi >= out_cap) {
+        size_t nc = out_cap ? out_cap * 2 : 64;
+        while (nc <= (size_t)oi) nc *= 2;
+        int64_t *ns = arena_alloc(ev->a, nc * sizeof *ns);
+        if (!ns) return fail_oom(ev);
+        if (out_cap) memcpy(ns, out_step, out_cap * sizeof *ns);
+        for (size_t q = out_cap; q < nc; q++) ns[q] = -1;
+        out_step = ns, out_cap = nc;
+      }
+      vser_t *o = &out->vs[oi];
+      if (out_step[oi] == (int64_t)i) {
+        return ev_fail(ev, MD_ERR, n->card == CARD_ONE_TO_ONE
+                                       ? "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)"
+                                       : "multiple matches for labels: grouping labels must ensure unique matches");
+      }
+      out_step[oi] = (int64_t)i;
+      o->v[i] = v;
+      o->ok[i] = 1;
+    }
+  }
+  return 0;
+}
+
+static int eval_binary(ev_t *ev, const pql_node_t *n, const grid_t *g, value_t *out) {
+  value_t l = {0}, r = {0};
+  int rc = ev_eval(ev, n->a, g, &l);
+  if (rc < 0) return rc;
+  rc = ev_eval(ev, n->b, g, &r);
+  if (rc < 0) return rc;
+  if (l.type == PT_SCALAR && r.type == PT_SCALAR) return eval_scalar_scalar(ev, n, g, &l, &r, out);
+  if (l.type == PT_VECTOR && r.type == PT_SCALAR) return eval_vector_scalar(ev, n, g, &l, &r, false, out);
+  if (l.type == PT_SCALAR && r.type == PT_VECTOR) return eval_vector_scalar(ev, n, g, &r, &l, true, out);
+  if (n->op == OP_AND || n->op == OP_OR || n->op == OP_UNLESS) return eval_setop(ev, n, g, &l, &r, out);
+  return eval_vector_vector(ev, n, g, &l, &r, out);
+}
+
+/* ---- aggregations -------------------------------------------------------------------------- */
+
+static lset_t group_labels(ev_t *ev, const pql_node_t *n, const lset_t *ls) {
+  lset_t o = {arena_alloc(ev->a, (ls->n + 1) * sizeof(tsdb_label_t)), 0};
+  if (!o.l) return o;
+  for (size_t i = 0; i < ls->n; i++) {
+    const char *nm = ls->l[i].name;
+    bool in = in_list(nm, n->grouping, n->ngrouping);
+    if (n->without ? (in || !strcmp(nm, "__name__")) : !in) continue;
+    o.l[o.n++] = ls->l[i];
+  }
+  return o;
+}
+
+typedef struct vcmp_item {
+  double v;
+  size_t idx;
+} vcmp_item_t;
+
+static int cmp_desc_nan_last(const void *a, const void *b) {
+  const vcmp_item_t *x = a, *y = b;
+  bool xn = isnan(x->v), yn = isnan(y->v);
+  if (xn != yn) return xn ? 1 : -1;
+  if (!xn && x->v != y->v) return x->v > y->v ? -1 : 1;
+  return x->idx < y->idx ? -1 : x->idx > y->idx;
+}
+static int cmp_asc_nan_last(const void *a, const void *b) {
+  const vcmp_item_t *x = a, *y = b;
+  bool xn = isnan(x->v), yn = isnan(y->v);
+  if (xn != yn) return xn ? 1 : -1;
+  if (!xn && x->v != y->v) return x->v < y->v ? -1 : 1;
+  return x->idx < y->idx ? -1 : x->idx > y->idx;
+}
+
+static int eval_aggregate(ev_t *ev, const pql_node_t *n, const grid_t *g, value_t *out) {
+  value_t in = {0}, par = {0};
+  int rc = ev_eval(ev, n->a, g, &in);
+  if (rc < 0) return rc;
+  if (n->b && (rc = ev_eval(ev, n->b, g, &par)) < 0) return rc;
+  out->type = PT_VECTOR;
+  int op = n->op;
+  size_t ns = in.nvs, steps = g->n;
+  /* Group index per input series. */
+  int32_t *gid = arena_alloc(ev->a, (ns + 1) * sizeof *gid);
+  lset_t *glabels = arena_alloc(ev->a, (ns + 1) * sizeof *glabels);
+  bool *gdrop = arena_alloc(ev->a, (ns + 1) * sizeof *gdrop);
+  if (!gid || !glabels || !gdrop) return fail_oom(ev);
+  size_t ng = 0;
+  hmap_t m;
+  if (hmap_init(ev, &m, ns) < 0) return fail_oom(ev);
+  bool by_name = !n->without && in_list("__name__", n->grouping, n->ngrouping);
+  for (size_t k = 0; k < ns; k++) {
+    lset_t gl = group_labels(ev, n, &in.vs[k].ls);
+    if (!gl.l) return fail_oom(ev);
+    uint64_t h = lset_hash(&gl);
+    size_t sl = hmap_slot(&m, h);
+    if (m.v[sl] < 0) {
+      m.k[sl] = h;
+      m.v[sl] = (int32_t)ng;
+      glabels[ng] = gl;
+      gdrop[ng] = by_name && in.vs[k].drop;
+      ng++;
+    }
+    gid[k] = m.v[sl];
+  }
+  if (op == AGG_TOPK || op == AGG_BOTTOMK || op == AGG_LIMITK || op == AGG_LIMIT_RATIO) {
+    int32_t *omap = arena_alloc(ev->a, (ns + 1) * sizeof *omap);
+    vcmp_item_t *items = arena_alloc(ev->a, (ns + 1) * sizeof *items);
+    size_t *gcount = arena_alloc(ev->a, (ng + 1) * sizeof *gcount);
+    if (!omap || !items || !gcount) return fail_oom(ev);
+    for (size_t k = 0; k < ns; k++) omap[k] = -1;
+    for (size_t i = 0; i < steps; i++) {
+      double p = par.sc[i];
+      if (isnan(p)) return ev_fail(ev, MD_ERR, op == AGG_LIMIT_RATIO ? "Ratio value is NaN" : "Parameter value is NaN");
+      if (op == AGG_LIMIT_RATIO) {
+        if (p < -1 || p > 1) {
+          ev_warn(ev, false, "ratio value should be between -1 and 1, got %g, capping to %d", p, p < 0 ? -1 : 1);
+          p = p < 0 ? -1 : 1;
+        }
+      } else if (p > 9.2e18 || p < -9.2e18) {
+        return ev_fail(ev, MD_ERR, "Scalar value %g overflows int64", p);
+      }
+      int64_t k64 = op == AGG_LIMIT_RATIO ? 0 : (int64_t)p;
+      for (size_t gi = 0; gi < ng; gi++) {
+        size_t cnt = 0;
+        for (size_t k = 0; k < ns; k++)
+          if ((size_t)gid[k] == gi && in.vs[k].ok[i]) items[cnt++] = (vcmp_item_t){in.vs[k].v[i], k};
+        if (!cnt) continue;
+        size_t take = cnt;
+        if (op == AGG_TOPK) qsort(items, cnt, sizeof *items, cmp_desc_nan_last);
+        else if (op == AGG_BOTTOMK) qsort(items, cnt, sizeof *items, cmp_asc_nan_last);
+        if (op != AGG_LIMIT_RATIO) take = k64 < 1 ? 0 : (size_t)k64 < cnt ? (size_t)k64 : cnt;
+        for (size_t t = 0; t < take; t++) {
+          size_t k = items[t].idx;
+          if (op == AGG_LIMIT_RATIO) {
+            double r = (double)(lset_hash(&in.vs[k].ls) >> 11) / 9007199254740992.0;
+            bool keep = p >= 0 ? r < p : r >= 1 + p;
+            if (!keep) continue;
+          }
+          if (omap[k] < 0) {
+            if (!ev_vec_add(ev, out, in.vs[k].ls, in.vs[k].drop, steps)) return fail_oom(ev);
+            omap[k] = (int32_t)(out->nvs - 1);
+          }
+          out->vs[omap[k]].v[i] = in.vs[k].v[i];
+          out->vs[omap[k]].ok[i] = 1;
+        }
+      }
+    }
+    (void)gcount;
+    out->ordered = op == AGG_TOPK || op == AGG_BOTTOMK;
+    return 0;
+  }
+  if (op == AGG_COUNT_VALUES) {
+    const char *lname = par.str;
+    if (!lname || !*lname) return ev_fail(ev, MD_ERR, "invalid label name \"%s\"", lname ? lname : "");
+    for (const char *p = lname; *p; p++)
+      if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || *p == '_' || (p != lname && *p >= '0' && *p <= '9')))
+        return ev_fail(ev, MD_ERR, "invalid label name \"%s\"", lname);
+    hmap_t om;
+    if (hmap_init(ev, &om, 64) < 0) return fail_oom(ev);
+    for (size_t i = 0; i < steps; i++) {
+      for (size_t k = 0; k < ns; k++) {
+        if (!in.vs[k].ok[i]) continue;
+        char buf[64];
+        fmt_float_plain(in.vs[k].v[i], buf, sizeof buf);
+        lset_t base = glabels[gid[k]];
+        char *val = arena_strdup(ev->a, buf);
+        if (!val) return fail_oom(ev);
+        lset_t ol = lset_set(ev, &base, lname, val);
+        if (!ol.l) return fail_oom(ev);
+        uint64_t h = lset_hash(&ol);
+        size_t sl = hmap_slot(&om, h);
+        int32_t oi = om.v[sl];
+        if (oi < 0) {
+          if (!ev_vec_add(ev, out, ol, false, steps)) return fail_oom(ev);
+          oi = (int32_t)(out->nvs - 1);
+          if (out->nvs * 2 + 2 > om.cap) {
+            hmap_t nm;
+            if (hmap_init(ev, &nm, out->nvs * 2) < 0) return fail_oom(ev);
+            for (size_t q = 0; q < om.cap; q++)
+              if (om.v[q] >= 0) {
+                size_t s2 = hmap_slot(&nm, om.k[q]);
+                nm.k[s2] = om.k[q], nm.v[s2] = om.v[q];
+              }
+            om = nm;
+            sl = hmap_slot(&om, h);
+          }
+          om.k[sl] = h;
+          om.v[sl] = oi;
+        }
+        vser_t *o = &out->vs[oi];
+        if (!o->ok[i]) o->v[i] = 0;
+        o->v[i] += 1;
+        o->ok[i] = 1;
+      }
+    }
+    return 0;
+  }
+  /* Accumulating aggregations: per group, per step state. */
+  size_t cells = ng * steps;
+  double *acc = arena_calloc(ev->a, (cells + 1) * sizeof(double));
+  double *acc2 = arena_calloc(ev->a, (cells + 1) * sizeof(double));
+  double *acc3 = arena_calloc(ev->a, (cells + 1) * sizeof(double));
+  double *cnt = arena_calloc(ev->a, (cells + 1) * sizeof(double));
+  uint8_t *flag = arena_calloc(ev->a, cells + 1);
+  if (!acc || !acc2 || !acc3 || !cnt || !flag) return fail_oom(ev);
+  if (ev_account(ev, cells) < 0) return MD_ELIMIT;
+  double *qvals = NULL;
+  if (op == AGG_QUANTILE) {
+    qvals = arena_alloc(ev->a, (ns + 1) * sizeof(double));
+    if (!qvals) return fail_oom(ev);
+  }
+  if (op != AGG_QUANTILE) {
+    for (size_t k = 0; k < ns; k++) {
+      vser_t *s = &in.vs[k];
+      size_t base = (size_t)gid[k] * steps;
+      for (size_t i = 0; i < steps; i++) {
+        if (!s->ok[i]) continue;
+        double x = s->v[i];
+        size_t c = base + i;
+        double *a = &acc[c], *b = &acc2[c], *m3 = &acc3[c];
+        cnt[c] += 1;
+        if (cnt[c] == 1) {
+          switch (op) {
+          case AGG_SUM: *a = x; *b = 0; break;
+          case AGG_AVG: *a = x; *b = 0; break;
+          case AGG_STDDEV:
+          case AGG_STDVAR:
+            *m3 = x;
+            *a = (isnan(x) || isinf(x)) ? NAN : 0;
+            break;
+          default: *a = x;
+          }
+          continue;
+        }
+        switch (op) {
+        case AGG_SUM: kahan_inc(x, a, b); break;
+        case AGG_AVG:
+          if (!flag[c]) {
+            double ns2 = *a, nc2 = *b;
+            kahan_inc(x, &ns2, &nc2);
+            if (!isinf(ns2)) { *a = ns2, *b = nc2; break; }
+            flag[c] = 1;
+            *m3 = *a / (cnt[c] - 1);
+            *b /= cnt[c] - 1;
+          }
+          {
+            double q = (cnt[c] - 1) / cnt[c];
+            double mean = q * *m3, cc = q * *b;
+            kahan_inc(x / cnt[c], &mean, &cc);
+            *m3 = mean, *b = cc;
+          }
+          break;
+        case AGG_MIN:
+          if (*a > x || isnan(*a)) *a = x;
+          break;
+        case AGG_MAX:
+          if (*a < x || isnan(*a)) *a = x;
+          break;
+        case AGG_STDDEV:
+        case AGG_STDVAR: {
+          double delta = x - *m3;
+          *m3 += delta / cnt[c];
+          *a += delta * (x - *m3);
+          break;
+        }
+        default: break;
+        }
+      }
+    }
+  }
+  for (size_t gi = 0; gi < ng; gi++) {
+    vser_t *o = NULL;
+    for (size_t i = 0; i < steps; i++) {
+      size_t c = gi * steps + i;
+      double v;
+      if (op == AGG_QUANTILE) {
+        size_t q = 0;
+        for (size_t k = 0; k < ns; k++)
+          if ((size_t)gid[k] == gi && in.vs[k].ok[i]) qvals[q++] = in.vs[k].v[i];
+        if (!q) continue;
+        double qq = par.sc[i];
+        if (isnan(qq)) ev_warn(ev, false, "quantile value should be between 0 and 1, got NaN");
+        else if (qq < 0 || qq > 1) ev_warn(ev, false, "quantile value should be between 0 and 1, got %g", qq);
+        v = pql_quantile(qq, qvals, q);
+      } else {
+        if (cnt[c] == 0) continue;
+        switch (op) {
+        case AGG_SUM: v = isinf(acc[c]) ? acc[c] : acc[c] + acc2[c]; break;
+        case AGG_AVG:
+          if (flag[c]) v = acc3[c] + acc2[c];
+          else v = acc[c] / cnt[c] + acc2[c] / cnt[c];
+          break;
+        case AGG_COUNT: v = cnt[c]; break;
+        case AGG_GROUP: v = 1; break;
+        case AGG_STDVAR: v = acc[c] / cnt[c]; break;
+        case AGG_STDDEV: v = sqrt(acc[c] / cnt[c]); break;
+        default: v = acc[c];
+        }
+      }
+      if (!o) {
+        o = ev_vec_add(ev, out, glabels[gi], gdrop[gi], steps);
+        if (!o) return fail_oom(ev);
+      }
+      o->v[i] = v;
+      o->ok[i] = 1;
+    }
+  }
+  return 0;
+}
+
+/* ---- dispatch ------------------------------------------------------------------------------ */
+
+int ev_eval(ev_t *ev, const pql_node_t *n, const grid_t *g, value_t *out) {
+  memset(out, 0, sizeof *out);
+  int rc = ev_check(ev);
+  if (rc < 0) return rc;
+  switch (n->kind) {
+  case N_NUM:
+  case N_STR:
+    if (n->kind == N_STR) {
+      out->type = PT_STRING;
+      out->str = n->str;
+      return 0;
+    }
+    out->type = PT_SCALAR;
+    out->sc = arena_alloc(ev->a, g->n * sizeof(double));
+    if (!out->sc) return fail_oom(ev);
+    for (size_t i = 0; i < g->n; i++) out->sc[i] = n->num;
+    return 0;
+  case N_PAREN: return ev_eval(ev, n->a, g, out);
+  case N_UNARY:
+    if ((rc = ev_eval(ev, n->a, g, out)) < 0) return rc;
+    if (n->op == OP_SUB) {
+      if (out->type == PT_SCALAR) {
+        for (size_t i = 0; i < g->n; i++) out->sc[i] = -out->sc[i];
+      } else {
+        for (size_t k = 0; k < out->nvs; k++) {
+          vser_t *s = &out->vs[k];
+          double *nv = arena_alloc(ev->a, g->n * sizeof(double));
+          if (!nv) return fail_oom(ev);
+          for (size_t i = 0; i < g->n; i++) nv[i] = -s->v[i];
+          s->v = nv;
+          s->drop = true;
+        }
+      }
+    }
+    return 0;
+  case N_BIN: return eval_binary(ev, n, g, out);
+  case N_AGG: return eval_aggregate(ev, n, g, out);
+  case N_CALL: return ev_call(ev, n, g, out);
+  case N_SEL:
+    if (n->is_matrix) return eval_matrix_selector(ev, n, g, out);
+    return eval_vector_selector(ev, n, g, out, false);
+  case N_SUBQ: return eval_subquery(ev, n, g, out);
+  }
+  return ev_fail(ev, MD_ERR, "unknown expression node");
+}
+
+/* Vector selector evaluated with sample timestamps kept (for timestamp()). */
+int ev_eval_selector_ts(ev_t *ev, const pql_node_t *n, const grid_t *g, value_t *out);
+int ev_eval_selector_ts(ev_t *ev, const pql_node_t *n, const grid_t *g, value_t *out) {
+  memset(out, 0, sizeof *out);
+  return eval_vector_selector(ev, n, g, out, true);
+}
