@@ -109,11 +109,27 @@ void sb_double(sb_t *sb, double v) {
     sb_puts(sb, v > 0 ? "+Inf" : "-Inf");
     return;
   }
-  /* Shortest representation that round-trips, like Go's strconv 'g' with -1 precision. */
-  char buf[40];
-  for (int prec = 1; prec <= 17; prec++) {
-    snprintf(buf, sizeof buf, "%.*g", prec, v);
-    if (strtod(buf, NULL) == v) break;
+  /* Go's strconv.FormatFloat(v, 'g', -1, 64), which Prometheus uses: the shortest digits
+   * that round-trip, in %e form when the exponent is < -4 or >= the precision, where the
+   * precision is 6, or the digit count when that is smaller and the number is an integer
+   * written in full. */
+  char e[40];
+  int prec;
+  for (prec = 0; prec < 17; prec++) {
+    snprintf(e, sizeof e, "%.*e", prec, v);
+    if (strtod(e, NULL) == v) break;
+  }
+  const char *x = strchr(e, 'e');
+  int exp10 = x ? atoi(x + 1) : 0;
+  int nd = prec + 1, dp = exp10 + 1;
+  int eprec = 6;
+  if (eprec > nd && nd >= dp) eprec = nd;
+  char buf[400];
+  if (exp10 < -4 || exp10 >= eprec) {
+    memcpy(buf, e, sizeof e);
+  } else {
+    int decimals = nd - dp > 0 ? nd - dp : 0;
+    snprintf(buf, sizeof buf, "%.*f", decimals, v);
   }
   sb_puts(sb, buf);
 }

@@ -31,6 +31,16 @@ static void test_sb(void **state) {
   sb_putc(&sb, ' ');
   sb_double(&sb, 1e21);
   assert_string_equal(sb.buf, "0.1 NaN -Inf 1e+21");
+  /* Go's 'g' formatting, as Prometheus writes sample values. */
+  static const struct { double v; const char *s; } go[] = {
+      {480, "480"}, {700, "700"}, {100000, "100000"}, {1234567, "1.234567e+06"}, {123456, "123456"},
+      {0.0001, "0.0001"}, {0.00001, "1e-05"}, {-2.5, "-2.5"}, {0, "0"}, {1e6, "1e+06"}, {72.636, "72.636"},
+      {0.5885310020966418, "0.5885310020966418"}, {5e-324, "5e-324"}, {1.7976931348623157e308, "1.7976931348623157e+308"}};
+  for (size_t i = 0; i < sizeof go / sizeof go[0]; i++) {
+    sb_reset(&sb);
+    sb_double(&sb, go[i].v);
+    assert_string_equal(sb.buf, go[i].s);
+  }
   sb_free(&sb);
 }
 
