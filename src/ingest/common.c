@@ -329,6 +329,9 @@ int ictx_series(ictx_t *c, const ilabel_t *l, size_t n, char *err, size_t errlen
     if (!ingest_valid_utf8(l[i].value, l[i].vlen))
       return md_error(err, errlen, MD_EINVAL, "value of label %.*s is not valid UTF-8", SHOW(l[i].nlen),
                       l[i].name);
+    /* Labels are C strings in the engine: a NUL would silently truncate the value. */
+    if (memchr(l[i].value, 0, l[i].vlen))
+      return md_error(err, errlen, MD_EINVAL, "value of label %.*s contains a NUL byte", SHOW(l[i].nlen), l[i].name);
     if (l[i].nlen == 8 && memcmp(l[i].name, "__name__", 8) == 0)
       return md_error(err, errlen, MD_EINVAL, "duplicate label __name__");
   }
