@@ -585,7 +585,25 @@ static void h_clean_tombstones(http_req_t *req, http_resp_t *resp, void *ctx) {
   http_resp_status(resp, 204);
 }
 
+/* VictoriaMetrics-style maintenance endpoints (the benchmark harness and operators use them):
+ * persist the head as blocks now / merge blocks now. */
+static void h_force_flush(http_req_t *req, http_resp_t *resp, void *ctx) {
+  (void)req;
+  int rc = tsdb_flush(api_db(ctx));
+  if (rc) http_resp_error(resp, 500, "flush failed (%d)", rc);
+  else http_resp_status(resp, 200);
+}
+
+static void h_force_merge(http_req_t *req, http_resp_t *resp, void *ctx) {
+  (void)req;
+  int rc = tsdb_compact(api_db(ctx));
+  if (rc) http_resp_error(resp, 500, "compaction failed (%d)", rc);
+  else http_resp_status(resp, 200);
+}
+
 void api_register_prom(api_t *api, http_router_t *r) {
+  http_route_add(r, "GET", "/internal/force_flush", HTTP_ROLE_ADMIN, 0, h_force_flush, api);
+  http_route_add(r, "GET", "/internal/force_merge", HTTP_ROLE_ADMIN, 0, h_force_merge, api);
   static const char *const methods[] = {"GET", "POST"};
   for (int i = 0; i < 2; i++) {
     const char *m = methods[i];
