@@ -86,7 +86,7 @@ typedef struct http_auth_key {
 
 typedef struct http_server_options {
   const char *listen;            /* "host:port", ":port" (all interfaces), "[::1]:port"; port 0 = any */
-  unsigned threads;              /* worker threads; 0 = number of CPUs */
+  unsigned threads;              /* 0 = a thread per connection (default); N = a pool of N with epoll */
   unsigned max_connections;      /* 0 = 1024 */
   unsigned connection_timeout_s; /* idle connection timeout; 0 = 30 */
   uint64_t max_body_bytes;       /* before and after decoding; 0 = 64 MiB */
