@@ -154,6 +154,63 @@ static void die(const char *what) {
   exit(1);
 }
 
+
+/* Reads a LEB128 varint for the census below (the bench trusts its own chunks). */
+static uint64_t uv(const uint8_t *p, size_t *off) {
+  uint64_t v = 0;
+  for (unsigned sh = 0;; sh += 7) {
+    uint8_t c = p[(*off)++];
+    v |= (uint64_t)(c & 0x7f) << sh;
+    if (!(c & 0x80)) return v;
+  }
+}
+
+/* Splits a sealed chunk (format in src/tsdb/chunk.c) into its timestamp bytes and names the
+ * schemes picked, e.g. "ts:iseq/grid/for val:dec/delta/rice". */
+static size_t census(const uint8_t *p, size_t len, char *out, size_t outlen) {
+  static const char *model[] = {"delta", "dod", "grid", "regular"}, *pack[] = {"for", "rice", "two", "?"};
+  size_t off = 1;
+  (void)uv(p, &off);
+  size_t tslen = (size_t)uv(p, &off), ts0 = off, v0 = off + tslen;
+  char tsd[32], vd[48];
+  if (p[ts0] == 1)
+    snprintf(tsd, sizeof tsd, "%s/%s%s", model[p[ts0 + 1] & 3], pack[(p[ts0 + 1] >> 2) & 3],
+             p[ts0 + 1] & 0x10 ? "/min" : "");
+  else snprintf(tsd, sizeof tsd, "gorilla");
+  if (p[v0] == 0) snprintf(vd, sizeof vd, "xor");
+  else if (p[v0] == 1) snprintf(vd, sizeof vd, "const");
+  else {
+    size_t o = v0 + 2;
+    uint64_t nexc = uv(p, &o);
+    for (uint64_t k = 0; k < nexc; k++) {
+      (void)uv(p, &o);
+      o += 8;
+    }
+    snprintf(vd, sizeof vd, "dec%u/%s/%s%s%s", p[v0 + 1], model[p[o] & 3], pack[(p[o] >> 2) & 3],
+             p[o] & 0x10 ? "/min" : "", nexc ? "+exc" : "");
+  }
+  snprintf(out, outlen, "ts:%s val:%s", tsd, vd);
+  (void)len;
+  return tslen + (off - 1);
+}
+
+typedef struct {
+  char name[96];
+  size_t count;
+} tally_t;
+
+static void tally(tally_t *t, size_t *nt, size_t max, const char *name) {
+  for (size_t i = 0; i < *nt; i++)
+    if (strcmp(t[i].name, name) == 0) {
+      t[i].count++;
+      return;
+    }
+  if (*nt < max) {
+    snprintf(t[*nt].name, sizeof t[*nt].name, "%s", name);
+    t[(*nt)++].count = 1;
+  }
+}
+
 int main(int argc, char **argv) {
   int hosts = argc > 1 ? atoi(argv[1]) : 200;
   double hours = argc > 2 ? atof(argv[2]) : 3;
@@ -233,6 +290,9 @@ int main(int argc, char **argv) {
     blob_t *bl = calloc(nseries * nch, sizeof *bl);
     if (!bl) die("out of memory");
     memset(kind_bytes, 0, sizeof kind_bytes);
+    double kind_ts[NKINDS] = {0};
+    static tally_t tl[NKINDS][32];
+    size_t ntl[NKINDS] = {0};
     t0 = now_s();
     size_t sealed = 0;
     for (size_t s = 0; s < nseries; s++)
@@ -266,6 +326,12 @@ int main(int argc, char **argv) {
           if (dts[i] != ts[s * steps + off + i] || memcmp(&dv[i], &v[s * steps + off + i], 8) != 0)
             die("sealed round trip mismatch");
       }
+    for (size_t i = 0; i < nseries * nch; i++) {
+      char what[96];
+      int kd = series_kind[(i / nch) % SERIES_PER_HOST];
+      kind_ts[kd] += (double)census(bl[i].p, bl[i].len, what, sizeof what);
+      tally(tl[kd], &ntl[kd], 32, what);
+    }
     /* zstd: per chunk (kept only when smaller), and over all chunks of a series at once. */
     size_t zcap = ZSTD_compressBound(steps * 20);
     uint8_t *zbuf = malloc(zcap), *cat = malloc(steps * 20 + 64);
@@ -298,10 +364,13 @@ int main(int argc, char **argv) {
     if (ZSTD_isError(z_block)) z_block = sealed;
     printf("sealed chunks of %zu samples (%zu chunks)\n", clen, nseries * nch);
     printf("  seal    %8.1f M samples/s   decode %8.1f M samples/s\n", total / t_seal / 1e6, total / t_dec / 1e6);
-    printf("  %-28s %8s %8s\n", "kind", "B/sample", "bits");
-    for (int k = 0; k < NKINDS; k++)
-      printf("  %-28s %8.3f %8.2f\n", kind_names[k], kind_bytes[k] / kind_samples[k],
-             8 * kind_bytes[k] / kind_samples[k]);
+    printf("  %-28s %8s %8s %8s  %s\n", "kind", "B/sample", "bits", "ts bits", "schemes picked (chunks)");
+    for (int k = 0; k < NKINDS; k++) {
+      printf("  %-28s %8.3f %8.2f %8.2f ", kind_names[k], kind_bytes[k] / kind_samples[k],
+             8 * kind_bytes[k] / kind_samples[k], 8 * kind_ts[k] / kind_samples[k]);
+      for (size_t j = 0; j < ntl[k]; j++) printf(" %s (%zu);", tl[k][j].name, tl[k][j].count);
+      printf("\n");
+    }
     printf("  %-28s %8.3f %8.2f\n", "overall", (double)sealed / (double)total, 8.0 * (double)sealed / (double)total);
     printf("  zstd -%d per chunk (if smaller) %.3f B/sample; per series %.3f; whole block %.3f\n\n", level,
            (double)z_chunk / (double)total, (double)z_series / (double)total, (double)z_block / (double)total);

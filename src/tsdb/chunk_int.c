@@ -14,8 +14,6 @@
 
 #include "core/core.h"
 
-enum { MODE_DELTA = 0, MODE_DOD = 1 };
-
 int chunk_buf_reserve(chunk_buf_t *o, size_t extra) {
   if (o->len + extra <= o->cap) return 0;
   size_t nc = o->cap ? o->cap * 2 : 256;
@@ -161,26 +159,310 @@ static bool ipack_decode(const uint8_t *p, size_t len, size_t *off, uint64_t *ou
   return true;
 }
 
+/* ---- rpack: Rice codes ------------------------------------------------------------ */
+
+/* For residuals that cluster near zero with a tail (bell or Laplace shaped), a Rice code
+ * gets within a fraction of a bit of the entropy where one packing width pays for the
+ * tail on every value: u = q * 2^k + low is q zero bits, a one bit, and k low bits, MSB
+ * first. q >= RICE_QMAX is an escape: RICE_QMAX zeros, a one, 7 bits of L = bitlen(u),
+ * then u in L bits.
+ *
+ *   rpack := k:u8 bit stream, ceil(bits/8) bytes (its length follows from m) */
+enum { RICE_QMAX = 24 };
+
+static uint64_t rice_cost(const uint64_t *u, size_t m, unsigned k) {
+  uint64_t c = 0;
+  for (size_t i = 0; i < m; i++) {
+    uint64_t q = u[i] >> k;
+    c += q < RICE_QMAX ? q + 1 + k : RICE_QMAX + 1 + 7 + bitlen(u[i]);
+  }
+  return c;
+}
+
+/* The best k near log2 of the mean, and its cost in bits. */
+static unsigned rice_param(const uint64_t *u, size_t m, uint64_t *cost_out) {
+  double sum = 0;
+  for (size_t i = 0; i < m; i++) sum += (double)u[i];
+  double mean = m ? sum / (double)m : 0;
+  unsigned k0 = mean >= 1.8e19 ? 63 : bitlen((uint64_t)mean);
+  unsigned lo = k0 > 3 ? k0 - 3 : 0, hi = k0 + 1 > 63 ? 63 : k0 + 1, best_k = lo;
+  uint64_t best = UINT64_MAX;
+  for (unsigned k = lo; k <= hi; k++) {
+    uint64_t c = rice_cost(u, m, k);
+    if (c < best) best = c, best_k = k;
+  }
+  *cost_out = best;
+  return best_k;
+}
+
+/* MSB-first bit writer over a buffer with enough room. acc holds nacc < 8 pending bits. */
+typedef struct {
+  uint8_t *q;
+  size_t at;
+  uint64_t acc;
+  unsigned nacc;
+} bitwr_t;
+
+static inline void bw_put(bitwr_t *w, uint64_t v, unsigned n) { /* n <= 32 */
+  w->acc = (w->acc << n) | v;
+  w->nacc += n;
+  while (w->nacc >= 8) {
+    w->nacc -= 8;
+    w->q[w->at++] = (uint8_t)(w->acc >> w->nacc);
+  }
+}
+
+static inline void bw_put64(bitwr_t *w, uint64_t v, unsigned n) {
+  if (n > 32) {
+    bw_put(w, v >> 32, n - 32);
+    bw_put(w, v & 0xffffffffu, 32);
+  } else if (n > 0) {
+    bw_put(w, v & (~0ULL >> (64 - n)), n);
+  }
+}
+
+static int rpack_encode(chunk_buf_t *o, const uint64_t *u, size_t m, unsigned k, uint64_t bits) {
+  if (chunk_buf_reserve(o, 1 + (size_t)((bits + 7) / 8) + 8) != 0) return MD_ENOMEM;
+  o->buf[o->len++] = (uint8_t)k;
+  bitwr_t w = {o->buf + o->len, 0, 0, 0};
+  for (size_t i = 0; i < m; i++) {
+    uint64_t q = u[i] >> k;
+    if (q < RICE_QMAX) {
+      bw_put(&w, 1, (unsigned)q + 1);
+      bw_put64(&w, u[i], k);
+    } else {
+      unsigned L = bitlen(u[i]);
+      bw_put(&w, 1, RICE_QMAX + 1);
+      bw_put(&w, L, 7);
+      bw_put64(&w, u[i], L);
+    }
+  }
+  if (w.nacc) w.q[w.at++] = (uint8_t)(w.acc << (8 - w.nacc));
+  o->len += w.at;
+  return 0;
+}
+
+/* 64 bits starting at bit pos, MSB first; bits past the end read as zero. At least 57 of
+ * them are real when pos < 8 * len. */
+static inline uint64_t peek_be(const uint8_t *p, size_t len, uint64_t pos) {
+  size_t at = (size_t)(pos >> 3);
+  uint64_t w = 0;
+  if (at + 8 <= len) {
+    memcpy(&w, p + at, 8);
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    w = __builtin_bswap64(w);
+#endif
+  } else {
+    for (size_t i = 0; i < 8; i++) w = (w << 8) | (at + i < len ? p[at + i] : 0);
+  }
+  return w << (pos & 7);
+}
+
+/* n (0..64) bits at *pos, MSB first, advancing *pos. */
+static inline uint64_t take_bits(const uint8_t *s, size_t slen, uint64_t *pos, unsigned n) {
+  uint64_t v = 0;
+  if (n > 32) {
+    v = (peek_be(s, slen, *pos) >> (64 - (n - 32))) << 32;
+    *pos += n - 32;
+    n = 32;
+  }
+  if (n > 0) {
+    v |= peek_be(s, slen, *pos) >> (64 - n);
+    *pos += n;
+  }
+  return v;
+}
+
+static bool rpack_decode(const uint8_t *p, size_t len, size_t *off, uint64_t *out, size_t m) {
+  size_t o = *off;
+  if (o >= len) return false;
+  unsigned k = p[o++];
+  if (k > 63) return false;
+  const uint8_t *s = p + o;
+  size_t slen = len - o;
+  uint64_t pos = 0, end = (uint64_t)slen * 8;
+  for (size_t i = 0; i < m; i++) {
+    uint64_t w = peek_be(s, slen, pos);
+    if (w == 0) return false; /* more than RICE_QMAX zeros, or past the end */
+    unsigned q = (unsigned)__builtin_clzll(w);
+    if (q < RICE_QMAX) {
+      if (q + 1 + k <= 57 && k > 0) {
+        out[i] = ((uint64_t)q << k) | ((w << (q + 1)) >> (64 - k));
+        pos += q + 1 + k;
+      } else {
+        pos += q + 1;
+        out[i] = ((uint64_t)q << k) | take_bits(s, slen, &pos, k);
+      }
+    } else if (q == RICE_QMAX) {
+      pos += RICE_QMAX + 1;
+      unsigned L = (unsigned)take_bits(s, slen, &pos, 7);
+      if (L > 64) return false;
+      out[i] = take_bits(s, slen, &pos, L);
+    } else {
+      return false;
+    }
+    if (pos > end) return false;
+  }
+  *off = o + (size_t)((pos + 7) / 8);
+  return true;
+}
+
+/* ---- wpack: two widths ------------------------------------------------------------- */
+
+/* For mixtures (a counter idle most of the time with bursts, a gauge that mostly creeps and
+ * sometimes jumps): each value is a flag bit and then w1 or w2 bits, MSB first.
+ *
+ *   wpack := w1:u8 w2:u8 bit stream, ceil(bits/8) bytes (length follows from m) */
+
+static void wpack_param(const uint64_t *u, size_t m, unsigned *w1, unsigned *w2, uint64_t *cost_out) {
+  size_t hist[65] = {0};
+  unsigned top = 0;
+  for (size_t i = 0; i < m; i++) {
+    unsigned b = bitlen(u[i]);
+    hist[b]++;
+    if (b > top) top = b;
+  }
+  uint64_t best = UINT64_MAX;
+  size_t below = 0;
+  for (unsigned w = 0; w <= top; w++) {
+    below += hist[w];
+    uint64_t c = m + (uint64_t)below * w + (uint64_t)(m - below) * top;
+    if (c < best) best = c, *w1 = w;
+  }
+  *w2 = top;
+  *cost_out = best;
+}
+
+static int wpack_encode(chunk_buf_t *o, const uint64_t *u, size_t m) {
+  unsigned w1 = 0, w2 = 0;
+  uint64_t bits;
+  wpack_param(u, m, &w1, &w2, &bits);
+  if (chunk_buf_reserve(o, 2 + (size_t)((bits + 7) / 8) + 8) != 0) return MD_ENOMEM;
+  o->buf[o->len++] = (uint8_t)w1;
+  o->buf[o->len++] = (uint8_t)w2;
+  bitwr_t w = {o->buf + o->len, 0, 0, 0};
+  for (size_t i = 0; i < m; i++) {
+    bool big = bitlen(u[i]) > w1;
+    bw_put(&w, big, 1);
+    bw_put64(&w, u[i], big ? w2 : w1);
+  }
+  if (w.nacc) w.q[w.at++] = (uint8_t)(w.acc << (8 - w.nacc));
+  o->len += w.at;
+  return 0;
+}
+
+static bool wpack_decode(const uint8_t *p, size_t len, size_t *off, uint64_t *out, size_t m) {
+  size_t o = *off;
+  if (len - o < 2) return false;
+  unsigned w1 = p[o], w2 = p[o + 1];
+  o += 2;
+  if (w1 > 64 || w2 > 64) return false;
+  const uint8_t *s = p + o;
+  size_t slen = len - o;
+  uint64_t pos = 0, end = (uint64_t)slen * 8;
+  for (size_t i = 0; i < m; i++) {
+    uint64_t w = peek_be(s, slen, pos);
+    unsigned width = (w >> 63) ? w2 : w1;
+    if (width == 0) {
+      out[i] = 0;
+      pos += 1;
+    } else if (width <= 56) {
+      out[i] = (w << 1) >> (64 - width);
+      pos += 1 + width;
+    } else {
+      pos += 1;
+      out[i] = take_bits(s, slen, &pos, width);
+    }
+    if (pos > end) return false;
+  }
+  *off = o + (size_t)((pos + 7) / 8);
+  return true;
+}
+
 /* ---- iseq ---------------------------------------------------------------------- */
 
-static int cmp_i64(const void *a, const void *b) {
-  int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-  return (x > y) - (x < y);
-}
+/* Mode byte: model in the low 2 bits, packer above. */
+/* MODEL_REGULAR has no residuals at all: x[k] = x0 + k * step. */
+enum { MODEL_DELTA = 0, MODEL_DOD = 1, MODEL_GRID = 2, MODEL_REGULAR = 3 };
+enum { PACK_FOR = 0, PACK_RICE = 1, PACK_TWO = 2 };
+/* Residuals are offsets from their minimum b (non-negative, stored as is) rather than
+ * zigzag-mapped distances from their median b: skewed data (bursts) packs better so. */
+enum { MODE_FROM_MIN = 0x10 };
 
 static inline size_t svarint_put(uint8_t *q, int64_t v) { return chunk_uvarint_put(q, chunk_zigzag(v)); }
 
-/* Encodes residuals r[0..m) as b, g, ipack; sc is scratch of m int64. */
-static int resid_encode(chunk_buf_t *o, const int64_t *r, size_t m, int64_t *sc) {
-  int64_t b = 0;
-  if (m > 0) {
+/* The k-th smallest of a[0..n) (reorders a). Hoare partitioning keeps runs of equal values
+ * (regular timestamps, flat gauges) linear. */
+static int64_t select_kth(int64_t *a, ptrdiff_t n, ptrdiff_t k) {
+  ptrdiff_t lo = 0, hi = n - 1;
+  while (lo < hi) {
+    int64_t x = a[lo], y = a[lo + (hi - lo) / 2], z = a[hi];
+    int64_t pivot = x < y ? (y < z ? y : (x < z ? z : x)) : (x < z ? x : (y < z ? z : y));
+    ptrdiff_t i = lo, j = hi;
+    while (i <= j) {
+      while (a[i] < pivot) i++;
+      while (a[j] > pivot) j--;
+      if (i <= j) {
+        int64_t t = a[i];
+        a[i] = a[j];
+        a[j] = t;
+        i++;
+        j--;
+      }
+    }
+    if (k <= j) hi = j;
+    else if (k >= i) lo = i;
+    else return a[k];
+  }
+  return a[k];
+}
+
+/* One candidate encoding: model, its header value (d1 or the grid step), the residual
+ * centre and divisor, the mapped residuals and the chosen packer with its cost. */
+typedef struct {
+  int model, packer;
+  bool from_min;
+  int64_t head, b;
+  uint64_t g;
+  uint64_t bits;  /* estimated total size in bits */
+} cand_t;
+
+/* Fills u with the mapped residuals of model and returns the candidate's cost. r and u are
+ * scratch of n values each. */
+static cand_t evaluate(const int64_t *x, size_t n, int model, bool from_min, int64_t *r, uint64_t *u) {
+  cand_t c = {.model = model, .g = 1, .from_min = from_min};
+  size_t m = 0;
+  if (model == MODEL_DELTA) {
+    for (size_t k = 1; k < n; k++) r[m++] = (int64_t)((uint64_t)x[k] - (uint64_t)x[k - 1]);
+  } else if (model == MODEL_DOD) {
+    uint64_t prev = (uint64_t)x[1] - (uint64_t)x[0];
+    c.head = (int64_t)prev;
+    for (size_t k = 2; k < n; k++) {
+      uint64_t d = (uint64_t)x[k] - (uint64_t)x[k - 1];
+      r[m++] = (int64_t)(d - prev);
+      prev = d;
+    }
+  } else {
+    for (size_t k = 1; k < n; k++) r[m++] = (int64_t)((uint64_t)x[k] - (uint64_t)x[k - 1]);
+    c.head = select_kth(r, (ptrdiff_t)m, (ptrdiff_t)(m / 2)); /* the nominal step */
+    m = 0;
+    for (size_t k = 1; k < n; k++)
+      r[m++] = (int64_t)((uint64_t)x[k] - (uint64_t)x[0] - (uint64_t)k * (uint64_t)c.head);
+  }
+  /* Centre on the median (u doubles as the selection scratch) or start from the minimum,
+   * then divide by the gcd. */
+  if (from_min) {
+    c.b = m ? r[0] : 0;
+    for (size_t i = 1; i < m; i++)
+      if (r[i] < c.b) c.b = r[i];
+  } else {
+    int64_t *sc = (int64_t *)u;
     memcpy(sc, r, m * sizeof *sc);
-    qsort(sc, m, sizeof *sc, cmp_i64);
-    b = sc[m / 2];
+    c.b = m ? select_kth(sc, (ptrdiff_t)m, (ptrdiff_t)(m / 2)) : 0;
   }
   uint64_t g = 0;
   for (size_t i = 0; i < m && g != 1; i++) {
-    int64_t d = (int64_t)((uint64_t)r[i] - (uint64_t)b);
+    int64_t d = (int64_t)((uint64_t)r[i] - (uint64_t)c.b);
     uint64_t a = d < 0 ? -(uint64_t)d : (uint64_t)d;
     while (a) { /* Euclid: g = gcd(g, a) */
       uint64_t t = g % a;
@@ -188,88 +470,140 @@ static int resid_encode(chunk_buf_t *o, const int64_t *r, size_t m, int64_t *sc)
       a = t;
     }
   }
-  if (g == 0 || g > (uint64_t)INT64_MAX) g = 1;
-  uint64_t *u = (uint64_t *)sc;
-  for (size_t i = 0; i < m; i++) u[i] = chunk_zigzag((int64_t)((uint64_t)r[i] - (uint64_t)b) / (int64_t)g);
-  if (chunk_buf_reserve(o, 20) != 0) return MD_ENOMEM;
-  o->len += svarint_put(o->buf + o->len, b);
-  o->len += chunk_uvarint_put(o->buf + o->len, g);
-  return ipack_encode(o, u, m);
-}
-
-static int iseq_encode_mode(chunk_buf_t *o, const int64_t *x, size_t n, int mode, int64_t *r, int64_t *sc) {
-  if (chunk_buf_reserve(o, 1 + 10 + 10) != 0) return MD_ENOMEM;
-  o->buf[o->len++] = (uint8_t)mode;
-  o->len += svarint_put(o->buf + o->len, x[0]);
-  if (n == 1) return 0;
-  size_t m = 0;
-  if (mode == MODE_DELTA) {
-    for (size_t k = 1; k < n; k++) r[m++] = (int64_t)((uint64_t)x[k] - (uint64_t)x[k - 1]);
+  c.g = (g == 0 || g > (uint64_t)INT64_MAX) ? 1 : g;
+  if (from_min) {
+    /* r[i] - min can exceed INT64_MAX; it is a non-negative number modulo 2^64. */
+    for (size_t i = 0; i < m; i++) u[i] = ((uint64_t)r[i] - (uint64_t)c.b) / c.g;
   } else {
-    uint64_t prev = (uint64_t)x[1] - (uint64_t)x[0];
-    o->len += svarint_put(o->buf + o->len, (int64_t)prev);
-    for (size_t k = 2; k < n; k++) {
-      uint64_t d = (uint64_t)x[k] - (uint64_t)x[k - 1];
-      r[m++] = (int64_t)(d - prev);
-      prev = d;
-    }
+    for (size_t i = 0; i < m; i++)
+      u[i] = chunk_zigzag((int64_t)((uint64_t)r[i] - (uint64_t)c.b) / (int64_t)c.g);
   }
-  return resid_encode(o, r, m, sc);
+  uint64_t for_bits, rice_bits, two_bits;
+  unsigned w1, w2;
+  (void)ipack_width(u, m, &for_bits);
+  (void)rice_param(u, m, &rice_bits);
+  wpack_param(u, m, &w1, &w2, &two_bits);
+  for_bits += 16; /* width byte and the exception count */
+  rice_bits += 8 + 7;
+  two_bits += 16 + 7;
+  c.packer = PACK_FOR;
+  uint64_t pbits = for_bits;
+  if (rice_bits < pbits) c.packer = PACK_RICE, pbits = rice_bits;
+  if (two_bits < pbits) c.packer = PACK_TWO, pbits = two_bits;
+  c.bits = pbits +
+           8 * (chunk_uvarint_len(chunk_zigzag(c.head)) + chunk_uvarint_len(chunk_zigzag(c.b)) +
+                chunk_uvarint_len(c.g));
+  return c;
 }
 
 int chunk_iseq_encode(chunk_buf_t *o, const int64_t *x, size_t n) {
-  int64_t *r = malloc((n + 1) * sizeof *r), *sc = malloc((n + 1) * sizeof *sc);
-  chunk_buf_t a = {0}, b = {0};
+  if (chunk_buf_reserve(o, 1 + 10) != 0) return MD_ENOMEM;
+  if (n == 1) {
+    o->buf[o->len++] = MODEL_DELTA;
+    o->len += svarint_put(o->buf + o->len, x[0]);
+    return 0;
+  }
+  int64_t *r = malloc(n * sizeof *r);
+  uint64_t *u = malloc(n * sizeof *u);
   int rc = MD_ENOMEM;
-  if (!r || !sc) goto out;
-  if ((rc = iseq_encode_mode(&a, x, n, MODE_DELTA, r, sc)) != 0) goto out;
-  if (n >= 3 && (rc = iseq_encode_mode(&b, x, n, MODE_DOD, r, sc)) != 0) goto out;
-  const chunk_buf_t *best = (n >= 3 && b.len < a.len) ? &b : &a;
-  if ((rc = chunk_buf_reserve(o, best->len)) != 0) goto out;
-  memcpy(o->buf + o->len, best->buf, best->len);
-  o->len += best->len;
+  if (!r || !u) goto out;
+  /* All steps equal (a steady scrape): first value and step are the whole story. */
+  size_t same = 2;
+  while (same < n && (uint64_t)x[same] - (uint64_t)x[same - 1] == (uint64_t)x[1] - (uint64_t)x[0]) same++;
+  if (same == n) {
+    if (chunk_buf_reserve(o, 1 + 2 * 10) != 0) goto out;
+    o->buf[o->len++] = MODEL_REGULAR;
+    o->len += svarint_put(o->buf + o->len, x[0]);
+    o->len += svarint_put(o->buf + o->len, (int64_t)((uint64_t)x[1] - (uint64_t)x[0]));
+    rc = 0;
+    goto out;
+  }
+  cand_t best = evaluate(x, n, MODEL_DELTA, false, r, u);
+  for (int model = MODEL_DELTA; model <= MODEL_GRID; model++) {
+    if (model == MODEL_DOD && n < 3) continue;
+    for (int from_min = 0; from_min < 2; from_min++) {
+      if (model == MODEL_DELTA && !from_min) continue; /* done above */
+      cand_t c = evaluate(x, n, model, from_min, r, u);
+      if (c.bits < best.bits) best = c;
+    }
+  }
+  /* Re-derive the winner's residuals (the last evaluation may have been another one). */
+  cand_t c = evaluate(x, n, best.model, best.from_min, r, u);
+  size_t m = best.model == MODEL_DOD ? n - 2 : n - 1;
+  if (chunk_buf_reserve(o, 1 + 4 * 10) != 0) goto out;
+  o->buf[o->len++] = (uint8_t)(c.model | c.packer << 2 | (c.from_min ? MODE_FROM_MIN : 0));
+  o->len += svarint_put(o->buf + o->len, x[0]);
+  if (c.model != MODEL_DELTA) o->len += svarint_put(o->buf + o->len, c.head);
+  o->len += svarint_put(o->buf + o->len, c.b);
+  o->len += chunk_uvarint_put(o->buf + o->len, c.g);
+  if (c.packer == PACK_RICE) {
+    uint64_t bits;
+    unsigned k = rice_param(u, m, &bits);
+    rc = rpack_encode(o, u, m, k, bits);
+  } else if (c.packer == PACK_TWO) {
+    rc = wpack_encode(o, u, m);
+  } else {
+    rc = ipack_encode(o, u, m);
+  }
 out:
   free(r);
-  free(sc);
-  chunk_buf_free(&a);
-  chunk_buf_free(&b);
+  free(u);
   return rc;
 }
 
 bool chunk_iseq_decode(const uint8_t *p, size_t len, size_t *off, uint64_t *out, size_t n) {
   size_t o = *off;
-  uint64_t x0, d1 = 0, zb, g;
+  uint64_t zx0, zhead = 0, zb, g;
   if (n == 0 || o >= len) return false;
-  unsigned mode = p[o++];
-  if (mode > MODE_DOD || !chunk_uvarint_get(p, len, &o, &x0)) return false;
-  out[0] = (uint64_t)chunk_unzigzag(x0);
+  unsigned mode = p[o++], model = mode & 3, packer = (mode >> 2) & 3;
+  bool from_min = (mode & MODE_FROM_MIN) != 0;
+  if (mode & ~(0x0fu | MODE_FROM_MIN)) return false;
+  if (packer > PACK_TWO || !chunk_uvarint_get(p, len, &o, &zx0)) return false;
+  uint64_t x0 = (uint64_t)chunk_unzigzag(zx0);
+  out[0] = x0;
   if (n == 1) {
+    if (mode != MODEL_DELTA) return false;
     *off = o;
     return true;
   }
-  if (mode == MODE_DOD) {
-    if (n < 3 || !chunk_uvarint_get(p, len, &o, &d1)) return false;
-    d1 = (uint64_t)chunk_unzigzag(d1);
+  if (model == MODEL_DOD && n < 3) return false;
+  if (model != MODEL_DELTA && !chunk_uvarint_get(p, len, &o, &zhead)) return false;
+  if (model == MODEL_REGULAR) {
+    if (packer != 0) return false;
+    uint64_t step = (uint64_t)chunk_unzigzag(zhead), t = x0;
+    for (size_t k = 1; k < n; k++) out[k] = t += step;
+    *off = o;
+    return true;
   }
   if (!chunk_uvarint_get(p, len, &o, &zb) || !chunk_uvarint_get(p, len, &o, &g)) return false;
   if (g == 0 || g > (uint64_t)INT64_MAX) return false;
-  uint64_t b = (uint64_t)chunk_unzigzag(zb);
-  size_t first = mode == MODE_DELTA ? 1 : 2;
-  if (!ipack_decode(p, len, &o, out + first, n - first)) return false;
-  uint64_t acc = out[0];
-  if (mode == MODE_DELTA) {
-    for (size_t k = 1; k < n; k++) {
-      acc += (uint64_t)chunk_unzigzag(out[k]) * g + b;
-      out[k] = acc;
-    }
+  uint64_t head = (uint64_t)chunk_unzigzag(zhead), b = (uint64_t)chunk_unzigzag(zb);
+  size_t first = model == MODEL_DOD ? 2 : 1;
+  bool ok = packer == PACK_RICE  ? rpack_decode(p, len, &o, out + first, n - first)
+            : packer == PACK_TWO ? wpack_decode(p, len, &o, out + first, n - first)
+                                 : ipack_decode(p, len, &o, out + first, n - first);
+  if (!ok) return false;
+  /* Residuals back to their values first, in a loop of its own that vectorises. */
+  if (from_min) {
+    for (size_t k = first; k < n; k++) out[k] = out[k] * g + b;
   } else {
-    uint64_t d = d1;
-    acc += d;
+    for (size_t k = first; k < n; k++) out[k] = (uint64_t)chunk_unzigzag(out[k]) * g + b;
+  }
+  if (model == MODEL_DELTA) {
+    uint64_t acc = x0;
+    for (size_t k = 1; k < n; k++) out[k] = acc += out[k];
+  } else if (model == MODEL_DOD) {
+    uint64_t d = head, acc = x0 + d;
     out[1] = acc;
     for (size_t k = 2; k < n; k++) {
-      d += (uint64_t)chunk_unzigzag(out[k]) * g + b;
-      acc += d;
-      out[k] = acc;
+      d += out[k];
+      out[k] = acc += d;
+    }
+  } else {
+    uint64_t t = x0;
+    for (size_t k = 1; k < n; k++) {
+      t += head;
+      out[k] += t;
     }
   }
   *off = o;
