@@ -593,15 +593,24 @@ static void expand_template(const char *tmpl, const char *src, size_t off[][2], 
 
 static int check_duplicates(ev_t *ev, value_t *v, size_t steps);
 
+/* String arguments may be any string-typed expression (literal, parenthesised). */
+static const char *str_arg(ev_t *ev, const pql_node_t *n, const grid_t *g) {
+  while (n->kind == N_PAREN) n = n->a;
+  if (n->kind == N_STR) return n->str;
+  value_t v;
+  if (ev_eval(ev, n, g, &v) < 0 || v.type != PT_STRING || !v.str) return "";
+  return v.str;
+}
+
 static int eval_label_fn(ev_t *ev, const pql_node_t *n, const grid_t *g, value_t *out) {
   int id = n->func->id;
   value_t in = {0};
   int rc = ev_eval(ev, n->args[0], g, &in);
   if (rc < 0) return rc;
-  const char *dst = n->args[1]->str;
+  const char *dst = str_arg(ev, n->args[1], g);
   out->type = PT_VECTOR;
   if (id == F_LABEL_REPLACE) {
-    const char *repl = n->args[2]->str, *src = n->args[3]->str, *re_s = n->args[4]->str;
+    const char *repl = str_arg(ev, n->args[2], g), *src = str_arg(ev, n->args[3], g), *re_s = str_arg(ev, n->args[4], g);
     core_regex_t *re = NULL;
     char e[256];
     if (core_regex_compile(re_s, strlen(re_s), &re, e, sizeof e) < 0)
@@ -643,17 +652,17 @@ static int eval_label_fn(ev_t *ev, const pql_node_t *n, const grid_t *g, value_t
     }
     core_regex_free(re);
   } else {
-    const char *sep = n->args[2]->str;
+    const char *sep = str_arg(ev, n->args[2], g);
     if (!valid_label_name(dst)) return ev_fail(ev, MD_EINVAL, "invalid destination label name in label_join(): %s", dst);
     for (size_t i = 3; i < n->nargs; i++)
-      if (!valid_label_name(n->args[i]->str))
-        return ev_fail(ev, MD_EINVAL, "invalid source label name in label_join(): %s", n->args[i]->str);
+      if (!valid_label_name(str_arg(ev, n->args[i], g)))
+        return ev_fail(ev, MD_EINVAL, "invalid source label name in label_join(): %s", str_arg(ev, n->args[i], g));
     for (size_t k = 0; k < in.nvs; k++) {
       vser_t s = in.vs[k];
       sb_t sb = {0};
       for (size_t i = 3; i < n->nargs; i++) {
         if (i > 3) sb_puts(&sb, sep);
-        const char *v = lset_get(&s.ls, n->args[i]->str);
+        const char *v = lset_get(&s.ls, str_arg(ev, n->args[i], g));
         if (v) sb_puts(&sb, v);
       }
       char *val = arena_strdup(ev->a, sb.buf ? sb.buf : "");
@@ -775,7 +784,7 @@ static int eval_sort(ev_t *ev, const pql_node_t *n, const grid_t *g, value_t *ou
     c.n = n->nargs - 1;
     c.labels = arena_alloc(ev->a, (c.n + 1) * sizeof *c.labels);
     if (!c.labels) return fail_oom(ev);
-    for (size_t i = 0; i < c.n; i++) c.labels[i] = n->args[i + 1]->str;
+    for (size_t i = 0; i < c.n; i++) c.labels[i] = str_arg(ev, n->args[i + 1], g);
   }
   tl_sort = &c;
   /* Only present series take part in a one-step sort. */

@@ -137,6 +137,7 @@ static int run(tsdb_t *db, const char *tenant, const promql_expr_t *e, int64_t s
       if (!cnt) continue;
       struct rseries *o = &r->series[r->nseries++];
       o->ls = s->ls;
+      o->n = 0;
       o->ts = arena_alloc(r->arena, cnt * sizeof *o->ts);
       o->v = arena_alloc(r->arena, cnt * sizeof *o->v);
       if (!o->ts || !o->v) { rc = md_error(err, errlen, MD_ENOMEM, "out of memory"); goto fail; }
