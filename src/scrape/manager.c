@@ -283,7 +283,7 @@ static int sync_targets(scrape_manager_t *m, scrape_target_t ***gone, size_t *ng
   for (size_t i = 0; i < m->nsources && !rc; i++)
     if (m->sources[i].job) rc = build_job_targets(m, m->sources[i].job, &list, &n, &cap, &drop, &ndrop);
   if (rc) goto fail;
-  qsort(list, n, sizeof *list, cmp_target_key);
+  if (n > 1) qsort(list, n, sizeof *list, cmp_target_key);
   /* Duplicate identities (the same address listed twice) collapse into one. */
   size_t w = 0;
   for (size_t i = 0; i < n; i++) {

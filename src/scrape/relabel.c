@@ -390,7 +390,7 @@ static int apply_rule(const rule_t *r, scrape_labels_t *ls) {
       size_t n = ls->n;
       tsdb_label_t *snap = malloc((n ? n : 1) * sizeof *snap);
       if (!snap) return MD_ENOMEM;
-      memcpy(snap, ls->v, n * sizeof *snap);
+      if (n) memcpy(snap, ls->v, n * sizeof *snap);
       int rc = 1;
       for (size_t i = 0; i < n && rc == 1; i++) {
         size_t nl = strlen(snap[i].name);
