@@ -1,0 +1,159 @@
+#!/usr/bin/env python3
+"""Black-box host and GPU collector test: metricsd's host collector, run against the live
+machine, must use prometheus-node-exporter's metric names and label names (a real
+node_exporter is started on 127.0.0.1 and compared with); the GPU collector runs against the
+fake NVML library the build produces (tests/fakenvml) and stores DCGM-named series; /health
+reports the collectors. Exit 77 when metricsd cannot serve yet or node_exporter is absent."""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+SKIP = 77
+
+# Names every Linux host has, that both must produce.
+CORE = ["node_cpu_seconds_total", "node_memory_MemTotal_bytes", "node_memory_MemAvailable_bytes",
+        "node_memory_SwapTotal_bytes", "node_load1", "node_load5", "node_load15", "node_context_switches_total",
+        "node_forks_total", "node_intr_total", "node_boot_time_seconds", "node_time_seconds", "node_procs_running",
+        "node_procs_blocked", "node_network_receive_bytes_total", "node_network_transmit_bytes_total",
+        "node_filefd_allocated", "node_filefd_maximum", "node_uname_info", "node_vmstat_pgfault"]
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def get(url, timeout=10):
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode(errors="replace")
+
+
+def exposition_labels(text):
+    """{metric name: set of label names} from a text exposition."""
+    out = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name = line.split("{")[0].split(" ")[0]
+        labels = set()
+        if "{" in line:
+            inner = line[line.index("{") + 1:line.rindex("}")]
+            for part in inner.split('",'):
+                if "=" in part:
+                    labels.add(part.split("=")[0].strip(", "))
+        out.setdefault(name, set()).update(labels)
+    return out
+
+
+def main():
+    binary = os.environ.get("METRICSD_BIN")
+    build = os.environ.get("BUILD_DIR", "")
+    node_bin = shutil.which("prometheus-node-exporter")
+    if not binary or not os.path.exists(binary):
+        print("skip: METRICSD_BIN not built")
+        return SKIP
+    if not node_bin:
+        print("skip: prometheus-node-exporter not installed")
+        return SKIP
+    fake = os.path.join(build, "tests", "fakenvml", "libnvidia-ml.so.1")
+    tmp = tempfile.mkdtemp(prefix="md-collect-host-")
+    cfg = os.path.join(tmp, "metricsd.yml")
+    with open(cfg, "w") as f:
+        f.write("collectors:\n  host:\n    interval: 1s\n  gpu:\n    interval: 1s\n")
+        if os.path.exists(fake):
+            f.write("    nvml_library: %s\n" % json.dumps(fake))
+    nport, mport = free_port(), free_port()
+    node = subprocess.Popen([node_bin, "--web.listen-address=127.0.0.1:%d" % nport, "--collector.processes"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = open(os.path.join(tmp, "metricsd.log"), "wb")
+    md = subprocess.Popen([binary, "--config", cfg, "--listen", "127.0.0.1:%d" % mport, "--data-dir",
+                           os.path.join(tmp, "data")], stdout=log, stderr=log)
+    base = "http://127.0.0.1:%d" % mport
+    failures = []
+    try:
+        deadline = time.time() + 30
+        ready = False
+        while time.time() < deadline and md.poll() is None:
+            try:
+                if get(base + "/ready", 2)[0] == 200:
+                    ready = True
+                    break
+            except OSError:
+                pass
+            time.sleep(0.2)
+        if not ready:
+            print("skip: metricsd did not become ready (see %s/metricsd.log)" % tmp)
+            return SKIP
+        time.sleep(2.5)  # two host rounds
+        code, text = get("http://127.0.0.1:%d/metrics" % nport)
+        if code != 200:
+            print("skip: node_exporter did not answer")
+            return SKIP
+        theirs = exposition_labels(text)
+
+        q = urllib.parse.quote('{job="node",__name__=~"node_.*"}')
+        code, body = get(base + "/api/v1/series?match[]=" + q)
+        if code != 200:
+            failures.append("series API: %s %s" % (code, body[:300]))
+            ours = {}
+        else:
+            ours = {}
+            for s in json.loads(body)["data"]:
+                ours.setdefault(s["__name__"], set()).update(k for k in s if k not in ("__name__", "job", "instance"))
+        for name in CORE:
+            if name not in ours:
+                failures.append("metricsd lacks %s" % name)
+            if name not in theirs:
+                failures.append("node_exporter lacks %s (test assumption)" % name)
+        for name, labels in sorted(ours.items()):
+            if name not in theirs:
+                failures.append("%s: not a node_exporter name" % name)
+            elif labels != theirs[name] and theirs[name]:
+                failures.append("%s: labels %s, node_exporter has %s" % (name, sorted(labels), sorted(theirs[name])))
+
+        if os.path.exists(fake):
+            q = urllib.parse.quote('{__name__=~"DCGM_FI_DEV_.*"}')
+            code, body = get(base + "/api/v1/series?match[]=" + q)
+            gpus = json.loads(body)["data"] if code == 200 else []
+            temps = [s for s in gpus if s["__name__"] == "DCGM_FI_DEV_GPU_TEMP"]
+            if sorted(s.get("gpu") for s in temps) != ["0", "1"]:
+                failures.append("fake GPUs: DCGM_FI_DEV_GPU_TEMP series %r" % temps)
+            elif not all(s.get("UUID") and s.get("modelName") for s in temps):
+                failures.append("fake GPUs: labels %r" % temps)
+        code, health = get(base + "/health")
+        if "gpu" not in health or "collectors" not in health:
+            failures.append("/health does not report the collectors: %s" % health[:400])
+    finally:
+        md.send_signal(signal.SIGTERM)
+        try:
+            md.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            md.kill()
+        log.close()
+        node.terminate()
+        node.wait(timeout=10)
+    if failures:
+        print("FAILED:\n  " + "\n  ".join(failures))
+        return 1
+    shutil.rmtree(tmp, ignore_errors=True)
+    print("ok: %d node_* names match node_exporter" % len(ours))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,333 @@
+#!/usr/bin/env python3
+"""Black-box scraping tests: metricsd scrapes test targets served by a Python http.server on
+127.0.0.1 (ok, slow, timeout, huge, malformed, gzip, basic auth, 500) and a real
+prometheus-node-exporter when installed; /api/v1/targets reports each target's health and
+error; runtime sources (/metrics/sources) are added, changed, listed with health, deleted,
+and survive a restart. Exit 77 (skipped) when the metricsd binary cannot serve yet."""
+import gzip
+import http.server
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+
+SKIP = 77
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+BODY = "# TYPE t_metric gauge\nt_metric{k=\"v\"} 42\nt_other_total 7\n"
+
+
+class Target(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *a):
+        pass
+
+    def send_text(self, body, status=200, ctype="text/plain; version=0.0.4", extra=None):
+        data = body if isinstance(body, bytes) else body.encode()
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(data)))
+        for k, v in (extra or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        try:
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def do_GET(self):
+        p = self.path.split("?")[0]
+        if p == "/metrics":
+            self.send_text(BODY)
+        elif p == "/slow":
+            time.sleep(1.0)
+            self.send_text(BODY)
+        elif p == "/timeout":
+            time.sleep(4.0)
+            self.send_text(BODY)
+        elif p == "/huge":
+            self.send_text("".join("huge_metric{i=\"%d\"} %d\n" % (i, i) for i in range(20000)))
+        elif p == "/malformed":
+            self.send_text("t_metric{k=\"v\" 42\n")
+        elif p == "/gzip":
+            self.send_text(gzip.compress(BODY.encode()), extra={"Content-Encoding": "gzip"})
+        elif p == "/auth":
+            if self.headers.get("Authorization") == "Basic dXNlcjpwYXNz":  # user:pass
+                self.send_text(BODY)
+            else:
+                self.send_text("no\n", status=401)
+        elif p == "/fail":
+            self.send_text("boom\n", status=500)
+        else:
+            self.send_text("not found\n", status=404)
+
+
+def http(method, url, body=None, timeout=10):
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method)
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            raw = r.read()
+            return r.status, (json.loads(raw) if raw else None)
+    except urllib.error.HTTPError as e:
+        raw = e.read()
+        try:
+            return e.code, json.loads(raw)
+        except ValueError:
+            return e.code, raw.decode(errors="replace")
+
+
+class Metricsd:
+    def __init__(self, binary, data_dir, config_text):
+        self.binary, self.data_dir, self.config_text = binary, data_dir, config_text
+        self.proc = None
+
+    def start(self):
+        self.port = free_port()
+        self.base = "http://127.0.0.1:%d" % self.port
+        cfg = os.path.join(self.data_dir, "..", "metricsd-test.yml")
+        with open(cfg, "w") as f:
+            f.write(self.config_text)
+        self.log = open(os.path.join(self.data_dir, "..", "metricsd.log"), "ab")
+        self.proc = subprocess.Popen([self.binary, "--config", cfg, "--listen", "127.0.0.1:%d" % self.port,
+                                      "--data-dir", self.data_dir], stdout=self.log, stderr=self.log)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                return False
+            try:
+                if http("GET", self.base + "/ready", timeout=2)[0] == 200:
+                    return True
+            except OSError:
+                pass
+            time.sleep(0.2)
+        return False
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc:
+            self.log.close()
+        self.proc = None
+
+
+def wait_for(fn, timeout=20, step=0.25):
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(step)
+    return last
+
+
+def targets(md):
+    code, body = http("GET", md.base + "/api/v1/targets")
+    assert code == 200, (code, body)
+    assert body["status"] == "success"
+    return body["data"]
+
+
+def by_pool(data):
+    return {t["scrapePool"]: t for t in data["activeTargets"]}
+
+
+def main():
+    binary = os.environ.get("METRICSD_BIN")
+    if not binary or not os.path.exists(binary):
+        print("skip: METRICSD_BIN not built")
+        return SKIP
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Target)
+    srv.daemon_threads = True
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    tport = srv.server_address[1]
+    taddr = "127.0.0.1:%d" % tport
+
+    node_proc = None
+    node_addr = None
+    node_bin = shutil.which("prometheus-node-exporter")
+    if node_bin:
+        nport = free_port()
+        node_addr = "127.0.0.1:%d" % nport
+        node_proc = subprocess.Popen([node_bin, "--web.listen-address=" + node_addr],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def job(name, path, **extra):
+        j = {"job_name": name, "scrape_interval": "1s", "scrape_timeout": "900ms", "metrics_path": path,
+             "static_configs": [{"targets": [taddr], "labels": {"suite": "collect"}}]}
+        j.update(extra)
+        return j
+
+    jobs = [job("ok", "/metrics"), job("slow", "/slow", scrape_interval="3s", scrape_timeout="2s"),
+            job("timeout", "/timeout", scrape_interval="2s", scrape_timeout="500ms"),
+            job("huge", "/huge", scrape_interval="2s", scrape_timeout="2s"),
+            job("huge_limited", "/huge", sample_limit=1000, scrape_interval="2s", scrape_timeout="2s"),
+            job("malformed", "/malformed"), job("gzip", "/gzip"),
+            job("auth", "/auth", basic_auth={"username": "user", "password": "pass"}),
+            job("noauth", "/auth"), job("fail", "/fail"),
+            job("relabeled", "/metrics", metric_relabel_configs=[
+                {"source_labels": ["__name__"], "regex": "t_other_total", "action": "drop"}])]
+    if node_addr:
+        jobs.append({"job_name": "node", "scrape_interval": "2s", "scrape_timeout": "2s",
+                     "static_configs": [{"targets": [node_addr]}]})
+    config = "collectors:\n  gpu:\n    enabled: false\nscrape_configs: " + json.dumps(jobs) + "\n"
+
+    tmp = tempfile.mkdtemp(prefix="md-collect-it-")
+    data_dir = os.path.join(tmp, "data")
+    os.makedirs(data_dir)
+    md = Metricsd(binary, data_dir, config)
+    failures = []
+    try:
+        if not md.start():
+            print("skip: metricsd did not become ready (see %s/metricsd.log)" % tmp)
+            return SKIP
+        code, _ = http("GET", md.base + "/api/v1/targets")
+        if code == 404:
+            print("skip: /api/v1/targets not served by this build")
+            return SKIP
+
+        want = {"ok": ("up", ""), "slow": ("up", ""), "timeout": ("down", "deadline"), "huge": ("up", ""),
+                "huge_limited": ("down", "sample_limit"), "malformed": ("down", ""), "gzip": ("up", ""),
+                "auth": ("up", ""), "noauth": ("down", "401"), "fail": ("down", "500"), "relabeled": ("up", "")}
+        if node_addr:
+            want["node"] = ("up", "")
+
+        def settled():
+            pools = by_pool(targets(md))
+            return pools if all(p in pools and pools[p]["health"] != "unknown" for p in want) else None
+
+        pools = wait_for(settled, timeout=30)
+        if not pools:
+            failures.append("targets never all scraped: %s" % json.dumps(by_pool(targets(md)), indent=1)[:2000])
+        else:
+            for name, (health, err) in want.items():
+                t = pools[name]
+                if t["health"] != health:
+                    failures.append("%s: health %s, want %s (lastError %r)" % (name, t["health"], health, t["lastError"]))
+                if err and err not in t["lastError"]:
+                    failures.append("%s: lastError %r lacks %r" % (name, t["lastError"], err))
+                if health == "up" and t["lastError"]:
+                    failures.append("%s: up with an error %r" % (name, t["lastError"]))
+                if t["labels"].get("job") != name and name != "node":
+                    failures.append("%s: labels %r" % (name, t["labels"]))
+            if pools["ok"]["labels"].get("instance") != taddr or pools["ok"]["labels"].get("suite") != "collect":
+                failures.append("ok: target labels %r" % pools["ok"]["labels"])
+            if pools["ok"]["scrapeUrl"] != "http://%s/metrics" % taddr:
+                failures.append("ok: scrapeUrl %r" % pools["ok"]["scrapeUrl"])
+
+        # The scraped series reached the storage, with target labels.
+        def series(match):
+            code, body = http("GET", md.base + "/api/v1/series?match[]=" + urllib.request.quote(match))
+            return body["data"] if code == 200 and isinstance(body, dict) else []
+
+        got = wait_for(lambda: series('t_metric{job="gzip"}'), timeout=10)
+        if not got or got[0].get("k") != "v" or got[0].get("instance") != taddr:
+            failures.append("t_metric from the gzip job not stored: %r" % got)
+        if not wait_for(lambda: series('up{job="noauth"}'), timeout=10):
+            failures.append("up{job=noauth} not stored")
+        if series('t_other_total{job="relabeled"}'):
+            failures.append("metric_relabel_configs drop ignored")
+        if not series('scrape_samples_post_metric_relabeling{job="relabeled"}'):
+            failures.append("scrape_samples_post_metric_relabeling missing")
+        if node_addr and not wait_for(lambda: series('node_cpu_seconds_total{job="node"}'), timeout=10):
+            failures.append("node_exporter's node_cpu_seconds_total not stored")
+        if series('huge_metric{job="huge_limited"}'):
+            failures.append("a scrape over sample_limit stored samples")
+
+        # Runtime sources: add, list, get, update, delete, persist.
+        code, created = http("POST", md.base + "/metrics/sources",
+                             {"name": "rt", "url": "http://%s/metrics" % taddr, "scrape_interval": "1s",
+                              "labels": {"origin": "api"}})
+        if code != 201:
+            failures.append("POST /metrics/sources: %s %r" % (code, created))
+        else:
+            sid = created["id"]
+            code, bad = http("POST", md.base + "/metrics/sources", {"url": "gopher://x"})
+            if code != 400:
+                failures.append("invalid source accepted: %s %r" % (code, bad))
+            code, dup = http("POST", md.base + "/metrics/sources", {"id": sid, "targets": [taddr]})
+            if code != 409:
+                failures.append("duplicate id: %s" % code)
+
+            def healthy():
+                c, b = http("GET", md.base + "/metrics/sources/" + sid)
+                return b if c == 200 and b["health"]["status"] == "up" else None
+
+            src = wait_for(healthy, timeout=15)
+            if not src:
+                failures.append("source never healthy: %r" % (http("GET", md.base + "/metrics/sources/" + sid),))
+            elif not src["health"]["last_scrape"] or src["health"]["last_error"]:
+                failures.append("source health incomplete: %r" % src["health"])
+            code, lst = http("GET", md.base + "/metrics/sources")
+            if code != 200 or sid not in [s["id"] for s in lst["sources"]]:
+                failures.append("GET /metrics/sources: %s %r" % (code, lst))
+            code, upd = http("PUT", md.base + "/metrics/sources/" + sid,
+                             {"name": "rt", "url": "http://%s/metrics" % taddr, "scrape_interval": "1s",
+                              "labels": {"origin": "api2"}})
+            if code != 200 or upd["labels"]["origin"] != "api2":
+                failures.append("PUT: %s %r" % (code, upd))
+            if http("PUT", md.base + "/metrics/sources/nope", {"targets": [taddr]})[0] != 404:
+                failures.append("PUT of a missing source not 404")
+            if not wait_for(lambda: series('t_metric{job="rt",origin="api2"}'), timeout=10):
+                failures.append("updated source's series not stored")
+            code, keep = http("POST", md.base + "/metrics/sources",
+                              {"id": "keeper", "targets": [taddr], "scrape_interval": "1s"})
+            if code != 201:
+                failures.append("POST keeper: %s %r" % (code, keep))
+            if http("DELETE", md.base + "/metrics/sources/" + sid)[0] != 204:
+                failures.append("DELETE failed")
+            if http("DELETE", md.base + "/metrics/sources/" + sid)[0] != 404:
+                failures.append("second DELETE not 404")
+
+            # Restart on the same data directory: "keeper" is back, "rt" is not.
+            md.stop()
+            if not md.start():
+                failures.append("metricsd did not restart")
+            else:
+                code, lst = http("GET", md.base + "/metrics/sources")
+                ids = [s["id"] for s in lst["sources"]] if code == 200 else []
+                if ids != ["keeper"]:
+                    failures.append("sources after restart: %r" % ids)
+                c, b = http("GET", md.base + "/metrics/sources/keeper")
+                if c != 200 or b.get("targets") != [taddr]:
+                    failures.append("keeper after restart: %s %r" % (c, b))
+    finally:
+        md.stop()
+        if node_proc:
+            node_proc.terminate()
+            node_proc.wait(timeout=10)
+        srv.shutdown()
+    if failures:
+        print("FAILED:\n  " + "\n  ".join(failures))
+        print("metricsd log: %s/metricsd.log" % tmp)
+        return 1
+    shutil.rmtree(tmp, ignore_errors=True)
+    print("ok: %d scrape jobs, sources CRUD and persistence" % len(jobs))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
