@@ -1,0 +1,423 @@
+#!/usr/bin/env python3
+"""Black-box test of the seed 004 REST API: track -> export -> series -> trends.
+
+Reproduces every request/response example of seed 004's "Metrics Export" and "Metrics Query"
+sections against the real binary and checks shapes and values; then checks what the
+examples leave implicit: aggregated export values computed from storage, filters, tenants,
+formats, cursor pagination, and trends decided by the Mann-Kendall test on known series.
+"""
+import json
+import math
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+import time
+import urllib.parse
+
+import signal
+import socket
+import tempfile
+import urllib.error
+import urllib.request
+
+SKIP = 77
+
+FAILURES = []
+
+
+def check(cond, what):
+    if not cond:
+        FAILURES.append(what)
+        print("FAIL:", what, file=sys.stderr)
+    return cond
+
+
+class Server:
+    """The binary on a free 127.0.0.1 port with a temporary data directory."""
+
+    def __init__(self, extra_args=()):
+        binary = os.environ.get('METRICSD_BIN')
+        if not binary or not os.access(binary, os.X_OK):
+            print('METRICSD_BIN not set or not executable: skipping')
+            sys.exit(SKIP)
+        self.dir = tempfile.mkdtemp(prefix='test_seed.')
+        with socket.socket() as s:
+            s.bind(('127.0.0.1', 0))
+            self.port = s.getsockname()[1]
+        self.base = 'http://127.0.0.1:%d' % self.port
+        self.log = open(os.path.join(self.dir, 'metricsd.log'), 'wb')
+        self.proc = subprocess.Popen([binary, '--listen', '127.0.0.1:%d' % self.port,
+                                      '--data-dir', os.path.join(self.dir, 'data')] + list(extra_args),
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        for _ in range(300):
+            if self.proc.poll() is not None:
+                self.log.flush()
+                tail = open(os.path.join(self.dir, 'metricsd.log'), 'rb').read()[-2000:].decode(errors='replace')
+                shutil.rmtree(self.dir, ignore_errors=True)
+                print('metricsd exited at start (rc %s): skipping\n%s' % (self.proc.returncode, tail))
+                sys.exit(SKIP)
+            try:
+                if self.get('/ready')[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        print('metricsd not ready after 30 s')
+        sys.exit(1)
+
+    def request(self, method, path, body=None, headers=None):
+        req = urllib.request.Request(self.base + path, data=body, method=method, headers=headers or {})
+        try:
+            with urllib.request.urlopen(req, timeout=60) as r:
+                return r.status, dict(r.headers), r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, dict(e.headers), e.read().decode()
+
+    def get(self, path, headers=None):
+        return self.request('GET', path, headers=headers)
+
+    def post(self, path, body, content_type='text/plain'):
+        st, _, text = self.request('POST', path, body.encode(), {'Content-Type': content_type})
+        return st, text
+
+    def post_json(self, path, obj):
+        st, text = self.post(path, json.dumps(obj), 'application/json')
+        try:
+            return st, json.loads(text)
+        except ValueError:
+            return st, text
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+        if FAILURES:
+            print('server log: %s' % os.path.join(self.dir, 'metricsd.log'), file=sys.stderr)
+        else:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def parse_exposition(text):
+    """{(name, frozenset(labels)): value} and {family: type} from Prometheus text."""
+    samples, types = {}, {}
+    line_re = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s+(\S+)(\s+\S+)?$')
+    label_re = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+    for line in text.splitlines():
+        if line.startswith('# TYPE '):
+            _, _, fam, typ = line.split(' ', 3)
+            types[fam] = typ
+            continue
+        if not line or line.startswith('#'):
+            continue
+        m = line_re.match(line)
+        if not check(m is not None, 'unparsable exposition line %r' % line):
+            continue
+        labels = frozenset(label_re.findall(m.group(3) or ''))
+        samples[(m.group(1), labels)] = float(m.group(4))
+    return samples, types
+
+
+def lab(**kw):
+    return frozenset(kw.items())
+
+
+def promtool(text, allow_lint=()):
+    exe = shutil.which('promtool')
+    if not exe:
+        print('promtool not installed: skipping that check')
+        return
+    p = subprocess.run([exe, 'check', 'metrics'], input=text.encode(), capture_output=True, timeout=60)
+    out = (p.stdout + p.stderr).decode()
+    problems = [l for l in out.splitlines() if l.strip() and not any(a in l for a in allow_lint)]
+    check(p.returncode == 0 or (allow_lint and not problems),
+          'promtool check metrics failed (rc %d): %s' % (p.returncode, out[:2000]))
+
+
+def main():
+    srv = Server(extra_args=['--set', 'track.flush_interval_ms=1s'])
+    try:
+        run(srv)
+    finally:
+        srv.stop()
+    if FAILURES:
+        print('%d checks failed' % len(FAILURES), file=sys.stderr)
+        return 1
+    print('test_seed: all checks passed')
+    return 0
+
+
+def run(srv):
+    now = time.time()
+
+    # ---- seed 004: track a single metric ----------------------------------------------
+    single = {
+        "name": "api_requests_total", "value": 1, "type": "counter",
+        "labels": {"service": "gateway", "endpoint": "/api/v1/instruments", "method": "GET",
+                   "status_code": "200"},
+        "service": "gateway-service", "tenant_id": "tenant-1",
+    }
+    st, body = srv.post_json('/metrics/track', single)
+    check(st == 200, 'track: status %d' % st)
+    check(body == {"success": True, "message": "Metric tracked successfully"}, 'track: body %r' % body)
+
+    # ---- seed 004: track batch (default tenant), then 99 more of each to reach the export example
+    batch = [
+        {"name": "api_requests_total", "value": 1, "type": "counter",
+         "labels": {"service": "gateway", "endpoint": "/api/v1/instruments"}, "service": "gateway-service"},
+        {"name": "response_time_seconds", "value": 0.042, "type": "histogram",
+         "labels": {"service": "gateway", "endpoint": "/api/v1/instruments"}, "service": "gateway-service"},
+    ]
+    st, body = srv.post_json('/metrics/track/batch', batch)
+    check(st == 200, 'batch: status %d' % st)
+    check(body == {"success": True, "total": 2, "successful": 2, "failed": 0}, 'batch: body %r' % body)
+    # first half now, the second after a registry flush, so storage holds two states
+    st, body = srv.post_json('/metrics/track/batch', batch * 49)
+    check(st == 200 and body.get('successful') == 98, 'batch 49: %d %r' % (st, body))
+    time.sleep(2.5)
+    st, body = srv.post_json('/metrics/track/batch', batch * 50)
+    check(st == 200 and body.get('successful') == 100, 'batch 50: %d %r' % (st, body))
+
+    # ---- seed 004: GET /metrics?format=prometheus ------------------------------------------
+    st, hdrs, text = srv.get('/metrics?format=prometheus')
+    check(st == 200, 'export: status %d' % st)
+    check(hdrs.get('Content-Type', '').startswith('text/plain; version=0.0.4'), 'export content type %r' % hdrs)
+    samples, types = parse_exposition(text)
+    ep = {"service": "gateway", "endpoint": "/api/v1/instruments"}
+    check(types.get('api_requests_total') == 'counter', 'TYPE api_requests_total counter')
+    check(types.get('response_time_seconds') == 'histogram', 'TYPE response_time_seconds histogram')
+    check('# HELP api_requests_total ' in text, 'HELP line for api_requests_total')
+    check(samples.get(('api_requests_total', lab(**ep))) == 100, 'api_requests_total 100: %r' %
+          samples.get(('api_requests_total', lab(**ep))))
+    buckets = ['0.005', '0.01', '0.025', '0.05', '0.1', '0.25', '0.5', '1', '2.5', '5', '10', '+Inf']
+    for le in buckets:
+        want = 0 if float(le) < 0.042 else 100
+        got = samples.get(('response_time_seconds_bucket', lab(le=le, **ep)))
+        check(got == want, 'bucket le=%s: %r, want %r' % (le, got, want))
+    s = samples.get(('response_time_seconds_sum', lab(**ep)))
+    check(s is not None and abs(s - 4.2) < 1e-9, 'histogram sum 4.2: %r' % s)
+    check(samples.get(('response_time_seconds_count', lab(**ep))) == 100, 'histogram count 100')
+    # the tenant-1 event is not in the default tenant's export
+    check(not any(n == 'api_requests_total' and ('method', 'GET') in l for (n, l) in samples),
+          'tenant-1 series leaked into default tenant')
+    # self-metrics ride along for the server's own tenant
+    check('metrics_exported_total' in text or any(n.startswith('process_') for (n, _) in samples),
+          'self-metrics present in /metrics')
+    promtool(text)
+
+    # tenant-1 sees its own event (tenant_id parameter, no auth configured)
+    st, _, t1 = srv.get('/metrics?tenant_id=tenant-1')
+    s1, _ = parse_exposition(t1)
+    check(s1.get(('api_requests_total', lab(method='GET', status_code='200', **ep))) == 1,
+          'tenant-1 export has its counter at 1')
+    check(not any(n == 'response_time_seconds_count' for (n, _) in s1), 'default tenant leaked into tenant-1')
+
+    # formats: OpenMetrics by parameter and by Accept, JSON
+    st, hdrs, om = srv.get('/metrics?format=openmetrics')
+    check(st == 200 and om.endswith('# EOF\n'), 'openmetrics ends with # EOF')
+    check('application/openmetrics-text' in hdrs.get('Content-Type', ''), 'openmetrics content type')
+    check('# TYPE api_requests counter' in om and 'api_requests_total{' in om, 'openmetrics counter family')
+    st, hdrs, om2 = srv.get('/metrics', headers={'Accept': 'application/openmetrics-text; version=1.0.0'})
+    check(om2.endswith('# EOF\n'), 'Accept negotiation to OpenMetrics')
+    st, hdrs, js = srv.get('/metrics?format=json')
+    doc = json.loads(js)
+    check(isinstance(doc.get('metrics'), list) and doc.get('total') == len(doc['metrics']), 'json export shape')
+    names = {m.get('name') for m in doc['metrics']}
+    check('api_requests_total' in names and 'response_time_seconds' in names, 'json export names %r' % names)
+
+    # filters
+    st, _, f = srv.get('/metrics?name=response_time_seconds')
+    fs, _ = parse_exposition(f)
+    check(fs and all(n.startswith('response_time_seconds') for (n, _) in fs), 'name filter: %r' % list(fs)[:5])
+    st, _, f = srv.get('/metrics?' + urllib.parse.urlencode({'match[]': '{endpoint="/api/v1/instruments"}'}))
+    fs, _ = parse_exposition(f)
+    check(fs and all(('endpoint', '/api/v1/instruments') in l for (_, l) in fs), 'match[] filter')
+    st, _, f = srv.get('/metrics?service=nothing-here')
+    check(parse_exposition(f)[0] == {}, 'service filter matching nothing gives nothing')
+    st, _, _ = srv.get('/metrics?format=yaml')
+    check(st == 400, 'bad format -> 400')
+    st, _, _ = srv.get('/metrics?' + urllib.parse.urlencode({'match[]': '{'}))
+    check(st == 400, 'bad match[] -> 400')
+
+    # ---- pushed data with known values for the aggregated export ---------------------------
+    t = int(time.time() * 1000)
+    lines = []
+    for i, v in enumerate([20.0, 21.0, 22.0, 23.0, 24.0]):
+        lines.append('room_temperature_celsius{room="lab"} %g %d' % (v, t - 240000 + i * 60000))
+    for i, v in enumerate([0, 10, 20]):
+        lines.append('jobs_processed_total{queue="q1"} %g %d' % (v, t - 120000 + i * 60000))
+    st, _ = srv.post('/api/v1/import/prometheus', '\n'.join(lines) + '\n', content_type='text/plain')
+    check(st in (200, 204), 'import: status %d' % st)
+
+    # ---- seed 004: GET /metrics?format=prometheus&aggregated=true ---------------------------
+    st, _, agg = srv.get('/metrics?format=prometheus&aggregated=true')
+    check(st == 200, 'aggregated: status %d' % st)
+    a, atypes = parse_exposition(agg)
+    room = lab(room='lab')
+    check(a.get(('room_temperature_celsius_avg', room)) == 22.0, 'gauge avg 22: %r' % a.get(('room_temperature_celsius_avg', room)))
+    check(a.get(('room_temperature_celsius_min', room)) == 20.0, 'gauge min')
+    check(a.get(('room_temperature_celsius_max', room)) == 24.0, 'gauge max')
+    check(a.get(('room_temperature_celsius_sum', room)) == 110.0, 'gauge sum')
+    check(a.get(('room_temperature_celsius_count', room)) == 5.0, 'gauge count')
+    # counter: 20 over 2 minutes = 10 per minute
+    check(a.get(('jobs_processed_total_avg', lab(queue='q1'))) == 10.0, 'counter per-minute rate: %r' % a.get(('jobs_processed_total_avg', lab(queue='q1'))))
+    check(a.get(('jobs_processed_total_sum', lab(queue='q1'))) == 20.0, 'counter increase')
+    check(atypes.get('room_temperature_celsius_avg') == 'gauge', 'aggregates are gauges')
+    check('# HELP jobs_processed_total_avg Average jobs_processed_total per minute' in agg, 'counter _avg HELP says per minute')
+    # the tracked histogram, flushed to storage: average observation 0.042
+    rt = a.get(('response_time_seconds_avg', lab(**ep)))
+    check(rt is not None and abs(rt - 0.042) < 1e-9, 'histogram average 0.042: %r' % rt)
+    ar = a.get(('api_requests_total_avg', lab(**ep)))
+    check(ar is not None and ar > 0, 'tracked counter has a per-minute rate: %r' % ar)
+    promtool(agg, allow_lint=('should not have "_sum" suffix', 'should not have "_count" suffix',
+                              'lint', 'error while linting'))
+    st, _, agg2 = srv.get('/metrics?aggregated=true&types=avg,max&window=10m&name=room_temperature_celsius')
+    a2, _ = parse_exposition(agg2)
+    check(set(n for (n, _) in a2) == {'room_temperature_celsius_avg', 'room_temperature_celsius_max'},
+          'types= and name= on aggregated: %r' % set(n for (n, _) in a2))
+    st, _, aj = srv.get('/metrics?aggregated=true&format=json')
+    ajd = json.loads(aj)
+    check(ajd.get('window_seconds') == 300 and isinstance(ajd.get('metrics'), list), 'aggregated json shape')
+
+    # ---- seed 004: GET /metrics/series?service=...&limit=10 ---------------------------------
+    st, _, sj = srv.get('/metrics/series?service=gateway&limit=10')
+    check(st == 200, 'series: status %d' % st)
+    sd = json.loads(sj)
+    check(set(sd) >= {'series', 'total', 'timestamp'}, 'series: keys %r' % list(sd))
+    check(re.match(r'^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$', sd.get('timestamp', '')), 'series: RFC 3339 timestamp')
+    byname = {s['name']: s for s in sd.get('series', [])}
+    s = byname.get('api_requests_total')
+    if check(s is not None, 'series: api_requests_total listed: %r' % list(byname)):
+        check(set(s) == {'name', 'type', 'labels', 'service', 'tenant_id', 'points'}, 'series item keys %r' % list(s))
+        check(s['type'] == 'counter', 'series type counter')
+        check(s['labels'] == {'endpoint': '/api/v1/instruments'}, 'series labels %r' % s['labels'])
+        check(s['service'] == 'gateway' and s['tenant_id'] == 'default', 'series service/tenant')
+        check(len(s['points']) >= 1 and all(set(p) == {'value', 'timestamp'} for p in s['points']), 'points shape')
+        check(s['points'][-1]['value'] == 100, 'latest point 100: %r' % s['points'][-1])
+    check(sd['total'] == len(sd['series']) and sd['total'] >= 4, 'series total %r' % sd['total'])
+    check(byname.get('response_time_seconds_count', {}).get('type') == 'histogram', 'histogram part typed histogram')
+    # tenant-1's series via tenant_id
+    st, _, sj = srv.get('/metrics/series?tenant_id=tenant-1&name=api_requests_total')
+    sd1 = json.loads(sj)
+    check(sd1['total'] == 1 and sd1['series'][0]['tenant_id'] == 'tenant-1' and
+          sd1['series'][0]['labels'].get('method') == 'GET', 'series for tenant-1: %r' % sd1)
+
+    # cursor pagination over 7 series
+    t = int(time.time() * 1000)
+    body = ''.join('page_metric{shard="%d"} %d %d\n' % (i, i, t - 1000) for i in range(7))
+    srv.post('/api/v1/import/prometheus', body, content_type='text/plain')
+    seen, cursor, pages = [], None, 0
+    while pages < 10:
+        q = {'name': 'page_metric', 'limit': '3'}
+        if cursor:
+            q['cursor'] = cursor
+        st, _, pj = srv.get('/metrics/series?' + urllib.parse.urlencode(q))
+        pd = json.loads(pj)
+        check(st == 200 and pd['total'] == 7, 'page total 7: %r' % pd.get('total'))
+        seen += [p['labels']['shard'] for p in pd['series']]
+        pages += 1
+        cursor = pd.get('next_cursor')
+        if not cursor:
+            break
+    check(pages == 3 and sorted(seen) == [str(i) for i in range(7)] and len(set(seen)) == 7,
+          'pagination: %d pages %r' % (pages, seen))
+    st, _, _ = srv.get('/metrics/series?cursor=***')
+    check(st == 400, 'bad cursor -> 400')
+    st, _, _ = srv.get('/metrics/series?limit=0')
+    check(st == 400, 'limit=0 -> 400')
+
+    # ---- seed 004: GET /metrics/trends/api_requests_total?hours=24 ------------------------------
+    st, _, tj = srv.get('/metrics/trends/api_requests_total?hours=24')
+    check(st == 200, 'trends (tracked): status %d %s' % (st, tj[:300]))
+    td = json.loads(tj)
+    check(td.get('metric_name') == 'api_requests_total', 'trends metric_name')
+    check(td.get('trend') in ('increasing', 'decreasing', 'stable'), 'trend value %r' % td.get('trend'))
+    check('change_percent' in td and isinstance(td.get('data_points'), list) and td['data_points'], 'trends shape')
+    for p in td.get('data_points', []):
+        check(set(p) == {'timestamp', 'value'}, 'data point shape %r' % p)
+
+    # known series over the past 24 h (imported with timestamps): one per trend kind
+    end = int(time.time() * 1000)
+    rnd = random.Random(42)
+    lines = []
+    counter = 0.0
+    for k in range(24 * 6):  # every 10 minutes
+        ts = end - 24 * 3600000 + k * 600000 + 1000
+        hour = k // 6
+        counter += 600 * (1.0 + 0.1 * hour)           # rate grows 10 % of base per hour
+        lines.append('orders_total{shop="a"} %r %d' % (counter, ts))
+        lines.append('queue_depth{q="main"} %r %d' % (50 + rnd.gauss(0, 5), ts))
+        lines.append('disk_free_bytes{dev="sda"} %r %d' % (1e9 - 1e6 * k + rnd.gauss(0, 1e5), ts))
+        lines.append('cpu_util{host="h1"} %r %d' % (0.5 + 0.01 * hour, ts))
+        lines.append('cpu_util{host="h2"} %r %d' % (0.2 + 0.01 * hour, ts))
+    # 4 days hourly of a daily cycle for Holt-Winters
+    for k in range(96):
+        ts = end - 96 * 3600000 + k * 3600000 + 1000
+        lines.append('visitors{site="x"} %r %d' % (100 + 40 * math.sin(2 * math.pi * k / 24) + rnd.gauss(0, 1), ts))
+    st, _ = srv.post('/api/v1/import/prometheus', '\n'.join(lines) + '\n', content_type='text/plain')
+    check(st in (200, 204), 'import trend data: %d' % st)
+
+    def trend(path):
+        st, _, b = srv.get(path)
+        check(st == 200, '%s: status %d %s' % (path, st, b[:300]))
+        return json.loads(b) if st == 200 else {}
+
+    o = trend('/metrics/trends/orders_total?hours=24')
+    check(o.get('trend') == 'increasing', 'orders_total increasing: %r' % o.get('trend'))
+    check(o.get('value_type') == 'rate_per_second', 'counter trend in rates')
+    dps = o.get('data_points', [])
+    check(len(dps) == 24, 'hourly data points: %d' % len(dps))
+    if len(dps) >= 2:
+        # first full hour: 6 increments of 600 * 1.0 over 3600 s = 1.0/s
+        check(abs(dps[1]['value'] - 1.1) < 1e-6 and abs(dps[-1]['value'] - 3.3) < 1e-6,
+              'rates per step: %r %r' % (dps[1], dps[-1]))
+        cp = round(100 * (dps[-1]['value'] - dps[0]['value']) / abs(dps[0]['value']), 2)
+        check(o.get('change_percent') == cp, 'change_percent first vs last: %r vs %r' % (o.get('change_percent'), cp))
+        ts0 = dps[0]['timestamp']
+        check(re.match(r'^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$', ts0), 'data point RFC 3339')
+    check(o.get('confidence', 0) > 0.95 and o.get('slope_per_hour', 0) > 0, 'confidence and slope %r %r' %
+          (o.get('confidence'), o.get('slope_per_hour')))
+    fc = o.get('forecast') or {}
+    check(fc.get('model') == 'linear' and len(fc.get('points', [])) == 6, 'linear forecast, 6 points: %r' % fc.get('model'))
+    for p in fc.get('points', []):
+        check(p['lower'] <= p['value'] <= p['upper'], 'forecast interval ordered %r' % p)
+    if fc.get('points'):
+        check(fc['points'][0]['value'] > dps[-1]['value'], 'forecast continues the increase')
+
+    q = trend('/metrics/trends/queue_depth?hours=24')
+    check(q.get('trend') == 'stable', 'noise is stable: %r (p=%r)' % (q.get('trend'), q.get('p_value')))
+    check(q.get('value_type') == 'average', 'gauge trend in averages')
+    d = trend('/metrics/trends/disk_free_bytes?hours=24&step=2h&forecast=3')
+    check(d.get('trend') == 'decreasing', 'disk_free_bytes decreasing: %r' % d.get('trend'))
+    check(len(d.get('data_points', [])) == 12 and len((d.get('forecast') or {}).get('points', [])) == 3, 'step=2h, forecast=3')
+    v = trend('/metrics/trends/visitors?hours=96')
+    check((v.get('forecast') or {}).get('model') == 'holt_winters', 'daily cycle -> holt_winters: %r' % v.get('forecast'))
+    check((v.get('forecast') or {}).get('season_steps') == 24, 'season of 24 hourly steps')
+
+    m = trend('/metrics/trends/cpu_util?hours=24')
+    check(m.get('series_count') == 2 and len(m.get('trends', [])) == 2, 'several series -> trends array')
+    check(all(t.get('trend') == 'increasing' and 'labels' in t for t in m.get('trends', [])), 'per-series trends')
+    s = trend('/metrics/trends/cpu_util?hours=24&aggregate=sum')
+    check(s.get('aggregate') == 'sum' and 'trends' not in s and s.get('trend') == 'increasing', 'aggregate=sum')
+    if s.get('data_points') and m.get('trends'):
+        check(abs(s['data_points'][3]['value'] - 0.7 - 0.02 * 3) < 1e-6, 'sum of the two series per step %r' % s['data_points'][3])
+    s = trend('/metrics/trends/cpu_util?hours=24&' + urllib.parse.urlencode({'match[]': '{host="h2"}'}))
+    check('trends' not in s and s.get('labels', {}).get('host') == 'h2', 'match[] narrows to one series')
+
+    st, _, _ = srv.get('/metrics/trends/no_such_metric?hours=24')
+    check(st == 404, 'unknown metric -> 404 (%d)' % st)
+    for bad in ('hours=-1', 'hours=abc', 'step=0', 'aggregate=median', 'forecast=-2', 'hours=24&step=1s'):
+        st, _, _ = srv.get('/metrics/trends/orders_total?' + bad)
+        check(st == 400, '%s -> 400 (%d)' % (bad, st))
+
+
+if __name__ == '__main__':
+    sys.exit(main())
