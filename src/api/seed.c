@@ -1757,6 +1757,78 @@ out:
   free(fc);
 }
 
+static int trend_scan_init(trend_scan_t *st, int64_t start, int64_t step, size_t nsteps, int aggregate,
+                           bool counter) {
+  memset(st, 0, sizeof *st);
+  st->start = start;
+  st->step = step;
+  st->nsteps = nsteps;
+  st->aggregate = aggregate;
+  st->counter = counter;
+  st->tmp_sum = malloc(3 * nsteps * sizeof *st->tmp_sum);
+  st->tmp_cnt = malloc(nsteps * sizeof *st->tmp_cnt);
+  st->agg_sum = calloc(nsteps, sizeof *st->agg_sum);
+  st->agg_cnt = calloc(nsteps, sizeof *st->agg_cnt);
+  st->series = aggregate ? NULL : calloc(SEED_MAX_TREND_SERIES, sizeof *st->series);
+  if (!st->tmp_sum || !st->tmp_cnt || !st->agg_sum || !st->agg_cnt || (!aggregate && !st->series))
+    return MD_ENOMEM;
+  return MD_OK;
+}
+
+static void trend_scan_free(trend_scan_t *st) {
+  for (size_t i = 0; i < st->nseries; i++) {
+    free(st->series[i].vals);
+    free(st->series[i].labels);
+  }
+  free(st->series);
+  free(st->tmp_sum);
+  free(st->tmp_cnt);
+  free(st->agg_sum);
+  free(st->agg_cnt);
+  sb_free(&st->sb);
+  memset(st, 0, sizeof *st);
+}
+
+static bool trend_scan_empty(const trend_scan_t *st) {
+  if (!st->aggregate) return st->nseries == 0;
+  for (size_t i = 0; i < st->nsteps; i++)
+    if (st->agg_cnt[i] > 0) return false;
+  return true;
+}
+
+/* out = sum / count per step (rates of _sum over rates of _count): per matching label set,
+ * or over the aggregated totals. out must be empty (freshly initialised). */
+static int trend_pair_ratio(const trend_scan_t *sum, const trend_scan_t *cnt, trend_scan_t *out) {
+  if (out->aggregate) {
+    for (size_t i = 0; i < out->nsteps; i++) {
+      bool ok = sum->agg_cnt[i] > 0 && cnt->agg_cnt[i] > 0 && cnt->agg_sum[i] > 0;
+      out->agg_sum[i] = ok ? sum->agg_sum[i] / cnt->agg_sum[i] : 0;
+      out->agg_cnt[i] = ok ? 1 : 0;
+    }
+    return MD_OK;
+  }
+  for (size_t i = 0; i < sum->nseries; i++) {
+    const trend_series_t *c = NULL;
+    for (size_t j = 0; j < cnt->nseries && !c; j++)
+      if (strcmp(cnt->series[j].labels, sum->series[i].labels) == 0) c = &cnt->series[j];
+    if (!c) continue;
+    trend_series_t *t = &out->series[out->nseries];
+    t->vals = malloc(out->nsteps * sizeof *t->vals);
+    t->labels = strdup(sum->series[i].labels);
+    if (!t->vals || !t->labels) {
+      free(t->vals);
+      free(t->labels);
+      return MD_ENOMEM;
+    }
+    out->nseries++;
+    for (size_t k = 0; k < out->nsteps; k++) {
+      double a = sum->series[i].vals[k], b = c->vals[k];
+      t->vals[k] = (!isnan(a) && !isnan(b) && b > 0) ? a / b : NAN;
+    }
+  }
+  return MD_OK;
+}
+
 static void handle_trends(http_req_t *req, http_resp_t *resp, void *ctx) {
   api_t *api = ctx;
   const config_t *cfg = api_config(api);
@@ -1819,33 +1891,46 @@ static void handle_trends(http_req_t *req, http_resp_t *resp, void *ctx) {
   size_t nsel = 0;
   if (!seed_selectors(req, resp, a, name, sel, &nsel)) return;
   json_t *types = tracked_types(api, tenant);
-  trend_scan_t st = {.start = endt - (int64_t)nsteps * step, .step = step, .nsteps = nsteps,
-                     .aggregate = aggregate};
-  st.counter = type && *type ? strcmp(type, "counter") == 0 : counter_like(types, name);
-  st.tmp_sum = malloc(3 * nsteps * sizeof *st.tmp_sum);
-  st.tmp_cnt = malloc(nsteps * sizeof *st.tmp_cnt);
-  st.agg_sum = calloc(nsteps, sizeof *st.agg_sum);
-  st.agg_cnt = calloc(nsteps, sizeof *st.agg_cnt);
-  st.series = aggregate ? NULL : calloc(SEED_MAX_TREND_SERIES, sizeof *st.series);
+  int64_t start = endt - (int64_t)nsteps * step;
+  trend_scan_t st, ssum, scnt;
+  bool counter = type && *type ? strcmp(type, "counter") == 0 : counter_like(types, name);
+  const char *value_type = counter ? "rate_per_second" : "average";
   char err[256] = "";
-  int rc = MD_ENOMEM;
-  if (st.tmp_sum && st.tmp_cnt && st.agg_sum && st.agg_cnt && (aggregate || st.series))
-    rc = scan(api_db(api), tenant, sel, nsel, st.start - step, endt, trend_collect, &st, err, sizeof err);
+  int rc = trend_scan_init(&st, start, step, nsteps, aggregate, counter);
+  int rc2 = trend_scan_init(&ssum, start, step, nsteps, aggregate ? 1 : 0, true);
+  int rc3 = trend_scan_init(&scnt, start, step, nsteps, aggregate ? 1 : 0, true);
+  if (!rc) rc = rc2 ? rc2 : rc3;
+  if (!rc) rc = scan(api_db(api), tenant, sel, nsel, start - step, endt, trend_collect, &st, err, sizeof err);
+  seed_selector_release(sel, nsel);
+  nsel = 0;
+  size_t len = strlen(name);
+  /* A histogram or summary by its family name: trend its average observation per step,
+   * Δ<name>_sum / Δ<name>_count, paired by label set. */
+  if (rc == MD_OK && trend_scan_empty(&st) && !(type && *type) && !ends_with(name, len, "_sum") &&
+      !ends_with(name, len, "_count") && !ends_with(name, len, "_bucket")) {
+    char part[300];
+    snprintf(part, sizeof part, "%s_sum", name);
+    if (!seed_selectors(req, resp, a, part, sel, &nsel)) goto out;
+    rc = scan(api_db(api), tenant, sel, nsel, start - step, endt, trend_collect, &ssum, err, sizeof err);
+    seed_selector_release(sel, nsel);
+    snprintf(part, sizeof part, "%s_count", name);
+    if (!rc && !seed_selectors(req, resp, a, part, sel, &nsel)) goto out;
+    if (!rc) rc = scan(api_db(api), tenant, sel, nsel, start - step, endt, trend_collect, &scnt, err, sizeof err);
+    seed_selector_release(sel, nsel);
+    if (!rc) rc = trend_pair_ratio(&ssum, &scnt, &st);
+    value_type = "average_per_observation";
+  }
   sb_t *body = http_resp_body(resp);
-  size_t nfound = aggregate ? 0 : st.nseries;
-  if (aggregate)
-    for (size_t i = 0; i < nsteps; i++) nfound += st.agg_cnt[i] > 0;
-  if (st.too_many) {
+  if (st.too_many || ssum.too_many || scnt.too_many) {
     http_resp_error(resp, 400,
                     "more than %d series match %s: narrow them with match[] or combine them with "
                     "aggregate=sum|avg", SEED_MAX_TREND_SERIES, name);
   } else if (rc) {
     if (!*err) md_error(err, sizeof err, rc, "out of memory");
     http_resp_error(resp, rc == MD_EINVAL ? 400 : 500, "%s", err);
-  } else if (!nfound) {
+  } else if (trend_scan_empty(&st)) {
     http_resp_error(resp, 404, "no data for metric %s in the last %g hours", name, hours);
   } else {
-    const char *value_type = st.counter ? "rate_per_second" : "average";
     sb_puts(body, "{\"metric_name\":");
     sb_json_str(body, name, strlen(name));
     sb_printf(body, ",\"hours\":%g,\"step_seconds\":%g,\"value_type\":\"%s\"", hours,
@@ -1854,17 +1939,17 @@ static void handle_trends(http_req_t *req, http_resp_t *resp, void *ctx) {
       for (size_t i = 0; i < nsteps; i++)
         st.agg_sum[i] = st.agg_cnt[i] > 0 ? (aggregate == 2 ? st.agg_sum[i] / st.agg_cnt[i] : st.agg_sum[i]) : NAN;
       sb_printf(body, ",\"aggregate\":\"%s\"", aggregate == 1 ? "sum" : "avg");
-      trend_body(body, st.agg_sum, nsteps, st.start, step, (size_t)horizon);
+      trend_body(body, st.agg_sum, nsteps, start, step, (size_t)horizon);
     } else if (st.nseries == 1) {
       sb_puts(body, ",\"labels\":");
       sb_puts(body, st.series[0].labels);
-      trend_body(body, st.series[0].vals, nsteps, st.start, step, (size_t)horizon);
+      trend_body(body, st.series[0].vals, nsteps, start, step, (size_t)horizon);
     } else {
       sb_printf(body, ",\"series_count\":%zu,\"trends\":[", st.nseries);
       for (size_t i = 0; i < st.nseries; i++) {
         sb_puts(body, i ? ",{\"labels\":" : "{\"labels\":");
         sb_puts(body, st.series[i].labels);
-        trend_body(body, st.series[i].vals, nsteps, st.start, step, (size_t)horizon);
+        trend_body(body, st.series[i].vals, nsteps, start, step, (size_t)horizon);
         sb_putc(body, '}');
       }
       sb_putc(body, ']');
@@ -1877,18 +1962,11 @@ static void handle_trends(http_req_t *req, http_resp_t *resp, void *ctx) {
       http_resp_error(resp, 500, "out of memory");
     }
   }
-  for (size_t i = 0; i < st.nseries; i++) {
-    free(st.series[i].vals);
-    free(st.series[i].labels);
-  }
-  free(st.series);
-  free(st.tmp_sum);
-  free(st.tmp_cnt);
-  free(st.agg_sum);
-  free(st.agg_cnt);
-  sb_free(&st.sb);
+out:
+  trend_scan_free(&st);
+  trend_scan_free(&ssum);
+  trend_scan_free(&scnt);
   json_decref(types);
-  seed_selector_release(sel, nsel);
 }
 
 /* ---- registration ------------------------------------------------------------------- */

@@ -344,6 +344,15 @@ def run(srv):
     for p in td.get('data_points', []):
         check(set(p) == {'timestamp', 'value'}, 'data point shape %r' % p)
 
+    # a histogram by its family name: average observation per step from _sum / _count
+    st, _, hj = srv.get('/metrics/trends/response_time_seconds?hours=1&step=5m')
+    check(st == 200, 'histogram trend: %d %s' % (st, hj[:300]))
+    if st == 200:
+        hd = json.loads(hj)
+        check(hd.get('value_type') == 'average_per_observation', 'histogram trend value type %r' % hd.get('value_type'))
+        check(hd.get('data_points') and abs(hd['data_points'][-1]['value'] - 0.042) < 1e-9,
+              'histogram trend value 0.042: %r' % hd.get('data_points'))
+
     # known series over the past 24 h (imported with timestamps): one per trend kind
     end = int(time.time() * 1000)
     rnd = random.Random(42)
