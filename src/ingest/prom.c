@@ -168,8 +168,8 @@ static int parse_sample(prom_t *P, const char *s, size_t n, size_t lineno, char 
         return md_error(err, errlen, MD_EINVAL, "expected '\"' to open the value of label \"%.*s\"",
                         (int)(le - ls > 64 ? 64 : le - ls), s + ls);
       i++;
-      const char *v;
-      size_t vl;
+      const char *v = NULL;
+      size_t vl = 0;
       int rc = parse_label_value(P, s, n, &i, &v, &vl, err, errlen);
       if (rc) return rc;
       if (nl > INGEST_HARD_MAX_LABELS)

@@ -96,7 +96,9 @@ out:
 int ingest_parse_remote_write(const char *p, size_t n, const ingest_opts_t *o, tsdb_batch_t *b,
                               ingest_result_t *res) {
   size_t outlen = 0;
-  if (snappy_uncompressed_length(p, n, &outlen) != SNAPPY_OK || outlen > MAX_DECODED) {
+  /* Snappy cannot expand more than ~22x (a 3-byte copy tag writes at most 64 bytes): a
+   * length header claiming more is a lie, refused before allocating for it. */
+  if (snappy_uncompressed_length(p, n, &outlen) != SNAPPY_OK || outlen > MAX_DECODED || outlen / 32 > n) {
     ingest_result_t tmp;
     ingest_result_t *r = res ? res : &tmp;
     memset(r, 0, sizeof *r);
@@ -104,6 +106,7 @@ int ingest_parse_remote_write(const char *p, size_t n, const ingest_opts_t *o, t
     r->errors[0].where = SIZE_MAX;
     snprintf(r->errors[0].message, sizeof r->errors[0].message,
              outlen > MAX_DECODED ? "snappy-decoded body would exceed 256 MiB"
+             : outlen / 32 > n && outlen ? "snappy length header is inconsistent with the body size"
                                   : "body is not snappy block-compressed data");
     return MD_EINVAL;
   }

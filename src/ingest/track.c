@@ -556,6 +556,7 @@ static int track_event(ingest_track_t *r, json_t *ev, const char *default_tenant
   size_t nl = json_is_object(jl) ? json_object_size(jl) : 0;
   if (nl > INGEST_HARD_MAX_LABELS) return md_error(err, errlen, MD_EINVAL, "too many labels");
   tsdb_label_t ls[nl ? nl : 1];
+  memset(ls, 0, sizeof ls);
   size_t i = 0;
   const char *k;
   json_t *v;
@@ -787,7 +788,7 @@ static void put_json_num(sb_t *o, double v) {
 int ingest_track_expose(ingest_track_t *r, const char *tenant, sb_t *o, ingest_expose_format_t format) {
   int64_t now = md_now_ms();
   pthread_mutex_lock(&r->mu);
-  size_t nf;
+  size_t nf = 0;
   int rc = 0;
   tfamily_t **fams = sorted_families(r, tenant, &nf);
   double *qv = malloc(sizeof(double) * (r->nq ? r->nq : 1));

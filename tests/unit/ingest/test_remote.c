@@ -181,6 +181,7 @@ static void test_bad_inputs(void **state) {
       {"hello world", 0, "snappy"},
       {"\x80\x80\x80\x80\x80\x80", 6, "snappy"},
       {"\xff\xff\xff\xff\x0f\x00", 6, "256 MiB"},
+      {"\x80\x80\x04" "ab", 5, "inconsistent"},
   };
   for (size_t i = 0; i < sizeof bad_snappy / sizeof bad_snappy[0]; i++, total++) {
     tsdb_batch_t *b = tsdb_batch_new();

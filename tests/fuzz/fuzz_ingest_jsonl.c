@@ -1,0 +1,17 @@
+/* libFuzzer target: the JSON lines importer must never crash, leak or read out of bounds on any bytes. */
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ingest/ingest.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  tsdb_batch_t *b = tsdb_batch_new();
+  if (!b) return 0;
+  ingest_result_t res;
+  ingest_opts_t o = {.default_ts = 1};
+  ingest_parse_jsonl((const char *)data, size, &o, b, &res);
+  tsdb_batch_free(b);
+  return 0;
+}
