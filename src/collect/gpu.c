@@ -214,6 +214,8 @@ typedef struct {
   int64_t ts;
   tsdb_label_t labels[8];
   size_t nlabels;
+  /* Storage the labels point into, alive for the whole round. */
+  char idx[16], uuid[96], name[96], dev[32], bus[32];
   int failures; /* calls that failed for a reason other than "not supported" */
   bool lost;
 } gpu_round_t;
@@ -283,18 +285,18 @@ static int gather_processes(gpu_round_t *gr, nvml_device_t d) {
 static int gather_device(gpu_round_t *gr, unsigned idx, nvml_device_t d) {
   const nvml_api_t *f = &gr->g->f;
   collect_gpu_t *g = gr->g;
-  char idxbuf[16], uuid[96] = "", name[96] = "", dev[32] = "", bus[32] = "";
-  snprintf(idxbuf, sizeof idxbuf, "%u", idx);
-  if (f->uuid && ok(gr, f->uuid(d, uuid, sizeof uuid))) uuid[sizeof uuid - 1] = 0;
+  char *idxbuf = gr->idx, *uuid = gr->uuid, *name = gr->name, *dev = gr->dev, *bus = gr->bus;
+  snprintf(idxbuf, sizeof gr->idx, "%u", idx);
+  if (f->uuid && ok(gr, f->uuid(d, uuid, sizeof gr->uuid))) uuid[sizeof gr->uuid - 1] = 0;
   else uuid[0] = 0;
-  if (f->name && ok(gr, f->name(d, name, sizeof name))) name[sizeof name - 1] = 0;
+  if (f->name && ok(gr, f->name(d, name, sizeof gr->name))) name[sizeof gr->name - 1] = 0;
   else name[0] = 0;
   unsigned minor;
-  if (f->minor_number && ok(gr, f->minor_number(d, &minor))) snprintf(dev, sizeof dev, "nvidia%u", minor);
+  if (f->minor_number && ok(gr, f->minor_number(d, &minor))) snprintf(dev, sizeof gr->dev, "nvidia%u", minor);
   nvml_pci_info_t pci;
   if (f->pci_info && ok(gr, f->pci_info(d, &pci))) {
-    memcpy(bus, pci.bus_id, sizeof bus);
-    bus[sizeof bus - 1] = 0;
+    memcpy(bus, pci.bus_id, sizeof gr->bus);
+    bus[sizeof gr->bus - 1] = 0;
   }
   if (gr->lost) return 0;
   gr->nlabels = 0;

@@ -14,7 +14,7 @@
  * tracking; targets that disappear get staleness markers for all their series.
  *
  * Threading: `mu` protects jobs, sources, the target table, the queue, and every target's
- * schedule and status fields. A target's scrape state (prev batch) belongs to the worker
+ * schedule and status fields. A target's scrape state (previous body and hashes) belongs to the worker
  * that has it in flight. Sink calls are made without holding `mu`.
  */
 #include "scrape_job.h"

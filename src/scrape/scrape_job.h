@@ -73,9 +73,14 @@ void scrape_format_duration(int64_t ms, char *out, size_t n);
 /* ---- targets (manager.c, scraper.c) ----------------------------------------------- */
 
 typedef struct scrape_series_ref {
-  uint64_t hash;
-  uint32_t index; /* series index in the target's prev batch */
+  uint64_t hash;  /* of the final label set */
+  uint32_t index; /* series index in the batch it was built into */
 } scrape_series_ref_t;
+
+typedef struct scrape_refs {
+  scrape_series_ref_t *v;
+  size_t n, cap;
+} scrape_refs_t;
 
 typedef enum { SCRAPE_HEALTH_UNKNOWN = 0, SCRAPE_HEALTH_UP, SCRAPE_HEALTH_DOWN } scrape_health_t;
 
@@ -98,8 +103,12 @@ typedef struct scrape_target {
   scrape_health_t health;
   uint64_t last_samples;
   /* Owned by the worker scraping it (in_flight), else by the manager: */
-  tsdb_batch_t *prev;                /* last scrape's batch: series [0, nprev_series) were scraped */
-  scrape_series_ref_t *prev_set;     /* staleness-tracked series of prev, sorted by hash */
+  /* The last successful scrape, kept as its body (far smaller than its series): when series
+   * disappear, their labels are re-derived from it with the job it was processed with. */
+  sb_t prev_body;
+  bool prev_om;
+  scrape_job_t *prev_job;            /* counted reference, NULL when prev_body is empty */
+  uint64_t *prev_set;                /* hashes of its staleness-tracked series, sorted */
   size_t nprev, capprev;
   bool reported;                     /* report series were written at least once */
 } scrape_target_t;
@@ -109,10 +118,9 @@ typedef struct scrape_worker {
   sb_t body;
   uint64_t body_limit;
   bool body_over;
-  tsdb_batch_t *parsed, *out;
+  tsdb_batch_t *parsed, *out, *old;
   scrape_labels_t *ls;
-  scrape_series_ref_t *cur;
-  size_t ncur, capcur;
+  scrape_refs_t cur, oldrefs;
   const atomic_bool *stopping;
 } scrape_worker_t;
 

@@ -13,9 +13,12 @@
  *   6. one batch to the sink.
  *
  * Series carrying their own timestamp (honored) are not tracked for staleness, as in
- * Prometheus. A worker (scrape_worker_t) owns a curl handle (connections are reused across
- * scrapes) and scratch batches; the target's previous batch is swapped with the worker's,
- * so the steady state allocates nothing per scrape.
+ * Prometheus. For staleness a target keeps only the hashes of its last scrape's series and
+ * that scrape's body (swapped with the worker's buffer, no copy): when a series disappears
+ * its labels are re-derived from the old body with the job it was processed with. A body is
+ * several times smaller than the label sets it produces, and the re-derivation only runs
+ * when something disappeared. A worker (scrape_worker_t) owns a curl handle (connections
+ * are reused across scrapes) and scratch batches, so the steady state allocates nothing.
  */
 #include "scrape_job.h"
 
@@ -40,8 +43,9 @@ int scrape_worker_init(scrape_worker_t *w, const atomic_bool *stopping) {
   w->curl = curl_easy_init();
   w->parsed = tsdb_batch_new();
   w->out = tsdb_batch_new();
+  w->old = tsdb_batch_new();
   w->ls = scrape_labels_new();
-  if (!w->curl || !w->parsed || !w->out || !w->ls) {
+  if (!w->curl || !w->parsed || !w->out || !w->old || !w->ls) {
     scrape_worker_destroy(w);
     return MD_ENOMEM;
   }
@@ -53,9 +57,18 @@ void scrape_worker_destroy(scrape_worker_t *w) {
   sb_free(&w->body);
   tsdb_batch_free(w->parsed);
   tsdb_batch_free(w->out);
+  tsdb_batch_free(w->old);
   scrape_labels_free(w->ls);
-  free(w->cur);
+  free(w->cur.v);
+  free(w->oldrefs.v);
   memset(w, 0, sizeof *w);
+}
+
+static void clear_prev(scrape_target_t *t) {
+  sb_reset(&t->prev_body);
+  scrape_job_unref(t->prev_job);
+  t->prev_job = NULL;
+  t->nprev = 0;
 }
 
 void scrape_target_free(scrape_target_t *t) {
@@ -73,7 +86,8 @@ void scrape_target_free(scrape_target_t *t) {
   }
   free(t->discovered);
   free(t->url);
-  tsdb_batch_free(t->prev);
+  clear_prev(t);
+  sb_free(&t->prev_body);
   free(t->prev_set);
   free(t);
 }
@@ -174,15 +188,15 @@ static int cmp_ref(const void *a, const void *b) {
   return x->hash < y->hash ? -1 : x->hash > y->hash;
 }
 
-static int push_ref(scrape_worker_t *w, uint64_t h, size_t idx) {
-  if (w->ncur == w->capcur) {
-    size_t nc = w->capcur ? w->capcur * 2 : 256;
-    scrape_series_ref_t *n = realloc(w->cur, nc * sizeof *n);
+static int push_ref(scrape_refs_t *r, uint64_t h, size_t idx) {
+  if (r->n == r->cap) {
+    size_t nc = r->cap ? r->cap * 2 : 256;
+    scrape_series_ref_t *n = realloc(r->v, nc * sizeof *n);
     if (!n) return MD_ENOMEM;
-    w->cur = n;
-    w->capcur = nc;
+    r->v = n;
+    r->cap = nc;
   }
-  w->cur[w->ncur++] = (scrape_series_ref_t){h, (uint32_t)idx};
+  r->v[r->n++] = (scrape_series_ref_t){h, (uint32_t)idx};
   return 0;
 }
 
@@ -224,9 +238,26 @@ static int check_label_limits(const scrape_job_t *j, const tsdb_label_t *l, size
   return 0;
 }
 
-/* Turns the parsed batch into w->out. Returns 0 or a scrape-failing error in err. */
-static int build(scrape_worker_t *w, const scrape_target_t *t, const scrape_job_t *j, int64_t ts, uint64_t *post,
+/* Parses body into w->parsed and turns it into the final series in out, recording the
+ * staleness-tracked ones in refs. Returns 0 or a scrape-failing error in err. */
+static int build(scrape_worker_t *w, const scrape_target_t *t, const scrape_job_t *j, const char *body, size_t len,
+                 bool om, int64_t ts, tsdb_batch_t *out, scrape_refs_t *refs, uint64_t *scraped, uint64_t *post,
                  char *err, size_t errlen) {
+  tsdb_batch_reset(w->parsed);
+  ingest_opts_t o = {.default_ts = NO_TS};
+  o.openmetrics = om || ingest_text_is_openmetrics(body, len);
+  ingest_result_t ir;
+  memset(&ir, 0, sizeof ir);
+  int rc = ingest_parse_prometheus(body, len, &o, w->parsed, &ir);
+  if (rc == MD_ENOMEM) return md_error(err, errlen, rc, "out of memory parsing the exposition");
+  if (rc) {
+    sb_t m = {0};
+    ingest_result_message(&ir, "exposition", &m);
+    md_error(err, errlen, rc, "%s", m.buf && m.len ? m.buf : "cannot parse the exposition");
+    sb_free(&m);
+    return rc;
+  }
+  if (scraped) *scraped = tsdb_batch_sample_count(w->parsed);
   size_t ns = tsdb_batch_series_count(w->parsed);
   uint64_t samples = 0;
   for (size_t i = 0; i < ns; i++) {
@@ -234,7 +265,7 @@ static int build(scrape_worker_t *w, const scrape_target_t *t, const scrape_job_
     const tsdb_sample_t *ps;
     size_t npl, nps;
     tsdb_batch_get(w->parsed, i, &pl, &npl, &ps, &nps);
-    int rc = scrape_labels_assign_ref(w->ls, pl, npl);
+    rc = scrape_labels_assign_ref(w->ls, pl, npl);
     if (!rc) rc = attach_target_labels(w->ls, t, j->honor_labels);
     if (rc) return md_error(err, errlen, MD_ENOMEM, "out of memory");
     if (scrape_relabel_count(j->metric_relabel)) {
@@ -249,7 +280,7 @@ static int build(scrape_worker_t *w, const scrape_target_t *t, const scrape_job_
     samples += nps;
     if (j->sample_limit && samples > j->sample_limit)
       return md_error(err, errlen, MD_ELIMIT, "sample_limit exceeded (limit %llu)", (unsigned long long)j->sample_limit);
-    rc = tsdb_batch_series(w->out, l, nl);
+    rc = tsdb_batch_series(out, l, nl);
     if (rc == MD_ENOMEM) return md_error(err, errlen, rc, "out of memory");
     if (rc) continue;
     bool tracked = false;
@@ -259,12 +290,12 @@ static int build(scrape_worker_t *w, const scrape_target_t *t, const scrape_job_
         sts = ts;
         tracked = true;
       }
-      if (tsdb_batch_sample(w->out, sts, ps[k].v)) return md_error(err, errlen, MD_ENOMEM, "out of memory");
+      if (tsdb_batch_sample(out, sts, ps[k].v)) return md_error(err, errlen, MD_ENOMEM, "out of memory");
     }
-    if (tracked && push_ref(w, scrape_labels_hash(l, nl), tsdb_batch_series_count(w->out) - 1))
+    if (tracked && push_ref(refs, scrape_labels_hash(l, nl), tsdb_batch_series_count(out) - 1))
       return md_error(err, errlen, MD_ENOMEM, "out of memory");
   }
-  *post = samples;
+  if (post) *post = samples;
   return 0;
 }
 
@@ -281,26 +312,43 @@ static int add_report(tsdb_batch_t *b, const scrape_target_t *t, const char *nam
 static const char *const REPORT[] = {"up", "scrape_duration_seconds", "scrape_samples_scraped",
                                      "scrape_samples_post_metric_relabeling", "scrape_series_added"};
 
-/* Appends stale markers to b for prev-set series of t missing from cur (sorted). */
-static int add_stale(tsdb_batch_t *b, const scrape_target_t *t, const scrape_series_ref_t *cur, size_t ncur,
-                     int64_t ts) {
-  size_t i = 0, k = 0;
+static bool has_hash(const scrape_series_ref_t *v, size_t n, uint64_t h) {
+  size_t lo = 0, hi = n;
+  while (lo < hi) {
+    size_t mid = (lo + hi) / 2;
+    if (v[mid].hash == h) return true;
+    if (v[mid].hash < h) lo = mid + 1;
+    else hi = mid;
+  }
+  return false;
+}
+
+/* Appends to b a staleness marker for every series of t's previous scrape whose hash is not
+ * in cur (sorted; NULL = all), re-deriving their labels from the previous body. */
+static int add_stale(scrape_worker_t *w, tsdb_batch_t *b, const scrape_target_t *t, const scrape_series_ref_t *cur,
+                     size_t ncur, int64_t ts) {
+  if (!t->nprev || !t->prev_job || !t->prev_body.len) return 0;
+  size_t missing = 0;
+  for (size_t i = 0; i < t->nprev; i++) missing += !has_hash(cur, ncur, t->prev_set[i]);
+  if (!missing) return 0;
+  tsdb_batch_reset(w->old);
+  w->oldrefs.n = 0;
+  char err[256];
+  int rc = build(w, t, t->prev_job, t->prev_body.buf, t->prev_body.len, t->prev_om, ts, w->old, &w->oldrefs, NULL,
+                 NULL, err, sizeof err);
+  if (rc == MD_ENOMEM) return rc;
+  if (rc) return 0; /* it parsed before; nothing sensible to do if it does not now */
   double stale = tsdb_stale_nan();
-  while (i < t->nprev) {
-    uint64_t h = t->prev_set[i].hash;
-    while (k < ncur && cur[k].hash < h) k++;
-    if (k < ncur && cur[k].hash == h) {
-      i++;
-      continue;
-    }
+  for (size_t i = 0; i < w->oldrefs.n; i++) {
+    uint64_t h = w->oldrefs.v[i].hash;
+    if (has_hash(cur, ncur, h)) continue;
     const tsdb_label_t *l;
     const tsdb_sample_t *s;
     size_t nl, ns;
-    tsdb_batch_get(t->prev, t->prev_set[i].index, &l, &nl, &s, &ns);
-    int rc = tsdb_batch_series(b, l, nl);
+    tsdb_batch_get(w->old, w->oldrefs.v[i].index, &l, &nl, &s, &ns);
+    rc = tsdb_batch_series(b, l, nl);
     if (rc == MD_ENOMEM) return rc;
     if (rc == 0 && (rc = tsdb_batch_sample(b, ts, stale))) return rc;
-    i++;
   }
   return 0;
 }
@@ -312,42 +360,26 @@ void scrape_target_run(scrape_worker_t *w, scrape_target_t *t, scrape_job_t *j, 
   int64_t t0 = md_mono_ns();
   res->ts = ts;
   tsdb_batch_reset(w->out);
-  tsdb_batch_reset(w->parsed);
-  w->ncur = 0;
+  w->cur.n = 0;
   bool om = false;
   int rc = fetch(w, t, j, &om, res->error, sizeof res->error);
-  if (rc == 0) {
-    ingest_opts_t o = {.default_ts = NO_TS};
-    o.openmetrics = om || ingest_text_is_openmetrics(w->body.buf ? w->body.buf : "", w->body.len);
-    ingest_result_t ir;
-    memset(&ir, 0, sizeof ir);
-    rc = ingest_parse_prometheus(w->body.buf ? w->body.buf : "", w->body.len, &o, w->parsed, &ir);
-    if (rc) {
-      sb_t m = {0};
-      ingest_result_message(&ir, "exposition", &m);
-      snprintf(res->error, sizeof res->error, "%s", m.buf && m.len ? m.buf : "cannot parse the exposition");
-      sb_free(&m);
-      if (rc == MD_ENOMEM) snprintf(res->error, sizeof res->error, "out of memory parsing the exposition");
-    } else {
-      res->samples_scraped = tsdb_batch_sample_count(w->parsed);
-      rc = build(w, t, j, ts, &res->samples_post_relabel, res->error, sizeof res->error);
-    }
-  }
+  if (rc == 0)
+    rc = build(w, t, j, w->body.buf ? w->body.buf : "", w->body.len, om, ts, w->out, &w->cur, &res->samples_scraped,
+               &res->samples_post_relabel, res->error, sizeof res->error);
   if (rc) {
     /* A failed scrape stores nothing of what was read; every previous series goes stale. */
     tsdb_batch_reset(w->out);
-    w->ncur = 0;
+    w->cur.n = 0;
     res->samples_scraped = res->samples_post_relabel = 0;
   }
-  if (w->ncur > 1) qsort(w->cur, w->ncur, sizeof *w->cur, cmp_ref);
-  /* New series: in cur, not in prev. */
+  if (w->cur.n > 1) qsort(w->cur.v, w->cur.n, sizeof *w->cur.v, cmp_ref);
+  /* New series: in cur, not in prev (both sorted). */
   size_t k = 0;
-  for (size_t i = 0; i < w->ncur; i++) {
-    while (k < t->nprev && t->prev_set[k].hash < w->cur[i].hash) k++;
-    if (!(k < t->nprev && t->prev_set[k].hash == w->cur[i].hash)) res->series_added++;
+  for (size_t i = 0; i < w->cur.n; i++) {
+    while (k < t->nprev && t->prev_set[k] < w->cur.v[i].hash) k++;
+    if (!(k < t->nprev && t->prev_set[k] == w->cur.v[i].hash)) res->series_added++;
   }
-  int brc = 0;
-  if (t->prev) brc = add_stale(w->out, t, w->cur, w->ncur, ts);
+  int brc = add_stale(w, w->out, t, w->cur.v, w->cur.n, ts);
   res->up = rc == 0;
   res->duration_s = (double)(md_mono_ns() - t0) / 1e9;
   double vals[5] = {res->up ? 1 : 0, res->duration_s, (double)res->samples_scraped, (double)res->samples_post_relabel,
@@ -362,28 +394,33 @@ void scrape_target_run(scrape_worker_t *w, scrape_target_t *t, scrape_job_t *j, 
     if (src && res->up) snprintf(res->error, sizeof res->error, "storing the samples failed (%d)", src);
   }
   t->reported = true;
-  /* This batch becomes the target's previous one; the old one is the worker's next scratch. */
-  tsdb_batch_t *tb = t->prev ? t->prev : tsdb_batch_new();
-  if (!tb) return; /* keep the old prev: staleness may repeat, nothing is lost */
-  t->prev = w->out;
-  w->out = tb;
-  scrape_series_ref_t *ts_ = t->prev_set;
-  size_t cap = t->capprev;
-  t->prev_set = w->cur;
-  t->nprev = w->ncur;
-  t->capprev = w->capcur;
-  w->cur = ts_;
-  w->capcur = cap;
-  w->ncur = 0;
+  /* Remember this scrape for the next one's staleness: hashes, and the body by swap. */
+  clear_prev(t);
+  if (!res->up || w->cur.n == 0) return;
+  if (t->capprev < w->cur.n) {
+    uint64_t *n = realloc(t->prev_set, w->cur.n * sizeof *n);
+    if (!n) return; /* no staleness tracking for this round: nothing is lost */
+    t->prev_set = n;
+    t->capprev = w->cur.n;
+  }
+  for (size_t i = 0; i < w->cur.n; i++) t->prev_set[i] = w->cur.v[i].hash;
+  t->nprev = w->cur.n;
+  sb_t tmp = t->prev_body;
+  t->prev_body = w->body;
+  w->body = tmp;
+  t->prev_om = om;
+  t->prev_job = j;
+  scrape_job_ref(j);
 }
 
 void scrape_target_stale(scrape_target_t *t, scrape_sink_fn sink, void *ctx, int64_t ts) {
   if (!t->reported) return;
-  tsdb_batch_t *b = tsdb_batch_new();
-  if (!b) return;
-  int rc = t->prev ? add_stale(b, t, NULL, 0, ts) : 0;
+  scrape_worker_t w;
+  static const atomic_bool never = false;
+  if (scrape_worker_init(&w, &never) != 0) return;
+  int rc = add_stale(&w, w.out, t, NULL, 0, ts);
   double stale = tsdb_stale_nan();
-  for (int i = 0; i < 5 && rc == 0; i++) rc = add_report(b, t, REPORT[i], ts, stale);
-  if (rc == 0 && tsdb_batch_series_count(b)) (void)sink(ctx, b);
-  tsdb_batch_free(b);
+  for (int i = 0; i < 5 && rc == 0; i++) rc = add_report(w.out, t, REPORT[i], ts, stale);
+  if (rc == 0 && tsdb_batch_series_count(w.out)) (void)sink(ctx, w.out);
+  scrape_worker_destroy(&w);
 }
