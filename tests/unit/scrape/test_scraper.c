@@ -313,6 +313,61 @@ static void test_file_sd_and_reload(void **state) {
   rmdir(dir);
 }
 
+/* 20 targets on a 1 s interval scrape at offsets spread over the second (hash jitter),
+ * each at the same offset every time. */
+static void test_jitter_spreads_targets(void **state) {
+  recorder_t *rec = recorder_new();
+  mini_http_set_body(srv, "j 1\n");
+  char cfg[4096];
+  size_t n = (size_t)snprintf(cfg, sizeof cfg, "[{\"job_name\":\"jit\",\"scrape_interval\":\"1s\",\"static_configs\":[");
+  for (int i = 0; i < 20; i++)
+    n += (size_t)snprintf(cfg + n, sizeof cfg - n, "%s{\"targets\":[\"%%s\"],\"labels\":{\"t\":\"%d\"}}", i ? "," : "", i);
+  snprintf(cfg + n, sizeof cfg - n, "]}]");
+  /* start() substitutes the address into the first five %s only: expand all here. */
+  char full[8192];
+  size_t o = 0;
+  for (const char *p = cfg; *p && o + 64 < sizeof full; p++) {
+    if (p[0] == '%' && p[1] == 's') {
+      o += (size_t)snprintf(full + o, sizeof full - o, "%s", addr);
+      p++;
+    } else {
+      full[o++] = *p;
+    }
+  }
+  full[o] = 0;
+  json_t *j = json_loads(full, 0, NULL);
+  assert_non_null(j);
+  scrape_options_t opt;
+  scrape_options_default(&opt);
+  opt.workers = 4;
+  scrape_manager_t *m = NULL;
+  char err[256];
+  assert_int_equal(scrape_manager_new(&opt, j, recorder_sink, rec, &m, err, sizeof err), 0);
+  json_decref(j);
+  assert_int_equal(scrape_manager_start(m, err, sizeof err), 0);
+  assert_true(recorder_wait(rec, 60, 6000, "__name__=up", "job=jit", NULL));
+  scrape_manager_free(m);
+  int offsets[20][2];
+  int distinct = 0;
+  bool buckets[10] = {false};
+  for (int i = 0; i < 20; i++) {
+    char tl[16];
+    snprintf(tl, sizeof tl, "t=%d", i);
+    int64_t ts = recorder_last_ts(rec, "__name__=up", tl);
+    assert_true(ts > 0);
+    offsets[i][0] = (int)(ts % 1000);
+    offsets[i][1] = i;
+    if (!buckets[offsets[i][0] / 100]) distinct++;
+    buckets[offsets[i][0] / 100] = true;
+  }
+  /* 20 targets over 10 slices of 100 ms: all in one or two would mean no spreading. */
+  if (distinct < 5) {
+    for (int i = 0; i < 20; i++) fprintf(stderr, "target %d at +%d ms\n", offsets[i][1], offsets[i][0]);
+  }
+  assert_true(distinct >= 5);
+  recorder_free(rec);
+}
+
 static void test_config_errors(void **state) {
   static const struct {
     const char *cfg, *msg;
@@ -384,6 +439,7 @@ int main(void) {
       cmocka_unit_test(test_failures_and_limits),
       cmocka_unit_test(test_target_relabel_and_dropped),
       cmocka_unit_test(test_file_sd_and_reload),
+      cmocka_unit_test(test_jitter_spreads_targets),
       cmocka_unit_test(test_config_errors),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
