@@ -299,17 +299,17 @@ int main(int argc, char **argv) {
   printf("dataset: %d hosts x %d series x %d scrapes = %zu samples, batches of %d hosts\n", hosts, SERIES_PER_HOST,
          scrapes, expect, HOSTS_PER_BATCH);
   int rc = 0;
+  const char *names[] = {"prometheus text", "influx line protocol", "remote_write (snappy+pb)", "json lines"};
+  payloads_t *pls[] = {&prom, &influx, &rw, &jsonl};
+  parse_fn fns[] = {ingest_parse_prometheus, ingest_parse_influx, rw_parse, ingest_parse_jsonl};
+  const char *only = getenv("BENCH_INGEST_ONLY"); /* 0..3: one protocol (profiling) */
   printf("-- parse only (one thread)\n");
-  rc |= run("prometheus text", &prom, ingest_parse_prometheus, expect, NULL);
-  rc |= run("influx line protocol", &influx, ingest_parse_influx, expect, NULL);
-  rc |= run("remote_write (snappy+pb)", &rw, rw_parse, expect, NULL);
-  rc |= run("json lines", &jsonl, ingest_parse_jsonl, expect, NULL);
+  for (int i = 0; i < 4; i++)
+    if (!only || atoi(only) == i) rc |= run(names[i], pls[i], fns[i], expect, NULL);
   if (append) {
-    const char *names[] = {"prometheus text", "influx line protocol", "remote_write (snappy+pb)", "json lines"};
-    payloads_t *pls[] = {&prom, &influx, &rw, &jsonl};
-    parse_fn fns[] = {ingest_parse_prometheus, ingest_parse_influx, rw_parse, ingest_parse_jsonl};
     printf("-- parse + tsdb_append into a fresh database each (one thread)\n");
     for (int i = 0; i < 4; i++) {
+      if (only && atoi(only) != i) continue;
       char dir[] = "/tmp/bench_ingest_XXXXXX";
       if (!mkdtemp(dir)) return 1;
       tsdb_options_t opt;

@@ -94,7 +94,8 @@ size_t ingest_sanitize_name(const char *s, size_t n, bool metric, char *out) {
   return o;
 }
 
-bool ingest_valid_utf8(const char *s, size_t n) {
+/* UTF-8 check; with no_nul, a NUL byte fails too (one pass for label values). */
+static bool utf8_check(const char *s, size_t n, bool no_nul) {
   const unsigned char *u = (const unsigned char *)s;
   size_t i = 0;
   while (i < n) {
@@ -103,11 +104,13 @@ bool ingest_valid_utf8(const char *s, size_t n) {
       uint64_t w;
       memcpy(&w, u + i, 8);
       if (w & 0x8080808080808080ULL) break;
+      if (no_nul && ((w - 0x0101010101010101ULL) & ~w & 0x8080808080808080ULL)) break;
       i += 8;
     }
     if (i >= n) break;
     unsigned char c = u[i];
     if (c < 0x80) {
+      if (no_nul && c == 0) return false;
       i++;
       continue;
     }
@@ -138,6 +141,8 @@ bool ingest_valid_utf8(const char *s, size_t n) {
   }
   return true;
 }
+
+bool ingest_valid_utf8(const char *s, size_t n) { return utf8_check(s, n, false); }
 
 /* ---- numbers --------------------------------------------------------------------------- */
 
@@ -326,12 +331,10 @@ int ictx_series(ictx_t *c, const ilabel_t *l, size_t n, char *err, size_t errlen
     if (l[i].vlen > lim->max_label_value_len)
       return md_error(err, errlen, MD_EINVAL, "value of label %.*s is %zu bytes, more than the limit of %zu",
                       SHOW(l[i].nlen), l[i].name, l[i].vlen, lim->max_label_value_len);
-    if (!ingest_valid_utf8(l[i].value, l[i].vlen))
-      return md_error(err, errlen, MD_EINVAL, "value of label %.*s is not valid UTF-8", SHOW(l[i].nlen),
-                      l[i].name);
     /* Labels are C strings in the engine: a NUL would silently truncate the value. */
-    if (memchr(l[i].value, 0, l[i].vlen))
-      return md_error(err, errlen, MD_EINVAL, "value of label %.*s contains a NUL byte", SHOW(l[i].nlen), l[i].name);
+    if (!utf8_check(l[i].value, l[i].vlen, true))
+      return md_error(err, errlen, MD_EINVAL, "value of label %.*s %s", SHOW(l[i].nlen), l[i].name,
+                      memchr(l[i].value, 0, l[i].vlen) ? "contains a NUL byte" : "is not valid UTF-8");
     if (l[i].nlen == 8 && memcmp(l[i].name, "__name__", 8) == 0)
       return md_error(err, errlen, MD_EINVAL, "duplicate label __name__");
   }
