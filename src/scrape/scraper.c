@@ -128,7 +128,28 @@ static int fetch(scrape_worker_t *w, const scrape_target_t *t, const scrape_job_
     if ((h2 = curl_slist_append(h, auth))) h = h2;
   }
   if (!h) return md_error(err, errlen, MD_ENOMEM, "out of memory");
-  curl_easy_setopt(c, CURLOPT_URL, t->url);
+  /* tls_config.server_name: ask for (and verify) that name while connecting to the
+   * target's address, as Go's tls.Config.ServerName does. */
+  char url_buf[2048], connect_to[600];
+  struct curl_slist *ct = NULL;
+  const char *url = t->url;
+  if (j->server_name && strncmp(t->url, "https://", 8) == 0) {
+    const char *addr = t->url + 8;
+    size_t alen = strcspn(addr, "/?#");
+    const char *colon = NULL;
+    for (const char *p = addr; p < addr + alen; p++)
+      if (*p == ':') colon = p;
+    if (colon && memchr(colon, ']', (size_t)(addr + alen - colon))) colon = NULL; /* [v6] without port */
+    int hlen = colon ? (int)(colon - addr) : (int)alen;
+    const char *port = colon ? colon + 1 : "443";
+    int plen = colon ? (int)(addr + alen - colon - 1) : 3;
+    snprintf(url_buf, sizeof url_buf, "https://%s:%.*s%s", j->server_name, plen, port, addr + alen);
+    snprintf(connect_to, sizeof connect_to, "%s:%.*s:%.*s:%.*s", j->server_name, plen, port, hlen, addr, plen, port);
+    ct = curl_slist_append(NULL, connect_to);
+    if (ct) url = url_buf;
+  }
+  curl_easy_setopt(c, CURLOPT_URL, url);
+  if (ct) curl_easy_setopt(c, CURLOPT_CONNECT_TO, ct);
   curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
   curl_easy_setopt(c, CURLOPT_USERAGENT, "metricsd/" METRICSD_VERSION);
   curl_easy_setopt(c, CURLOPT_ACCEPT_ENCODING, "gzip");
@@ -178,6 +199,7 @@ static int fetch(scrape_worker_t *w, const scrape_target_t *t, const scrape_job_
     }
   }
   curl_slist_free_all(h);
+  curl_slist_free_all(ct);
   return rc;
 }
 
