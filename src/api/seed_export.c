@@ -329,7 +329,8 @@ bool seed_counter_like(const json_t *types, const char *name) {
  * selector. nsel = 0 selects every series. */
 int seed_scan(tsdb_t *db, const char *tenant, const seed_selector_t *sel, size_t nsel, int64_t mint,
                 int64_t maxt, seed_series_fn fn, void *ctx, char *err, size_t errlen) {
-  static const tsdb_matcher_t all = {TSDB_MATCH_RE, "__name__", ".+"};
+  /* every named series, without a regex */
+  static const tsdb_matcher_t all = {TSDB_MATCH_NEQ, "__name__", ""};
   u64map_t seen = {0};
   sb_t key = {0};
   int rc = MD_OK;
@@ -784,7 +785,7 @@ int seed_export_latest(tsdb_t *db, const char *tenant, const seed_selector_t *se
     }
     if (!r->family) goto fail;
   }
-  qsort(st.rows, st.n, sizeof *st.rows, cmp_latest);
+  if (st.n) qsort(st.rows, st.n, sizeof *st.rows, cmp_latest);
 
   for (size_t g = 0; g < st.n;) {
     size_t e = g + 1;
