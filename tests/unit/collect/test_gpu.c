@@ -71,6 +71,10 @@ static void test_normal_values(void **state) {
   assert_true(v == 1980);
   assert_int_equal(bu_find(b, &v, "DCGM_FI_DEV_MEM_CLOCK", "gpu", "0", NULL), 1);
   assert_true(v == 2619);
+  assert_int_equal(bu_find(b, &v, "gpu_graphics_clock_mhz", "gpu", "1", NULL), 1);
+  assert_true(v == 1980);
+  assert_int_equal(bu_find(b, &v, "DCGM_FI_DEV_VIDEO_CLOCK", "gpu", "1", NULL), 1);
+  assert_true(v == 1755);
   assert_int_equal(bu_find(b, &v, "DCGM_FI_DEV_FAN_SPEED", "gpu", "1", NULL), 1);
   assert_true(v == 31);
   assert_int_equal(bu_find(b, &v, "DCGM_FI_DEV_PCIE_TX_THROUGHPUT", "gpu", "1", NULL), 1);
