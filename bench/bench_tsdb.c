@@ -1,0 +1,358 @@
+/*
+ * bench_tsdb — storage engine figures on node-exporter-like data, through the public API.
+ *
+ * Data model (same shape as ../shared/bench/gen.py, generated here in C): H hosts × 18 series
+ * (8 cpu counters with 2 decimals, 2 memory gauges ×1024, 4 network/disk counters, 1
+ * filesystem gauge ×4096, 3 load gauges with 2 decimals), each host with TSBS-style tags
+ * (hostname, region, datacenter, rack, os, service, job, instance), scraped every 15 s.
+ * Batches are ~1000 series × 1 sample, like scrapes.
+ *
+ * Reports: append samples/s per core (CPU time of the appending threads), RSS bytes per
+ * active series (VmRSS delta), bytes per sample on disk after tsdb_flush + tsdb_compact
+ * (everything under the data dir: blocks, index, WAL), select throughput (samples decoded/s)
+ * for one series and for 10 k series over 1 h, from the head and from blocks.
+ *
+ * Usage: bench_tsdb [--hosts N] [--hours H] [--interval S] [--batch N] [--threads T]
+ *                   [--dir PATH] [--fsync always|interval] [--keep]
+ */
+#include <dirent.h>
+#include <inttypes.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/core.h"
+#include "tsdb/tsdb.h"
+
+#define SERIES_PER_HOST 18
+
+typedef struct {
+  int hosts, hours, interval_s, batch, threads;
+  const char *dir;
+  bool keep, fsync_always;
+} cfg_t;
+
+typedef struct {
+  uint64_t rng;
+  int64_t cpu[8];  /* hundredths of a second */
+  int64_t mem_avail, net[2], disk[2], fs_avail;
+  int64_t load[3]; /* hundredths */
+  int64_t phase_ms;
+} host_t;
+
+static uint64_t rnd(uint64_t *s) {
+  *s ^= *s << 13;
+  *s ^= *s >> 7;
+  *s ^= *s << 17;
+  return *s;
+}
+
+static const char *metric_names[SERIES_PER_HOST] = {
+    "node_cpu_seconds_total", "node_cpu_seconds_total", "node_cpu_seconds_total", "node_cpu_seconds_total",
+    "node_cpu_seconds_total", "node_cpu_seconds_total", "node_cpu_seconds_total", "node_cpu_seconds_total",
+    "node_memory_MemTotal_bytes", "node_memory_MemAvailable_bytes", "node_network_receive_bytes_total",
+    "node_network_transmit_bytes_total", "node_disk_read_bytes_total", "node_disk_written_bytes_total",
+    "node_filesystem_avail_bytes", "node_load1", "node_load5", "node_load15"};
+static const char *modes[4] = {"idle", "iowait", "system", "user"};
+static const char *regions[4] = {"us-east-1", "us-west-2", "eu-west-1", "ap-south-1"};
+
+/* Labels of series k of host h into ls (sorted by name); strings in buf. Returns count. */
+static size_t host_labels(int h, int k, tsdb_label_t *ls, char buf[][64]) {
+  size_t n = 0;
+  int b = 0;
+#define L(name, ...)                                   \
+  do {                                                 \
+    snprintf(buf[b], 64, __VA_ARGS__);                 \
+    ls[n++] = (tsdb_label_t){name, buf[b++]};          \
+  } while (0)
+  L("__name__", "%s", metric_names[k]);
+  if (k < 8) L("cpu", "%d", k / 4);
+  L("datacenter", "%s%c", regions[h % 4], 'a' + h % 3);
+  if (k >= 10 && k <= 14) L("device", "%s", k <= 11 ? "eth0" : k <= 13 ? "sda" : "/dev/sda1");
+  if (k == 14) L("fstype", "ext4");
+  L("hostname", "host_%d", h);
+  L("instance", "10.%d.%d.%d:9100", h / 65536, (h / 256) % 256, h % 256);
+  L("job", "node");
+  if (k < 8) L("mode", "%s", modes[k % 4]);
+  if (k == 14) L("mountpoint", "/");
+  L("os", "Ubuntu%d", 16 + (h % 3) * 2);
+  L("rack", "%d", h % 100);
+  L("region", "%s", regions[h % 4]);
+  L("service", "%d", h % 20);
+#undef L
+  return n;
+}
+
+static void host_init(host_t *s, int h) {
+  memset(s, 0, sizeof *s);
+  s->rng = 0x9e3779b97f4a7c15ULL ^ ((uint64_t)h * 0x100000001b3ULL + 1);
+  for (int i = 0; i < 8; i++) s->cpu[i] = (int64_t)(rnd(&s->rng) % 10000000);
+  s->mem_avail = (int64_t)(rnd(&s->rng) % 4000000) * 1024;
+  for (int i = 0; i < 2; i++) s->net[i] = (int64_t)(rnd(&s->rng) % 1000000000);
+  for (int i = 0; i < 2; i++) s->disk[i] = (int64_t)(rnd(&s->rng) % 1000000) * 512;
+  s->fs_avail = (int64_t)(rnd(&s->rng) % 10000000) * 4096;
+  s->load[0] = (int64_t)(rnd(&s->rng) % 400);
+  s->load[1] = s->load[2] = s->load[0];
+  s->phase_ms = (int64_t)(rnd(&s->rng) % 15000);
+}
+
+/* Advances a host by one scrape and fills its 18 values. */
+static void host_step(host_t *s, double v[SERIES_PER_HOST]) {
+  for (int i = 0; i < 8; i++) {
+    int mode = i % 4;
+    s->cpu[i] += mode == 0 ? 1200 + (int64_t)(rnd(&s->rng) % 300) : (int64_t)(rnd(&s->rng) % (mode == 3 ? 300 : 40));
+    v[i] = (double)s->cpu[i] / 100.0;
+  }
+  v[8] = 16.0 * 1024 * 1024 * 1024;
+  s->mem_avail += ((int64_t)(rnd(&s->rng) % 2001) - 1000) * 1024;
+  if (s->mem_avail < 1024 * 1024) s->mem_avail = 1024 * 1024;
+  v[9] = (double)s->mem_avail;
+  for (int i = 0; i < 2; i++) {
+    s->net[i] += (int64_t)(rnd(&s->rng) % 200000);
+    v[10 + i] = (double)s->net[i];
+  }
+  for (int i = 0; i < 2; i++) {
+    s->disk[i] += (int64_t)(rnd(&s->rng) % 400) * 512;
+    v[12 + i] = (double)s->disk[i];
+  }
+  s->fs_avail += ((int64_t)(rnd(&s->rng) % 201) - 100) * 4096;
+  v[14] = (double)s->fs_avail;
+  s->load[0] += (int64_t)(rnd(&s->rng) % 41) - 20;
+  if (s->load[0] < 0) s->load[0] = 0;
+  s->load[1] = (s->load[1] * 4 + s->load[0]) / 5;
+  s->load[2] = (s->load[2] * 14 + s->load[0]) / 15;
+  for (int i = 0; i < 3; i++) v[15 + i] = (double)s->load[i] / 100.0;
+}
+
+static long rss_kib(void) {
+  FILE *f = fopen("/proc/self/status", "r");
+  if (!f) return 0;
+  char line[256];
+  long kb = 0;
+  while (fgets(line, sizeof line, f))
+    if (strncmp(line, "VmRSS:", 6) == 0) kb = atol(line + 6);
+  fclose(f);
+  return kb;
+}
+
+static uint64_t du(const char *path) {
+  struct stat st;
+  if (lstat(path, &st) != 0) return 0;
+  if (!S_ISDIR(st.st_mode)) return (uint64_t)st.st_size;
+  uint64_t total = 0;
+  DIR *d = opendir(path);
+  if (!d) return 0;
+  struct dirent *e;
+  char p[4096];
+  while ((e = readdir(d))) {
+    if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+    snprintf(p, sizeof p, "%s/%s", path, e->d_name);
+    total += du(p);
+  }
+  closedir(d);
+  return total;
+}
+
+static double thread_cpu_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static double wall_s(void) { return (double)md_mono_ns() / 1e9; }
+
+typedef struct {
+  const cfg_t *c;
+  tsdb_t *db;
+  int h0, h1; /* hosts [h0, h1) */
+  int64_t start;
+  double cpu;
+  uint64_t samples;
+  int rc;
+} worker_t;
+
+static void *append_worker(void *arg) {
+  worker_t *w = arg;
+  const cfg_t *c = w->c;
+  int nh = w->h1 - w->h0;
+  host_t *hs = malloc((size_t)nh * sizeof *hs);
+  for (int h = 0; h < nh; h++) host_init(&hs[h], w->h0 + h);
+  tsdb_batch_t *b = tsdb_batch_new();
+  int steps = c->hours * 3600 / c->interval_s;
+  tsdb_label_t ls[16];
+  char buf[16][64];
+  double v[SERIES_PER_HOST];
+  for (int step = 0; step < steps && !w->rc; step++) {
+    int h = 0;
+    while (h < nh) {
+      tsdb_batch_reset(b);
+      size_t nser = 0;
+      for (; h < nh && nser + SERIES_PER_HOST <= (size_t)c->batch + SERIES_PER_HOST - 1; h++) {
+        host_step(&hs[h], v);
+        int64_t ts = w->start + (int64_t)step * c->interval_s * 1000 + hs[h].phase_ms;
+        for (int k = 0; k < SERIES_PER_HOST; k++) {
+          size_t n = host_labels(w->h0 + h, k, ls, buf);
+          tsdb_batch_series(b, ls, n);
+          tsdb_batch_sample(b, ts, v[k]);
+          nser++;
+        }
+        if (nser >= (size_t)c->batch) {
+          h++;
+          break;
+        }
+      }
+      double t0 = thread_cpu_s();
+      tsdb_append_result_t res;
+      int rc = tsdb_append(w->db, "", b, &res);
+      w->cpu += thread_cpu_s() - t0;
+      if (rc || res.samples_rejected) {
+        fprintf(stderr, "append: rc=%d rejected=%zu\n", rc, res.samples_rejected);
+        w->rc = rc ? rc : -1;
+        break;
+      }
+      w->samples += res.samples_added;
+    }
+  }
+  tsdb_batch_free(b);
+  free(hs);
+  return NULL;
+}
+
+static void select_bench(tsdb_t *db, const char *what, const tsdb_matcher_t *m, size_t nm, int64_t mint, int64_t maxt,
+                         int reps) {
+  uint64_t samples = 0, series = 0;
+  double t0 = wall_s(), c0 = thread_cpu_s();
+  for (int r = 0; r < reps; r++) {
+    tsdb_query_t *q;
+    char err[256];
+    if (tsdb_select(db, "", m, nm, mint, maxt, NULL, &q, err, sizeof err)) {
+      fprintf(stderr, "select: %s\n", err);
+      return;
+    }
+    while (tsdb_query_next(q) == 1) {
+      const int64_t *ts;
+      const double *v;
+      samples += tsdb_query_samples(q, &ts, &v);
+      series++;
+    }
+    tsdb_query_free(q);
+  }
+  double wall = wall_s() - t0, cpu = thread_cpu_s() - c0;
+  printf("| select %-34s | %8.0f series | %10.2f M samples/s | %8.3f ms/query |\n", what,
+         (double)series / reps, (double)samples / cpu / 1e6, wall * 1000 / reps);
+}
+
+int main(int argc, char **argv) {
+  cfg_t c = {.hosts = 1000, .hours = 3, .interval_s = 15, .batch = 1000, .threads = 1, .dir = NULL};
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i], *nx = i + 1 < argc ? argv[i + 1] : NULL;
+    if (!strcmp(a, "--hosts") && nx) c.hosts = atoi(argv[++i]);
+    else if (!strcmp(a, "--hours") && nx) c.hours = atoi(argv[++i]);
+    else if (!strcmp(a, "--interval") && nx) c.interval_s = atoi(argv[++i]);
+    else if (!strcmp(a, "--batch") && nx) c.batch = atoi(argv[++i]);
+    else if (!strcmp(a, "--threads") && nx) c.threads = atoi(argv[++i]);
+    else if (!strcmp(a, "--dir") && nx) c.dir = argv[++i];
+    else if (!strcmp(a, "--fsync") && nx) c.fsync_always = !strcmp(argv[++i], "always");
+    else if (!strcmp(a, "--keep")) c.keep = true;
+    else {
+      fprintf(stderr, "usage: %s [--hosts N] [--hours H] [--interval S] [--batch N] [--threads T] [--dir D] "
+                      "[--fsync always|interval] [--keep]\n", argv[0]);
+      return 2;
+    }
+  }
+  if (c.hosts < 1 || c.hours < 1 || c.interval_s < 1 || c.batch < 1 || c.threads < 1) return 2;
+  log_set_level(LOG_WARN);
+  char dirbuf[] = "/tmp/bench-tsdb-XXXXXX";
+  const char *dir = c.dir;
+  if (!dir) {
+    dir = mkdtemp(dirbuf);
+    if (!dir) return 1;
+  }
+  tsdb_options_t o;
+  tsdb_options_default(&o);
+  o.background = false; /* persistence is measured separately below */
+  o.retention_ms = 0;
+  o.fsync = c.fsync_always ? TSDB_FSYNC_ALWAYS : TSDB_FSYNC_INTERVAL;
+  long rss0 = rss_kib();
+  tsdb_t *db;
+  char err[256];
+  if (tsdb_open(dir, &o, &db, err, sizeof err)) {
+    fprintf(stderr, "open: %s\n", err);
+    return 1;
+  }
+  int64_t start = 1700000000000LL - 1700000000000LL % (3600 * 1000);
+  worker_t *w = calloc((size_t)c.threads, sizeof *w);
+  pthread_t *th = calloc((size_t)c.threads, sizeof *th);
+  double t0 = wall_s();
+  for (int i = 0; i < c.threads; i++) {
+    w[i] = (worker_t){.c = &c, .db = db, .h0 = c.hosts * i / c.threads, .h1 = c.hosts * (i + 1) / c.threads,
+                      .start = start};
+    pthread_create(&th[i], NULL, append_worker, &w[i]);
+  }
+  double cpu = 0;
+  uint64_t samples = 0;
+  for (int i = 0; i < c.threads; i++) {
+    pthread_join(th[i], NULL);
+    cpu += w[i].cpu;
+    samples += w[i].samples;
+    if (w[i].rc) return 1;
+  }
+  double wall = wall_s() - t0;
+  long rss1 = rss_kib();
+  tsdb_stats_t st;
+  tsdb_get_stats(db, &st);
+  uint64_t nseries = st.series;
+  printf("\nmetricsd tsdb bench: %d hosts x %d series, %d s interval, %d h, batches of %d series, %d thread(s), "
+         "fsync=%s\n\n",
+         c.hosts, SERIES_PER_HOST, c.interval_s, c.hours, c.batch, c.threads, c.fsync_always ? "always" : "interval");
+  printf("| %-41s | %-45s |\n", "figure", "value");
+  printf("|-------------------------------------------|-----------------------------------------------|\n");
+  printf("| %-41s | %" PRIu64 " samples, %" PRIu64 " series                    |\n", "appended", samples, nseries);
+  printf("| %-41s | %.2f M samples/s (CPU %.2f s, wall %.2f s) |\n", "append throughput per core", samples / cpu / 1e6,
+         cpu, wall);
+  printf("| %-41s | %.2f M samples/s                             |\n", "append throughput, wall clock",
+         samples / wall / 1e6);
+  printf("| %-41s | %.0f bytes (head estimate %.0f)               |\n", "RSS per active series",
+         (double)(rss1 - rss0) * 1024 / (double)nseries, (double)st.head_memory_bytes / (double)nseries);
+  printf("| %-41s | %.2f bytes/sample                            |\n", "WAL on disk before flush",
+         (double)st.wal_bytes / (double)samples);
+  int64_t end = start + (int64_t)c.hours * 3600 * 1000;
+  tsdb_matcher_t one[] = {{TSDB_MATCH_EQ, "__name__", "node_cpu_seconds_total"},
+                          {TSDB_MATCH_EQ, "hostname", "host_7"},
+                          {TSDB_MATCH_EQ, "cpu", "0"},
+                          {TSDB_MATCH_EQ, "mode", "user"}};
+  tsdb_matcher_t many[] = {{TSDB_MATCH_RE, "__name__", "node_cpu_seconds_total|node_load1|node_load5"}};
+  select_bench(db, "1 series, all data (head)", one, 4, INT64_MIN, INT64_MAX, 2000);
+  select_bench(db, "10k series, 1 h (head)", many, 1, end - 3600 * 1000, end, 3);
+  double f0 = wall_s();
+  if (tsdb_flush(db)) return 1;
+  double flush_s = wall_s() - f0;
+  f0 = wall_s();
+  if (tsdb_compact(db)) return 1;
+  double compact_s = wall_s() - f0;
+  tsdb_get_stats(db, &st);
+  uint64_t disk = du(dir);
+  printf("| %-41s | %.2f s flush, %.2f s compact, %" PRIu64 " block(s)   |\n", "persistence", flush_s, compact_s,
+         st.blocks);
+  printf("| %-41s | %.3f bytes/sample (%" PRIu64 " bytes)         |\n", "disk after flush+compact (all files)",
+         (double)disk / (double)samples, disk);
+  printf("| %-41s | %.3f bytes/sample                           |\n", "  of which blocks",
+         (double)st.block_bytes / (double)samples);
+  select_bench(db, "1 series, all data (blocks)", one, 4, INT64_MIN, INT64_MAX, 2000);
+  select_bench(db, "10k series, 1 h (blocks)", many, 1, end - 3600 * 1000, end, 3);
+  tsdb_close(db);
+  /* Reopen: replay/load time with everything in blocks. */
+  f0 = wall_s();
+  if (tsdb_open(dir, &o, &db, err, sizeof err)) return 1;
+  printf("| %-41s | %.3f s                                       |\n", "reopen", wall_s() - f0);
+  tsdb_close(db);
+  if (!c.keep && !c.dir) md_rm_rf(dir);
+  free(w);
+  free(th);
+  return 0;
+}
