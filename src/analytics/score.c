@@ -27,6 +27,13 @@ static int sorted_copy(const double *v, size_t n, double **out, double *sum) {
   if (!c) return MD_ENOMEM;
   memcpy(c, v, n * sizeof *c);
   qsort(c, n, sizeof *c, cmp_double);
+  /* Both measures are scale-free: dividing by the largest value keeps every sum finite
+   * (values near DBL_MAX would otherwise overflow to infinity). */
+  double max = c[n - 1];
+  if (max > 0.0) {
+    s = 0.0;
+    for (size_t i = 0; i < n; i++) s += (c[i] /= max);
+  }
   *out = c;
   *sum = s;
   return MD_OK;

@@ -45,6 +45,14 @@ static void test_gini_known(void **state) {
   assert_float_equal(g, gini_reference(v, 300), 1e-9);
   assert_float_equal(g, 0.5, 0.06);
 
+  /* near DBL_MAX: no overflow to infinity (found by fuzz_analytics_math) */
+  const double huge[] = {1.7e308, 1.7e308, 0};
+  assert_int_equal(analytics_gini(huge, 3, &g), 0);
+  assert_float_equal(g, 1.0 / 3.0, 1e-12);
+  size_t nk;
+  assert_int_equal(analytics_nakamoto(huge, 3, 0.5, &nk), 0);
+  assert_int_equal(nk, 2);
+
   const double bad[] = {1, -1};
   assert_int_equal(analytics_gini(bad, 2, &g), MD_EINVAL);
   const double inf[] = {1, INFINITY};
