@@ -169,6 +169,8 @@ static void count_exported(api_t *api, size_t n) {
   metrics_counter_t *c = metrics_counter(api_metrics(api), "metrics_exported_total",
                                          "Total metrics exported", NULL);
   metrics_counter_add(c, (double)n);
+  metrics_counter_inc(metrics_counter(api_metrics(api), "metrics_export_requests_total",
+                                      "GET /metrics exports served", NULL));
   metrics_gauge_t *g = metrics_gauge(api_metrics(api), "metrics_last_export_timestamp_seconds",
                                      "Unix time of the last GET /metrics export", NULL);
   metrics_gauge_set(g, (double)md_now_ms() / 1000.0);
