@@ -97,11 +97,179 @@ out:
   return rc;
 }
 
+
+/* ---- fast path ----------------------------------------------------------------------------
+ * The common line (what exporters write: plain strings without escapes, numbers, any key
+ * order) is decoded here without building a JSON tree. Anything else — escapes, nested
+ * values, strings as values, syntax errors — returns FAST_FALLBACK and the line goes
+ * through jansson, which also words the errors. The fast path never accepts a line jansson
+ * would reject (a subset of RFC 8259 whose strings contain no control bytes). */
+
+#define FAST_FALLBACK 1
+#define FAST_MAX_SAMPLES 4096
+
+typedef struct {
+  const char *p, *end;
+} cur_t;
+
+static void ws(cur_t *c) {
+  while (c->p < c->end && (*c->p == ' ' || *c->p == '\t' || *c->p == '\r' || *c->p == '\n')) c->p++;
+}
+
+static bool eat(cur_t *c, char ch) {
+  ws(c);
+  if (c->p < c->end && *c->p == ch) {
+    c->p++;
+    return true;
+  }
+  return false;
+}
+
+/* A string without escapes or control bytes; fails (fallback) otherwise. */
+static bool str(cur_t *c, const char **s, size_t *n) {
+  ws(c);
+  if (c->p >= c->end || *c->p != '"') return false;
+  const char *b = ++c->p;
+  while (c->p < c->end && *c->p != '"') {
+    unsigned char ch = (unsigned char)*c->p;
+    if (ch == '\\' || ch < 0x20) return false;
+    c->p++;
+  }
+  if (c->p >= c->end) return false;
+  *s = b;
+  *n = (size_t)(c->p - b);
+  c->p++;
+  return true;
+}
+
+/* A JSON number token (strict grammar: no leading '+', no leading zeros, digits after '.'). */
+static bool num_token(cur_t *c, const char **s, size_t *n, bool *integer) {
+  ws(c);
+  const char *b = c->p, *e = c->end, *q = b;
+  *integer = true;
+  if (q < e && *q == '-') q++;
+  if (q >= e || *q < '0' || *q > '9') return false;
+  if (*q == '0') {
+    q++;
+  } else {
+    while (q < e && *q >= '0' && *q <= '9') q++;
+  }
+  if (q < e && *q == '.') {
+    *integer = false;
+    q++;
+    if (q >= e || *q < '0' || *q > '9') return false;
+    while (q < e && *q >= '0' && *q <= '9') q++;
+  }
+  if (q < e && (*q == 'e' || *q == 'E')) {
+    *integer = false;
+    q++;
+    if (q < e && (*q == '+' || *q == '-')) q++;
+    if (q >= e || *q < '0' || *q > '9') return false;
+    while (q < e && *q >= '0' && *q <= '9') q++;
+  }
+  *s = b;
+  *n = (size_t)(q - b);
+  c->p = q;
+  return true;
+}
+
+static int fast_line(ictx_t *ic, ilabel_t *L, const char *s, size_t n, int64_t *ts, double *vs, char *err,
+                     size_t errlen) {
+  cur_t c = {s, s + n};
+  size_t nl = 1, nv = 0, nt = 0;
+  bool have_name = false, have_metric = false, have_values = false, have_ts = false;
+  if (!eat(&c, '{')) return FAST_FALLBACK;
+  for (;;) {
+    const char *k;
+    size_t kl;
+    if (!str(&c, &k, &kl) || !eat(&c, ':')) return FAST_FALLBACK;
+    if (kl == 6 && memcmp(k, "metric", 6) == 0 && !have_metric) {
+      have_metric = true;
+      if (!eat(&c, '{')) return FAST_FALLBACK;
+      if (!eat(&c, '}')) {
+        for (;;) {
+          const char *lk, *lv;
+          size_t lkl, lvl;
+          if (!str(&c, &lk, &lkl) || !eat(&c, ':') || !str(&c, &lv, &lvl)) return FAST_FALLBACK;
+          if (lkl == 8 && memcmp(lk, "__name__", 8) == 0) {
+            if (have_name) return FAST_FALLBACK; /* duplicate key: jansson refuses it */
+            have_name = true;
+            L[0] = (ilabel_t){"__name__", 8, lv, lvl};
+          } else {
+            if (nl > INGEST_HARD_MAX_LABELS) return FAST_FALLBACK;
+            for (size_t i = 1; i < nl; i++)
+              if (L[i].nlen == lkl && memcmp(L[i].name, lk, lkl) == 0) return FAST_FALLBACK;
+            L[nl++] = (ilabel_t){lk, lkl, lv, lvl};
+          }
+          if (eat(&c, ',')) continue;
+          if (eat(&c, '}')) break;
+          return FAST_FALLBACK;
+        }
+      }
+    } else if (kl == 6 && memcmp(k, "values", 6) == 0 && !have_values) {
+      have_values = true;
+      if (!eat(&c, '[')) return FAST_FALLBACK;
+      if (!eat(&c, ']')) {
+        for (;;) {
+          const char *t;
+          size_t tl;
+          bool integer;
+          if (nv == FAST_MAX_SAMPLES || !num_token(&c, &t, &tl, &integer) || ingest_parse_double(t, tl, &vs[nv]) ||
+              !isfinite(vs[nv]))
+            return FAST_FALLBACK;
+          nv++;
+          if (eat(&c, ',')) continue;
+          if (eat(&c, ']')) break;
+          return FAST_FALLBACK;
+        }
+      }
+    } else if (kl == 10 && memcmp(k, "timestamps", 10) == 0 && !have_ts) {
+      have_ts = true;
+      if (!eat(&c, '[')) return FAST_FALLBACK;
+      if (!eat(&c, ']')) {
+        for (;;) {
+          const char *t;
+          size_t tl;
+          bool integer;
+          if (nt == FAST_MAX_SAMPLES || !num_token(&c, &t, &tl, &integer) || !integer ||
+              ingest_parse_int64(t, tl, &ts[nt]))
+            return FAST_FALLBACK;
+          nt++;
+          if (eat(&c, ',')) continue;
+          if (eat(&c, ']')) break;
+          return FAST_FALLBACK;
+        }
+      }
+    } else {
+      return FAST_FALLBACK;
+    }
+    if (eat(&c, ',')) continue;
+    if (eat(&c, '}')) break;
+    return FAST_FALLBACK;
+  }
+  ws(&c);
+  if (c.p != c.end || !have_metric || !have_values || !have_ts || !have_name || nv != nt) return FAST_FALLBACK;
+  /* Labels must be UTF-8 (jansson checks that too); ictx_series checks values, names
+   * are checked by the name syntax. */
+  int rc = ictx_series(ic, L, nl, err, errlen);
+  if (rc) return rc;
+  for (size_t i = 0; i < nv; i++)
+    if ((rc = ictx_sample(ic, ts[i], vs[i]))) return rc;
+  return 0;
+}
+
 int ingest_parse_jsonl(const char *p, size_t n, const ingest_opts_t *o, tsdb_batch_t *b, ingest_result_t *res) {
   ictx_t c;
   ictx_init(&c, o, b, res);
   ilabel_t *L = malloc(sizeof(ilabel_t) * (INGEST_HARD_MAX_LABELS + 1));
-  if (!L) return MD_ENOMEM;
+  int64_t *fts = malloc(sizeof(int64_t) * FAST_MAX_SAMPLES);
+  double *fvs = malloc(sizeof(double) * FAST_MAX_SAMPLES);
+  if (!L || !fts || !fvs) {
+    free(L);
+    free(fts);
+    free(fvs);
+    return MD_ENOMEM;
+  }
   size_t pos = 0, lineno = 0;
   char err[200];
   while (pos < n && !c.limit_hit && !c.oom) {
@@ -118,10 +286,13 @@ int ingest_parse_jsonl(const char *p, size_t n, const ingest_opts_t *o, tsdb_bat
     }
     if (len == 0) continue;
     c.res->lines++;
-    int rc = line_to_batch(&c, L, s, len, err, sizeof err);
+    int rc = fast_line(&c, L, s, len, fts, fvs, err, sizeof err);
+    if (rc == FAST_FALLBACK) rc = line_to_batch(&c, L, s, len, err, sizeof err);
     if (rc == MD_EINVAL) ictx_error(&c, lineno, "%s", err);
   }
   free(L);
+  free(fts);
+  free(fvs);
   return ictx_status(&c);
 }
 
