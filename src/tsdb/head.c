@@ -65,39 +65,91 @@ series_t *series_new(uint32_t ref, uint16_t tenant, uint64_t hash, const uint32_
 void series_free(series_t *s) {
   if (!s) return;
   chunk_app_free(&s->app);
-  for (uint32_t i = 0; i < s->nfull; i++) free(s->full[i].data);
-  free(s->full);
+  free(s->sealed);
   free(s->ooo);
   free(s);
 }
 
-bool series_empty(const series_t *s) { return s->app.count == 0 && s->nfull == 0 && (!s->ooo || !s->ooo->n); }
+static void put_uv(uint8_t *b, size_t *n, uint64_t v) {
+  while (v >= 0x80) {
+    b[(*n)++] = (uint8_t)(v | 0x80);
+    v >>= 7;
+  }
+  b[(*n)++] = (uint8_t)v;
+}
+
+static bool get_uv(const uint8_t **p, const uint8_t *end, uint64_t *v) {
+  uint64_t r = 0;
+  for (int sh = 0; sh < 64 && *p < end; sh += 7) {
+    uint8_t c = *(*p)++;
+    r |= (uint64_t)(c & 0x7f) << sh;
+    if (!(c & 0x80)) {
+      *v = r;
+      return true;
+    }
+  }
+  return false;
+}
+
+bool sealed_next(const series_t *s, sealed_it_t *it) {
+  if (it->off >= s->sealed_len) return false;
+  const uint8_t *p = s->sealed + it->off, *end = s->sealed + s->sealed_len;
+  uint64_t len, dmin, span;
+  if (!get_uv(&p, end, &len) || !get_uv(&p, end, &dmin) || !get_uv(&p, end, &span) || len > (size_t)(end - p))
+    return false; /* cannot happen: the buffer is only written here */
+  it->mint = it->prev_maxt + ((int64_t)(dmin >> 1) ^ -(int64_t)(dmin & 1));
+  it->maxt = it->mint + (int64_t)span;
+  it->prev_maxt = it->maxt;
+  it->p = p;
+  it->len = (size_t)len;
+  it->off = (uint32_t)(p + len - s->sealed);
+  return true;
+}
+
+/* Appends one sealed chunk (exact-size growth: sealing is rare, memory is not). */
+static int sealed_push(series_t *s, const uint8_t *data, size_t len, int64_t mint, int64_t maxt, int64_t prev_maxt) {
+  uint8_t hdr[30];
+  size_t h = 0;
+  int64_t d = mint - prev_maxt;
+  put_uv(hdr, &h, len);
+  put_uv(hdr, &h, ((uint64_t)d << 1) ^ (uint64_t)(d >> 63));
+  put_uv(hdr, &h, (uint64_t)(maxt - mint));
+  if ((uint64_t)s->sealed_len + h + len > UINT32_MAX || s->nsealed == UINT16_MAX) return MD_ENOMEM;
+  uint8_t *nb = realloc(s->sealed, s->sealed_len + h + len);
+  if (!nb) return MD_ENOMEM;
+  memcpy(nb + s->sealed_len, hdr, h);
+  memcpy(nb + s->sealed_len + h, data, len);
+  s->sealed = nb;
+  s->sealed_len += (uint32_t)(h + len);
+  s->nsealed++;
+  return 0;
+}
+
+static int64_t sealed_last_maxt(const series_t *s) {
+  sealed_it_t it = {0};
+  int64_t m = 0;
+  while (sealed_next(s, &it)) m = it.maxt;
+  return m;
+}
+
+bool series_empty(const series_t *s) { return s->app.count == 0 && s->nsealed == 0 && (!s->ooo || !s->ooo->n); }
 
 size_t series_samples(const series_t *s) {
   size_t n = s->app.count + (s->ooo ? s->ooo->n : 0);
-  for (uint32_t i = 0; i < s->nfull; i++) n += s->full[i].count;
+  sealed_it_t it = {0};
+  while (sealed_next(s, &it)) {
+    int c = chunk_count(it.p, it.len);
+    if (c > 0) n += (size_t)c;
+  }
   return n;
 }
 
-size_t series_chunks(const series_t *s) { return s->nfull + (s->app.count ? 1 : 0); }
+size_t series_chunks(const series_t *s) { return s->nsealed + (s->app.count ? 1 : 0); }
 
 size_t series_bytes(const series_t *s) {
-  size_t b = sizeof *s + 2 * s->id.nlabels * sizeof(uint32_t) + s->app.cap + s->cap_full * sizeof(head_chunk_t);
-  for (uint32_t i = 0; i < s->nfull; i++) b += s->full[i].len;
+  size_t b = sizeof *s + 2 * s->id.nlabels * sizeof(uint32_t) + s->app.cap + s->sealed_len;
   if (s->ooo) b += sizeof *s->ooo + s->ooo->cap * sizeof(tsdb_sample_t);
   return b;
-}
-
-static int push_full(series_t *s, head_chunk_t c) {
-  if (s->nfull == s->cap_full) {
-    uint32_t nc = s->cap_full ? s->cap_full * 2 : 2;
-    head_chunk_t *nf = realloc(s->full, nc * sizeof *nf);
-    if (!nf) return MD_ENOMEM;
-    s->full = nf;
-    s->cap_full = nc;
-  }
-  s->full[s->nfull++] = c;
-  return 0;
 }
 
 int series_seal(series_t *s) {
@@ -106,54 +158,27 @@ int series_seal(series_t *s) {
   int64_t ts[CHUNK_MAX_SAMPLES];
   double v[CHUNK_MAX_SAMPLES];
   int n = chunk_decode(a->buf, chunk_app_bytes(a), ts, v, CHUNK_MAX_SAMPLES);
-  head_chunk_t c = {.mint = a->first_ts, .maxt = a->last_ts, .count = a->count};
   uint8_t *sealed = NULL;
   size_t slen = 0;
-  if (n == (int)a->count && chunk_seal(ts, v, (size_t)n, &sealed, &slen) == 0 && slen < chunk_app_bytes(a)) {
-    c.data = sealed;
-    c.len = (uint32_t)slen;
-  } else {
-    /* Keep the stream itself: still decodable, and sealing must never lose data. */
-    free(sealed);
-    chunk_app_trim(a);
-    c.data = a->buf;
-    c.len = (uint32_t)chunk_app_bytes(a);
-    a->buf = NULL;
-    a->cap = 0;
+  const uint8_t *data = a->buf;
+  size_t len = chunk_app_bytes(a);
+  /* Keep the stream itself when sealing fails or does not pay: it decodes the same. */
+  if (n == (int)a->count && chunk_seal(ts, v, (size_t)n, &sealed, &slen) == 0 && slen < len) {
+    data = sealed;
+    len = slen;
   }
-  if (push_full(s, c)) {
-    if (c.data != a->buf) free(c.data);
-    return MD_ENOMEM;
-  }
+  int rc = sealed_push(s, data, len, a->first_ts, a->last_ts, s->nsealed ? sealed_last_maxt(s) : 0);
+  free(sealed);
+  if (rc) return rc;
   chunk_app_free(a);
   chunk_app_init(a);
   return 0;
 }
 
-/* Value bits of the in-order sample at ts, if the stream holds one. */
-static int stream_find(const series_t *s, int64_t ts, uint64_t *bits) {
+/* Decodes a chunk into caller arrays sized CHUNK_MAX_SAMPLES, or heap arrays when bigger. */
+static int find_in_chunk(const uint8_t *p, size_t len, int64_t ts, uint64_t *bits) {
   int64_t tsb[CHUNK_MAX_SAMPLES];
   double vb[CHUNK_MAX_SAMPLES];
-  const uint8_t *p = NULL;
-  size_t len = 0;
-  if (s->app.count && ts >= s->app.first_ts) {
-    if (ts == s->app.last_ts) {
-      *bits = s->app.last_bits;
-      return 1;
-    }
-    p = s->app.buf;
-    len = chunk_app_bytes(&s->app);
-  } else {
-    for (uint32_t i = s->nfull; i-- > 0;) {
-      if (ts > s->full[i].maxt) break;
-      if (ts >= s->full[i].mint) {
-        p = s->full[i].data;
-        len = s->full[i].len;
-        break;
-      }
-    }
-  }
-  if (!p) return 0;
   int cnt = chunk_count(p, len);
   if (cnt <= 0) return 0;
   int64_t *tp = tsb;
@@ -183,6 +208,23 @@ static int stream_find(const series_t *s, int64_t ts, uint64_t *bits) {
   free(th);
   free(vh);
   return found;
+}
+
+/* Value bits of the in-order sample at ts, if the stream holds one. */
+static int stream_find(const series_t *s, int64_t ts, uint64_t *bits) {
+  if (s->app.count && ts >= s->app.first_ts) {
+    if (ts == s->app.last_ts) {
+      *bits = s->app.last_bits;
+      return 1;
+    }
+    return find_in_chunk(s->app.buf, chunk_app_bytes(&s->app), ts, bits);
+  }
+  sealed_it_t it = {0};
+  while (sealed_next(s, &it)) {
+    if (ts < it.mint) return 0;
+    if (ts <= it.maxt) return find_in_chunk(it.p, it.len, ts, bits);
+  }
+  return 0;
 }
 
 static int ooo_insert(series_t *s, int64_t ts, double v, uint64_t bits) {
@@ -245,8 +287,11 @@ static int decode_into(const uint8_t *p, size_t len, int64_t mint, int64_t maxt,
   if (svec_reserve(out, (size_t)cnt)) return MD_ENOMEM;
   int n = chunk_decode(p, len, out->ts + out->n, out->v + out->n, (size_t)cnt);
   if (n < 0) return MD_ECORRUPT;
-  /* Filter the range in place. */
   size_t base = out->n, k = base;
+  if (n > 0 && out->ts[base] >= mint && out->ts[base + (size_t)n - 1] <= maxt) {
+    out->n = base + (size_t)n; /* whole chunk in range: no filtering pass */
+    return 0;
+  }
   for (int i = 0; i < n; i++) {
     int64_t t = out->ts[base + i];
     if (t < mint || t > maxt) continue;
@@ -262,10 +307,10 @@ int series_read(const series_t *s, int64_t mint, int64_t maxt, svec_t *out) {
   if (s->min_ts > maxt || (s->max_ts < mint && (!s->ooo || !s->ooo->n))) return 0;
   size_t start = out->n;
   int rc;
-  for (uint32_t i = 0; i < s->nfull; i++) {
-    const head_chunk_t *c = &s->full[i];
-    if (c->maxt < mint || c->mint > maxt) continue;
-    if ((rc = decode_into(c->data, c->len, mint, maxt, out))) return rc;
+  sealed_it_t it = {0};
+  while (sealed_next(s, &it)) {
+    if (it.maxt < mint || it.mint > maxt) continue;
+    if ((rc = decode_into(it.p, it.len, mint, maxt, out))) return rc;
   }
   if (s->app.count && s->app.last_ts >= mint && s->app.first_ts <= maxt) {
     if ((rc = decode_into(s->app.buf, chunk_app_bytes(&s->app), mint, maxt, out))) return rc;
@@ -302,16 +347,28 @@ int series_read(const series_t *s, int64_t mint, int64_t maxt, svec_t *out) {
 }
 
 void series_truncate(series_t *s, int64_t t) {
-  uint32_t k = 0;
-  for (uint32_t i = 0; i < s->nfull; i++) {
-    if (s->full[i].maxt <= t) free(s->full[i].data);
-    else s->full[k++] = s->full[i];
-  }
-  s->nfull = k;
-  if (k == 0) {
-    free(s->full);
-    s->full = NULL;
-    s->cap_full = 0;
+  if (s->nsealed) {
+    /* Rebuild the sealed buffer without the chunks that end at or before t. */
+    series_t keep = {0};
+    sealed_it_t it = {0};
+    int64_t prev = 0;
+    bool ok = true;
+    while (sealed_next(s, &it)) {
+      if (it.maxt <= t) continue;
+      if (sealed_push(&keep, it.p, it.len, it.mint, it.maxt, prev)) {
+        ok = false;
+        break;
+      }
+      prev = it.maxt;
+    }
+    if (ok) {
+      free(s->sealed);
+      s->sealed = keep.sealed;
+      s->sealed_len = keep.sealed_len;
+      s->nsealed = keep.nsealed;
+    } else {
+      free(keep.sealed); /* out of memory: keep everything, readers dedup against blocks */
+    }
   }
   if (s->app.count && s->app.last_ts <= t) {
     chunk_app_free(&s->app);
@@ -328,7 +385,8 @@ void series_truncate(series_t *s, int64_t t) {
     }
   }
   s->min_ts = INT64_MAX;
-  if (s->nfull) s->min_ts = s->full[0].mint;
+  sealed_it_t it = {0};
+  if (sealed_next(s, &it)) s->min_ts = it.mint;
   else if (s->app.count) s->min_ts = s->app.first_ts;
   if (s->ooo && s->ooo->s[0].ts < s->min_ts) s->min_ts = s->ooo->s[0].ts;
   /* max_ts stays: it orders future appends even when the stream is empty. */

@@ -20,27 +20,33 @@
 #include "chunk.h"
 #include "index.h"
 
-/* An immutable head chunk: sealed bytes (chunk_seal or a trimmed head stream). */
-typedef struct head_chunk {
-  int64_t mint, maxt;
-  uint8_t *data;
-  uint32_t len;
-  uint32_t count;
-} head_chunk_t;
-
 typedef struct ooo_buf {
   uint32_t n, cap;
   tsdb_sample_t s[]; /* ascending ts */
 } ooo_buf_t;
 
+/* Sealed chunks of a series live back to back in one exact-size buffer, each behind a
+ * small prefix: uvarint length, zigzag varint (mint - previous chunk's maxt, 0 for the
+ * first), uvarint (maxt - mint). One allocation instead of one per chunk plus an array. */
 typedef struct series {
   idx_series_t id; /* must be first: the index sees series through it */
   chunk_app_t app;
-  head_chunk_t *full;
-  uint32_t nfull, cap_full;
+  uint8_t *sealed;
+  uint32_t sealed_len;
+  uint16_t nsealed;
   ooo_buf_t *ooo;
   int64_t min_ts, max_ts; /* over everything held; max_ts = last in-order ts; INT64_MAX/MIN if empty */
 } series_t;
+
+/* Iterates the sealed chunks: start with off = 0 and prev_maxt = 0; returns false at the end. */
+typedef struct sealed_it {
+  uint32_t off;
+  int64_t prev_maxt;
+  const uint8_t *p;
+  size_t len;
+  int64_t mint, maxt;
+} sealed_it_t;
+bool sealed_next(const series_t *s, sealed_it_t *it);
 
 /* A growable pair of sample arrays. */
 typedef struct svec {
@@ -76,6 +82,6 @@ int series_seal(series_t *s);
 
 /* Samples per head chunk before it is sealed: smaller keeps less data in the (bigger)
  * open-chunk encoding, larger seals less often. */
-#define HEAD_SEAL_SAMPLES 120
+#define HEAD_SEAL_SAMPLES 64
 
 #endif

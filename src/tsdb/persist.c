@@ -432,10 +432,11 @@ static int ckpt_series(ckpt_ctx_t *c, wal_ckpt_t *ck, series_t *s, const char *t
   if (rc) return rc;
   pthread_mutex_t *mu = stripe_of(db, s->id.ref);
   pthread_mutex_lock(mu);
-  for (uint32_t i = 0; i < s->nfull && !rc; i++) {
+  sealed_it_t it = {0};
+  while (!rc && sealed_next(s, &it)) {
     sb_reset(b);
     wal_put_uvarint(b, s->id.ref);
-    sb_append(b, s->full[i].data, s->full[i].len);
+    sb_append(b, it.p, it.len);
     rc = b->oom ? MD_ENOMEM : wal_ckpt_add(ck, WAL_REC_CHUNK, b->buf, b->len);
   }
   if (!rc && s->app.count) {

@@ -276,6 +276,18 @@ int tsdb_append(tsdb_t *db, const char *tenant_name, const tsdb_batch_t *b, tsdb
       if (sm[k].ts < lowest) lowest = sm[k].ts;
   }
   if (lowest != INT64_MAX) atomic_min64(&db->head_min, lowest);
+  /* Resolve every series under one read lock (series are never freed while open). */
+  series_t *stack_found[256];
+  series_t **found = ns <= 256 ? stack_found : malloc(ns * sizeof *found);
+  if (!found) return MD_ENOMEM;
+  pthread_rwlock_rdlock(&t->lock);
+  for (size_t i = 0; i < ns; i++) {
+    const tsdb_label_t *ls;
+    size_t nl;
+    tsdb_batch_get(b, i, &ls, &nl, NULL, NULL);
+    found[i] = nl ? (series_t *)tindex_lookup(t->idx, db->syms, labels_hash(ls, nl), ls, nl) : NULL;
+  }
+  pthread_rwlock_unlock(&t->lock);
   for (size_t i = 0; i < ns; i++) {
     const tsdb_label_t *ls;
     size_t nl, nsm;
@@ -287,11 +299,9 @@ int tsdb_append(tsdb_t *db, const char *tenant_name, const tsdb_batch_t *b, tsdb
       add_error(res, i, TSDB_REJECT_INVALID, 0, "series has no labels");
       continue;
     }
-    uint64_t h = labels_hash(ls, nl);
-    pthread_rwlock_rdlock(&t->lock);
-    series_t *s = (series_t *)tindex_lookup(t->idx, db->syms, h, ls, nl);
-    pthread_rwlock_unlock(&t->lock);
+    series_t *s = found[i];
     if (!s) {
+      uint64_t h = labels_hash(ls, nl);
       int why;
       uint64_t lsn = 0;
       s = series_create(db, t, h, ls, nl, 0, &lsn, &why);
@@ -385,6 +395,7 @@ out:
   atomic_fetch_add_explicit(&db->samples_rejected, res->samples_rejected, memory_order_relaxed);
   sb_free(&rec);
   sb_free(&grp);
+  if (found != stack_found) free(found);
   return rc;
 }
 
