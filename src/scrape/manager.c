@@ -63,13 +63,22 @@ struct scrape_manager {
   scrape_target_t **queue;
   size_t qhead, qlen, qcap;
   pthread_t sched_thread, sd_thread, *workers;
-  scrape_worker_t *wstate;
+  scrape_worker_t *wstate; /* MAX_WORKERS slots, allocated once: workers keep pointers */
   int nworkers;
   bool started;
   scrape_labels_t *ls; /* target building, under mu */
   uint64_t scrapes, failures, samples;
   uint64_t id_counter;
 };
+
+/* Workers grow with the target count (one per TARGETS_PER_WORKER, at least opt.workers):
+ * a scrape blocks its worker for up to its timeout, so unreachable targets must not starve
+ * the others of workers. */
+#define MAX_WORKERS 256
+#define TARGETS_PER_WORKER 4
+
+static int grow_workers(scrape_manager_t *m, int want);
+static int wanted_workers(const scrape_manager_t *m);
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
 static void curl_init_once(void) { curl_global_init(CURL_GLOBAL_DEFAULT); }
@@ -330,6 +339,7 @@ static int sync_targets(scrape_manager_t *m, scrape_target_t ***gone, size_t *ng
   free(m->targets);
   m->targets = list;
   m->ntargets = n;
+  if (m->started && !atomic_load(&m->stopping)) grow_workers(m, wanted_workers(m));
   for (size_t i = 0; i < m->ndropped; i++) {
     free(m->dropped[i].job);
     free_labels(m->dropped[i].labels, m->dropped[i].n);
@@ -582,7 +592,7 @@ typedef struct worker_arg {
 
 static void *worker_main(void *arg) {
   scrape_manager_t *m = ((worker_arg_t *)arg)->m;
-  scrape_worker_t *w = &m->wstate[((worker_arg_t *)arg)->idx];
+  scrape_worker_t *w = &m->wstate[((worker_arg_t *)arg)->idx]; /* stable: never reallocated */
   free(arg);
   pthread_mutex_lock(&m->mu);
   for (;;) {
@@ -820,14 +830,11 @@ fail:
   return rc;
 }
 
-int scrape_manager_start(scrape_manager_t *m, char *err, size_t errlen) {
-  if (m->started) return 0;
-  m->nworkers = m->opt.workers;
-  m->workers = calloc((size_t)m->nworkers, sizeof *m->workers);
-  m->wstate = calloc((size_t)m->nworkers, sizeof *m->wstate);
-  if (!m->workers || !m->wstate) return md_error(err, errlen, MD_ENOMEM, "out of memory");
-  int started = 0;
-  for (int i = 0; i < m->nworkers; i++) {
+/* Starts workers until there are `want` (mu held or not yet shared). Returns how many run. */
+static int grow_workers(scrape_manager_t *m, int want) {
+  if (want > MAX_WORKERS) want = MAX_WORKERS;
+  while (m->nworkers < want) {
+    int i = m->nworkers;
     if (scrape_worker_init(&m->wstate[i], &m->stopping) != 0) break;
     worker_arg_t *a = malloc(sizeof *a);
     if (!a) {
@@ -840,10 +847,25 @@ int scrape_manager_start(scrape_manager_t *m, char *err, size_t errlen) {
       scrape_worker_destroy(&m->wstate[i]);
       break;
     }
-    started++;
+    m->nworkers++;
   }
-  m->nworkers = started;
+  return m->nworkers;
+}
+
+static int wanted_workers(const scrape_manager_t *m) {
+  size_t w = m->ntargets / TARGETS_PER_WORKER;
+  return w > (size_t)m->opt.workers ? (int)(w > MAX_WORKERS ? MAX_WORKERS : w) : m->opt.workers;
+}
+
+int scrape_manager_start(scrape_manager_t *m, char *err, size_t errlen) {
+  if (m->started) return 0;
+  m->workers = calloc(MAX_WORKERS, sizeof *m->workers);
+  m->wstate = calloc(MAX_WORKERS, sizeof *m->wstate);
+  if (!m->workers || !m->wstate) return md_error(err, errlen, MD_ENOMEM, "out of memory");
+  pthread_mutex_lock(&m->mu);
+  int started = grow_workers(m, wanted_workers(m));
   m->started = true;
+  pthread_mutex_unlock(&m->mu);
   if (started == 0) return md_error(err, errlen, MD_ERR, "cannot start scrape workers");
   if (pthread_create(&m->sched_thread, NULL, sched_main, m) != 0) {
     m->sched_thread = 0;

@@ -368,6 +368,45 @@ static void test_jitter_spreads_targets(void **state) {
   recorder_free(rec);
 }
 
+/* 40 slow targets (1.5 s each) with opt.workers = 1: the pool grows to one worker per 4
+ * targets, so all are scraped within a few seconds instead of a minute. */
+static void test_workers_grow_with_targets(void **state) {
+  recorder_t *rec = recorder_new();
+  mini_http_set_body(srv, "w 1\n");
+  sb_t cfg = {0};
+  sb_puts(&cfg, "[{\"job_name\":\"grow\",\"scrape_interval\":\"4s\",\"scrape_timeout\":\"3s\",\"metrics_path\":\"/slow\",\"static_configs\":[");
+  for (int i = 0; i < 40; i++) sb_printf(&cfg, "%s{\"targets\":[\"%s\"],\"labels\":{\"t\":\"%d\"}}", i ? "," : "", addr, i);
+  sb_puts(&cfg, "]}]");
+  json_t *j = json_loads(cfg.buf, 0, NULL);
+  sb_free(&cfg);
+  assert_non_null(j);
+  scrape_options_t opt;
+  scrape_options_default(&opt);
+  opt.workers = 1;
+  scrape_manager_t *m = NULL;
+  char err[256];
+  assert_int_equal(scrape_manager_new(&opt, j, recorder_sink, rec, &m, err, sizeof err), 0);
+  json_decref(j);
+  assert_int_equal(scrape_manager_start(m, err, sizeof err), 0);
+  /* Offsets spread over 4 s; 40 x 1.5 s on 10 workers is 6 s more; one worker would need 60 s. */
+  bool all = false;
+  for (int waited = 0; waited < 13000 && !all; waited += 100) {
+    all = true;
+    for (int i = 0; i < 40 && all; i++) {
+      char tl[16];
+      snprintf(tl, sizeof tl, "t=%d", i);
+      all = recorder_find(rec, NULL, NULL, "__name__=up", "job=grow", tl, NULL) > 0;
+    }
+    if (!all) usleep(100 * 1000);
+  }
+  scrape_stats_t ss;
+  scrape_manager_stats(m, &ss);
+  scrape_manager_free(m);
+  if (!all) fprintf(stderr, "only %llu scrapes\n", (unsigned long long)ss.scrapes);
+  assert_true(all);
+  recorder_free(rec);
+}
+
 static void test_config_errors(void **state) {
   static const struct {
     const char *cfg, *msg;
@@ -440,6 +479,7 @@ int main(void) {
       cmocka_unit_test(test_target_relabel_and_dropped),
       cmocka_unit_test(test_file_sd_and_reload),
       cmocka_unit_test(test_jitter_spreads_targets),
+      cmocka_unit_test(test_workers_grow_with_targets),
       cmocka_unit_test(test_config_errors),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
