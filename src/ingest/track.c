@@ -41,7 +41,7 @@ typedef struct tseries {
   uint64_t count;
   double *obs_v; /* summary ring */
   int64_t *obs_t;
-  size_t obs_head, obs_n;
+  size_t obs_head, obs_n, obs_cap; /* the ring grows by doubling up to max_obs */
 } tseries_t;
 
 typedef struct tfamily {
@@ -278,22 +278,50 @@ static bool valid_tenant(const char *t) {
   return true;
 }
 
-static void obs_add(ingest_track_t *r, tseries_t *s, double v, int64_t now) {
+/* Grows the ring (doubling, at most max_obs), keeping the order from the head. A series
+ * that sees few observations keeps a small ring: summaries must not cost max_obs slots each. */
+static int obs_grow(ingest_track_t *r, tseries_t *s) {
+  size_t nc = s->obs_cap ? s->obs_cap * 2 : 16;
+  if (nc > r->max_obs) nc = r->max_obs;
+  double *nv = malloc(sizeof(double) * nc);
+  int64_t *nt = malloc(sizeof(int64_t) * nc);
+  if (!nv || !nt) {
+    free(nv);
+    free(nt);
+    return MD_ENOMEM;
+  }
+  for (size_t i = 0; i < s->obs_n; i++) {
+    size_t idx = (s->obs_head + i) % s->obs_cap;
+    nv[i] = s->obs_v[idx];
+    nt[i] = s->obs_t[idx];
+  }
+  free(s->obs_v);
+  free(s->obs_t);
+  s->obs_v = nv;
+  s->obs_t = nt;
+  s->obs_head = 0;
+  s->obs_cap = nc;
+  return 0;
+}
+
+static int obs_add(ingest_track_t *r, tseries_t *s, double v, int64_t now) {
+  /* Drop expired observations from the front so the ring holds the window only. */
+  while (s->obs_n && s->obs_t[s->obs_head] < now - r->window_ms) {
+    s->obs_head = (s->obs_head + 1) % s->obs_cap;
+    s->obs_n--;
+  }
+  if (s->obs_n == s->obs_cap && s->obs_cap < r->max_obs && obs_grow(r, s)) return MD_ENOMEM;
   size_t idx;
-  if (s->obs_n < r->max_obs) {
-    idx = (s->obs_head + s->obs_n) % r->max_obs;
+  if (s->obs_n < s->obs_cap) {
+    idx = (s->obs_head + s->obs_n) % s->obs_cap;
     s->obs_n++;
   } else {
     idx = s->obs_head; /* full: overwrite the oldest */
-    s->obs_head = (s->obs_head + 1) % r->max_obs;
+    s->obs_head = (s->obs_head + 1) % s->obs_cap;
   }
   s->obs_v[idx] = v;
   s->obs_t[idx] = now;
-  /* Drop expired observations from the front so the ring holds the window only. */
-  while (s->obs_n && s->obs_t[s->obs_head] < now - r->window_ms) {
-    s->obs_head = (s->obs_head + 1) % r->max_obs;
-    s->obs_n--;
-  }
+  return 0;
 }
 
 int ingest_track_observe(ingest_track_t *r, const char *tenant, const char *name, size_t nlen, ingest_track_type_t type,
@@ -454,12 +482,7 @@ int ingest_track_observe(ingest_track_t *r, const char *tenant, const char *name
     s->keylen = keylen;
     s->labels = malloc(sizeof(tsdb_label_t) * (n ? n : 1));
     if (type == INGEST_TRACK_HISTOGRAM) s->buckets = calloc(f->nbounds + 1, sizeof(uint64_t));
-    if (type == INGEST_TRACK_SUMMARY) {
-      s->obs_v = malloc(sizeof(double) * r->max_obs);
-      s->obs_t = malloc(sizeof(int64_t) * r->max_obs);
-    }
-    if (!s->labels || (type == INGEST_TRACK_HISTOGRAM && !s->buckets) ||
-        (type == INGEST_TRACK_SUMMARY && (!s->obs_v || !s->obs_t))) {
+    if (!s->labels || (type == INGEST_TRACK_HISTOGRAM && !s->buckets)) {
       s->key = NULL;
       series_free(s);
       goto oom;
@@ -491,7 +514,7 @@ int ingest_track_observe(ingest_track_t *r, const char *tenant, const char *name
     break;
   }
   case INGEST_TRACK_SUMMARY:
-    obs_add(r, s, value, now_ms);
+    if (obs_add(r, s, value, now_ms)) goto oom;
     s->sum += value;
     s->count++;
     break;
@@ -698,7 +721,7 @@ static int summary_quantiles(ingest_track_t *r, const tseries_t *s, int64_t now,
   if (!tmp) return MD_ENOMEM;
   size_t k = 0;
   for (size_t i = 0; i < s->obs_n; i++) {
-    size_t idx = (s->obs_head + i) % r->max_obs;
+    size_t idx = (s->obs_head + i) % s->obs_cap;
     if (s->obs_t[idx] >= now - r->window_ms) tmp[k++] = s->obs_v[idx];
   }
   qsort(tmp, k, sizeof *tmp, cmp_double);
