@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/core.h"
@@ -285,6 +286,66 @@ static int64_t head_unpersisted_min(tsdb_t *db, int64_t valid) {
   return m < valid ? valid : m;
 }
 
+/* Frees series whose data is all persisted and that received nothing since (their labels
+ * stop costing memory, and the next checkpoint forgets them). Rebuilds the tenant index of
+ * the survivors. Caller holds gc_lock for writing. */
+static void head_gc(tsdb_t *db) {
+  int64_t valid = atomic_load(&db->min_valid);
+  pthread_rwlock_rdlock(&db->tenants_lock);
+  size_t nt = db->ntenants;
+  pthread_rwlock_unlock(&db->tenants_lock);
+  uint64_t removed = 0;
+  for (size_t i = 0; i < nt; i++) {
+    tenant_t *tn = tenant_by_no(db, (uint16_t)i);
+    if (!tn) continue;
+    pthread_rwlock_wrlock(&tn->lock);
+    size_t n;
+    idx_series_t *const *all = tindex_all(tn->idx, &n);
+    size_t dead = 0;
+    for (size_t k = 0; k < n; k++) {
+      series_t *s = (series_t *)all[k];
+      if (series_empty(s) && s->max_ts < valid) dead++;
+    }
+    if (dead) {
+      series_t **keep = malloc((n - dead ? n - dead : 1) * sizeof *keep);
+      series_t **gone = malloc(dead * sizeof *gone);
+      if (keep && gone) {
+        size_t nk = 0, ng = 0;
+        for (size_t k = 0; k < n; k++) {
+          series_t *s = (series_t *)all[k];
+          if (series_empty(s) && s->max_ts < valid) gone[ng++] = s;
+          else keep[nk++] = s;
+        }
+        tindex_clear(tn->idx);
+        bool ok = true;
+        for (size_t k = 0; k < nk && ok; k++) ok = tindex_add(tn->idx, &keep[k]->id) == 0;
+        if (ok) {
+          for (size_t k = 0; k < ng; k++) {
+            series_t *s = gone[k];
+            db->ref_pages[s->id.ref >> REF_PAGE_BITS][s->id.ref & ((1u << REF_PAGE_BITS) - 1)] = NULL;
+            series_free(s);
+          }
+          removed += ng;
+        } else {
+          /* Out of memory mid-rebuild: put everything back (best effort) and keep all. */
+          tindex_clear(tn->idx);
+          for (size_t a = 0, b = 0; a < nk || b < ng;) {
+            bool take_keep = b == ng || (a < nk && keep[a]->id.ref < gone[b]->id.ref);
+            tindex_add(tn->idx, take_keep ? &keep[a++]->id : &gone[b++]->id);
+          }
+        }
+      }
+      free(keep);
+      free(gone);
+    }
+    pthread_rwlock_unlock(&tn->lock);
+  }
+  if (removed) {
+    atomic_fetch_add(&db->series_removed, removed);
+    log_info("tsdb: removed %" PRIu64 " series with no data left in the head", removed);
+  }
+}
+
 static void head_truncate(tsdb_t *db, int64_t t) {
   pthread_rwlock_rdlock(&db->tenants_lock);
   size_t nt = db->ntenants;
@@ -304,6 +365,29 @@ static void head_truncate(tsdb_t *db, int64_t t) {
     }
     pthread_rwlock_unlock(&tn->lock);
   }
+}
+
+/* Drops head data persisted up to trunc_pending and frees emptied series, unless queries
+ * or appends hold gc_lock past a short wait (then it stays pending). Caller holds maint_mu. */
+static void head_release(tsdb_t *db) {
+  if (db->trunc_pending == INT64_MIN) return;
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  ts.tv_nsec += 200 * 1000000;
+  if (ts.tv_nsec >= 1000000000) {
+    ts.tv_sec++;
+    ts.tv_nsec -= 1000000000;
+  }
+  if (pthread_rwlock_timedwrlock(&db->gc_lock, &ts) != 0) {
+    log_debug("tsdb: head truncation postponed: queries are running");
+    return;
+  }
+  int64_t t = db->trunc_pending;
+  head_truncate(db, t);
+  atomic_max64(&db->head_min, t + 1);
+  head_gc(db);
+  db->trunc_pending = INT64_MIN;
+  pthread_rwlock_unlock(&db->gc_lock);
 }
 
 /* ---- persistence ------------------------------------------------------------------------- */
@@ -345,8 +429,8 @@ static int persist_upto(tsdb_t *db, int64_t mint, int64_t maxt, bool checkpoint,
     return md_error(err, errlen, rc, "out of memory");
   }
   /* The block is visible before the head lets go of the data: queries dedup the overlap. */
-  head_truncate(db, maxt);
-  atomic_max64(&db->head_min, maxt + 1);
+  if (maxt > db->trunc_pending) db->trunc_pending = maxt;
+  head_release(db);
   log_info("tsdb: persisted head [%" PRId64 ", %" PRId64 "] to block %s: %" PRIu64 " samples in %.1f ms", mint,
            maxt, name, samples, (double)(md_mono_ns() - t0) / 1e6);
   if (checkpoint) wal_checkpoint_head(db);
@@ -361,6 +445,7 @@ int persist_due(tsdb_t *db) {
   int64_t span = db->opt.block_span_ms;
   int64_t margin = span / 2 > db->opt.ooo_window_ms ? span / 2 : db->opt.ooo_window_ms;
   pthread_mutex_lock(&db->maint_mu);
+  head_release(db);
   int rc = 0;
   bool any = false;
   for (int round = 0; round < 64; round++) {

@@ -41,6 +41,7 @@ struct tsdb_query {
   size_t ncur;
   svec_t out, tmp, part;
   int64_t (*iv)[2];
+  bool holds_gc; /* gc_lock read-held: head series pointers stay valid */
 };
 
 #define MAX_TOMB_IV 256
@@ -59,6 +60,7 @@ static int head_labels(tsdb_query_t *q) {
 
 void tsdb_query_free(tsdb_query_t *q) {
   if (!q) return;
+  if (q->holds_gc) pthread_rwlock_unlock(&q->db->gc_lock);
   for (size_t i = 0; i < q->nbs; i++) {
     block_iter_free(q->bs[i].it);
     block_unref(q->bs[i].b);
@@ -128,6 +130,8 @@ int tsdb_select(tsdb_t *db, const char *tenant, const tsdb_matcher_t *m, size_t 
     return md_error(err, errlen, MD_ENOMEM, "out of memory");
   }
   q->db = db;
+  pthread_rwlock_rdlock(&db->gc_lock);
+  q->holds_gc = true;
   q->mint = mint;
   q->maxt = maxt;
   q->tenant = strdup(tenant);

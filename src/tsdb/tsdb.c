@@ -257,6 +257,7 @@ int tsdb_append(tsdb_t *db, const char *tenant_name, const tsdb_batch_t *b, tsdb
   if (ns == 0) return 0;
   tenant_t *t = tenant_get(db, tenant_name, true);
   if (!t) return MD_ENOMEM;
+  pthread_rwlock_rdlock(&db->gc_lock);
   int rc = 0;
   sb_t rec = {0}, grp = {0};
   uint64_t max_lsn = 0;
@@ -279,7 +280,10 @@ int tsdb_append(tsdb_t *db, const char *tenant_name, const tsdb_batch_t *b, tsdb
   /* Resolve every series under one read lock (series are never freed while open). */
   series_t *stack_found[256];
   series_t **found = ns <= 256 ? stack_found : malloc(ns * sizeof *found);
-  if (!found) return MD_ENOMEM;
+  if (!found) {
+    pthread_rwlock_unlock(&db->gc_lock);
+    return MD_ENOMEM;
+  }
   pthread_rwlock_rdlock(&t->lock);
   for (size_t i = 0; i < ns; i++) {
     const tsdb_label_t *ls;
@@ -396,6 +400,7 @@ out:
   sb_free(&rec);
   sb_free(&grp);
   if (found != stack_found) free(found);
+  pthread_rwlock_unlock(&db->gc_lock);
   return rc;
 }
 
@@ -586,6 +591,13 @@ int tsdb_open(const char *dir, const tsdb_options_t *opt, tsdb_t **out, char *er
   pthread_rwlock_init(&db->blocks_lock, NULL);
   pthread_mutex_init(&db->tomb_mu, NULL);
   pthread_mutex_init(&db->maint_mu, NULL);
+  pthread_rwlockattr_t ra;
+  pthread_rwlockattr_init(&ra);
+  /* Writer preference: a waiting truncation is not starved by a steady stream of appends. */
+  pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+  pthread_rwlock_init(&db->gc_lock, &ra);
+  pthread_rwlockattr_destroy(&ra);
+  db->trunc_pending = INT64_MIN;
   pthread_mutex_init(&db->bg_mu, NULL);
   pthread_cond_init(&db->bg_cv, NULL);
   for (size_t i = 0; i < TSDB_STRIPES; i++) pthread_mutex_init(&db->stripes[i], NULL);
@@ -656,6 +668,7 @@ void tsdb_close(tsdb_t *db) {
   pthread_rwlock_destroy(&db->blocks_lock);
   pthread_mutex_destroy(&db->tomb_mu);
   pthread_mutex_destroy(&db->maint_mu);
+  pthread_rwlock_destroy(&db->gc_lock);
   pthread_mutex_destroy(&db->bg_mu);
   pthread_cond_destroy(&db->bg_cv);
   free(db);

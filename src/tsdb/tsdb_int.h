@@ -12,8 +12,11 @@
  *   blocks_lock       (rwlock) the list of loaded blocks;
  *   tomb_mu           tombstones;
  *   the WAL's own mutex.
- * Series are never freed before tsdb_close, so a series pointer found under a tenant lock
- * stays valid after it is released.
+ * gc_lock (writer-preferring rwlock) is taken first of all, for reading, by every append
+ * (for the call) and every query (until tsdb_query_free): while it is held, a series pointer
+ * stays valid and head data does not disappear. Dropping persisted head data and freeing
+ * series take it for writing with a short timeout; when queries keep it, the truncation is
+ * left pending and retried (queries started earlier keep reading that data from the head).
  */
 #ifndef METRICSD_TSDB_INT_H
 #define METRICSD_TSDB_INT_H
@@ -80,6 +83,8 @@ struct tsdb {
   size_t ntombs, cap_tombs;
   _Atomic size_t ntombs_visible; /* lets queries skip tombstones when there are none */
 
+  pthread_rwlock_t gc_lock;
+  int64_t trunc_pending; /* INT64_MIN or a persisted time the head still holds (maint_mu) */
   pthread_mutex_t maint_mu;
   pthread_t bg;
   bool bg_running;
@@ -87,6 +92,7 @@ struct tsdb {
   pthread_cond_t bg_cv;
   bool bg_stop;
 
+  _Atomic uint64_t series_removed;
   _Atomic uint64_t samples_appended, samples_rejected, series_created, compactions, wal_corruptions;
   _Atomic int last_write_error;
 };

@@ -434,6 +434,57 @@ static void test_snapshot(void **state) {
   free(snap);
 }
 
+static void test_series_gc(void **state) {
+  (void)state;
+  char *dir = tu_tmpdir();
+  tsdb_options_t o;
+  tsdb_options_default(&o);
+  o.background = false;
+  o.block_span_ms = 3600 * 1000;
+  tsdb_t *db = tu_open(dir, &o);
+  int64_t t0 = 1700000000000;
+  assert_int_equal(tu_append1(db, "", "m", "s", "a", t0, 1, NULL), 0);
+  assert_int_equal(tu_append1(db, "", "m", "s", "b", t0, 2, NULL), 0);
+  tsdb_query_t *q;
+  char err[64];
+  tsdb_cardinality_t c;
+  /* An open query postpones collection (its series pointers stay valid). */
+  assert_int_equal(tsdb_select(db, "", NULL, 0, INT64_MIN, INT64_MAX, NULL, &q, err, sizeof err), 0);
+  assert_int_equal(tsdb_flush(db), 0);
+  assert_int_equal(tsdb_cardinality(db, "", 10, &c), 0);
+  assert_int_equal(c.num_series, 2);
+  tsdb_cardinality_free(&c);
+  int n = 0;
+  while (tsdb_query_next(q) == 1) n++;
+  assert_int_equal(n, 2);
+  tsdb_query_free(q);
+  /* a gets newer data; the next persistence frees every series left without head data. */
+  assert_int_equal(tu_append1(db, "", "m", "s", "a", t0 + 1000, 3, NULL), 0);
+  assert_int_equal(tsdb_flush(db), 0);
+  assert_int_equal(tsdb_cardinality(db, "", 10, &c), 0);
+  assert_int_equal(c.num_series, 0);
+  tsdb_cardinality_free(&c);
+  size_t ns, nsm;
+  free(tu_dump(db, "", NULL, 0, INT64_MIN, INT64_MAX, &ns, &nsm));
+  assert_int_equal(ns, 2);
+  assert_int_equal(nsm, 3);
+  /* b comes back as a new series; old and new data merge, also after a restart. */
+  assert_int_equal(tu_append1(db, "", "m", "s", "b", t0 + 5000, 5, NULL), 0);
+  assert_int_equal(tsdb_cardinality(db, "", 10, &c), 0);
+  assert_int_equal(c.num_series, 1);
+  tsdb_cardinality_free(&c);
+  tsdb_close(db);
+  db = tu_open(dir, &o);
+  tsdb_matcher_t mb = {TSDB_MATCH_EQ, "s", "b"};
+  char *d = tu_dump(db, "", &mb, 1, INT64_MIN, INT64_MAX, &ns, &nsm);
+  assert_int_equal(ns, 1);
+  assert_int_equal(nsm, 2);
+  free(d);
+  tsdb_close(db);
+  md_rm_rf(dir);
+  free(dir);
+}
+
 int main(void) {
   log_set_level(LOG_WARN);
   const struct CMUnitTest tests[] = {
@@ -441,7 +492,7 @@ int main(void) {
       cmocka_unit_test(test_series_limit),   cmocka_unit_test(test_metadata),
       cmocka_unit_test(test_flush_compact_equivalence), cmocka_unit_test(test_delete),
       cmocka_unit_test(test_retention),      cmocka_unit_test(test_retention_time_blocks),
-      cmocka_unit_test(test_snapshot),
+      cmocka_unit_test(test_snapshot),       cmocka_unit_test(test_series_gc),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
