@@ -37,7 +37,7 @@ typedef struct {
   field_t fields[MAX_FIELDS];
 } influx_t;
 
-enum { K_MEAS = 1, K_TAG = 2 };
+enum { K_MEAS = 1, K_TAG = 2, K_ESC = 4 };
 static unsigned char stop_class[256];
 static void init_classes(void) {
   /* Idempotent; a race writes the same bytes. */
@@ -45,6 +45,7 @@ static void init_classes(void) {
   stop_class[' '] = K_MEAS | K_TAG;
   stop_class['\n'] = K_MEAS | K_TAG;
   stop_class['='] = K_TAG;
+  stop_class['\\'] = K_ESC;
 }
 
 /* Scans a token up to an unescaped stop byte of class k. Escapes of stop bytes (except
@@ -52,7 +53,8 @@ static void init_classes(void) {
 static int scan_token(influx_t *X, const char *p, size_t n, size_t *pi, unsigned k, const char **tok,
                       size_t *tlen) {
   size_t i = *pi, start = i;
-  while (i < n && !(stop_class[(unsigned char)p[i]] & k) && p[i] != '\\') i++;
+  /* One table lookup per byte finds the end of the token or the first backslash. */
+  while (i < n && !(stop_class[(unsigned char)p[i]] & (k | K_ESC))) i++;
   if (i >= n || p[i] != '\\') {
     *tok = p + start;
     *tlen = i - start;

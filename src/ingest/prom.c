@@ -32,10 +32,15 @@ static size_t skip_ws(const char *s, size_t i, size_t n) {
   return i;
 }
 
-static bool is_name_char(unsigned char ch) {
-  return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '_' ||
-         ch == ':';
+/* Bytes that may appear in a metric or label name (the syntax is checked later, once, by
+ * the series builder); a table lookup beats the range tests on long label sets. */
+static unsigned char name_chars[256];
+static void init_name_chars(void) {
+  /* Idempotent; a race writes the same bytes. */
+  for (int c = 0; c < 256; c++)
+    name_chars[c] = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == ':';
 }
+#define is_name_char(ch) (name_chars[(unsigned char)(ch)])
 
 static const char *const om_types[] = {"counter", "gauge",   "histogram", "summary",  "untyped",
                                        "unknown", "gaugehistogram", "stateset", "info", NULL};
@@ -236,6 +241,7 @@ bool ingest_text_is_openmetrics(const char *p, size_t n) {
 
 int ingest_parse_prometheus(const char *p, size_t n, const ingest_opts_t *o, tsdb_batch_t *b,
                             ingest_result_t *res) {
+  if (!name_chars['a']) init_name_chars();
   prom_t *P = malloc(sizeof *P);
   if (!P) return MD_ENOMEM;
   ictx_init(&P->c, o, b, res);
