@@ -48,7 +48,8 @@ static void *serve(void *arg) {
   while (!atomic_load(&s->stop)) {
     int c = accept(s->fd, NULL, NULL);
     if (c < 0) continue;
-    /* Keep-alive: answer every request on the connection until the client closes it. */
+    /* One request per connection ("Connection: close"), so a few server threads serve any
+     * number of scrape workers. */
     size_t len = 0;
     for (;;) {
       ssize_t r = read(c, req + len, sizeof req - 1 - len);
@@ -67,10 +68,11 @@ static void *serve(void *arg) {
           left -= (size_t)w;
         }
         atomic_fetch_add(&s->requests, 1);
-        memmove(req, req + used, len - used + 1);
-        len -= used;
+        (void)used;
+        len = 0;
+        break;
       }
-      if (len >= sizeof req - 1) len = 0;
+      if (len == 0 || len >= sizeof req - 1) break;
     }
     close(c);
     struct timespec ts;
@@ -80,8 +82,7 @@ static void *serve(void *arg) {
   return NULL;
 }
 
-/* The server handles one connection at a time; the scraper's workers each keep one
- * connection alive, so several server threads share the accept queue. */
+/* Several server threads share the accept queue. */
 #define SERVER_THREADS 16
 
 typedef struct servers {
@@ -95,7 +96,7 @@ static int servers_start(servers_t *all, size_t series) {
   for (size_t i = 0; i < series; i++)
     sb_printf(&body, "bench_metric{series=\"s%zu\",group=\"g%zu\",kind=\"synthetic\"} %zu.5\n", i, i % 10, i);
   sb_t resp = {0};
-  sb_printf(&resp, "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: %zu\r\n\r\n", body.len);
+  sb_printf(&resp, "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n", body.len);
   sb_append(&resp, body.buf, body.len);
   sb_free(&body);
   int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -228,8 +229,7 @@ static int bench_scrape(size_t targets, size_t series, int seconds, int interval
   scrape_manager_stats(m, &st);
   unsigned long long samples = atomic_load(&cnt.samples);
   scrape_manager_free(m);
-  /* Server threads report their CPU after each connection; the scraper's keep-alive
-   * connections close above, so read it now. */
+  /* Server threads report their CPU after each connection. */
   usleep(200 * 1000);
   double server_cpu = (double)(servers_cpu_ns(srv) - s0) / 1e9;
   double scraper_cpu = cpu - server_cpu;

@@ -71,14 +71,16 @@ struct scrape_manager {
   uint64_t id_counter;
 };
 
-/* Workers grow with the target count (one per TARGETS_PER_WORKER, at least opt.workers):
- * a scrape blocks its worker for up to its timeout, so unreachable targets must not starve
- * the others of workers. */
-#define MAX_WORKERS 256
-#define TARGETS_PER_WORKER 4
+/* A scrape blocks its worker for up to its timeout, so slow or unreachable targets must not
+ * starve the others: while due targets have been waiting in the queue for BACKLOG_MS, the
+ * scheduler adds GROW_STEP workers, up to MAX_WORKERS. Healthy targets keep the pool at
+ * opt.workers (more threads cost CPU in cache misses for nothing). */
+#define MAX_WORKERS 128
+#define GROW_STEP 8
+#define BACKLOG_MS 500
+#define BACKLOG_MIN 4
 
 static int grow_workers(scrape_manager_t *m, int want);
-static int wanted_workers(const scrape_manager_t *m);
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
 static void curl_init_once(void) { curl_global_init(CURL_GLOBAL_DEFAULT); }
@@ -339,7 +341,6 @@ static int sync_targets(scrape_manager_t *m, scrape_target_t ***gone, size_t *ng
   free(m->targets);
   m->targets = list;
   m->ntargets = n;
-  if (m->started && !atomic_load(&m->stopping)) grow_workers(m, wanted_workers(m));
   for (size_t i = 0; i < m->ndropped; i++) {
     free(m->dropped[i].job);
     free_labels(m->dropped[i].labels, m->dropped[i].n);
@@ -546,10 +547,21 @@ static void timed_wait(pthread_cond_t *cv, pthread_mutex_t *mu, int64_t ms) {
 
 static void *sched_main(void *arg) {
   scrape_manager_t *m = arg;
+  int64_t backlog_since = 0;
   pthread_mutex_lock(&m->mu);
   while (!atomic_load(&m->stopping)) {
     int64_t now = md_now_ms();
     int64_t wake = now + 1000;
+    if (m->qlen >= BACKLOG_MIN) {
+      if (!backlog_since) backlog_since = now;
+      if (now - backlog_since >= BACKLOG_MS && m->nworkers < MAX_WORKERS) {
+        grow_workers(m, m->nworkers + GROW_STEP);
+        backlog_since = now;
+      }
+      if (wake > now + BACKLOG_MS) wake = now + BACKLOG_MS;
+    } else {
+      backlog_since = 0;
+    }
     bool pushed = false;
     for (size_t i = 0; i < m->ntargets; i++) {
       scrape_target_t *t = m->targets[i];
@@ -852,18 +864,13 @@ static int grow_workers(scrape_manager_t *m, int want) {
   return m->nworkers;
 }
 
-static int wanted_workers(const scrape_manager_t *m) {
-  size_t w = m->ntargets / TARGETS_PER_WORKER;
-  return w > (size_t)m->opt.workers ? (int)(w > MAX_WORKERS ? MAX_WORKERS : w) : m->opt.workers;
-}
-
 int scrape_manager_start(scrape_manager_t *m, char *err, size_t errlen) {
   if (m->started) return 0;
   m->workers = calloc(MAX_WORKERS, sizeof *m->workers);
   m->wstate = calloc(MAX_WORKERS, sizeof *m->wstate);
   if (!m->workers || !m->wstate) return md_error(err, errlen, MD_ENOMEM, "out of memory");
   pthread_mutex_lock(&m->mu);
-  int started = grow_workers(m, wanted_workers(m));
+  int started = grow_workers(m, m->opt.workers);
   m->started = true;
   pthread_mutex_unlock(&m->mu);
   if (started == 0) return md_error(err, errlen, MD_ERR, "cannot start scrape workers");

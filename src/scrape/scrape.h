@@ -67,8 +67,8 @@ typedef struct scrape_options {
   int64_t default_timeout_ms;  /* global.scrape_timeout; default 10 s */
   const char *data_dir;        /* <data_dir>/sources.json holds runtime sources; NULL = none */
   const char *tenant;          /* informational (sink decides); default "default" */
-  int workers;                 /* concurrent scrapes, at least (default 16); grows to one per
-                                  * 4 targets, at most 256, so slow targets cannot starve the rest */
+  int workers;                 /* concurrent scrapes (default 16); more are added, up to 128,
+                                  * while due targets wait in the queue (slow targets) */
   int64_t sd_check_ms;         /* how often file_sd files are checked for changes; 5 s */
 } scrape_options_t;
 

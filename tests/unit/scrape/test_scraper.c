@@ -368,14 +368,14 @@ static void test_jitter_spreads_targets(void **state) {
   recorder_free(rec);
 }
 
-/* 40 slow targets (1.5 s each) with opt.workers = 1: the pool grows to one worker per 4
- * targets, so all are scraped within a few seconds instead of a minute. */
+/* 64 slow targets (1.5 s each) with opt.workers = 1: the queue backs up, the pool grows,
+ * and all are scraped within seconds instead of a minute and a half. */
 static void test_workers_grow_with_targets(void **state) {
   recorder_t *rec = recorder_new();
   mini_http_set_body(srv, "w 1\n");
   sb_t cfg = {0};
   sb_puts(&cfg, "[{\"job_name\":\"grow\",\"scrape_interval\":\"4s\",\"scrape_timeout\":\"3s\",\"metrics_path\":\"/slow\",\"static_configs\":[");
-  for (int i = 0; i < 40; i++) sb_printf(&cfg, "%s{\"targets\":[\"%s\"],\"labels\":{\"t\":\"%d\"}}", i ? "," : "", addr, i);
+  for (int i = 0; i < 64; i++) sb_printf(&cfg, "%s{\"targets\":[\"%s\"],\"labels\":{\"t\":\"%d\"}}", i ? "," : "", addr, i);
   sb_puts(&cfg, "]}]");
   json_t *j = json_loads(cfg.buf, 0, NULL);
   sb_free(&cfg);
@@ -388,11 +388,11 @@ static void test_workers_grow_with_targets(void **state) {
   assert_int_equal(scrape_manager_new(&opt, j, recorder_sink, rec, &m, err, sizeof err), 0);
   json_decref(j);
   assert_int_equal(scrape_manager_start(m, err, sizeof err), 0);
-  /* Offsets spread over 4 s; 40 x 1.5 s on 10 workers is 6 s more; one worker would need 60 s. */
+  /* Offsets spread over 4 s; one worker would need 96 s. */
   bool all = false;
-  for (int waited = 0; waited < 13000 && !all; waited += 100) {
+  for (int waited = 0; waited < 14000 && !all; waited += 100) {
     all = true;
-    for (int i = 0; i < 40 && all; i++) {
+    for (int i = 0; i < 64 && all; i++) {
       char tl[16];
       snprintf(tl, sizeof tl, "t=%d", i);
       all = recorder_find(rec, NULL, NULL, "__name__=up", "job=grow", tl, NULL) > 0;
