@@ -28,12 +28,13 @@
 #define SERIES_PER_HOST 18
 #define HOSTS_PER_BATCH 100
 
-static const char *const regions[] = {"us-east-1", "us-west-1", "us-west-2", "eu-west-1", "eu-central-1",
-                                      "ap-southeast-1", "ap-southeast-2", "ap-northeast-1", "sa-east-1"};
+static const char *const regions[] = {"us-east-1",      "us-west-1",      "us-west-2",
+                                      "eu-west-1",      "eu-central-1",   "ap-southeast-1",
+                                      "ap-southeast-2", "ap-northeast-1", "sa-east-1"};
 static const char *const oses[] = {"Ubuntu22.04LTS", "Ubuntu20.04LTS", "Debian12", "Debian11", "RHEL9"};
-static const char *const services[] = {"api", "auth", "billing", "cache", "checkout", "cron", "db", "frontend",
-                                       "gateway", "ingest", "kafka", "mail", "metrics", "queue", "search",
-                                       "storage", "stream", "upload", "web", "worker"};
+static const char *const services[] = {
+    "api",   "auth", "billing", "cache", "checkout", "cron",    "db",     "frontend", "gateway", "ingest",
+    "kafka", "mail", "metrics", "queue", "search",   "storage", "stream", "upload",   "web",     "worker"};
 static const char *const modes[] = {"idle", "iowait", "system", "user"};
 
 typedef struct {
@@ -58,7 +59,8 @@ static void init_defs(void) {
       d->nextra = 2;
     }
   const char *simple[] = {"node_memory_MemTotal_bytes", "node_memory_MemAvailable_bytes"};
-  for (int i = 0; i < 2; i++) snprintf(defs[k++].name, 48, "%s", simple[i]);
+  for (int i = 0; i < 2; i++)
+    snprintf(defs[k++].name, 48, "%s", simple[i]);
   const char *net[] = {"node_network_receive_bytes_total", "node_network_transmit_bytes_total"};
   for (int i = 0; i < 2; i++) {
     snprintf(defs[k].name, 48, "%s", net[i]);
@@ -79,7 +81,8 @@ static void init_defs(void) {
   defs[k].ek[2] = "mountpoint", defs[k].ev[2] = "/";
   defs[k++].nextra = 3;
   const char *load[] = {"node_load1", "node_load5", "node_load15"};
-  for (int i = 0; i < 3; i++) snprintf(defs[k++].name, 48, "%s", load[i]);
+  for (int i = 0; i < 3; i++)
+    snprintf(defs[k++].name, 48, "%s", load[i]);
 }
 
 typedef struct {
@@ -105,7 +108,8 @@ static void host_init(host_t *h, int i) {
   snprintf(h->os, sizeof h->os, "%s", oses[rnd() % 5]);
   snprintf(h->service, sizeof h->service, "%s", services[rnd() % 20]);
   snprintf(h->instance, sizeof h->instance, "%s:9100", h->hostname);
-  for (int s = 0; s < SERIES_PER_HOST; s++) h->v[s] = (double)(rnd() % 100000000) / 100.0;
+  for (int s = 0; s < SERIES_PER_HOST; s++)
+    h->v[s] = (double)(rnd() % 100000000) / 100.0;
   h->phase = (int64_t)(rnd() % 15000);
 }
 
@@ -155,7 +159,8 @@ static int run(const char *label, payloads_t *p, parse_fn fn, size_t expect_samp
     ingest_result_t res;
     int rc = fn(p->data.buf + p->off[i], p->len[i], &o, b, &res);
     if (rc) {
-      fprintf(stderr, "%s: batch %zu failed (%d): %s\n", label, i, rc, res.nerrors ? res.errors[0].message : "");
+      fprintf(stderr, "%s: batch %zu failed (%d): %s\n", label, i, rc,
+              res.nerrors ? res.errors[0].message : "");
       tsdb_batch_free(b);
       return 1;
     }
@@ -193,7 +198,8 @@ int main(int argc, char **argv) {
   init_defs();
   host_t *h = calloc((size_t)hosts, sizeof *h);
   if (!h) return 1;
-  for (int i = 0; i < hosts; i++) host_init(&h[i], i);
+  for (int i = 0; i < hosts; i++)
+    host_init(&h[i], i);
   payloads_t prom = {0}, influx = {0}, rw = {0}, jsonl = {0};
   int64_t t0 = 1700000000000LL;
   sb_t raw = {0};
@@ -218,16 +224,19 @@ int main(int argc, char **argv) {
         for (int k = 0; k < SERIES_PER_HOST; k++) {
           series_def_t *d = &defs[k];
           /* Prometheus text */
-          sb_printf(&prom.data, "%s{hostname=\"%s\",region=\"%s\",datacenter=\"%s\",rack=\"%s\",os=\"%s\",service=\"%s\","
-                                "job=\"node\",instance=\"%s\"",
+          sb_printf(&prom.data,
+                    "%s{hostname=\"%s\",region=\"%s\",datacenter=\"%s\",rack=\"%s\",os=\"%s\",service=\"%s\","
+                    "job=\"node\",instance=\"%s\"",
                     d->name, x->hostname, x->region, x->dc, x->rack, x->os, x->service, x->instance);
-          for (int e = 0; e < d->nextra; e++) sb_printf(&prom.data, ",%s=\"%s\"", d->ek[e], d->ev[e]);
+          for (int e = 0; e < d->nextra; e++)
+            sb_printf(&prom.data, ",%s=\"%s\"", d->ek[e], d->ev[e]);
           sb_printf(&prom.data, "} %.2f %lld\n", x->v[k], (long long)ts);
           /* line protocol: tags sorted by key, field "value" */
           const char *tk[12], *tv[12];
           int nt = 0;
           tk[nt] = "datacenter", tv[nt++] = x->dc;
-          for (int e = 0; e < d->nextra; e++) tk[nt] = d->ek[e], tv[nt++] = d->ev[e];
+          for (int e = 0; e < d->nextra; e++)
+            tk[nt] = d->ek[e], tv[nt++] = d->ev[e];
           tk[nt] = "hostname", tv[nt++] = x->hostname;
           tk[nt] = "instance", tv[nt++] = x->instance;
           tk[nt] = "job", tv[nt++] = "node";
@@ -243,11 +252,13 @@ int main(int argc, char **argv) {
               tv[c] = tv[c - 1], tv[c - 1] = t;
             }
           sb_puts(&influx.data, d->name);
-          for (int e = 0; e < nt; e++) sb_printf(&influx.data, ",%s=%s", tk[e], tv[e]);
+          for (int e = 0; e < nt; e++)
+            sb_printf(&influx.data, ",%s=%s", tk[e], tv[e]);
           sb_printf(&influx.data, " value=%.2f %lld\n", x->v[k], (long long)ts);
           /* JSON lines */
           sb_printf(&jsonl.data, "{\"metric\":{\"__name__\":\"%s\"", d->name);
-          for (int e = 0; e < nt; e++) sb_printf(&jsonl.data, ",\"%s\":\"%s\"", tk[e], tv[e]);
+          for (int e = 0; e < nt; e++)
+            sb_printf(&jsonl.data, ",\"%s\":\"%s\"", tk[e], tv[e]);
           sb_printf(&jsonl.data, "},\"values\":[%.2f],\"timestamps\":[%lld]}\n", x->v[k], (long long)ts);
           /* remote_write */
           Mdrw__TimeSeries *T = &tss[ti];
@@ -285,7 +296,8 @@ int main(int argc, char **argv) {
       size_t clen = snappy_max_compressed_length(plen);
       size_t ro = rw.data.len;
       sb_reserve(&rw.data, clen);
-      if (rw.data.oom || raw.oom || snappy_compress(raw.buf, plen, rw.data.buf + ro, &clen) != SNAPPY_OK) return 1;
+      if (rw.data.oom || raw.oom || snappy_compress(raw.buf, plen, rw.data.buf + ro, &clen) != SNAPPY_OK)
+        return 1;
       rw.data.len += clen;
       pl_push(&rw, ro, clen);
       pl_push(&prom, po, prom.data.len - po);
@@ -296,8 +308,8 @@ int main(int argc, char **argv) {
   }
   sb_free(&raw);
   size_t expect = (size_t)hosts * SERIES_PER_HOST * (size_t)scrapes;
-  printf("dataset: %d hosts x %d series x %d scrapes = %zu samples, batches of %d hosts\n", hosts, SERIES_PER_HOST,
-         scrapes, expect, HOSTS_PER_BATCH);
+  printf("dataset: %d hosts x %d series x %d scrapes = %zu samples, batches of %d hosts\n", hosts,
+         SERIES_PER_HOST, scrapes, expect, HOSTS_PER_BATCH);
   int rc = 0;
   const char *names[] = {"prometheus text", "influx line protocol", "remote_write (snappy+pb)", "json lines"};
   payloads_t *pls[] = {&prom, &influx, &rw, &jsonl};
@@ -324,10 +336,11 @@ int main(int argc, char **argv) {
           for (int k = 0; k < SERIES_PER_HOST; k++) {
             if (body.len > 1) sb_putc(&body, ',');
             bool hist = k >= 15;
-            sb_printf(&body, "{\"name\":\"%s%s\",\"value\":%.2f,\"type\":\"%s\",\"labels\":{\"hostname\":\"%s\","
-                             "\"region\":\"%s\",\"k\":\"%d\"},\"service\":\"%s\"}",
-                      defs[k].name, hist ? "_seconds" : "", hist ? h[i].v[k] / 1e6 : h[i].v[k], hist ? "histogram" : "counter",
-                      h[i].hostname, h[i].region, k, h[i].service);
+            sb_printf(&body,
+                      "{\"name\":\"%s%s\",\"value\":%.2f,\"type\":\"%s\",\"labels\":{\"hostname\":\"%s\","
+                      "\"region\":\"%s\",\"k\":\"%d\"},\"service\":\"%s\"}",
+                      defs[k].name, hist ? "_seconds" : "", hist ? h[i].v[k] / 1e6 : h[i].v[k],
+                      hist ? "histogram" : "counter", h[i].hostname, h[i].region, k, h[i].service);
             events++;
           }
         sb_putc(&body, ']');
@@ -342,8 +355,8 @@ int main(int argc, char **argv) {
         }
       }
     }
-    printf("%-28s %10zu events   %6.3f cpu-s  %7.2f M events/cpu-s (%zu series)\n", "track batch (JSON)", events, t,
-           events / t / 1e6, ingest_track_series_count(reg));
+    printf("%-28s %10zu events   %6.3f cpu-s  %7.2f M events/cpu-s (%zu series)\n", "track batch (JSON)",
+           events, t, events / t / 1e6, ingest_track_series_count(reg));
     sb_free(&body);
     sb_free(&out);
     ingest_track_free(reg);

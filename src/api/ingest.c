@@ -62,29 +62,33 @@ typedef struct ingest_state {
   char *statsd_tenant;
 } ingest_state_t;
 
-static ingest_state_t *state_of(api_t *api) { return api_slot(api, "ingest"); }
+static ingest_state_t *state_of(api_t *api) {
+  return api_slot(api, "ingest");
+}
 
 /* ---- self-metrics ---------------------------------------------------------------------- */
 
 static void count_samples(api_t *api, const char *protocol, double n) {
   metrics_counter_add(metrics_counter(api_metrics(api), "metricsd_ingest_samples_total",
-                                      "Samples stored by the push endpoints, by protocol.", "protocol", protocol, NULL),
+                                      "Samples stored by the push endpoints, by protocol.", "protocol",
+                                      protocol, NULL),
                       n);
 }
 
 static void count_rejected(api_t *api, const char *protocol, const char *reason, double n) {
   if (n <= 0) return;
-  metrics_counter_add(metrics_counter(api_metrics(api), "metricsd_ingest_rejected_total",
-                                      "Lines, items, series or samples refused by the push endpoints, by protocol "
-                                      "and reason.",
-                                      "protocol", protocol, "reason", reason, NULL),
-                      n);
+  metrics_counter_add(
+      metrics_counter(api_metrics(api), "metricsd_ingest_rejected_total",
+                      "Lines, items, series or samples refused by the push endpoints, by protocol "
+                      "and reason.",
+                      "protocol", protocol, "reason", reason, NULL),
+      n);
 }
 
 static void count_request(api_t *api, const char *protocol, const char *outcome) {
   metrics_counter_inc(metrics_counter(api_metrics(api), "metricsd_ingest_requests_total",
-                                      "Push requests by protocol and outcome.", "protocol", protocol, "outcome",
-                                      outcome, NULL));
+                                      "Push requests by protocol and outcome.", "protocol", protocol,
+                                      "outcome", outcome, NULL));
 }
 
 /* ---- answering -------------------------------------------------------------------------- */
@@ -101,7 +105,10 @@ static void answer_error(http_resp_t *resp, err_style_t style, int status, const
   case STYLE_INFLUX: {
     sb_t b = {0};
     sb_printf(&b, "{\"code\":\"%s\",\"message\":",
-              status == 413 ? "request too large" : status >= 500 ? "internal error" : status == 429 ? "too many requests" : "invalid");
+              status == 413   ? "request too large"
+              : status >= 500 ? "internal error"
+              : status == 429 ? "too many requests"
+                              : "invalid");
     sb_json_str(&b, msg, strlen(msg));
     sb_putc(&b, '}');
     http_resp_send(resp, status, "application/json", b.buf, b.len);
@@ -119,11 +126,16 @@ static void answer_error(http_resp_t *resp, err_style_t style, int status, const
 
 static const char *reject_reason(tsdb_reject_t r) {
   switch (r) {
-  case TSDB_REJECT_TOO_OLD: return "too_old";
-  case TSDB_REJECT_DUPLICATE: return "duplicate";
-  case TSDB_REJECT_SERIES_LIMIT: return "series_limit";
-  case TSDB_REJECT_INVALID: return "invalid";
-  default: return "other";
+  case TSDB_REJECT_TOO_OLD:
+    return "too_old";
+  case TSDB_REJECT_DUPLICATE:
+    return "duplicate";
+  case TSDB_REJECT_SERIES_LIMIT:
+    return "series_limit";
+  case TSDB_REJECT_INVALID:
+    return "invalid";
+  default:
+    return "other";
   }
 }
 
@@ -132,7 +144,8 @@ static int extra_labels(http_req_t *req, tsdb_label_t *out, size_t *n, char *err
   const char *const *vals;
   size_t nv = http_req_query_all(req, "extra_label", &vals);
   *n = 0;
-  if (nv > MAX_EXTRA_LABELS) return md_error(err, errlen, MD_EINVAL, "more than %d extra_label parameters", MAX_EXTRA_LABELS);
+  if (nv > MAX_EXTRA_LABELS)
+    return md_error(err, errlen, MD_EINVAL, "more than %d extra_label parameters", MAX_EXTRA_LABELS);
   arena_t *a = http_req_arena(req);
   for (size_t i = 0; i < nv; i++) {
     const char *eq = strchr(vals[i], '=');
@@ -141,7 +154,8 @@ static int extra_labels(http_req_t *req, tsdb_label_t *out, size_t *n, char *err
       return md_error(err, errlen, MD_EINVAL, "invalid extra_label \"%.64s\" (want name=value)", vals[i]);
     char *name = arena_strndup(a, vals[i], (size_t)(eq - vals[i]));
     if (!name) return MD_ENOMEM;
-    if (strcmp(name, "__name__") == 0) return md_error(err, errlen, MD_EINVAL, "extra_label cannot set __name__");
+    if (strcmp(name, "__name__") == 0)
+      return md_error(err, errlen, MD_EINVAL, "extra_label cannot set __name__");
     out[(*n)++] = (tsdb_label_t){name, eq + 1};
   }
   return 0;
@@ -151,8 +165,9 @@ static int extra_labels(http_req_t *req, tsdb_label_t *out, size_t *n, char *err
  * The shared tail of every push handler: given the parse outcome and the batch, append and
  * answer. Returns the HTTP status chosen (0 = success; the caller writes its own 2xx).
  */
-static int finish_push(api_t *api, http_req_t *req, http_resp_t *resp, const char *protocol, err_style_t style,
-                       const char *what, int prc, const ingest_result_t *pres, tsdb_batch_t *b) {
+static int finish_push(api_t *api, http_req_t *req, http_resp_t *resp, const char *protocol,
+                       err_style_t style, const char *what, int prc, const ingest_result_t *pres,
+                       tsdb_batch_t *b) {
   sb_t msg = {0};
   int status = 0;
   if (prc == MD_ENOMEM) {
@@ -192,7 +207,8 @@ static int finish_push(api_t *api, http_req_t *req, http_resp_t *resp, const cha
   if (pres->rejected) {
     ingest_result_message(pres, what, &msg);
     if (log_enabled(LOG_DEBUG))
-      log_write(LOG_DEBUG, http_req_id(req), NULL, "%s: rejected input: %s", protocol, msg.buf ? msg.buf : "");
+      log_write(LOG_DEBUG, http_req_id(req), NULL, "%s: rejected input: %s", protocol,
+                msg.buf ? msg.buf : "");
   }
   size_t stored_rejects = ar.samples_rejected + ar.series_rejected;
   if (stored_rejects) {
@@ -201,7 +217,8 @@ static int finish_push(api_t *api, http_req_t *req, http_resp_t *resp, const cha
     if (ar.nerrors == 0) count_rejected(api, protocol, "storage_reject", (double)stored_rejects);
     if (msg.len) sb_puts(&msg, "; ");
     sb_printf(&msg, "storage rejected %zu samples and %zu series", ar.samples_rejected, ar.series_rejected);
-    for (size_t i = 0; i < ar.nerrors && i < 3; i++) sb_printf(&msg, "%s%s", i ? "; " : ": ", ar.errors[i].message);
+    for (size_t i = 0; i < ar.nerrors && i < 3; i++)
+      sb_printf(&msg, "%s%s", i ? "; " : ": ", ar.errors[i].message);
   }
   if (pres->rejected || stored_rejects) {
     char head[128];
@@ -260,7 +277,8 @@ static void h_import_prometheus(http_req_t *req, http_resp_t *resp, void *ctx) {
   }
   ingest_result_t res;
   int rc = ingest_parse_prometheus(body, n, &o, b, &res);
-  if (finish_push(api, req, resp, "prometheus", STYLE_PROM, "line", rc, &res, b) == 0) http_resp_status(resp, 204);
+  if (finish_push(api, req, resp, "prometheus", STYLE_PROM, "line", rc, &res, b) == 0)
+    http_resp_status(resp, 204);
   tsdb_batch_free(b);
 }
 
@@ -297,7 +315,8 @@ static void h_influx(http_req_t *req, http_resp_t *resp, void *ctx) {
   ingest_result_t res;
   int rc = ingest_parse_influx(body, n, &o, b, &res);
   if (res.skipped) count_rejected(api, "influx", "string_field", (double)res.skipped);
-  if (finish_push(api, req, resp, "influx", STYLE_INFLUX, "line", rc, &res, b) == 0) http_resp_status(resp, 204);
+  if (finish_push(api, req, resp, "influx", STYLE_INFLUX, "line", rc, &res, b) == 0)
+    http_resp_status(resp, 204);
   tsdb_batch_free(b);
 }
 
@@ -307,7 +326,8 @@ static void h_remote_write(http_req_t *req, http_resp_t *resp, void *ctx) {
   const char *body = http_req_body(req, &n); /* raw: snappy is part of the protocol */
   const char *enc = http_req_header(req, "Content-Encoding");
   if (enc && *enc && strcasecmp(enc, "snappy") != 0 && strcasecmp(enc, "identity") != 0) {
-    answer_error(resp, STYLE_PROM, 415, "remote_write 1.0 bodies are snappy block-compressed (Content-Encoding: snappy)");
+    answer_error(resp, STYLE_PROM, 415,
+                 "remote_write 1.0 bodies are snappy block-compressed (Content-Encoding: snappy)");
     return;
   }
   ingest_opts_t o;
@@ -319,7 +339,8 @@ static void h_remote_write(http_req_t *req, http_resp_t *resp, void *ctx) {
   }
   ingest_result_t res;
   int rc = ingest_parse_remote_write(body, n, &o, b, &res);
-  if (res.skipped) count_rejected(api, "remote_write", "unsupported_exemplar_or_histogram", (double)res.skipped);
+  if (res.skipped)
+    count_rejected(api, "remote_write", "unsupported_exemplar_or_histogram", (double)res.skipped);
   if (finish_push(api, req, resp, "remote_write", STYLE_PROM, "timeseries", rc, &res, b) == 0)
     http_resp_status(resp, 204);
   tsdb_batch_free(b);
@@ -365,7 +386,8 @@ static void h_otlp(http_req_t *req, http_resp_t *resp, void *ctx) {
   const char *ct = http_req_content_type(req);
   bool json = strcmp(ct, "application/json") == 0;
   if (!json && *ct && strcmp(ct, "application/x-protobuf") != 0 && strcmp(ct, "application/protobuf") != 0) {
-    answer_error(resp, STYLE_OTLP, 415, "OTLP/HTTP wants Content-Type application/x-protobuf or application/json");
+    answer_error(resp, STYLE_OTLP, 415,
+                 "OTLP/HTTP wants Content-Type application/x-protobuf or application/json");
     return;
   }
   ingest_opts_t o;
@@ -392,7 +414,8 @@ static void h_track(http_req_t *req, http_resp_t *resp, void *ctx, bool batch) {
   bool allow_body = !http_req_tenant_fixed(req) && !http_req_header(req, "X-Scope-OrgID");
   sb_t *out = http_resp_body(resp);
   size_t ok = 0, failed = 0;
-  int rc = ingest_track_json(st->track, body, n, batch, http_req_tenant(req), allow_body, md_now_ms(), out, &ok, &failed);
+  int rc = ingest_track_json(st->track, body, n, batch, http_req_tenant(req), allow_body, md_now_ms(), out,
+                             &ok, &failed);
   const char *proto = batch ? "track_batch" : "track";
   metrics_counter_add(metrics_counter(api_metrics(api), "metrics_collected_total",
                                       "Metric events accepted by the track API (seed 004).", NULL),
@@ -414,11 +437,16 @@ static void h_track(http_req_t *req, http_resp_t *resp, void *ctx, bool batch) {
     http_resp_status(resp, 400);
   }
   if (failed && log_enabled(LOG_DEBUG))
-    log_write(LOG_DEBUG, http_req_id(req), NULL, "%s: %zu events rejected: %s", proto, failed, out->buf ? out->buf : "");
+    log_write(LOG_DEBUG, http_req_id(req), NULL, "%s: %zu events rejected: %s", proto, failed,
+              out->buf ? out->buf : "");
 }
 
-static void h_track_one(http_req_t *req, http_resp_t *resp, void *ctx) { h_track(req, resp, ctx, false); }
-static void h_track_batch(http_req_t *req, http_resp_t *resp, void *ctx) { h_track(req, resp, ctx, true); }
+static void h_track_one(http_req_t *req, http_resp_t *resp, void *ctx) {
+  h_track(req, resp, ctx, false);
+}
+static void h_track_batch(http_req_t *req, http_resp_t *resp, void *ctx) {
+  h_track(req, resp, ctx, true);
+}
 
 static void h_export(http_req_t *req, http_resp_t *resp, void *ctx) {
   api_t *api = ctx;
@@ -445,7 +473,8 @@ static void h_export(http_req_t *req, http_resp_t *resp, void *ctx) {
     tsdb_query_t *q = NULL;
     int rc = tsdb_select(api_db(api), tenant, sel[s].m, sel[s].n, start, end, NULL, &q, err, sizeof err);
     if (rc) {
-      http_resp_prom_error(resp, rc == MD_EINVAL ? 400 : 500, rc == MD_EINVAL ? "bad_data" : "internal", "%s", err);
+      http_resp_prom_error(resp, rc == MD_EINVAL ? 400 : 500, rc == MD_EINVAL ? "bad_data" : "internal", "%s",
+                           err);
       return;
     }
     /* Several match[] may select one series twice; VictoriaMetrics does the same (union
@@ -506,7 +535,8 @@ static void *flusher_main(void *arg) {
     ts.tv_sec += (time_t)(st->flush_interval_ms / 1000) + (time_t)(ns / 1000000000);
     ts.tv_nsec = (long)(ns % 1000000000);
     int w = 0;
-    while (!st->stop && w != ETIMEDOUT) w = pthread_cond_timedwait(&st->cv, &st->mu, &ts);
+    while (!st->stop && w != ETIMEDOUT)
+      w = pthread_cond_timedwait(&st->cv, &st->mu, &ts);
     if (st->stop) break;
     pthread_mutex_unlock(&st->mu);
     flush_now(st);
@@ -561,8 +591,8 @@ static int statsd_event(void *ctx, const ingest_statsd_event_t *e) {
   if (type == INGEST_TRACK_COUNTER) v /= e->sample_rate;
   if (e->type == INGEST_STATSD_TIMER) v /= 1000.0;
   char err[200];
-  return ingest_track_observe(st->track, st->statsd_tenant, name, strlen(name), type, labels, nl, NULL, v, md_now_ms(),
-                              err, sizeof err);
+  return ingest_track_observe(st->track, st->statsd_tenant, name, strlen(name), type, labels, nl, NULL, v,
+                              md_now_ms(), err, sizeof err);
 }
 
 static void *statsd_main(void *arg) {
@@ -639,10 +669,14 @@ void api_register_ingest(api_t *api, http_router_t *r) {
     const config_t *cfg = api_config(api);
     ingest_limits_default(&st->limits);
     if (cfg) {
-      if (cfg->limits.max_labels_per_series) st->limits.max_labels_per_series = cfg->limits.max_labels_per_series;
-      if (cfg->limits.max_label_name_length) st->limits.max_label_name_len = cfg->limits.max_label_name_length;
-      if (cfg->limits.max_label_value_length) st->limits.max_label_value_len = cfg->limits.max_label_value_length;
-      if (cfg->limits.max_samples_per_request) st->limits.max_samples_per_request = cfg->limits.max_samples_per_request;
+      if (cfg->limits.max_labels_per_series)
+        st->limits.max_labels_per_series = cfg->limits.max_labels_per_series;
+      if (cfg->limits.max_label_name_length)
+        st->limits.max_label_name_len = cfg->limits.max_label_name_length;
+      if (cfg->limits.max_label_value_length)
+        st->limits.max_label_value_len = cfg->limits.max_label_value_length;
+      if (cfg->limits.max_samples_per_request)
+        st->limits.max_samples_per_request = cfg->limits.max_samples_per_request;
     }
     st->flush_interval_ms = cfg && cfg->track.flush_interval_ms > 0 ? cfg->track.flush_interval_ms : 15000;
     ingest_track_config_t tc = {0};
@@ -737,5 +771,6 @@ void api_reload_ingest(api_t *api) {
   if (cfg->limits.max_labels_per_series) st->limits.max_labels_per_series = cfg->limits.max_labels_per_series;
   if (cfg->limits.max_label_name_length) st->limits.max_label_name_len = cfg->limits.max_label_name_length;
   if (cfg->limits.max_label_value_length) st->limits.max_label_value_len = cfg->limits.max_label_value_length;
-  if (cfg->limits.max_samples_per_request) st->limits.max_samples_per_request = cfg->limits.max_samples_per_request;
+  if (cfg->limits.max_samples_per_request)
+    st->limits.max_samples_per_request = cfg->limits.max_samples_per_request;
 }

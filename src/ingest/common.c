@@ -25,9 +25,9 @@ int ingest_precision_parse(const char *s, size_t n, ingest_precision_t *out) {
   static const struct {
     const char *name;
     ingest_precision_t p;
-  } tab[] = {{"ns", INGEST_PREC_NS}, {"n", INGEST_PREC_NS}, {"u", INGEST_PREC_US},
+  } tab[] = {{"ns", INGEST_PREC_NS}, {"n", INGEST_PREC_NS},         {"u", INGEST_PREC_US},
              {"us", INGEST_PREC_US}, {"\xc2\xb5s", INGEST_PREC_US}, {"ms", INGEST_PREC_MS},
-             {"s", INGEST_PREC_S},   {"m", INGEST_PREC_M},  {"h", INGEST_PREC_H}};
+             {"s", INGEST_PREC_S},   {"m", INGEST_PREC_M},          {"h", INGEST_PREC_H}};
   for (size_t i = 0; i < sizeof tab / sizeof tab[0]; i++) {
     if (strlen(tab[i].name) == n && memcmp(tab[i].name, s, n) == 0) {
       *out = tab[i].p;
@@ -53,16 +53,41 @@ void ingest_result_message(const ingest_result_t *r, const char *what, sb_t *out
 
 /* 1: allowed anywhere in a metric name, 2: in a label name too, 4: allowed as first char. */
 static const unsigned char name_class[256] = {
-    [':'] = 1 | 4,
-    ['_'] = 1 | 2 | 4,
+    [':'] = 1 | 4, ['_'] = 1 | 2 | 4,
 #define D(c) [c] = 1 | 2
-    D('0'), D('1'), D('2'), D('3'), D('4'), D('5'), D('6'), D('7'), D('8'), D('9'),
+    D('0'),        D('1'),
+    D('2'),        D('3'),
+    D('4'),        D('5'),
+    D('6'),        D('7'),
+    D('8'),        D('9'),
 #undef D
 #define A(c) [c] = 1 | 2 | 4
-    A('a'), A('b'), A('c'), A('d'), A('e'), A('f'), A('g'), A('h'), A('i'), A('j'), A('k'), A('l'), A('m'),
-    A('n'), A('o'), A('p'), A('q'), A('r'), A('s'), A('t'), A('u'), A('v'), A('w'), A('x'), A('y'), A('z'),
-    A('A'), A('B'), A('C'), A('D'), A('E'), A('F'), A('G'), A('H'), A('I'), A('J'), A('K'), A('L'), A('M'),
-    A('N'), A('O'), A('P'), A('Q'), A('R'), A('S'), A('T'), A('U'), A('V'), A('W'), A('X'), A('Y'), A('Z'),
+    A('a'),        A('b'),
+    A('c'),        A('d'),
+    A('e'),        A('f'),
+    A('g'),        A('h'),
+    A('i'),        A('j'),
+    A('k'),        A('l'),
+    A('m'),        A('n'),
+    A('o'),        A('p'),
+    A('q'),        A('r'),
+    A('s'),        A('t'),
+    A('u'),        A('v'),
+    A('w'),        A('x'),
+    A('y'),        A('z'),
+    A('A'),        A('B'),
+    A('C'),        A('D'),
+    A('E'),        A('F'),
+    A('G'),        A('H'),
+    A('I'),        A('J'),
+    A('K'),        A('L'),
+    A('M'),        A('N'),
+    A('O'),        A('P'),
+    A('Q'),        A('R'),
+    A('S'),        A('T'),
+    A('U'),        A('V'),
+    A('W'),        A('X'),
+    A('Y'),        A('Z'),
 #undef A
 };
 
@@ -89,7 +114,8 @@ size_t ingest_sanitize_name(const char *s, size_t n, bool metric, char *out) {
   const unsigned char *u = (const unsigned char *)s;
   unsigned char mask = metric ? 1 : 2;
   if (n > 0 && !(name_class[u[0]] & 4)) out[o++] = '_';
-  for (size_t i = 0; i < n; i++) out[o++] = (name_class[u[i]] & mask) ? (char)u[i] : '_';
+  for (size_t i = 0; i < n; i++)
+    out[o++] = (name_class[u[i]] & mask) ? (char)u[i] : '_';
   out[o] = 0;
   return o;
 }
@@ -142,13 +168,14 @@ static bool utf8_check(const char *s, size_t n, bool no_nul) {
   return true;
 }
 
-bool ingest_valid_utf8(const char *s, size_t n) { return utf8_check(s, n, false); }
+bool ingest_valid_utf8(const char *s, size_t n) {
+  return utf8_check(s, n, false);
+}
 
 /* ---- numbers --------------------------------------------------------------------------- */
 
-static const double pow10_exact[23] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
-                                       1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
-                                       1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+static const double pow10_exact[23] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
+                                       1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
 
 static bool word_eq(const char *s, size_t n, const char *w) {
   size_t wl = strlen(w);
@@ -366,7 +393,8 @@ int ictx_series(ictx_t *c, const ilabel_t *l, size_t n, char *err, size_t errlen
     for (size_t i = 1; i < n; i++)
       for (size_t j = i + 1; j < n; j++)
         if (l[i].nlen == l[j].nlen && memcmp(l[i].name, l[j].name, l[i].nlen) == 0)
-          return md_error(err, errlen, MD_EINVAL, "duplicate label name \"%.*s\"", SHOW(l[i].nlen), l[i].name);
+          return md_error(err, errlen, MD_EINVAL, "duplicate label name \"%.*s\"", SHOW(l[i].nlen),
+                          l[i].name);
     return md_error(err, errlen, MD_EINVAL, "duplicate label name");
   }
   c->res->series++;

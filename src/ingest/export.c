@@ -14,7 +14,8 @@ int ingest_export_jsonl(tsdb_query_t *q, sb_t *out) {
     const double *v;
     size_t ns = tsdb_query_samples(q, &ts, &v);
     size_t live = 0;
-    for (size_t i = 0; i < ns; i++) live += !tsdb_is_stale_nan(v[i]);
+    for (size_t i = 0; i < ns; i++)
+      live += !tsdb_is_stale_nan(v[i]);
     if (live == 0) continue;
     ingest_export_jsonl_series(l, nl, ts, v, ns, out);
     if (out->oom) return MD_ENOMEM;

@@ -54,7 +54,8 @@ static int scan_token(influx_t *X, const char *p, size_t n, size_t *pi, unsigned
                       size_t *tlen) {
   size_t i = *pi, start = i;
   /* One table lookup per byte finds the end of the token or the first backslash. */
-  while (i < n && !(stop_class[(unsigned char)p[i]] & (k | K_ESC))) i++;
+  while (i < n && !(stop_class[(unsigned char)p[i]] & (k | K_ESC)))
+    i++;
   if (i >= n || p[i] != '\\') {
     *tok = p + start;
     *tlen = i - start;
@@ -62,13 +63,13 @@ static int scan_token(influx_t *X, const char *p, size_t n, size_t *pi, unsigned
     return 0;
   }
   size_t end = i;
-  while (end < n && !(stop_class[(unsigned char)p[end]] & k)) end += p[end] == '\\' && end + 1 < n && p[end + 1] != '\n' ? 2 : 1;
+  while (end < n && !(stop_class[(unsigned char)p[end]] & k))
+    end += p[end] == '\\' && end + 1 < n && p[end + 1] != '\n' ? 2 : 1;
   char *out = arena_alloc(X->scratch, end - start + 1);
   if (!out) return MD_ENOMEM;
   size_t o = 0;
   for (size_t j = start; j < end; j++) {
-    if (p[j] == '\\' && j + 1 < end && p[j + 1] != '\n' &&
-        (stop_class[(unsigned char)p[j + 1]] & k)) {
+    if (p[j] == '\\' && j + 1 < end && p[j + 1] != '\n' && (stop_class[(unsigned char)p[j + 1]] & k)) {
       out[o++] = p[++j];
     } else {
       out[o++] = p[j];
@@ -146,12 +147,24 @@ static int64_t floordiv(int64_t a, int64_t b) {
 static int convert_ts(int64_t t, ingest_precision_t prec, int64_t *ms) {
   int64_t mul = 1;
   switch (prec) {
-  case INGEST_PREC_NS: *ms = floordiv(t, 1000000); return 0;
-  case INGEST_PREC_US: *ms = floordiv(t, 1000); return 0;
-  case INGEST_PREC_MS: *ms = t; return 0;
-  case INGEST_PREC_S: mul = 1000; break;
-  case INGEST_PREC_M: mul = 60000; break;
-  case INGEST_PREC_H: mul = 3600000; break;
+  case INGEST_PREC_NS:
+    *ms = floordiv(t, 1000000);
+    return 0;
+  case INGEST_PREC_US:
+    *ms = floordiv(t, 1000);
+    return 0;
+  case INGEST_PREC_MS:
+    *ms = t;
+    return 0;
+  case INGEST_PREC_S:
+    mul = 1000;
+    break;
+  case INGEST_PREC_M:
+    mul = 60000;
+    break;
+  case INGEST_PREC_H:
+    mul = 3600000;
+    break;
   }
   if (t > INT64_MAX / mul || t < INT64_MIN / mul) return -1;
   *ms = t * mul;
@@ -204,10 +217,11 @@ static int parse_line(influx_t *X, const char *p, size_t n, size_t *pi, char *er
   }
   if (i >= n || p[i] != ' ') {
     *pi = i;
-    return md_error(err, errlen, MD_EINVAL, "missing fields after measurement \"%.*s\"", (int)(mlen > 64 ? 64 : mlen),
-                    meas);
+    return md_error(err, errlen, MD_EINVAL, "missing fields after measurement \"%.*s\"",
+                    (int)(mlen > 64 ? 64 : mlen), meas);
   }
-  while (i < n && p[i] == ' ') i++;
+  while (i < n && p[i] == ' ')
+    i++;
   size_t nf = 0;
   for (;;) {
     const char *k;
@@ -225,16 +239,19 @@ static int parse_line(influx_t *X, const char *p, size_t n, size_t *pi, char *er
     if (i < n && p[i] == '"') {
       /* A string field: skipped, but it must be well formed. */
       i++;
-      while (i < n && p[i] != '"') i += (p[i] == '\\' && i + 1 < n) ? 2 : 1;
+      while (i < n && p[i] != '"')
+        i += (p[i] == '\\' && i + 1 < n) ? 2 : 1;
       if (i >= n) {
         *pi = n;
-        return md_error(err, errlen, MD_EINVAL, "unterminated string in field \"%.*s\"", (int)(kl > 64 ? 64 : kl), k);
+        return md_error(err, errlen, MD_EINVAL, "unterminated string in field \"%.*s\"",
+                        (int)(kl > 64 ? 64 : kl), k);
       }
       i++;
       X->c.res->skipped++;
     } else {
       size_t vs = i;
-      while (i < n && p[i] != ',' && p[i] != ' ' && p[i] != '\n' && p[i] != '\r') i++;
+      while (i < n && p[i] != ',' && p[i] != ' ' && p[i] != '\n' && p[i] != '\r')
+        i++;
       double v;
       if ((rc = parse_field_value(p + vs, i - vs, &v, err, errlen))) {
         *pi = i;
@@ -262,25 +279,29 @@ static int parse_line(influx_t *X, const char *p, size_t n, size_t *pi, char *er
     *pi = i;
     return md_error(err, errlen, MD_EINVAL, "unexpected '%c' after fields", p[i]);
   }
-  while (i < n && (p[i] == ' ' || p[i] == '\t')) i++;
+  while (i < n && (p[i] == ' ' || p[i] == '\t'))
+    i++;
   int64_t ts = X->c.o ? X->c.o->default_ts : 0;
   if (i < n && p[i] != '\n' && p[i] != '\r') {
     size_t ts0 = i;
-    while (i < n && p[i] != ' ' && p[i] != '\n' && p[i] != '\r' && p[i] != '\t') i++;
+    while (i < n && p[i] != ' ' && p[i] != '\n' && p[i] != '\r' && p[i] != '\t')
+      i++;
     int64_t raw;
     if (ingest_parse_int64(p + ts0, i - ts0, &raw) ||
         convert_ts(raw, X->c.o ? X->c.o->precision : INGEST_PREC_NS, &ts)) {
       *pi = i;
-      return md_error(err, errlen, MD_EINVAL, "invalid timestamp \"%.*s\"", (int)(i - ts0 > 64 ? 64 : i - ts0),
-                      p + ts0);
+      return md_error(err, errlen, MD_EINVAL, "invalid timestamp \"%.*s\"",
+                      (int)(i - ts0 > 64 ? 64 : i - ts0), p + ts0);
     }
-    while (i < n && (p[i] == ' ' || p[i] == '\t' || p[i] == '\r')) i++;
+    while (i < n && (p[i] == ' ' || p[i] == '\t' || p[i] == '\r'))
+      i++;
     if (i < n && p[i] != '\n') {
       *pi = i;
       return md_error(err, errlen, MD_EINVAL, "unexpected text after the timestamp");
     }
   } else {
-    while (i < n && p[i] == '\r') i++;
+    while (i < n && p[i] == '\r')
+      i++;
     if (i < n && p[i] != '\n') {
       *pi = i;
       return md_error(err, errlen, MD_EINVAL, "unexpected text after fields");
@@ -315,7 +336,8 @@ static int parse_line(influx_t *X, const char *p, size_t n, size_t *pi, char *er
   return 0;
 }
 
-int ingest_parse_influx(const char *p, size_t n, const ingest_opts_t *o, tsdb_batch_t *b, ingest_result_t *res) {
+int ingest_parse_influx(const char *p, size_t n, const ingest_opts_t *o, tsdb_batch_t *b,
+                        ingest_result_t *res) {
   init_classes();
   influx_t *X = malloc(sizeof *X);
   if (!X) return MD_ENOMEM;
@@ -329,7 +351,8 @@ int ingest_parse_influx(const char *p, size_t n, const ingest_opts_t *o, tsdb_ba
   char err[200];
   while (i < n && !X->c.limit_hit && !X->c.oom) {
     lineno++;
-    while (i < n && (p[i] == ' ' || p[i] == '\t' || p[i] == '\r')) i++;
+    while (i < n && (p[i] == ' ' || p[i] == '\t' || p[i] == '\r'))
+      i++;
     if (i < n && p[i] == '\n') {
       i++;
       continue;

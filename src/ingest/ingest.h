@@ -59,23 +59,23 @@ typedef struct ingest_opts {
    * Names must be valid label names. */
   const tsdb_label_t *extra_labels;
   size_t n_extra_labels;
-  bool openmetrics;              /* text: OpenMetrics (seconds timestamps, # EOF) */
-  ingest_precision_t precision;  /* line protocol */
-  const char *influx_db;         /* line protocol: value of label "db" (NULL = none) */
+  bool openmetrics;             /* text: OpenMetrics (seconds timestamps, # EOF) */
+  ingest_precision_t precision; /* line protocol */
+  const char *influx_db;        /* line protocol: value of label "db" (NULL = none) */
 } ingest_opts_t;
 
 #define INGEST_MAX_REPORTED_ERRORS 10
 
 typedef struct ingest_result {
-  size_t lines;        /* lines / items / series seen */
-  size_t samples;      /* samples put into the batch */
-  size_t series;       /* series put into the batch */
-  size_t rejected;     /* lines / items / series rejected */
-  size_t skipped;      /* valid but not stored: strings, metadata, exemplars, native histograms */
-  size_t metadata;     /* HELP/TYPE/UNIT lines, remote_write metadata */
-  size_t nerrors;      /* errors below (first INGEST_MAX_REPORTED_ERRORS) */
+  size_t lines;    /* lines / items / series seen */
+  size_t samples;  /* samples put into the batch */
+  size_t series;   /* series put into the batch */
+  size_t rejected; /* lines / items / series rejected */
+  size_t skipped;  /* valid but not stored: strings, metadata, exemplars, native histograms */
+  size_t metadata; /* HELP/TYPE/UNIT lines, remote_write metadata */
+  size_t nerrors;  /* errors below (first INGEST_MAX_REPORTED_ERRORS) */
   struct {
-    size_t where;      /* 1-based line number, or 0-based item index */
+    size_t where; /* 1-based line number, or 0-based item index */
     char message[200];
   } errors[INGEST_MAX_REPORTED_ERRORS];
 } ingest_result_t;
@@ -141,20 +141,23 @@ int ingest_parse_otlp_json(const char *p, size_t n, const ingest_opts_t *o, tsdb
 /* ---- StatsD ------------------------------------------------------------------------------ */
 
 typedef enum {
-  INGEST_STATSD_COUNTER,   /* c */
-  INGEST_STATSD_GAUGE,     /* g (with sign: relative change) */
-  INGEST_STATSD_TIMER,     /* ms, h, d: observed into a histogram (ms → seconds) */
-  INGEST_STATSD_SET,       /* s: counted as unique values */
+  INGEST_STATSD_COUNTER, /* c */
+  INGEST_STATSD_GAUGE,   /* g (with sign: relative change) */
+  INGEST_STATSD_TIMER,   /* ms, h, d: observed into a histogram (ms → seconds) */
+  INGEST_STATSD_SET,     /* s: counted as unique values */
 } ingest_statsd_type_t;
 
 typedef struct ingest_statsd_event {
-  const char *name; size_t nlen;     /* raw, unsanitised */
+  const char *name;
+  size_t nlen; /* raw, unsanitised */
   double value;
-  bool relative;                     /* gauge "+3" / "-3" */
-  const char *set_member; size_t set_len;
+  bool relative; /* gauge "+3" / "-3" */
+  const char *set_member;
+  size_t set_len;
   ingest_statsd_type_t type;
-  double sample_rate;                /* 1 unless @rate */
-  const char *tags; size_t tags_len; /* DogStatsD "k:v,k2:v2" (raw) or NULL */
+  double sample_rate; /* 1 unless @rate */
+  const char *tags;
+  size_t tags_len; /* DogStatsD "k:v,k2:v2" (raw) or NULL */
 } ingest_statsd_event_t;
 
 /* Parses a StatsD datagram (one or more '\n'-separated lines) calling cb per good line; bad
@@ -173,13 +176,16 @@ typedef struct ingest_track_buckets {
 } ingest_track_buckets_t;
 
 typedef struct ingest_track_config {
-  const double *default_buckets; size_t n_default_buckets; /* NULL = .005 … 10 */
-  const ingest_track_buckets_t *metric_buckets; size_t n_metric_buckets;
-  const double *quantiles; size_t n_quantiles;             /* NULL = 0.5, 0.9, 0.99 */
-  int64_t summary_window_ms;                               /* default 600000 (10 min) */
-  size_t summary_max_observations;                         /* per series, default 4096 */
-  size_t max_series;                                       /* all tenants; 0 = 1,000,000 */
-  const ingest_limits_t *limits;                           /* NULL = defaults */
+  const double *default_buckets;
+  size_t n_default_buckets; /* NULL = .005 … 10 */
+  const ingest_track_buckets_t *metric_buckets;
+  size_t n_metric_buckets;
+  const double *quantiles;
+  size_t n_quantiles;              /* NULL = 0.5, 0.9, 0.99 */
+  int64_t summary_window_ms;       /* default 600000 (10 min) */
+  size_t summary_max_observations; /* per series, default 4096 */
+  size_t max_series;               /* all tenants; 0 = 1,000,000 */
+  const ingest_limits_t *limits;   /* NULL = defaults */
 } ingest_track_config_t;
 
 typedef enum {
@@ -206,11 +212,14 @@ int ingest_track_observe(ingest_track_t *reg, const char *tenant, const char *na
  * response JSON into out and returns: 0 success (batch: at least one item stored or the
  * batch was empty), MD_EINVAL (single event bad / batch not an array / every item bad),
  * MD_ELIMIT (series limit). *nok and *nfail count batch items (may be NULL). */
-int ingest_track_json(ingest_track_t *reg, const char *body, size_t n, bool batch,
-                      const char *default_tenant, bool allow_body_tenant, int64_t now_ms, sb_t *out,
-                      size_t *nok, size_t *nfail);
+int ingest_track_json(ingest_track_t *reg, const char *body, size_t n, bool batch, const char *default_tenant,
+                      bool allow_body_tenant, int64_t now_ms, sb_t *out, size_t *nok, size_t *nfail);
 
-typedef enum { INGEST_EXPOSE_PROMETHEUS = 0, INGEST_EXPOSE_OPENMETRICS = 1, INGEST_EXPOSE_JSON = 2 } ingest_expose_format_t;
+typedef enum {
+  INGEST_EXPOSE_PROMETHEUS = 0,
+  INGEST_EXPOSE_OPENMETRICS = 1,
+  INGEST_EXPOSE_JSON = 2
+} ingest_expose_format_t;
 
 /* Appends the tenant's tracked state (tenant NULL = every tenant, with a "tenant_id" label
  * added when there are several) as text exposition with HELP/TYPE (or OpenMetrics, or a

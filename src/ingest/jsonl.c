@@ -38,8 +38,8 @@ static int line_to_batch(ictx_t *c, ilabel_t *L, const char *s, size_t n, char *
     goto out;
   }
   if (json_array_size(values) != json_array_size(tss)) {
-    md_error(err, errlen, MD_EINVAL, "\"values\" has %zu items but \"timestamps\" has %zu", json_array_size(values),
-             json_array_size(tss));
+    md_error(err, errlen, MD_EINVAL, "\"values\" has %zu items but \"timestamps\" has %zu",
+             json_array_size(values), json_array_size(tss));
     goto out;
   }
   size_t nl = 1;
@@ -97,7 +97,6 @@ out:
   return rc;
 }
 
-
 /* ---- fast path ----------------------------------------------------------------------------
  * The common line (what exporters write: plain strings without escapes, numbers, any key
  * order) is decoded here without building a JSON tree. Anything else — escapes, nested
@@ -113,7 +112,8 @@ typedef struct {
 } cur_t;
 
 static void ws(cur_t *c) {
-  while (c->p < c->end && (*c->p == ' ' || *c->p == '\t' || *c->p == '\r' || *c->p == '\n')) c->p++;
+  while (c->p < c->end && (*c->p == ' ' || *c->p == '\t' || *c->p == '\r' || *c->p == '\n'))
+    c->p++;
 }
 
 static bool eat(cur_t *c, char ch) {
@@ -152,20 +152,23 @@ static bool num_token(cur_t *c, const char **s, size_t *n, bool *integer) {
   if (*q == '0') {
     q++;
   } else {
-    while (q < e && *q >= '0' && *q <= '9') q++;
+    while (q < e && *q >= '0' && *q <= '9')
+      q++;
   }
   if (q < e && *q == '.') {
     *integer = false;
     q++;
     if (q >= e || *q < '0' || *q > '9') return false;
-    while (q < e && *q >= '0' && *q <= '9') q++;
+    while (q < e && *q >= '0' && *q <= '9')
+      q++;
   }
   if (q < e && (*q == 'e' || *q == 'E')) {
     *integer = false;
     q++;
     if (q < e && (*q == '+' || *q == '-')) q++;
     if (q >= e || *q < '0' || *q > '9') return false;
-    while (q < e && *q >= '0' && *q <= '9') q++;
+    while (q < e && *q >= '0' && *q <= '9')
+      q++;
   }
   *s = b;
   *n = (size_t)(q - b);
@@ -214,8 +217,8 @@ static int fast_line(ictx_t *ic, ilabel_t *L, const char *s, size_t n, int64_t *
           const char *t;
           size_t tl;
           bool integer;
-          if (nv == FAST_MAX_SAMPLES || !num_token(&c, &t, &tl, &integer) || ingest_parse_double(t, tl, &vs[nv]) ||
-              !isfinite(vs[nv]))
+          if (nv == FAST_MAX_SAMPLES || !num_token(&c, &t, &tl, &integer) ||
+              ingest_parse_double(t, tl, &vs[nv]) || !isfinite(vs[nv]))
             return FAST_FALLBACK;
           nv++;
           if (eat(&c, ',')) continue;
@@ -248,7 +251,8 @@ static int fast_line(ictx_t *ic, ilabel_t *L, const char *s, size_t n, int64_t *
     return FAST_FALLBACK;
   }
   ws(&c);
-  if (c.p != c.end || !have_metric || !have_values || !have_ts || !have_name || nv != nt) return FAST_FALLBACK;
+  if (c.p != c.end || !have_metric || !have_values || !have_ts || !have_name || nv != nt)
+    return FAST_FALLBACK;
   /* Labels must be UTF-8 (jansson checks that too); ictx_series checks values, names
    * are checked by the name syntax. */
   int rc = ictx_series(ic, L, nl, err, errlen);
@@ -258,7 +262,8 @@ static int fast_line(ictx_t *ic, ilabel_t *L, const char *s, size_t n, int64_t *
   return 0;
 }
 
-int ingest_parse_jsonl(const char *p, size_t n, const ingest_opts_t *o, tsdb_batch_t *b, ingest_result_t *res) {
+int ingest_parse_jsonl(const char *p, size_t n, const ingest_opts_t *o, tsdb_batch_t *b,
+                       ingest_result_t *res) {
   ictx_t c;
   ictx_init(&c, o, b, res);
   ilabel_t *L = malloc(sizeof(ilabel_t) * (INGEST_HARD_MAX_LABELS + 1));
@@ -279,7 +284,8 @@ int ingest_parse_jsonl(const char *p, size_t n, const ingest_opts_t *o, tsdb_bat
     size_t len = end - pos;
     pos = end + 1;
     lineno++;
-    while (len && (s[len - 1] == '\r' || s[len - 1] == ' ' || s[len - 1] == '\t')) len--;
+    while (len && (s[len - 1] == '\r' || s[len - 1] == ' ' || s[len - 1] == '\t'))
+      len--;
     while (len && (s[0] == ' ' || s[0] == '\t')) {
       s++;
       len--;
@@ -308,8 +314,8 @@ static void put_value(sb_t *out, double v) {
   }
 }
 
-void ingest_export_jsonl_series(const tsdb_label_t *l, size_t nl, const int64_t *ts, const double *v, size_t ns,
-                                sb_t *out) {
+void ingest_export_jsonl_series(const tsdb_label_t *l, size_t nl, const int64_t *ts, const double *v,
+                                size_t ns, sb_t *out) {
   sb_puts(out, "{\"metric\":{");
   /* __name__ first, then the rest in their (sorted) order, as VictoriaMetrics writes. */
   bool first = true;

@@ -84,10 +84,12 @@ static int emit_one(otlp_t *X, const char *name, size_t nlen, const char *suffix
   for (size_t r = 0; r < X->nres; r++) {
     bool overridden = false;
     for (size_t i = 0; i < pt->nattrs && !overridden; i++)
-      overridden = pt->attrs[i].nlen == X->res[r].nlen && memcmp(pt->attrs[i].name, X->res[r].name, X->res[r].nlen) == 0;
+      overridden = pt->attrs[i].nlen == X->res[r].nlen &&
+                   memcmp(pt->attrs[i].name, X->res[r].name, X->res[r].nlen) == 0;
     if (!overridden) L[nl++] = X->res[r];
   }
-  for (size_t i = 0; i < pt->nattrs; i++) L[nl++] = pt->attrs[i];
+  for (size_t i = 0; i < pt->nattrs; i++)
+    L[nl++] = pt->attrs[i];
   if (xname) L[nl++] = (ilabel_t){xname, strlen(xname), xval, strlen(xval)};
   int rc = ictx_series(&X->c, L, nl, err, errlen);
   if (rc) return rc;
@@ -108,8 +110,9 @@ static int emit_point(otlp_t *X, const char *name, size_t nlen, int kind, const 
   }
   case OT_HIST: {
     if (pt->nbuckets && pt->nbuckets != pt->nbounds + 1)
-      return md_error(err, errlen, MD_EINVAL, "histogram has %zu bucket counts for %zu bounds (want bounds+1)",
-                      pt->nbuckets, pt->nbounds);
+      return md_error(err, errlen, MD_EINVAL,
+                      "histogram has %zu bucket counts for %zu bounds (want bounds+1)", pt->nbuckets,
+                      pt->nbounds);
     int rc;
     if (pt->nbuckets) {
       uint64_t cum = 0;
@@ -127,7 +130,8 @@ static int emit_point(otlp_t *X, const char *name, size_t nlen, int kind, const 
         if ((rc = emit_one(X, name, nlen, "_bucket", pt, "le", le, (double)cum, err, errlen))) return rc;
       }
     }
-    if (pt->has_sum && (rc = emit_one(X, name, nlen, "_sum", pt, NULL, NULL, pt->sum, err, errlen))) return rc;
+    if (pt->has_sum && (rc = emit_one(X, name, nlen, "_sum", pt, NULL, NULL, pt->sum, err, errlen)))
+      return rc;
     return emit_one(X, name, nlen, "_count", pt, NULL, NULL, (double)pt->count, err, errlen);
   }
   case OT_SUMMARY: {
@@ -188,7 +192,9 @@ static int set_resource(otlp_t *X, const char *svc, size_t svcl, const char *ns,
 
 /* ---- protobuf ------------------------------------------------------------------------- */
 
-static void *pb_alloc(void *d, size_t n) { return arena_alloc((arena_t *)d, n ? n : 1); }
+static void *pb_alloc(void *d, size_t n) {
+  return arena_alloc((arena_t *)d, n ? n : 1);
+}
 static void pb_free(void *d, void *p) {
   (void)d;
   (void)p;
@@ -263,7 +269,7 @@ static int pb_metric(otlp_t *X, const Mdotlp__Metric *m, char *err, size_t errle
       pt.ts = nanos_to_ms(X, dp[i]->time_unix_nano);
       pt.no_value = dp[i]->flags & 1;
       pt.value = dp[i]->value_case == MDOTLP__NUMBER_DATA_POINT__VALUE_AS_INT ? (double)dp[i]->as_int
-                                                                               : dp[i]->as_double;
+                                                                              : dp[i]->as_double;
       if ((rc = emit_point(X, name, nl, kind, &pt, err, errlen))) return rc;
     }
     return 0;
@@ -338,7 +344,8 @@ int ingest_parse_otlp_pb(const uint8_t *p, size_t n, const ingest_opts_t *o, tsd
         if (strcmp(kv->key, "service.instance.id") == 0) inst = kv->value->string_value;
       }
     }
-    if (set_resource(&X, svc, svc ? strlen(svc) : 0, ns, ns ? strlen(ns) : 0, inst, inst ? strlen(inst) : 0)) {
+    if (set_resource(&X, svc, svc ? strlen(svc) : 0, ns, ns ? strlen(ns) : 0, inst,
+                     inst ? strlen(inst) : 0)) {
       X.c.oom = true;
       break;
     }
@@ -576,7 +583,8 @@ int ingest_parse_otlp_json(const char *p, size_t n, const ingest_opts_t *o, tsdb
   char err[200];
   json_t *rms = root ? json_object_get(root, "resourceMetrics") : NULL;
   if (!root || !json_is_object(root)) {
-    ictx_error(&X.c, SIZE_MAX, "body is not a JSON object (line %d: %s)", je.line, root ? "not an object" : je.text);
+    ictx_error(&X.c, SIZE_MAX, "body is not a JSON object (line %d: %s)", je.line,
+               root ? "not an object" : je.text);
     goto out;
   }
   if (rms && !json_is_array(rms)) {
@@ -596,7 +604,8 @@ int ingest_parse_otlp_json(const char *p, size_t n, const ingest_opts_t *o, tsdb
       const char *ks = json_string_value(k);
       if (strcmp(ks, "service.name") == 0) svc = json_string_value(sv), svcl = json_string_length(sv);
       if (strcmp(ks, "service.namespace") == 0) ns = json_string_value(sv), nsl = json_string_length(sv);
-      if (strcmp(ks, "service.instance.id") == 0) inst = json_string_value(sv), instl = json_string_length(sv);
+      if (strcmp(ks, "service.instance.id") == 0)
+        inst = json_string_value(sv), instl = json_string_length(sv);
     }
     if (set_resource(&X, svc, svcl, ns, nsl, inst, instl)) {
       X.c.oom = true;

@@ -28,7 +28,8 @@ typedef struct {
 } prom_t;
 
 static size_t skip_ws(const char *s, size_t i, size_t n) {
-  while (i < n && IS_WS(s[i])) i++;
+  while (i < n && IS_WS(s[i]))
+    i++;
   return i;
 }
 
@@ -38,19 +39,21 @@ static unsigned char name_chars[256];
 static void init_name_chars(void) {
   /* Idempotent; a race writes the same bytes. */
   for (int c = 0; c < 256; c++)
-    name_chars[c] = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == ':';
+    name_chars[c] =
+        (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == ':';
 }
 #define is_name_char(ch) (name_chars[(unsigned char)(ch)])
 
-static const char *const om_types[] = {"counter", "gauge",   "histogram", "summary",  "untyped",
-                                       "unknown", "gaugehistogram", "stateset", "info", NULL};
+static const char *const om_types[] = {"counter", "gauge",          "histogram", "summary", "untyped",
+                                       "unknown", "gaugehistogram", "stateset",  "info",    NULL};
 
 /* "# HELP", "# TYPE", "# UNIT", "# EOF" or a comment. Returns 0 or MD_EINVAL with err. */
 static int parse_comment(prom_t *P, const char *s, size_t n, char *err, size_t errlen) {
   bool om = P->c.o && P->c.o->openmetrics;
   size_t i = skip_ws(s, 1, n);
   size_t ks = i;
-  while (i < n && !IS_WS(s[i])) i++;
+  while (i < n && !IS_WS(s[i]))
+    i++;
   size_t klen = i - ks;
   const char *kw = s + ks;
   if (klen == 3 && memcmp(kw, "EOF", 3) == 0 && skip_ws(s, i, n) == n) {
@@ -63,7 +66,8 @@ static int parse_comment(prom_t *P, const char *s, size_t n, char *err, size_t e
   if (!help && !type && !unit) return 0; /* a plain comment */
   i = skip_ws(s, i, n);
   size_t ns = i;
-  while (i < n && !IS_WS(s[i])) i++;
+  while (i < n && !IS_WS(s[i]))
+    i++;
   if (!ingest_valid_metric_name(s + ns, i - ns))
     return md_error(err, errlen, MD_EINVAL, "%.*s: invalid metric name \"%.*s\"", (int)klen, kw,
                     (int)(i - ns > 64 ? 64 : i - ns), s + ns);
@@ -71,9 +75,11 @@ static int parse_comment(prom_t *P, const char *s, size_t n, char *err, size_t e
   if (rs < n && rs == i) return md_error(err, errlen, MD_EINVAL, "%.*s: expected a space", (int)klen, kw);
   const char *rest = s + rs;
   size_t rlen = n - rs;
-  while (rlen && IS_WS(rest[rlen - 1])) rlen--;
+  while (rlen && IS_WS(rest[rlen - 1]))
+    rlen--;
   if (type) {
-    if (rlen == 0) return md_error(err, errlen, MD_EINVAL, "TYPE: missing type for %.*s", (int)(i - ns), s + ns);
+    if (rlen == 0)
+      return md_error(err, errlen, MD_EINVAL, "TYPE: missing type for %.*s", (int)(i - ns), s + ns);
     for (int k = 0; om_types[k]; k++) {
       if (!om && k >= 5) break; /* 0.0.4 knows the first five */
       if (strlen(om_types[k]) == rlen && memcmp(om_types[k], rest, rlen) == 0) {
@@ -81,21 +87,22 @@ static int parse_comment(prom_t *P, const char *s, size_t n, char *err, size_t e
         return 0;
       }
     }
-    return md_error(err, errlen, MD_EINVAL, "TYPE: unknown type \"%.*s\"", (int)(rlen > 32 ? 32 : rlen), rest);
+    return md_error(err, errlen, MD_EINVAL, "TYPE: unknown type \"%.*s\"", (int)(rlen > 32 ? 32 : rlen),
+                    rest);
   }
   if (unit && rlen == 0)
     return md_error(err, errlen, MD_EINVAL, "UNIT: missing unit for %.*s", (int)(i - ns), s + ns);
   if (help) {
     for (size_t k = 0; k < rlen; k++) {
       if (rest[k] != '\\') continue;
-      if (k + 1 == rlen)
-        return md_error(err, errlen, MD_EINVAL, "HELP: backslash at end of line");
+      if (k + 1 == rlen) return md_error(err, errlen, MD_EINVAL, "HELP: backslash at end of line");
       char e = rest[k + 1];
       if (e != '\\' && e != 'n' && !(om && e == '"'))
         return md_error(err, errlen, MD_EINVAL, "HELP: invalid escape \"\\%c\"", e);
       k++;
     }
-    if (!ingest_valid_utf8(rest, rlen)) return md_error(err, errlen, MD_EINVAL, "HELP: text is not valid UTF-8");
+    if (!ingest_valid_utf8(rest, rlen))
+      return md_error(err, errlen, MD_EINVAL, "HELP: text is not valid UTF-8");
   }
   P->c.res->metadata++;
   return 0;
@@ -105,7 +112,8 @@ static int parse_comment(prom_t *P, const char *s, size_t n, char *err, size_t e
 static int parse_label_value(prom_t *P, const char *s, size_t n, size_t *pi, const char **val, size_t *vlen,
                              char *err, size_t errlen) {
   size_t i = *pi, start = i;
-  while (i < n && s[i] != '"' && s[i] != '\\') i++;
+  while (i < n && s[i] != '"' && s[i] != '\\')
+    i++;
   if (i < n && s[i] == '"') {
     *val = s + start;
     *vlen = i - start;
@@ -142,7 +150,8 @@ static int parse_label_value(prom_t *P, const char *s, size_t n, size_t *pi, con
 static int parse_sample(prom_t *P, const char *s, size_t n, size_t lineno, char *err, size_t errlen) {
   bool om = P->c.o && P->c.o->openmetrics;
   size_t i = 0;
-  while (i < n && is_name_char((unsigned char)s[i])) i++;
+  while (i < n && is_name_char((unsigned char)s[i]))
+    i++;
   if (i == 0) {
     if (s[0] == '{') return md_error(err, errlen, MD_EINVAL, "missing metric name before '{'");
     return md_error(err, errlen, MD_EINVAL, "expected a metric name, found '%c'",
@@ -161,7 +170,8 @@ static int parse_sample(prom_t *P, const char *s, size_t n, size_t lineno, char 
         break;
       }
       size_t ls = i;
-      while (i < n && is_name_char((unsigned char)s[i])) i++;
+      while (i < n && is_name_char((unsigned char)s[i]))
+        i++;
       if (i == ls) return md_error(err, errlen, MD_EINVAL, "expected a label name at column %zu", i + 1);
       size_t le = i;
       i = skip_ws(s, i, n);
@@ -198,21 +208,24 @@ static int parse_sample(prom_t *P, const char *s, size_t n, size_t lineno, char 
                     (unsigned char)s[i] >= 0x20 && (unsigned char)s[i] < 0x7f ? s[i] : '?');
   i = skip_ws(s, i, n);
   size_t vs = i;
-  while (i < n && !IS_WS(s[i])) i++;
+  while (i < n && !IS_WS(s[i]))
+    i++;
   if (i == vs) return md_error(err, errlen, MD_EINVAL, "missing value");
   double v;
   if (ingest_parse_double(s + vs, i - vs, &v))
-    return md_error(err, errlen, MD_EINVAL, "invalid value \"%.*s\"", (int)(i - vs > 64 ? 64 : i - vs), s + vs);
+    return md_error(err, errlen, MD_EINVAL, "invalid value \"%.*s\"", (int)(i - vs > 64 ? 64 : i - vs),
+                    s + vs);
   int64_t ts = P->c.o ? P->c.o->default_ts : 0;
   i = skip_ws(s, i, n);
   if (i < n && s[i] != '#') {
     size_t ts0 = i;
-    while (i < n && !IS_WS(s[i])) i++;
+    while (i < n && !IS_WS(s[i]))
+      i++;
     if (om) {
       double sec;
       if (ingest_parse_double(s + ts0, i - ts0, &sec) || !isfinite(sec) || fabs(sec) > 9.2e15)
-        return md_error(err, errlen, MD_EINVAL, "invalid timestamp \"%.*s\"", (int)(i - ts0 > 64 ? 64 : i - ts0),
-                        s + ts0);
+        return md_error(err, errlen, MD_EINVAL, "invalid timestamp \"%.*s\"",
+                        (int)(i - ts0 > 64 ? 64 : i - ts0), s + ts0);
       ts = (int64_t)llround(sec * 1000.0);
     } else if (ingest_parse_int64(s + ts0, i - ts0, &ts)) {
       return md_error(err, errlen, MD_EINVAL, "invalid timestamp \"%.*s\" (integer milliseconds expected)",
@@ -235,7 +248,8 @@ static int parse_sample(prom_t *P, const char *s, size_t n, size_t lineno, char 
 }
 
 bool ingest_text_is_openmetrics(const char *p, size_t n) {
-  while (n && (p[n - 1] == '\n' || p[n - 1] == '\r' || IS_WS(p[n - 1]))) n--;
+  while (n && (p[n - 1] == '\n' || p[n - 1] == '\r' || IS_WS(p[n - 1])))
+    n--;
   return n >= 5 && memcmp(p + n - 5, "# EOF", 5) == 0 && (n == 5 || p[n - 6] == '\n');
 }
 

@@ -70,17 +70,20 @@ static bool skip_field(pbuf_t *b, int wt) {
   uint64_t v;
   pbuf_t sub;
   switch (wt) {
-  case 0: return rd_varint(b, &v);
+  case 0:
+    return rd_varint(b, &v);
   case 1:
     if (b->end - b->p < 8) return false;
     b->p += 8;
     return true;
-  case 2: return rd_len(b, &sub);
+  case 2:
+    return rd_len(b, &sub);
   case 5:
     if (b->end - b->p < 4) return false;
     b->p += 4;
     return true;
-  default: return false;
+  default:
+    return false;
   }
 }
 
@@ -89,10 +92,14 @@ enum { M_WRITE, M_SERIES, M_LABEL, M_SAMPLE };
 
 static int want_wt(int msg, uint32_t f) {
   switch (msg) {
-  case M_WRITE: return f == 1 || f == 3 ? 2 : -1;
-  case M_SERIES: return f >= 1 && f <= 4 ? 2 : -1;
-  case M_LABEL: return f == 1 || f == 2 ? 2 : -1;
-  case M_SAMPLE: return f == 1 ? 1 : f == 2 ? 0 : -1;
+  case M_WRITE:
+    return f == 1 || f == 3 ? 2 : -1;
+  case M_SERIES:
+    return f >= 1 && f <= 4 ? 2 : -1;
+  case M_LABEL:
+    return f == 1 || f == 2 ? 2 : -1;
+  case M_SAMPLE:
+    return f == 1 ? 1 : f == 2 ? 0 : -1;
   }
   return -1;
 }
@@ -249,9 +256,9 @@ int ingest_parse_remote_write(const char *p, size_t n, const ingest_opts_t *o, t
     r->rejected = r->nerrors = 1;
     r->errors[0].where = SIZE_MAX;
     snprintf(r->errors[0].message, sizeof r->errors[0].message,
-             outlen > MAX_DECODED ? "snappy-decoded body would exceed 256 MiB"
+             outlen > MAX_DECODED        ? "snappy-decoded body would exceed 256 MiB"
              : outlen / 32 > n && outlen ? "snappy length header is inconsistent with the body size"
-                                  : "body is not snappy block-compressed data");
+                                         : "body is not snappy block-compressed data");
     return MD_EINVAL;
   }
   char *buf = malloc(outlen ? outlen : 1);
@@ -263,7 +270,8 @@ int ingest_parse_remote_write(const char *p, size_t n, const ingest_opts_t *o, t
     memset(r, 0, sizeof *r);
     r->rejected = r->nerrors = 1;
     r->errors[0].where = SIZE_MAX;
-    snprintf(r->errors[0].message, sizeof r->errors[0].message, "body is not valid snappy block-compressed data");
+    snprintf(r->errors[0].message, sizeof r->errors[0].message,
+             "body is not valid snappy block-compressed data");
     return MD_EINVAL;
   }
   int rc = ingest_parse_remote_write_pb((const uint8_t *)buf, outlen, o, b, res);

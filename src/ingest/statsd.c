@@ -75,12 +75,13 @@ static int parse_line(const char *s, size_t n, ingest_statsd_event_t *e, char *e
     }
     q = qe;
   }
-  if (!ingest_valid_utf8(e->name, e->nlen)) return md_error(err, errlen, MD_EINVAL, "name is not valid UTF-8");
+  if (!ingest_valid_utf8(e->name, e->nlen))
+    return md_error(err, errlen, MD_EINVAL, "name is not valid UTF-8");
   return 0;
 }
 
-int ingest_parse_statsd(const char *p, size_t n, int (*cb)(void *ctx, const ingest_statsd_event_t *e), void *ctx,
-                        ingest_result_t *res) {
+int ingest_parse_statsd(const char *p, size_t n, int (*cb)(void *ctx, const ingest_statsd_event_t *e),
+                        void *ctx, ingest_result_t *res) {
   ingest_result_t local;
   ictx_t c;
   ictx_init(&c, NULL, NULL, res ? res : &local);
@@ -93,7 +94,8 @@ int ingest_parse_statsd(const char *p, size_t n, int (*cb)(void *ctx, const inge
     size_t len = end - pos;
     pos = end + 1;
     lineno++;
-    while (len && (s[len - 1] == '\r' || s[len - 1] == ' ')) len--;
+    while (len && (s[len - 1] == '\r' || s[len - 1] == ' '))
+      len--;
     if (len == 0) continue;
     c.res->lines++;
     ingest_statsd_event_t e;

@@ -106,7 +106,8 @@ int ingest_track_new(const ingest_track_config_t *cfg, ingest_track_t **out, cha
   if (!r) return md_error(err, errlen, MD_ENOMEM, "out of memory");
   pthread_mutex_init(&r->mu, NULL);
   const double *db = cfg->default_buckets ? cfg->default_buckets : default_bounds;
-  size_t ndb = cfg->default_buckets ? cfg->n_default_buckets : sizeof default_bounds / sizeof default_bounds[0];
+  size_t ndb =
+      cfg->default_buckets ? cfg->n_default_buckets : sizeof default_bounds / sizeof default_bounds[0];
   const double *q = cfg->quantiles ? cfg->quantiles : default_quantiles;
   size_t nq = cfg->quantiles ? cfg->n_quantiles : 3;
   int rc = 0;
@@ -191,7 +192,8 @@ void ingest_track_free(ingest_track_t *r) {
     }
   }
   free(r->fam);
-  for (size_t i = 0; i < r->ntenants; i++) free(r->tenants[i].name);
+  for (size_t i = 0; i < r->ntenants; i++)
+    free(r->tenants[i].name);
   free(r->tenants);
   for (size_t i = 0; i < r->n_metric_buckets; i++) {
     free((char *)r->metric_buckets[i].metric);
@@ -206,10 +208,14 @@ void ingest_track_free(ingest_track_t *r) {
 
 static const char *type_name(ingest_track_type_t t) {
   switch (t) {
-  case INGEST_TRACK_COUNTER: return "counter";
-  case INGEST_TRACK_GAUGE: return "gauge";
-  case INGEST_TRACK_HISTOGRAM: return "histogram";
-  case INGEST_TRACK_SUMMARY: return "summary";
+  case INGEST_TRACK_COUNTER:
+    return "counter";
+  case INGEST_TRACK_GAUGE:
+    return "gauge";
+  case INGEST_TRACK_HISTOGRAM:
+    return "histogram";
+  case INGEST_TRACK_SUMMARY:
+    return "summary";
   }
   return "untyped";
 }
@@ -218,10 +224,12 @@ static uint64_t family_hash(const char *tenant, const char *name, size_t nlen) {
   return md_hash64(name, nlen, md_hash64(tenant, strlen(tenant), 0x7472616bULL));
 }
 
-static tfamily_t *family_find(ingest_track_t *r, const char *tenant, const char *name, size_t nlen, uint64_t h) {
+static tfamily_t *family_find(ingest_track_t *r, const char *tenant, const char *name, size_t nlen,
+                              uint64_t h) {
   if (!r->fcap) return NULL;
   for (tfamily_t *f = r->fam[h & (r->fcap - 1)]; f; f = f->next)
-    if (f->hash == h && strcmp(f->tenant, tenant) == 0 && strlen(f->name) == nlen && memcmp(f->name, name, nlen) == 0)
+    if (f->hash == h && strcmp(f->tenant, tenant) == 0 && strlen(f->name) == nlen &&
+        memcmp(f->name, name, nlen) == 0)
       return f;
   return NULL;
 }
@@ -271,8 +279,8 @@ static bool valid_tenant(const char *t) {
   if (n == 0 || n > 128) return false;
   for (size_t i = 0; i < n; i++) {
     char c = t[i];
-    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-' ||
-          c == '.' || c == ':'))
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+          c == '-' || c == '.' || c == ':'))
       return false;
   }
   return true;
@@ -324,21 +332,23 @@ static int obs_add(ingest_track_t *r, tseries_t *s, double v, int64_t now) {
   return 0;
 }
 
-int ingest_track_observe(ingest_track_t *r, const char *tenant, const char *name, size_t nlen, ingest_track_type_t type,
-                         const tsdb_label_t *labels, size_t nlabels, const char *service, double value, int64_t now_ms,
-                         char *err, size_t errlen) {
+int ingest_track_observe(ingest_track_t *r, const char *tenant, const char *name, size_t nlen,
+                         ingest_track_type_t type, const tsdb_label_t *labels, size_t nlabels,
+                         const char *service, double value, int64_t now_ms, char *err, size_t errlen) {
   if (!tenant || !valid_tenant(tenant))
     return md_error(err, errlen, MD_EINVAL, "invalid tenant_id (1-128 of [A-Za-z0-9_.:-])");
   if (!ingest_valid_metric_name(name, nlen))
-    return md_error(err, errlen, MD_EINVAL, "invalid metric name \"%.*s\"", (int)(nlen > 64 ? 64 : nlen), name);
+    return md_error(err, errlen, MD_EINVAL, "invalid metric name \"%.*s\"", (int)(nlen > 64 ? 64 : nlen),
+                    name);
   if (nlen > r->limits.max_label_name_len)
-    return md_error(err, errlen, MD_EINVAL, "metric name longer than %zu bytes", r->limits.max_label_name_len);
+    return md_error(err, errlen, MD_EINVAL, "metric name longer than %zu bytes",
+                    r->limits.max_label_name_len);
   if (type < INGEST_TRACK_COUNTER || type > INGEST_TRACK_SUMMARY)
     return md_error(err, errlen, MD_EINVAL, "unknown metric type");
   if (!isfinite(value)) return md_error(err, errlen, MD_EINVAL, "value must be a finite number");
   if (type == INGEST_TRACK_COUNTER && value < 0)
-    return md_error(err, errlen, MD_EINVAL, "counter %.*s cannot be decreased (value %g < 0)", (int)(nlen > 64 ? 64 : nlen),
-                    name, value);
+    return md_error(err, errlen, MD_EINVAL, "counter %.*s cannot be decreased (value %g < 0)",
+                    (int)(nlen > 64 ? 64 : nlen), name, value);
   bool add_service = service && service[0];
   for (size_t i = 0; i < nlabels; i++)
     if (strcmp(labels[i].name, "service") == 0) add_service = false;
@@ -364,7 +374,8 @@ int ingest_track_observe(ingest_track_t *r, const char *tenant, const char *name
       goto out;
     }
     if (kl > r->limits.max_label_name_len || vl > r->limits.max_label_value_len) {
-      rc = md_error(err, errlen, MD_EINVAL, "label %.*s: name or value longer than the limit (%zu / %zu bytes)",
+      rc = md_error(err, errlen, MD_EINVAL,
+                    "label %.*s: name or value longer than the limit (%zu / %zu bytes)",
                     (int)(kl > 64 ? 64 : kl), k, r->limits.max_label_name_len, r->limits.max_label_value_len);
       goto out;
     }
@@ -379,7 +390,8 @@ int ingest_track_observe(ingest_track_t *r, const char *tenant, const char *name
   if (add_service) {
     size_t vl = strlen(service);
     if (vl > r->limits.max_label_value_len || !ingest_valid_utf8(service, vl)) {
-      rc = md_error(err, errlen, MD_EINVAL, "service is longer than %zu bytes or not UTF-8", r->limits.max_label_value_len);
+      rc = md_error(err, errlen, MD_EINVAL, "service is longer than %zu bytes or not UTF-8",
+                    r->limits.max_label_value_len);
       goto out;
     }
     ls[n++] = (tsdb_label_t){"service", service};
@@ -426,7 +438,8 @@ int ingest_track_observe(ingest_track_t *r, const char *tenant, const char *name
       if (s->hash == sh && s->keylen == keylen && memcmp(s->key, key, keylen) == 0) break;
   if (!s) {
     if (tt->series >= r->max_series) {
-      rc = md_error(err, errlen, MD_ELIMIT, "tenant %s already tracks %zu series (the limit)", tenant, r->max_series);
+      rc = md_error(err, errlen, MD_ELIMIT, "tenant %s already tracks %zu series (the limit)", tenant,
+                    r->max_series);
       goto unlock;
     }
     if (!f) {
@@ -440,7 +453,8 @@ int ingest_track_observe(ingest_track_t *r, const char *tenant, const char *name
       const double *b = r->default_bounds;
       size_t nb = r->n_default_bounds;
       for (size_t i = 0; i < r->n_metric_buckets; i++) {
-        if (strlen(r->metric_buckets[i].metric) == nlen && memcmp(r->metric_buckets[i].metric, name, nlen) == 0) {
+        if (strlen(r->metric_buckets[i].metric) == nlen &&
+            memcmp(r->metric_buckets[i].metric, name, nlen) == 0) {
           b = r->metric_buckets[i].bounds;
           nb = r->metric_buckets[i].n;
         }
@@ -503,11 +517,16 @@ int ingest_track_observe(ingest_track_t *r, const char *tenant, const char *name
     r->total_series++;
   }
   switch (type) {
-  case INGEST_TRACK_COUNTER: s->value += value; break;
-  case INGEST_TRACK_GAUGE: s->value = value; break;
+  case INGEST_TRACK_COUNTER:
+    s->value += value;
+    break;
+  case INGEST_TRACK_GAUGE:
+    s->value = value;
+    break;
   case INGEST_TRACK_HISTOGRAM: {
     size_t b = 0;
-    while (b < f->nbounds && value > f->bounds[b]) b++;
+    while (b < f->nbounds && value > f->bounds[b])
+      b++;
     s->buckets[b]++;
     s->sum += value;
     s->count++;
@@ -556,15 +575,17 @@ static int parse_type(const char *s, ingest_track_type_t *t) {
 }
 
 /* One event object → observe. err gets the reason on failure. */
-static int track_event(ingest_track_t *r, json_t *ev, const char *default_tenant, bool allow_body_tenant, int64_t now,
-                       char *err, size_t errlen) {
+static int track_event(ingest_track_t *r, json_t *ev, const char *default_tenant, bool allow_body_tenant,
+                       int64_t now, char *err, size_t errlen) {
   if (!json_is_object(ev)) return md_error(err, errlen, MD_EINVAL, "an event must be a JSON object");
-  json_t *jn = json_object_get(ev, "name"), *jv = json_object_get(ev, "value"), *jt = json_object_get(ev, "type");
+  json_t *jn = json_object_get(ev, "name"), *jv = json_object_get(ev, "value"),
+         *jt = json_object_get(ev, "type");
   json_t *jl = json_object_get(ev, "labels"), *js = json_object_get(ev, "service"),
          *jten = json_object_get(ev, "tenant_id"), *jh = json_object_get(ev, "help");
   if (!json_is_string(jn) || json_string_length(jn) == 0)
     return md_error(err, errlen, MD_EINVAL, "\"name\" is required and must be a string");
-  if (!json_is_number(jv)) return md_error(err, errlen, MD_EINVAL, "\"value\" is required and must be a number");
+  if (!json_is_number(jv))
+    return md_error(err, errlen, MD_EINVAL, "\"value\" is required and must be a number");
   ingest_track_type_t type = INGEST_TRACK_GAUGE;
   if (jt && (!json_is_string(jt) || parse_type(json_string_value(jt), &type)))
     return md_error(err, errlen, MD_EINVAL, "\"type\" must be one of counter, gauge, histogram, summary");
@@ -594,7 +615,8 @@ static int track_event(ingest_track_t *r, json_t *ev, const char *default_tenant
   const char *tenant = default_tenant;
   if (allow_body_tenant && json_is_string(jten) && json_string_length(jten)) tenant = json_string_value(jten);
   int rc = ingest_track_observe(r, tenant, json_string_value(jn), json_string_length(jn), type, ls, i,
-                                json_is_string(js) ? json_string_value(js) : NULL, json_number_value(jv), now, err, errlen);
+                                json_is_string(js) ? json_string_value(js) : NULL, json_number_value(jv), now,
+                                err, errlen);
   if (rc == 0 && json_is_string(jh) && json_string_length(jh)) {
     pthread_mutex_lock(&r->mu);
     uint64_t fh = family_hash(tenant, json_string_value(jn), json_string_length(jn));
@@ -643,7 +665,8 @@ int ingest_track_json(ingest_track_t *r, const char *body, size_t n, bool batch,
   sb_t errs;
   sb_init(&errs);
   for (size_t i = 0; i < total; i++) {
-    int rc = track_event(r, json_array_get(root, i), default_tenant, allow_body_tenant, now_ms, err, sizeof err);
+    int rc =
+        track_event(r, json_array_get(root, i), default_tenant, allow_body_tenant, now_ms, err, sizeof err);
     if (rc == 0) {
       ok++;
       continue;
@@ -654,8 +677,8 @@ int ingest_track_json(ingest_track_t *r, const char *body, size_t n, bool batch,
     sb_json_str(&errs, err, strlen(err));
     sb_putc(&errs, '}');
   }
-  sb_printf(out, "{\"success\":%s,\"total\":%zu,\"successful\":%zu,\"failed\":%zu", failed ? "false" : "true", total, ok,
-            failed);
+  sb_printf(out, "{\"success\":%s,\"total\":%zu,\"successful\":%zu,\"failed\":%zu", failed ? "false" : "true",
+            total, ok, failed);
   if (failed) {
     sb_puts(out, ",\"errors\":[");
     sb_append(out, errs.buf, errs.len);
@@ -705,7 +728,8 @@ static tseries_t **sorted_series(tfamily_t *f) {
   if (!v) return NULL;
   size_t k = 0;
   for (size_t i = 0; i < f->cap; i++)
-    for (tseries_t *s = f->tab[i]; s; s = s->next) v[k++] = s;
+    for (tseries_t *s = f->tab[i]; s; s = s->next)
+      v[k++] = s;
   qsort(v, k, sizeof *v, cmp_series);
   return v;
 }
@@ -739,7 +763,8 @@ static int summary_quantiles(ingest_track_t *r, const tseries_t *s, int64_t now,
   return 0;
 }
 
-static void put_labels(sb_t *o, const tseries_t *s, const char *tenant_label, const char *xname, const char *xval) {
+static void put_labels(sb_t *o, const tseries_t *s, const char *tenant_label, const char *xname,
+                       const char *xval) {
   size_t n = s->nlabels + (tenant_label ? 1 : 0) + (xname ? 1 : 0);
   if (n == 0) return;
   sb_putc(o, '{');
@@ -963,8 +988,8 @@ out:
 }
 
 /* Adds one series (family name + suffix, the series' labels, an optional extra label). */
-static int batch_add(tsdb_batch_t *b, const char *name, const char *suffix, const tseries_t *s, const char *xn,
-                     const char *xv, int64_t ts, double v) {
+static int batch_add(tsdb_batch_t *b, const char *name, const char *suffix, const tseries_t *s,
+                     const char *xn, const char *xv, int64_t ts, double v) {
   tsdb_batch_series_begin(b);
   char full[600];
   int fl = snprintf(full, sizeof full, "%s%s", name, suffix ? suffix : "");
@@ -980,8 +1005,8 @@ static int batch_add(tsdb_batch_t *b, const char *name, const char *suffix, cons
   return tsdb_batch_sample(b, ts, v);
 }
 
-int ingest_track_collect(ingest_track_t *r, int64_t ts, int (*emit)(void *ctx, const char *tenant, const tsdb_batch_t *b),
-                         void *ctx) {
+int ingest_track_collect(ingest_track_t *r, int64_t ts,
+                         int (*emit)(void *ctx, const char *tenant, const tsdb_batch_t *b), void *ctx) {
   tsdb_batch_t *b = tsdb_batch_new();
   if (!b) return MD_ENOMEM;
   int rc = 0;
@@ -994,7 +1019,8 @@ int ingest_track_collect(ingest_track_t *r, int64_t ts, int (*emit)(void *ctx, c
     pthread_mutex_unlock(&r->mu);
     goto out_nolock;
   }
-  for (size_t t = 0; t < ntenants; t++) tenants[t] = r->tenants[t].name;
+  for (size_t t = 0; t < ntenants; t++)
+    tenants[t] = r->tenants[t].name;
   for (size_t t = 0; t < ntenants && rc == 0; t++) {
     tsdb_batch_reset(b);
     for (size_t i = 0; i < r->fcap && rc == 0; i++) {
@@ -1004,7 +1030,9 @@ int ingest_track_collect(ingest_track_t *r, int64_t ts, int (*emit)(void *ctx, c
           for (tseries_t *s = f->tab[k]; s && rc == 0; s = s->next) {
             switch (f->type) {
             case INGEST_TRACK_COUNTER:
-            case INGEST_TRACK_GAUGE: rc = batch_add(b, f->name, NULL, s, NULL, NULL, ts, s->value); break;
+            case INGEST_TRACK_GAUGE:
+              rc = batch_add(b, f->name, NULL, s, NULL, NULL, ts, s->value);
+              break;
             case INGEST_TRACK_HISTOGRAM: {
               uint64_t cum = 0;
               for (size_t j = 0; j <= f->nbounds && rc == 0; j++) {

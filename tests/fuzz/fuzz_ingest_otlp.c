@@ -1,4 +1,5 @@
-/* libFuzzer target: the OTLP decoders (protobuf and JSON) must never crash, leak or read out of bounds on any bytes. */
+/* libFuzzer target: the OTLP decoders (protobuf and JSON) must never crash, leak or read out of bounds on any
+ * bytes. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>

@@ -1,4 +1,5 @@
-/* libFuzzer target: the Prometheus text / OpenMetrics parser (first byte picks the mode) must never crash, leak or read out of bounds on any bytes. */
+/* libFuzzer target: the Prometheus text / OpenMetrics parser (first byte picks the mode) must never crash,
+ * leak or read out of bounds on any bytes. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>

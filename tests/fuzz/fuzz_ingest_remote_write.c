@@ -1,4 +1,5 @@
-/* libFuzzer target: the remote_write decoder (snappy + protobuf, and protobuf alone) must never crash, leak or read out of bounds on any bytes. */
+/* libFuzzer target: the remote_write decoder (snappy + protobuf, and protobuf alone) must never crash, leak
+ * or read out of bounds on any bytes. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>

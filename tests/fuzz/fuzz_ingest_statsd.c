@@ -1,4 +1,5 @@
-/* libFuzzer target: the StatsD parser and the track registry behind it must never crash, leak or read out of bounds on any bytes. */
+/* libFuzzer target: the StatsD parser and the track registry behind it must never crash, leak or read out of
+ * bounds on any bytes. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>

@@ -10,7 +10,7 @@ char *dump_batch(const tsdb_batch_t *b);
 /* One row of a bad-input table: the input and a fragment the error message must contain. */
 typedef struct {
   const char *input;
-  size_t len; /* 0 = strlen(input) */
+  size_t len;       /* 0 = strlen(input) */
   const char *want; /* substring of the first error message */
 } bad_case_t;
 #endif

@@ -41,7 +41,8 @@ static void test_valid(void **state) {
   expect("cpu,host=a,region=eu usage=0.5,idle=99i 2000000000",
          "cpu_usage{host=\"a\",region=\"eu\"} 0.5 @2000\ncpu_idle{host=\"a\",region=\"eu\"} 99 @2000\n");
   expect("cpu value=1\n", "cpu{} 1 @42\n");
-  expect("m ok=t,no=FALSE,u=18446744073709551615u", "m_ok{} 1 @42\nm_no{} 0 @42\nm_u{} 1.8446744073709552e+19 @42\n");
+  expect("m ok=t,no=FALSE,u=18446744073709551615u",
+         "m_ok{} 1 @42\nm_no{} 0 @42\nm_u{} 1.8446744073709552e+19 @42\n");
   expect("m s=\"str, with = and space\",v=2", "m_v{} 2 @42\n");
   expect("m s=\"multi\nline\",v=2\nn value=3\n", "m_v{} 2 @42\nn{} 3 @42\n");
   expect("my\\ meas,tag\\,k=v\\ 1\\=x f\\ k=1", "my_meas_f_k{tag_k=\"v 1=x\"} 1 @42\n");
@@ -190,9 +191,9 @@ static void test_line_numbers(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_valid),          cmocka_unit_test(test_strings_counted),
-      cmocka_unit_test(test_partial),        cmocka_unit_test(test_precision_parse),
-      cmocka_unit_test(test_bad_inputs),     cmocka_unit_test(test_line_numbers),
+      cmocka_unit_test(test_valid),      cmocka_unit_test(test_strings_counted),
+      cmocka_unit_test(test_partial),    cmocka_unit_test(test_precision_parse),
+      cmocka_unit_test(test_bad_inputs), cmocka_unit_test(test_line_numbers),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

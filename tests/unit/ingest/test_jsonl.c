@@ -42,8 +42,9 @@ static void test_export_roundtrip(void **state) {
   ingest_result_t res;
   assert_int_equal(ingest_parse_jsonl(out.buf, out.len, NULL, b, &res), 0);
   char *d = dump_batch(b);
-  assert_string_equal(d, "up{instance=\"h\"1\",job=\"n\\x\"} 1.5 @1000\nup{instance=\"h\"1\",job=\"n\\x\"} -Inf @3000\n"
-                         "up{instance=\"h\"1\",job=\"n\\x\"} 1e+21 @4000\n");
+  assert_string_equal(
+      d, "up{instance=\"h\"1\",job=\"n\\x\"} 1.5 @1000\nup{instance=\"h\"1\",job=\"n\\x\"} -Inf @3000\n"
+         "up{instance=\"h\"1\",job=\"n\\x\"} 1e+21 @4000\n");
   free(d);
   sb_free(&out);
   tsdb_batch_free(b);
@@ -65,24 +66,36 @@ static const bad_case_t bad[] = {
     {"{\"metric\":{\"__name__\":\"a\",\"j\":null},\"values\":[1],\"timestamps\":[1]}", 0, "must be a string"},
     {"{\"metric\":{\"__name__\":\"1a\"},\"values\":[1],\"timestamps\":[1]}", 0, "invalid metric name"},
     {"{\"metric\":{\"__name__\":\"a-b\"},\"values\":[1],\"timestamps\":[1]}", 0, "invalid metric name"},
-    {"{\"metric\":{\"__name__\":\"a\",\"b-c\":\"x\"},\"values\":[1],\"timestamps\":[1]}", 0, "invalid label name"},
-    {"{\"metric\":{\"__name__\":\"a\",\"\":\"x\"},\"values\":[1],\"timestamps\":[1]}", 0, "invalid label name"},
-    {"{\"metric\":{\"__name__\":\"a\"},\"values\":[\"x\"],\"timestamps\":[1]}", 0, "values[0] is not a number"},
-    {"{\"metric\":{\"__name__\":\"a\"},\"values\":[null],\"timestamps\":[1]}", 0, "values[0] is not a number"},
-    {"{\"metric\":{\"__name__\":\"a\"},\"values\":[true],\"timestamps\":[1]}", 0, "values[0] is not a number"},
-    {"{\"metric\":{\"__name__\":\"a\"},\"values\":[1,[]],\"timestamps\":[1,2]}", 0, "values[1] is not a number"},
-    {"{\"metric\":{\"__name__\":\"a\"},\"values\":[1],\"timestamps\":[1.5]}", 0, "timestamps[0] is not an integer"},
-    {"{\"metric\":{\"__name__\":\"a\"},\"values\":[1],\"timestamps\":[\"1\"]}", 0, "timestamps[0] is not an integer"},
-    {"{\"metric\":{\"__name__\":\"a\"},\"values\":[1],\"timestamps\":[null]}", 0, "timestamps[0] is not an integer"},
-    {"{\"metric\":{\"__name__\":\"a\",\"__name__\":\"b\"},\"values\":[1],\"timestamps\":[1]}", 0, "invalid JSON"},
+    {"{\"metric\":{\"__name__\":\"a\",\"b-c\":\"x\"},\"values\":[1],\"timestamps\":[1]}", 0,
+     "invalid label name"},
+    {"{\"metric\":{\"__name__\":\"a\",\"\":\"x\"},\"values\":[1],\"timestamps\":[1]}", 0,
+     "invalid label name"},
+    {"{\"metric\":{\"__name__\":\"a\"},\"values\":[\"x\"],\"timestamps\":[1]}", 0,
+     "values[0] is not a number"},
+    {"{\"metric\":{\"__name__\":\"a\"},\"values\":[null],\"timestamps\":[1]}", 0,
+     "values[0] is not a number"},
+    {"{\"metric\":{\"__name__\":\"a\"},\"values\":[true],\"timestamps\":[1]}", 0,
+     "values[0] is not a number"},
+    {"{\"metric\":{\"__name__\":\"a\"},\"values\":[1,[]],\"timestamps\":[1,2]}", 0,
+     "values[1] is not a number"},
+    {"{\"metric\":{\"__name__\":\"a\"},\"values\":[1],\"timestamps\":[1.5]}", 0,
+     "timestamps[0] is not an integer"},
+    {"{\"metric\":{\"__name__\":\"a\"},\"values\":[1],\"timestamps\":[\"1\"]}", 0,
+     "timestamps[0] is not an integer"},
+    {"{\"metric\":{\"__name__\":\"a\"},\"values\":[1],\"timestamps\":[null]}", 0,
+     "timestamps[0] is not an integer"},
+    {"{\"metric\":{\"__name__\":\"a\",\"__name__\":\"b\"},\"values\":[1],\"timestamps\":[1]}", 0,
+     "invalid JSON"},
     {"{\"metric\":{\"__name__\":\"a\"},\"values\":[1],\"timestamps\":[1]} x", 0, "invalid JSON"},
     {"{\"metric\":{\"__name__\":\"a\"},\"values\":[1],\"timestamps\":[1],}", 0, "invalid JSON"},
     {"{\"metric\":{\"__name__\":\"a\"},\"values\":[NaN],\"timestamps\":[1]}", 0, "invalid JSON"},
     {"{\"metric\":{\"__name__\":\"a\",\"l\":\"\\u0000\"},\"values\":[1],\"timestamps\":[1]}", 0, "NUL byte"},
     {"{'metric':{}}", 0, "invalid JSON"},
     {"{\"metric\":{\"__name__\":\"a\"},\"values\":[1e999],\"timestamps\":[1]}", 0, "invalid JSON"},
-    {"{\"metric\":{\"__name__\":\"a\"},\"values\":[\"1x\"],\"timestamps\":[1]}", 0, "values[0] is not a number"},
-    {"{\"metric\":{\"__name__\":\"a\"},\"values\":[1],\"timestamps\":[99999999999999999999]}", 0, "invalid JSON"},
+    {"{\"metric\":{\"__name__\":\"a\"},\"values\":[\"1x\"],\"timestamps\":[1]}", 0,
+     "values[0] is not a number"},
+    {"{\"metric\":{\"__name__\":\"a\"},\"values\":[1],\"timestamps\":[99999999999999999999]}", 0,
+     "invalid JSON"},
     {"\xff", 0, "invalid JSON"},
 };
 
@@ -97,7 +110,8 @@ static void test_bad_inputs(void **state) {
     int rc = ingest_parse_jsonl(bad[i].input, strlen(bad[i].input), NULL, b, &res);
     if (rc != MD_EINVAL || res.nerrors != 1 || !strstr(res.errors[0].message, bad[i].want) ||
         tsdb_batch_sample_count(b) || res.errors[0].where != 1) {
-      print_error("case %zu %s: rc %d msg %s\n", i, bad[i].input, rc, res.nerrors ? res.errors[0].message : "");
+      print_error("case %zu %s: rc %d msg %s\n", i, bad[i].input, rc,
+                  res.nerrors ? res.errors[0].message : "");
       fail();
     }
     tsdb_batch_free(b);

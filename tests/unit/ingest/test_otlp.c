@@ -11,12 +11,13 @@
 #include "helpers.h"
 #include "ingest/otlp.pb-c.h"
 
-#define RES "{\"resourceMetrics\":[{\"resource\":{\"attributes\":[" \
-            "{\"key\":\"service.name\",\"value\":{\"stringValue\":\"api\"}}," \
-            "{\"key\":\"service.namespace\",\"value\":{\"stringValue\":\"shop\"}}," \
-            "{\"key\":\"service.instance.id\",\"value\":{\"stringValue\":\"i-1\"}}," \
-            "{\"key\":\"host.name\",\"value\":{\"stringValue\":\"h\"}}]}," \
-            "\"scopeMetrics\":[{\"scope\":{\"name\":\"s\"},\"metrics\":["
+#define RES                                                                                                  \
+  "{\"resourceMetrics\":[{\"resource\":{\"attributes\":["                                                    \
+  "{\"key\":\"service.name\",\"value\":{\"stringValue\":\"api\"}},"                                          \
+  "{\"key\":\"service.namespace\",\"value\":{\"stringValue\":\"shop\"}},"                                    \
+  "{\"key\":\"service.instance.id\",\"value\":{\"stringValue\":\"i-1\"}},"                                   \
+  "{\"key\":\"host.name\",\"value\":{\"stringValue\":\"h\"}}]},"                                             \
+  "\"scopeMetrics\":[{\"scope\":{\"name\":\"s\"},\"metrics\":["
 #define END "]}]}]}"
 
 static char *parse_json(const char *in, int *rc, ingest_result_t *res) {
@@ -42,26 +43,35 @@ static void expect_json(const char *in, const char *want) {
 
 static void test_json_mapping(void **state) {
   (void)state;
-  expect_json(RES "{\"name\":\"mem.used\",\"gauge\":{\"dataPoints\":[{\"asDouble\":1.5,\"timeUnixNano\":\"2000000000\","
-                  "\"attributes\":[{\"key\":\"state.kind\",\"value\":{\"stringValue\":\"x\"}},"
-                  "{\"key\":\"n\",\"value\":{\"intValue\":\"3\"}},{\"key\":\"b\",\"value\":{\"boolValue\":true}}]}]}}" END,
-              "mem_used{b=\"true\",instance=\"i-1\",job=\"shop/api\",n=\"3\",state_kind=\"x\"} 1.5 @2000\n");
+  expect_json(
+      RES
+      "{\"name\":\"mem.used\",\"gauge\":{\"dataPoints\":[{\"asDouble\":1.5,\"timeUnixNano\":\"2000000000\","
+      "\"attributes\":[{\"key\":\"state.kind\",\"value\":{\"stringValue\":\"x\"}},"
+      "{\"key\":\"n\",\"value\":{\"intValue\":\"3\"}},{\"key\":\"b\",\"value\":{\"boolValue\":true}}]}]}"
+      "}" END,
+      "mem_used{b=\"true\",instance=\"i-1\",job=\"shop/api\",n=\"3\",state_kind=\"x\"} 1.5 @2000\n");
   expect_json(RES "{\"name\":\"http.requests\",\"sum\":{\"isMonotonic\":true,\"aggregationTemporality\":2,"
-                  "\"dataPoints\":[{\"asInt\":\"42\"}]}}," 
-                  "{\"name\":\"q\",\"sum\":{\"isMonotonic\":false,\"aggregationTemporality\":\"AGGREGATION_TEMPORALITY_CUMULATIVE\","
+                  "\"dataPoints\":[{\"asInt\":\"42\"}]}},"
+                  "{\"name\":\"q\",\"sum\":{\"isMonotonic\":false,\"aggregationTemporality\":\"AGGREGATION_"
+                  "TEMPORALITY_CUMULATIVE\","
                   "\"dataPoints\":[{\"asInt\":-3}]}}" END,
-              "http_requests_total{instance=\"i-1\",job=\"shop/api\"} 42 @77\nq{instance=\"i-1\",job=\"shop/api\"} -3 @77\n");
-  expect_json(RES "{\"name\":\"lat\",\"histogram\":{\"aggregationTemporality\":2,\"dataPoints\":[{\"count\":\"6\","
-                  "\"sum\":2.5,\"bucketCounts\":[\"1\",\"2\",\"3\"],\"explicitBounds\":[0.1,1],\"timeUnixNano\":\"5000000\"}]}}" END,
-              "lat_bucket{instance=\"i-1\",job=\"shop/api\",le=\"0.1\"} 1 @5\n"
-              "lat_bucket{instance=\"i-1\",job=\"shop/api\",le=\"1\"} 3 @5\n"
-              "lat_bucket{instance=\"i-1\",job=\"shop/api\",le=\"+Inf\"} 6 @5\n"
-              "lat_sum{instance=\"i-1\",job=\"shop/api\"} 2.5 @5\nlat_count{instance=\"i-1\",job=\"shop/api\"} 6 @5\n");
-  expect_json(RES "{\"name\":\"rt\",\"summary\":{\"dataPoints\":[{\"count\":2,\"sum\":3,\"quantileValues\":"
-                  "[{\"quantile\":0.5,\"value\":1},{\"quantile\":0.99,\"value\":2}]}]}}" END,
-              "rt{instance=\"i-1\",job=\"shop/api\",quantile=\"0.5\"} 1 @77\n"
-              "rt{instance=\"i-1\",job=\"shop/api\",quantile=\"0.99\"} 2 @77\n"
-              "rt_sum{instance=\"i-1\",job=\"shop/api\"} 3 @77\nrt_count{instance=\"i-1\",job=\"shop/api\"} 2 @77\n");
+              "http_requests_total{instance=\"i-1\",job=\"shop/api\"} 42 "
+              "@77\nq{instance=\"i-1\",job=\"shop/api\"} -3 @77\n");
+  expect_json(
+      RES "{\"name\":\"lat\",\"histogram\":{\"aggregationTemporality\":2,\"dataPoints\":[{\"count\":\"6\","
+          "\"sum\":2.5,\"bucketCounts\":[\"1\",\"2\",\"3\"],\"explicitBounds\":[0.1,1],\"timeUnixNano\":"
+          "\"5000000\"}]}}" END,
+      "lat_bucket{instance=\"i-1\",job=\"shop/api\",le=\"0.1\"} 1 @5\n"
+      "lat_bucket{instance=\"i-1\",job=\"shop/api\",le=\"1\"} 3 @5\n"
+      "lat_bucket{instance=\"i-1\",job=\"shop/api\",le=\"+Inf\"} 6 @5\n"
+      "lat_sum{instance=\"i-1\",job=\"shop/api\"} 2.5 @5\nlat_count{instance=\"i-1\",job=\"shop/api\"} 6 "
+      "@5\n");
+  expect_json(
+      RES "{\"name\":\"rt\",\"summary\":{\"dataPoints\":[{\"count\":2,\"sum\":3,\"quantileValues\":"
+          "[{\"quantile\":0.5,\"value\":1},{\"quantile\":0.99,\"value\":2}]}]}}" END,
+      "rt{instance=\"i-1\",job=\"shop/api\",quantile=\"0.5\"} 1 @77\n"
+      "rt{instance=\"i-1\",job=\"shop/api\",quantile=\"0.99\"} 2 @77\n"
+      "rt_sum{instance=\"i-1\",job=\"shop/api\"} 3 @77\nrt_count{instance=\"i-1\",job=\"shop/api\"} 2 @77\n");
   /* A point attribute named like a resource label replaces it. */
   expect_json(RES "{\"name\":\"g\",\"gauge\":{\"dataPoints\":[{\"asDouble\":1,\"attributes\":"
                   "[{\"key\":\"job\",\"value\":{\"stringValue\":\"mine\"}}]}]}}" END,
@@ -75,7 +85,8 @@ static void test_json_skips(void **state) {
   int rc;
   ingest_result_t res;
   char *got = parse_json(RES "{\"name\":\"e\",\"exponentialHistogram\":{}},"
-                             "{\"name\":\"g\",\"gauge\":{\"dataPoints\":[{\"flags\":1}]}}" END, &rc, &res);
+                             "{\"name\":\"g\",\"gauge\":{\"dataPoints\":[{\"flags\":1}]}}" END,
+                         &rc, &res);
   assert_int_equal(rc, 0);
   assert_int_equal(res.skipped, 1);
   assert_non_null(strstr(got, "g{instance=\"i-1\",job=\"shop/api\"} NaN @77"));
@@ -96,25 +107,49 @@ static const bad_case_t bad[] = {
     {RES "{\"name\":\"m\",\"gauge\":{\"dataPoints\":{}}}" END, 0, "must be an array"},
     {RES "{\"name\":\"m\",\"gauge\":{\"dataPoints\":[1]}}" END, 0, "must be an object"},
     {RES "{\"name\":\"m\",\"gauge\":{\"dataPoints\":[{}]}}" END, 0, "neither asDouble nor asInt"},
-    {RES "{\"name\":\"m\",\"gauge\":{\"dataPoints\":[{\"asDouble\":\"x\"}]}}" END, 0, "\"asDouble\" is not a number"},
-    {RES "{\"name\":\"m\",\"gauge\":{\"dataPoints\":[{\"asDouble\":true}]}}" END, 0, "\"asDouble\" is not a number"},
-    {RES "{\"name\":\"m\",\"gauge\":{\"dataPoints\":[{\"asInt\":\"1.5\"}]}}" END, 0, "\"asInt\" is not an integer"},
-    {RES "{\"name\":\"m\",\"gauge\":{\"dataPoints\":[{\"asInt\":[]}]}}" END, 0, "\"asInt\" is not an integer"},
-    {RES "{\"name\":\"m\",\"gauge\":{\"dataPoints\":[{\"asInt\":1,\"timeUnixNano\":\"-1\"}]}}" END, 0, "timeUnixNano"},
-    {RES "{\"name\":\"m\",\"gauge\":{\"dataPoints\":[{\"asInt\":1,\"timeUnixNano\":\"abc\"}]}}" END, 0, "timeUnixNano"},
-    {RES "{\"name\":\"m\",\"gauge\":{\"dataPoints\":[{\"asInt\":1,\"timeUnixNano\":1.5}]}}" END, 0, "timeUnixNano"},
-    {RES "{\"name\":\"m\",\"gauge\":{\"dataPoints\":[{\"asInt\":1,\"timeUnixNano\":\"99999999999999999999\"}]}}" END, 0, "timeUnixNano"},
+    {RES "{\"name\":\"m\",\"gauge\":{\"dataPoints\":[{\"asDouble\":\"x\"}]}}" END, 0,
+     "\"asDouble\" is not a number"},
+    {RES "{\"name\":\"m\",\"gauge\":{\"dataPoints\":[{\"asDouble\":true}]}}" END, 0,
+     "\"asDouble\" is not a number"},
+    {RES "{\"name\":\"m\",\"gauge\":{\"dataPoints\":[{\"asInt\":\"1.5\"}]}}" END, 0,
+     "\"asInt\" is not an integer"},
+    {RES "{\"name\":\"m\",\"gauge\":{\"dataPoints\":[{\"asInt\":[]}]}}" END, 0,
+     "\"asInt\" is not an integer"},
+    {RES "{\"name\":\"m\",\"gauge\":{\"dataPoints\":[{\"asInt\":1,\"timeUnixNano\":\"-1\"}]}}" END, 0,
+     "timeUnixNano"},
+    {RES "{\"name\":\"m\",\"gauge\":{\"dataPoints\":[{\"asInt\":1,\"timeUnixNano\":\"abc\"}]}}" END, 0,
+     "timeUnixNano"},
+    {RES "{\"name\":\"m\",\"gauge\":{\"dataPoints\":[{\"asInt\":1,\"timeUnixNano\":1.5}]}}" END, 0,
+     "timeUnixNano"},
+    {RES "{\"name\":\"m\",\"gauge\":{\"dataPoints\":[{\"asInt\":1,\"timeUnixNano\":\"99999999999999999999\"}]"
+         "}}" END,
+     0, "timeUnixNano"},
     {RES "{\"name\":\"m\",\"gauge\":{\"dataPoints\":[{\"asInt\":1,\"flags\":\"x\"}]}}" END, 0, "\"flags\""},
-    {RES "{\"name\":\"m\",\"gauge\":{\"dataPoints\":[{\"asInt\":1,\"attributes\":{}}]}}" END, 0, "\"attributes\" must be an array"},
-    {RES "{\"name\":\"m\",\"gauge\":{\"dataPoints\":[{\"asInt\":1,\"attributes\":[{\"value\":{}}]}]}}" END, 0, "no string \"key\""},
-    {RES "{\"name\":\"m\",\"gauge\":{\"dataPoints\":[{\"asInt\":1,\"attributes\":[{\"key\":\"a\",\"value\":{\"stringValue\":\"\\u00ff\\ud800\"}}]}]}}" END, 0, "not a JSON object"},
-    {RES "{\"name\":\"m\",\"gauge\":{\"dataPoints\":[{\"asInt\":1,\"attributes\":[{\"key\":\"a\",\"value\":{\"stringValue\":\"x\"}},{\"key\":\"a\",\"value\":{\"stringValue\":\"y\"}}]}]}}" END, 0, "duplicate label name \"a\""},
+    {RES "{\"name\":\"m\",\"gauge\":{\"dataPoints\":[{\"asInt\":1,\"attributes\":{}}]}}" END, 0,
+     "\"attributes\" must be an array"},
+    {RES "{\"name\":\"m\",\"gauge\":{\"dataPoints\":[{\"asInt\":1,\"attributes\":[{\"value\":{}}]}]}}" END, 0,
+     "no string \"key\""},
+    {RES "{\"name\":\"m\",\"gauge\":{\"dataPoints\":[{\"asInt\":1,\"attributes\":[{\"key\":\"a\",\"value\":{"
+         "\"stringValue\":\"\\u00ff\\ud800\"}}]}]}}" END,
+     0, "not a JSON object"},
+    {RES "{\"name\":\"m\",\"gauge\":{\"dataPoints\":[{\"asInt\":1,\"attributes\":[{\"key\":\"a\",\"value\":{"
+         "\"stringValue\":\"x\"}},{\"key\":\"a\",\"value\":{\"stringValue\":\"y\"}}]}]}}" END,
+     0, "duplicate label name \"a\""},
     {RES "{\"name\":\"m\",\"histogram\":{\"dataPoints\":[{\"count\":\"x\"}]}}" END, 0, "\"count\" is not"},
-    {RES "{\"name\":\"m\",\"histogram\":{\"dataPoints\":[{\"count\":1,\"sum\":\"s\"}]}}" END, 0, "\"sum\" is not a number"},
-    {RES "{\"name\":\"m\",\"histogram\":{\"dataPoints\":[{\"count\":1,\"bucketCounts\":[1,2],\"explicitBounds\":[]}]}}" END, 0, "bucket counts for 0 bounds"},
-    {RES "{\"name\":\"m\",\"histogram\":{\"dataPoints\":[{\"count\":1,\"bucketCounts\":[\"a\"],\"explicitBounds\":[]}]}}" END, 0, "bucketCounts[0]"},
-    {RES "{\"name\":\"m\",\"histogram\":{\"dataPoints\":[{\"count\":1,\"bucketCounts\":[1,1],\"explicitBounds\":[\"z\"]}]}}" END, 0, "explicitBounds[0]"},
-    {RES "{\"name\":\"m\",\"summary\":{\"dataPoints\":[{\"count\":1,\"quantileValues\":[{\"quantile\":\"a\"}]}]}}" END, 0, "quantileValues[0]"},
+    {RES "{\"name\":\"m\",\"histogram\":{\"dataPoints\":[{\"count\":1,\"sum\":\"s\"}]}}" END, 0,
+     "\"sum\" is not a number"},
+    {RES "{\"name\":\"m\",\"histogram\":{\"dataPoints\":[{\"count\":1,\"bucketCounts\":[1,2],"
+         "\"explicitBounds\":[]}]}}" END,
+     0, "bucket counts for 0 bounds"},
+    {RES "{\"name\":\"m\",\"histogram\":{\"dataPoints\":[{\"count\":1,\"bucketCounts\":[\"a\"],"
+         "\"explicitBounds\":[]}]}}" END,
+     0, "bucketCounts[0]"},
+    {RES "{\"name\":\"m\",\"histogram\":{\"dataPoints\":[{\"count\":1,\"bucketCounts\":[1,1],"
+         "\"explicitBounds\":[\"z\"]}]}}" END,
+     0, "explicitBounds[0]"},
+    {RES "{\"name\":\"m\",\"summary\":{\"dataPoints\":[{\"count\":1,\"quantileValues\":[{\"quantile\":\"a\"}]"
+         "}]}}" END,
+     0, "quantileValues[0]"},
     {RES "{\"name\":\"m\",\"summary\":{\"dataPoints\":[{\"count\":-1}]}}" END, 0, "\"count\" is not"},
 };
 
@@ -200,8 +235,9 @@ static void test_protobuf(void **state) {
   ingest_opts_t o = {.default_ts = 9};
   assert_int_equal(ingest_parse_otlp_pb(buf, len, &o, b, &res), 0);
   char *d = dump_batch(b);
-  assert_string_equal(d, "jobs_done_total{job=\"svc\"} 7 @3000\nh_bucket{job=\"svc\",le=\"0.5\"} 1 @9\n"
-                         "h_bucket{job=\"svc\",le=\"+Inf\"} 2 @9\nh_sum{job=\"svc\"} 0.75 @9\nh_count{job=\"svc\"} 2 @9\n");
+  assert_string_equal(
+      d, "jobs_done_total{job=\"svc\"} 7 @3000\nh_bucket{job=\"svc\",le=\"0.5\"} 1 @9\n"
+         "h_bucket{job=\"svc\",le=\"+Inf\"} 2 @9\nh_sum{job=\"svc\"} 0.75 @9\nh_count{job=\"svc\"} 2 @9\n");
   free(d);
   /* Truncations of a valid request never crash; most are rejected. */
   for (size_t cut = 0; cut < len; cut++) {

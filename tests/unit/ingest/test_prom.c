@@ -50,7 +50,8 @@ static void test_valid(void **state) {
   expect("m{ a = \"x\" , b=\"y\" } 1\n", false, "m{a=\"x\",b=\"y\"} 1 @5000\n");
   expect("m{a=\"q\\\"uote\\\\back\\nnl\"} 1\n", false, "m{a=\"q\"uote\\back\nnl\"} 1 @5000\n");
   expect("m{} -1.5e3\n", false, "m{} -1500 @5000\n");
-  expect("m NaN\nm2 +Inf\nm3 -Inf\nm4 inf\n", false, "m{} NaN @5000\nm2{} +Inf @5000\nm3{} -Inf @5000\nm4{} +Inf @5000\n");
+  expect("m NaN\nm2 +Inf\nm3 -Inf\nm4 inf\n", false,
+         "m{} NaN @5000\nm2{} +Inf @5000\nm3{} -Inf @5000\nm4{} +Inf @5000\n");
   expect("m{a=\"\"} 1\n", false, "m{} 1 @5000\n"); /* empty value = no label */
   expect("m{a=\"héllo ☃\"} 1\n", false, "m{a=\"héllo ☃\"} 1 @5000\n");
   expect("ns:rule:rate5m 0.25 -1000\n", false, "ns:rule:rate5m{} 0.25 @-1000\n");
@@ -59,7 +60,8 @@ static void test_valid(void **state) {
   expect("m 0.1\n", false, "m{} 0.1 @5000\n");
   expect("m 123456789012345678901234567890\n", false, "m{} 1.2345678901234568e+29 @5000\n");
   /* OpenMetrics: seconds timestamps, exemplars skipped, # EOF. */
-  expect("# TYPE a counter\n# UNIT a seconds\n# HELP a h \\\"q\\\"\na_total 1 1700000000.5 # {id=\"x\"} 2 1.0\n# EOF\n",
+  expect("# TYPE a counter\n# UNIT a seconds\n# HELP a h \\\"q\\\"\na_total 1 1700000000.5 # {id=\"x\"} 2 "
+         "1.0\n# EOF\n",
          true, "a_total{} 1 @1700000000500\n");
   expect("# TYPE s stateset\ns{s=\"a\"} 1\n# EOF", true, "s{s=\"a\"} 1 @5000\n");
 }
@@ -205,7 +207,8 @@ static void test_label_limits(void **state) {
   ingest_opts_t o = {.limits = &lim};
   int rc;
   ingest_result_t res;
-  char *got = parse("a{x=\"12345\"} 1\nb{x=\"1\",y=\"2\",z=\"3\"} 1\nc{x=\"1234\",y=\"2\"} 1\n", false, &rc, &res, &o);
+  char *got = parse("a{x=\"12345\"} 1\nb{x=\"1\",y=\"2\",z=\"3\"} 1\nc{x=\"1234\",y=\"2\"} 1\n", false, &rc,
+                    &res, &o);
   assert_int_equal(rc, MD_EINVAL);
   assert_int_equal(res.rejected, 2);
   assert_non_null(strstr(res.errors[0].message, "more than the limit of 4"));
@@ -219,15 +222,25 @@ static void test_parse_double(void **state) {
   struct {
     const char *s;
     double v;
-  } ok[] = {{"0", 0}, {"1", 1}, {"-2.5", -2.5}, {"1e3", 1000}, {"1E-3", 0.001}, {".5", 0.5}, {"5.", 5},
-            {"0.1", 0.1}, {"3.141592653589793", 3.141592653589793}, {"1.7976931348623157e308", 1.7976931348623157e308},
-            {"4.9e-324", 4.9e-324}, {"123456789012345678", 123456789012345678.0}};
+  } ok[] = {{"0", 0},
+            {"1", 1},
+            {"-2.5", -2.5},
+            {"1e3", 1000},
+            {"1E-3", 0.001},
+            {".5", 0.5},
+            {"5.", 5},
+            {"0.1", 0.1},
+            {"3.141592653589793", 3.141592653589793},
+            {"1.7976931348623157e308", 1.7976931348623157e308},
+            {"4.9e-324", 4.9e-324},
+            {"123456789012345678", 123456789012345678.0}};
   for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
     double v;
     assert_int_equal(ingest_parse_double(ok[i].s, strlen(ok[i].s), &v), 0);
     assert_true(v == ok[i].v);
   }
-  const char *bad_nums[] = {"", "+", "-", ".", "e5", "1e", "1e+", "0x1p3", "nan1", "1 ", " 1", "1,5", "--1", "infx"};
+  const char *bad_nums[] = {"",      "+",    "-",  ".",  "e5",  "1e",  "1e+",
+                            "0x1p3", "nan1", "1 ", " 1", "1,5", "--1", "infx"};
   for (size_t i = 0; i < sizeof bad_nums / sizeof bad_nums[0]; i++) {
     double v;
     assert_int_not_equal(ingest_parse_double(bad_nums[i], strlen(bad_nums[i]), &v), 0);
@@ -241,10 +254,14 @@ static void test_parse_double(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_valid),          cmocka_unit_test(test_openmetrics_detect),
-      cmocka_unit_test(test_extra_labels_and_partial), cmocka_unit_test(test_limits),
-      cmocka_unit_test(test_bad_inputs),     cmocka_unit_test(test_bad_openmetrics),
-      cmocka_unit_test(test_label_limits),   cmocka_unit_test(test_parse_double),
+      cmocka_unit_test(test_valid),
+      cmocka_unit_test(test_openmetrics_detect),
+      cmocka_unit_test(test_extra_labels_and_partial),
+      cmocka_unit_test(test_limits),
+      cmocka_unit_test(test_bad_inputs),
+      cmocka_unit_test(test_bad_openmetrics),
+      cmocka_unit_test(test_label_limits),
+      cmocka_unit_test(test_parse_double),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

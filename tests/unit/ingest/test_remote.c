@@ -35,7 +35,8 @@ static char *build(const char *const *series, size_t nseries, size_t nsamples, s
     mdrw__time_series__init(ts[i]);
     dups[i] = strdup(series[i]);
     size_t cap = 1;
-    for (const char *c = series[i]; *c; c++) cap += *c == ',';
+    for (const char *c = series[i]; *c; c++)
+      cap += *c == ',';
     ts[i]->labels = calloc(cap, sizeof(Mdrw__Label *));
     char *save = NULL;
     for (char *tok = strtok_r(dups[i], ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
@@ -62,8 +63,10 @@ static char *build(const char *const *series, size_t nseries, size_t nsamples, s
   char *out = snap(raw, len, outn);
   free(raw);
   for (size_t i = 0; i < nseries; i++) {
-    for (size_t k = 0; k < ts[i]->n_labels; k++) free(ts[i]->labels[k]);
-    for (size_t k = 0; k < ts[i]->n_samples; k++) free(ts[i]->samples[k]);
+    for (size_t k = 0; k < ts[i]->n_labels; k++)
+      free(ts[i]->labels[k]);
+    for (size_t k = 0; k < ts[i]->n_samples; k++)
+      free(ts[i]->samples[k]);
     free(ts[i]->labels);
     free(ts[i]->samples);
     free(ts[i]);
@@ -84,10 +87,11 @@ static void test_valid(void **state) {
   ingest_opts_t o = {0};
   assert_int_equal(ingest_parse_remote_write(body, n, &o, b, &res), 0);
   char *d = dump_batch(b);
-  assert_string_equal(d, "up{instance=\"a:9100\",job=\"node\"} 1 @1000\n"
-                         "up{instance=\"a:9100\",job=\"node\"} 2 @2000\n"
-                         "up{instance=\"a:9100\",job=\"node\"} 3 @3000\n"
-                         "load1{instance=\"b\"} 1 @1000\nload1{instance=\"b\"} 2 @2000\nload1{instance=\"b\"} 3 @3000\n");
+  assert_string_equal(
+      d, "up{instance=\"a:9100\",job=\"node\"} 1 @1000\n"
+         "up{instance=\"a:9100\",job=\"node\"} 2 @2000\n"
+         "up{instance=\"a:9100\",job=\"node\"} 3 @3000\n"
+         "load1{instance=\"b\"} 1 @1000\nload1{instance=\"b\"} 2 @2000\nload1{instance=\"b\"} 3 @3000\n");
   assert_int_equal(res.samples, 6);
   assert_int_equal(res.series, 2);
   free(d);
@@ -137,7 +141,9 @@ static void test_sample_limit(void **state) {
 /* Raw protobuf bodies that are not a WriteRequest (each is snappy-wrapped in the test). */
 static const bad_case_t bad_pb[] = {
     {"\x0a", 1, "not a valid protobuf"},
-    {"\x0a\x05" "ab", 4, "not a valid protobuf"},
+    {"\x0a\x05"
+     "ab",
+     4, "not a valid protobuf"},
     {"\x0b", 1, "not a valid protobuf"},
     {"\x0a\x02\x0a\x05", 4, "not a valid protobuf"},
     {"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01", 11, "not a valid protobuf"},
@@ -177,11 +183,15 @@ static void test_bad_inputs(void **state) {
   const bad_case_t bad_snappy[] = {
       {"", 0, "snappy"},
       {"\xff\xff\xff\xff\xff", 5, "snappy"},
-      {"\x05" "ab", 3, "snappy"},
+      {"\x05"
+       "ab",
+       3, "snappy"},
       {"hello world", 0, "snappy"},
       {"\x80\x80\x80\x80\x80\x80", 6, "snappy"},
       {"\xff\xff\xff\xff\x0f\x00", 6, "256 MiB"},
-      {"\x80\x80\x04" "ab", 5, "inconsistent"},
+      {"\x80\x80\x04"
+       "ab",
+       5, "inconsistent"},
   };
   for (size_t i = 0; i < sizeof bad_snappy / sizeof bad_snappy[0]; i++, total++) {
     tsdb_batch_t *b = tsdb_batch_new();

@@ -11,8 +11,8 @@
 
 static int collect(void *ctx, const ingest_statsd_event_t *e) {
   sb_t *sb = ctx;
-  sb_printf(sb, "%.*s %d %g%s rate=%g", (int)e->nlen, e->name, (int)e->type, e->value, e->relative ? " rel" : "",
-            e->sample_rate);
+  sb_printf(sb, "%.*s %d %g%s rate=%g", (int)e->nlen, e->name, (int)e->type, e->value,
+            e->relative ? " rel" : "", e->sample_rate);
   if (e->set_member) sb_printf(sb, " member=%.*s", (int)e->set_len, e->set_member);
   if (e->tags) sb_printf(sb, " tags=%.*s", (int)e->tags_len, e->tags);
   sb_putc(sb, '\n');

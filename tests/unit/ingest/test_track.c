@@ -28,32 +28,42 @@ static void test_seed_shapes(void **state) {
   (void)state;
   ingest_track_t *r = new_reg();
   sb_t out = {0};
-  assert_int_equal(track(r, "{\"name\":\"api_requests_total\",\"value\":1,\"type\":\"counter\",\"labels\":{"
-                            "\"service\":\"gateway\",\"endpoint\":\"/api/v1/instruments\",\"method\":\"GET\","
-                            "\"status_code\":\"200\"},\"service\":\"gateway-service\",\"tenant_id\":\"tenant-1\"}",
-                         false, &out),
-                   0);
+  assert_int_equal(
+      track(r,
+            "{\"name\":\"api_requests_total\",\"value\":1,\"type\":\"counter\",\"labels\":{"
+            "\"service\":\"gateway\",\"endpoint\":\"/api/v1/instruments\",\"method\":\"GET\","
+            "\"status_code\":\"200\"},\"service\":\"gateway-service\",\"tenant_id\":\"tenant-1\"}",
+            false, &out),
+      0);
   assert_string_equal(out.buf, "{\"success\":true,\"message\":\"Metric tracked successfully\"}");
-  assert_int_equal(track(r, "[{\"name\":\"api_requests_total\",\"value\":1,\"type\":\"counter\",\"labels\":{"
-                            "\"service\":\"gateway\",\"endpoint\":\"/api/v1/instruments\"},\"service\":\"gateway-service\"},"
-                            "{\"name\":\"response_time_seconds\",\"value\":0.042,\"type\":\"histogram\",\"labels\":{"
-                            "\"service\":\"gateway\",\"endpoint\":\"/api/v1/instruments\"},\"service\":\"gateway-service\"}]",
-                         true, &out),
-                   0);
+  assert_int_equal(
+      track(r,
+            "[{\"name\":\"api_requests_total\",\"value\":1,\"type\":\"counter\",\"labels\":{"
+            "\"service\":\"gateway\",\"endpoint\":\"/api/v1/instruments\"},\"service\":\"gateway-service\"},"
+            "{\"name\":\"response_time_seconds\",\"value\":0.042,\"type\":\"histogram\",\"labels\":{"
+            "\"service\":\"gateway\",\"endpoint\":\"/api/v1/instruments\"},\"service\":\"gateway-service\"}]",
+            true, &out),
+      0);
   assert_string_equal(out.buf, "{\"success\":true,\"total\":2,\"successful\":2,\"failed\":0}");
   sb_reset(&out);
   assert_int_equal(ingest_track_expose(r, "default", &out, INGEST_EXPOSE_PROMETHEUS), 0);
-  assert_non_null(strstr(out.buf, "# TYPE api_requests_total counter\n"
-                                  "api_requests_total{endpoint=\"/api/v1/instruments\",service=\"gateway\"} 1\n"));
-  assert_non_null(strstr(out.buf, "response_time_seconds_bucket{endpoint=\"/api/v1/instruments\",service=\"gateway\",le=\"0.025\"} 0\n"
-                                  "response_time_seconds_bucket{endpoint=\"/api/v1/instruments\",service=\"gateway\",le=\"0.05\"} 1\n"));
-  assert_non_null(strstr(out.buf, "le=\"+Inf\"} 1\nresponse_time_seconds_sum{endpoint=\"/api/v1/instruments\",service=\"gateway\"} 0.042\n"
-                                  "response_time_seconds_count{endpoint=\"/api/v1/instruments\",service=\"gateway\"} 1\n"));
+  assert_non_null(strstr(out.buf,
+                         "# TYPE api_requests_total counter\n"
+                         "api_requests_total{endpoint=\"/api/v1/instruments\",service=\"gateway\"} 1\n"));
+  assert_non_null(strstr(
+      out.buf,
+      "response_time_seconds_bucket{endpoint=\"/api/v1/instruments\",service=\"gateway\",le=\"0.025\"} 0\n"
+      "response_time_seconds_bucket{endpoint=\"/api/v1/instruments\",service=\"gateway\",le=\"0.05\"} 1\n"));
+  assert_non_null(strstr(
+      out.buf, "le=\"+Inf\"} "
+               "1\nresponse_time_seconds_sum{endpoint=\"/api/v1/instruments\",service=\"gateway\"} 0.042\n"
+               "response_time_seconds_count{endpoint=\"/api/v1/instruments\",service=\"gateway\"} 1\n"));
   /* The tenant-1 event lives in its own tenant. */
   sb_reset(&out);
   assert_int_equal(ingest_track_expose(r, "tenant-1", &out, INGEST_EXPOSE_PROMETHEUS), 0);
-  assert_non_null(strstr(out.buf, "api_requests_total{endpoint=\"/api/v1/instruments\",method=\"GET\",service=\"gateway\","
-                                  "status_code=\"200\"} 1\n"));
+  assert_non_null(strstr(
+      out.buf, "api_requests_total{endpoint=\"/api/v1/instruments\",method=\"GET\",service=\"gateway\","
+               "status_code=\"200\"} 1\n"));
   assert_null(strstr(out.buf, "response_time"));
   assert_int_equal(ingest_track_series_count(r), 3);
   sb_free(&out);
@@ -64,9 +74,13 @@ static void test_semantics(void **state) {
   (void)state;
   ingest_track_t *r = new_reg();
   sb_t out = {0};
-  assert_int_equal(track(r, "{\"name\":\"c\",\"value\":2,\"type\":\"counter\",\"service\":\"svc\"}", false, &out), 0);
-  assert_int_equal(track(r, "{\"name\":\"c\",\"value\":3.5,\"type\":\"counter\",\"service\":\"svc\"}", false, &out), 0);
-  assert_int_equal(track(r, "{\"name\":\"c\",\"value\":-1,\"type\":\"counter\",\"service\":\"svc\"}", false, &out), MD_EINVAL);
+  assert_int_equal(
+      track(r, "{\"name\":\"c\",\"value\":2,\"type\":\"counter\",\"service\":\"svc\"}", false, &out), 0);
+  assert_int_equal(
+      track(r, "{\"name\":\"c\",\"value\":3.5,\"type\":\"counter\",\"service\":\"svc\"}", false, &out), 0);
+  assert_int_equal(
+      track(r, "{\"name\":\"c\",\"value\":-1,\"type\":\"counter\",\"service\":\"svc\"}", false, &out),
+      MD_EINVAL);
   assert_non_null(strstr(out.buf, "cannot be decreased"));
   assert_int_equal(track(r, "{\"name\":\"g\",\"value\":5,\"type\":\"gauge\"}", false, &out), 0);
   assert_int_equal(track(r, "{\"name\":\"g\",\"value\":-7.25,\"type\":\"gauge\"}", false, &out), 0);
@@ -81,14 +95,18 @@ static void test_semantics(void **state) {
   assert_int_equal(ingest_track_expose(r, "default", &out, INGEST_EXPOSE_PROMETHEUS), 0);
   assert_non_null(strstr(out.buf, "\nc{service=\"svc\"} 5.5\n"));
   assert_non_null(strstr(out.buf, "\ng -7.25\n"));
-  assert_non_null(strstr(out.buf, "s{quantile=\"0.5\"} 50\ns{quantile=\"0.9\"} 90\ns{quantile=\"0.99\"} 99\ns_sum 5050\ns_count 100\n"));
+  assert_non_null(strstr(
+      out.buf,
+      "s{quantile=\"0.5\"} 50\ns{quantile=\"0.9\"} 90\ns{quantile=\"0.99\"} 99\ns_sum 5050\ns_count 100\n"));
   sb_reset(&out);
   assert_int_equal(ingest_track_expose(r, "default", &out, INGEST_EXPOSE_OPENMETRICS), 0);
   assert_non_null(strstr(out.buf, "# TYPE c counter\nc_total{service=\"svc\"} 5.5\n"));
   assert_non_null(strstr(out.buf, "# EOF\n"));
   sb_reset(&out);
   assert_int_equal(ingest_track_expose(r, "default", &out, INGEST_EXPOSE_JSON), 0);
-  assert_non_null(strstr(out.buf, "{\"name\":\"g\",\"type\":\"gauge\",\"tenant_id\":\"default\",\"labels\":{},\"value\":-7.25}"));
+  assert_non_null(
+      strstr(out.buf,
+             "{\"name\":\"g\",\"type\":\"gauge\",\"tenant_id\":\"default\",\"labels\":{},\"value\":-7.25}"));
   sb_free(&out);
   ingest_track_free(r);
 }
@@ -102,9 +120,13 @@ static void test_summary_window(void **state) {
   int64_t now = md_now_ms();
   /* Old observations (outside the window) do not count; the ring keeps the newest 8. */
   for (int i = 0; i < 5; i++)
-    assert_int_equal(ingest_track_observe(r, "t", "lat", 3, INGEST_TRACK_SUMMARY, NULL, 0, NULL, 1000.0, now - 5000, err, sizeof err), 0);
+    assert_int_equal(ingest_track_observe(r, "t", "lat", 3, INGEST_TRACK_SUMMARY, NULL, 0, NULL, 1000.0,
+                                          now - 5000, err, sizeof err),
+                     0);
   for (int i = 1; i <= 20; i++)
-    assert_int_equal(ingest_track_observe(r, "t", "lat", 3, INGEST_TRACK_SUMMARY, NULL, 0, NULL, (double)i, now, err, sizeof err), 0);
+    assert_int_equal(ingest_track_observe(r, "t", "lat", 3, INGEST_TRACK_SUMMARY, NULL, 0, NULL, (double)i,
+                                          now, err, sizeof err),
+                     0);
   sb_t out = {0};
   assert_int_equal(ingest_track_expose(r, "t", &out, INGEST_EXPOSE_PROMETHEUS), 0);
   assert_non_null(strstr(out.buf, "lat{quantile=\"0.5\"} 16\n"));
@@ -123,18 +145,22 @@ static void test_custom_buckets_and_collect(void **state) {
   char err[128];
   assert_int_equal(ingest_track_new(&cfg, &r, err, sizeof err), 0);
   tsdb_label_t l[] = {{"k", "v"}};
-  assert_int_equal(ingest_track_observe(r, "a", "h", 1, INGEST_TRACK_HISTOGRAM, l, 1, NULL, 1.5, 0, err, sizeof err), 0);
-  assert_int_equal(ingest_track_observe(r, "a", "h", 1, INGEST_TRACK_HISTOGRAM, l, 1, NULL, 7, 0, err, sizeof err), 0);
-  assert_int_equal(ingest_track_observe(r, "b", "g", 1, INGEST_TRACK_GAUGE, NULL, 0, "svc", 3, 0, err, sizeof err), 0);
+  assert_int_equal(
+      ingest_track_observe(r, "a", "h", 1, INGEST_TRACK_HISTOGRAM, l, 1, NULL, 1.5, 0, err, sizeof err), 0);
+  assert_int_equal(
+      ingest_track_observe(r, "a", "h", 1, INGEST_TRACK_HISTOGRAM, l, 1, NULL, 7, 0, err, sizeof err), 0);
+  assert_int_equal(
+      ingest_track_observe(r, "b", "g", 1, INGEST_TRACK_GAUGE, NULL, 0, "svc", 3, 0, err, sizeof err), 0);
   sb_t out = {0};
   struct ctx {
     sb_t *out;
   } c = {&out};
   int emit(void *ctx, const char *tenant, const tsdb_batch_t *batch);
   assert_int_equal(ingest_track_collect(r, 1234, emit, &c), 0);
-  assert_string_equal(out.buf, "tenant a\nh_bucket{k=\"v\",le=\"1\"} 0 @1234\nh_bucket{k=\"v\",le=\"2\"} 1 @1234\n"
-                               "h_bucket{k=\"v\",le=\"+Inf\"} 2 @1234\nh_sum{k=\"v\"} 8.5 @1234\nh_count{k=\"v\"} 2 @1234\n"
-                               "tenant b\ng{service=\"svc\"} 3 @1234\n");
+  assert_string_equal(
+      out.buf, "tenant a\nh_bucket{k=\"v\",le=\"1\"} 0 @1234\nh_bucket{k=\"v\",le=\"2\"} 1 @1234\n"
+               "h_bucket{k=\"v\",le=\"+Inf\"} 2 @1234\nh_sum{k=\"v\"} 8.5 @1234\nh_count{k=\"v\"} 2 @1234\n"
+               "tenant b\ng{service=\"svc\"} 3 @1234\n");
   sb_reset(&out);
   assert_int_equal(ingest_track_expose(r, NULL, &out, INGEST_EXPOSE_PROMETHEUS), 0);
   assert_non_null(strstr(out.buf, "g{service=\"svc\",tenant_id=\"b\"} 3\n"));
@@ -158,14 +184,16 @@ static void test_batch_partial_and_limits(void **state) {
   assert_int_equal(ingest_track_new(&cfg, &r, err, sizeof err), 0);
   sb_t out = {0};
   size_t ok, failed;
-  const char *body = "[{\"name\":\"a\",\"value\":1,\"type\":\"gauge\"},{\"name\":\"bad name\",\"value\":1},"
-                     "{\"name\":\"b\",\"value\":1,\"type\":\"gauge\"},{\"name\":\"c\",\"value\":1,\"type\":\"gauge\"}]";
+  const char *body =
+      "[{\"name\":\"a\",\"value\":1,\"type\":\"gauge\"},{\"name\":\"bad name\",\"value\":1},"
+      "{\"name\":\"b\",\"value\":1,\"type\":\"gauge\"},{\"name\":\"c\",\"value\":1,\"type\":\"gauge\"}]";
   assert_int_equal(ingest_track_json(r, body, strlen(body), true, "default", true, 0, &out, &ok, &failed), 0);
   assert_int_equal(ok, 2);
   assert_int_equal(failed, 2);
-  assert_string_equal(out.buf, "{\"success\":false,\"total\":4,\"successful\":2,\"failed\":2,\"errors\":["
-                               "{\"index\":1,\"error\":\"invalid metric name \\\"bad name\\\"\"},"
-                               "{\"index\":3,\"error\":\"tenant default already tracks 2 series (the limit)\"}]}");
+  assert_string_equal(out.buf,
+                      "{\"success\":false,\"total\":4,\"successful\":2,\"failed\":2,\"errors\":["
+                      "{\"index\":1,\"error\":\"invalid metric name \\\"bad name\\\"\"},"
+                      "{\"index\":3,\"error\":\"tenant default already tracks 2 series (the limit)\"}]}");
   /* Existing series keep updating at the limit; a single new one is refused with ELIMIT. */
   assert_int_equal(track(r, "{\"name\":\"a\",\"value\":9,\"type\":\"gauge\"}", false, &out), 0);
   assert_int_equal(track(r, "{\"name\":\"z\",\"value\":9,\"type\":\"gauge\"}", false, &out), MD_ELIMIT);
@@ -204,8 +232,10 @@ static const char *const bad_events[][2] = {
     {"{\"name\":\"1m\",\"value\":1}", "invalid metric name"},
     {"{\"name\":\"m.x\",\"value\":1}", "invalid metric name"},
     {"{\"name\":\"m\",\"value\":-1,\"type\":\"counter\"}", "cannot be decreased"},
-    {"{\"name\":\"m\",\"value\":1,\"type\":\"histogram\",\"labels\":{\"le\":\"1\"}}", "reserved for histogram"},
-    {"{\"name\":\"m\",\"value\":1,\"type\":\"summary\",\"labels\":{\"quantile\":\"1\"}}", "reserved for summary"},
+    {"{\"name\":\"m\",\"value\":1,\"type\":\"histogram\",\"labels\":{\"le\":\"1\"}}",
+     "reserved for histogram"},
+    {"{\"name\":\"m\",\"value\":1,\"type\":\"summary\",\"labels\":{\"quantile\":\"1\"}}",
+     "reserved for summary"},
     {"{\"name\":\"m\",\"value\":1,\"name\":\"n\"}", "invalid JSON"},
     {"{\"name\":\"m\",\"value\":1e999}", "invalid JSON"},
     {"{\"name\":\"m\",\"value\":1,\"labels\":{\"a\":\"\\udc00\"}}", "invalid JSON"},
