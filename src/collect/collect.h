@@ -38,6 +38,7 @@ typedef struct collect_host_options {
   bool disk;       /* /proc/diskstats: node_disk_* */
   bool filesystem; /* /proc/mounts + statvfs: node_filesystem_* */
   bool network;    /* /proc/net/dev + /sys/class/net: node_network_* */
+  bool netstat;    /* /proc/net/{snmp,netstat,snmp6,sockstat,sockstat6}: node_netstat_*, node_sockstat_* */
   bool vmstat;     /* /proc/vmstat: node_vmstat_* */
   bool filefd;     /* /proc/sys/fs/file-nr: node_filefd_* */
   bool processes;  /* node_processes_pids/threads */

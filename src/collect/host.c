@@ -38,7 +38,7 @@ void collect_host_options_default(collect_host_options_t *opt) {
   memset(opt, 0, sizeof *opt);
   opt->interval_ms = 15000;
   opt->job = "node";
-  opt->cpu = opt->memory = opt->loadavg = opt->disk = opt->filesystem = opt->network = true;
+  opt->cpu = opt->memory = opt->loadavg = opt->disk = opt->filesystem = opt->network = opt->netstat = true;
   opt->vmstat = opt->filefd = opt->processes = opt->uname = opt->time = true;
 }
 
@@ -438,6 +438,109 @@ static int gather_netclass(collect_host_t *h, tsdb_batch_t *b, int64_t ts) {
   return rc;
 }
 
+/* ---- /proc/net/{snmp,netstat,snmp6,sockstat} -------------------------------------------- */
+
+static bool field_in(const char *f, const char *const *set, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (strcmp(f, set[i]) == 0) return true;
+  return false;
+}
+
+/* node_exporter 1.5's default --collector.netstat.fields (later versions add TCPOFOQueue):
+ * ^(.*_(InErrors|InErrs)|Ip_Forwarding|Ip(6|Ext)_(InOctets|OutOctets)|Icmp6?_(InMsgs|OutMsgs)|
+ *   TcpExt_(Listen.*|Syncookies.*|TCPSynRetrans|TCPTimeouts)|
+ *   Tcp_(ActiveOpens|InSegs|OutSegs|OutRsts|PassiveOpens|RetransSegs|CurrEstab)|
+ *   Udp6?_(InDatagrams|OutDatagrams|NoPorts|RcvbufErrors|SndbufErrors))$ */
+static bool netstat_wanted(const char *proto, const char *f) {
+  static const char *const octets[] = {"InOctets", "OutOctets"};
+  static const char *const msgs[] = {"InMsgs", "OutMsgs"};
+  static const char *const tcpext[] = {"TCPSynRetrans", "TCPTimeouts"};
+  static const char *const tcp[] = {"ActiveOpens", "InSegs", "OutSegs", "OutRsts", "PassiveOpens", "RetransSegs", "CurrEstab"};
+  static const char *const udp[] = {"InDatagrams", "OutDatagrams", "NoPorts", "RcvbufErrors", "SndbufErrors"};
+  if (strcmp(f, "InErrors") == 0 || strcmp(f, "InErrs") == 0) return true;
+  if (strcmp(proto, "Ip") == 0) return strcmp(f, "Forwarding") == 0;
+  if (strcmp(proto, "Ip6") == 0 || strcmp(proto, "IpExt") == 0) return field_in(f, octets, 2);
+  if (strcmp(proto, "Icmp") == 0 || strcmp(proto, "Icmp6") == 0) return field_in(f, msgs, 2);
+  if (strcmp(proto, "TcpExt") == 0)
+    return strncmp(f, "Listen", 6) == 0 || strncmp(f, "Syncookies", 10) == 0 || field_in(f, tcpext, 2);
+  if (strcmp(proto, "Tcp") == 0) return field_in(f, tcp, 7);
+  if (strcmp(proto, "Udp") == 0 || strcmp(proto, "Udp6") == 0) return field_in(f, udp, 5);
+  return false;
+}
+
+static int emit_netstat(collect_host_t *h, tsdb_batch_t *b, int64_t ts, const char *proto, const char *field, double v) {
+  if (!netstat_wanted(proto, field)) return 0;
+  char name[160];
+  snprintf(name, sizeof name, "node_netstat_%s_%s", proto, field);
+  return collect_emit(b, h->job, h->instance, name, NULL, 0, ts, v);
+}
+
+/* /proc/net/snmp and /proc/net/netstat: pairs of lines "Proto: names..." / "Proto: values...". */
+static int gather_snmp_pairs(collect_host_t *h, tsdb_batch_t *b, int64_t ts) {
+  char *cur = h->buf.buf, *head, *vals;
+  size_t hl, vl;
+  while ((head = next_line(&cur, &hl)) && (vals = next_line(&cur, &vl))) {
+    char *hc = memchr(head, ':', hl), *vc = memchr(vals, ':', vl);
+    if (!hc || !vc || hc - head != vc - vals || memcmp(head, vals, (size_t)(hc - head)) != 0) continue;
+    *hc = 0;
+    char *hs = NULL, *vs = NULL;
+    char *k = strtok_r(hc + 1, " ", &hs), *v = strtok_r(vc + 1, " ", &vs);
+    for (; k && v; k = strtok_r(NULL, " ", &hs), v = strtok_r(NULL, " ", &vs)) {
+      int rc = emit_netstat(h, b, ts, head, k, strtod(v, NULL));
+      if (rc) return rc;
+    }
+  }
+  return 0;
+}
+
+/* /proc/net/snmp6: "Ip6InOctets   123" — the protocol ends at its '6'. */
+static int gather_snmp6(collect_host_t *h, tsdb_batch_t *b, int64_t ts) {
+  char *cur = h->buf.buf, *line;
+  size_t len;
+  char proto[32];
+  while ((line = next_line(&cur, &len))) {
+    char *save = NULL;
+    char *key = strtok_r(line, " \t", &save), *val = strtok_r(NULL, " \t", &save);
+    if (!key || !val) continue;
+    char *six = strchr(key, '6');
+    if (!six || (size_t)(six - key) + 2 > sizeof proto) continue;
+    size_t pl = (size_t)(six - key) + 1;
+    memcpy(proto, key, pl);
+    proto[pl] = 0;
+    int rc = emit_netstat(h, b, ts, proto, six + 1, strtod(val, NULL));
+    if (rc) return rc;
+  }
+  return 0;
+}
+
+/* /proc/net/sockstat{,6}: "TCP: inuse 2 orphan 0 tw 5 alloc 3 mem 1"; mem is in pages and
+ * also reported as _mem_bytes, as node_exporter does. */
+static int gather_sockstat(collect_host_t *h, tsdb_batch_t *b, int64_t ts) {
+  char *cur = h->buf.buf, *line;
+  size_t len;
+  char name[160];
+  double page = (double)sysconf(_SC_PAGESIZE);
+  while ((line = next_line(&cur, &len))) {
+    char *colon = memchr(line, ':', len);
+    if (!colon) continue;
+    *colon = 0;
+    char *save = NULL;
+    for (char *k = strtok_r(colon + 1, " ", &save); k; k = strtok_r(NULL, " ", &save)) {
+      char *v = strtok_r(NULL, " ", &save);
+      if (!v) break;
+      double x = strtod(v, NULL);
+      snprintf(name, sizeof name, "node_sockstat_%s_%s", line, k);
+      int rc = collect_emit(b, h->job, h->instance, name, NULL, 0, ts, x);
+      if (!rc && strcmp(k, "mem") == 0 && strcmp(line, "FRAG") && strcmp(line, "FRAG6")) {
+        snprintf(name, sizeof name, "node_sockstat_%s_mem_bytes", line);
+        rc = collect_emit(b, h->job, h->instance, name, NULL, 0, ts, x * page);
+      }
+      if (rc) return rc;
+    }
+  }
+  return 0;
+}
+
 /* ---- /proc/mounts + statvfs ------------------------------------------------------------ */
 
 /* /proc/mounts escapes space, tab, newline and backslash as \ooo octal. */
@@ -619,6 +722,18 @@ int collect_host_gather(collect_host_t *h, tsdb_batch_t *b, int64_t ts, int *par
   PART(h->opt.filesystem, "/proc/mounts", gather_filesystems(h, b, ts));
   PART(h->opt.network, "/proc/net/dev", gather_netdev(h, b, ts));
   PART(h->opt.vmstat, "/proc/vmstat", gather_vmstat(h, b, ts));
+  PART(h->opt.netstat, "/proc/net/snmp", gather_snmp_pairs(h, b, ts));
+  PART(h->opt.netstat, "/proc/net/netstat", gather_snmp_pairs(h, b, ts));
+  PART(h->opt.netstat, "/proc/net/sockstat", gather_sockstat(h, b, ts));
+  /* IPv6 may be disabled: its files are optional. */
+  if (h->opt.netstat && host_read(h, "/proc/net/snmp6") == 0 && gather_snmp6(h, b, ts) == MD_ENOMEM) {
+    rc = MD_ENOMEM;
+    goto out;
+  }
+  if (h->opt.netstat && host_read(h, "/proc/net/sockstat6") == 0 && gather_sockstat(h, b, ts) == MD_ENOMEM) {
+    rc = MD_ENOMEM;
+    goto out;
+  }
   PART(h->opt.filefd, "/proc/sys/fs/file-nr", gather_filefd(h, b, ts));
 #undef PART
   if (h->opt.network) {
