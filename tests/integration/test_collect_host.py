@@ -25,7 +25,7 @@ CORE = ["node_cpu_seconds_total", "node_memory_MemTotal_bytes", "node_memory_Mem
         "node_forks_total", "node_intr_total", "node_boot_time_seconds", "node_time_seconds", "node_procs_running",
         "node_procs_blocked", "node_network_receive_bytes_total", "node_network_transmit_bytes_total",
         "node_filefd_allocated", "node_filefd_maximum", "node_uname_info", "node_vmstat_pgfault",
-        "node_netstat_Tcp_CurrEstab", "node_sockstat_sockets_used", "node_disk_io_time_seconds_total"]
+        "node_netstat_Tcp_CurrEstab", "node_sockstat_sockets_used"]
 
 
 def free_port():
