@@ -52,44 +52,21 @@ void ingest_result_message(const ingest_result_t *r, const char *what, sb_t *out
 /* ---- validation ------------------------------------------------------------------------- */
 
 /* 1: allowed anywhere in a metric name, 2: in a label name too, 4: allowed as first char. */
+/* clang-format off */
 static const unsigned char name_class[256] = {
-    [':'] = 1 | 4, ['_'] = 1 | 2 | 4,
+    [':'] = 1 | 4,
+    ['_'] = 1 | 2 | 4,
 #define D(c) [c] = 1 | 2
-    D('0'),        D('1'),
-    D('2'),        D('3'),
-    D('4'),        D('5'),
-    D('6'),        D('7'),
-    D('8'),        D('9'),
+    D('0'), D('1'), D('2'), D('3'), D('4'), D('5'), D('6'), D('7'), D('8'), D('9'),
 #undef D
 #define A(c) [c] = 1 | 2 | 4
-    A('a'),        A('b'),
-    A('c'),        A('d'),
-    A('e'),        A('f'),
-    A('g'),        A('h'),
-    A('i'),        A('j'),
-    A('k'),        A('l'),
-    A('m'),        A('n'),
-    A('o'),        A('p'),
-    A('q'),        A('r'),
-    A('s'),        A('t'),
-    A('u'),        A('v'),
-    A('w'),        A('x'),
-    A('y'),        A('z'),
-    A('A'),        A('B'),
-    A('C'),        A('D'),
-    A('E'),        A('F'),
-    A('G'),        A('H'),
-    A('I'),        A('J'),
-    A('K'),        A('L'),
-    A('M'),        A('N'),
-    A('O'),        A('P'),
-    A('Q'),        A('R'),
-    A('S'),        A('T'),
-    A('U'),        A('V'),
-    A('W'),        A('X'),
-    A('Y'),        A('Z'),
+    A('a'), A('b'), A('c'), A('d'), A('e'), A('f'), A('g'), A('h'), A('i'), A('j'), A('k'), A('l'), A('m'),
+    A('n'), A('o'), A('p'), A('q'), A('r'), A('s'), A('t'), A('u'), A('v'), A('w'), A('x'), A('y'), A('z'),
+    A('A'), A('B'), A('C'), A('D'), A('E'), A('F'), A('G'), A('H'), A('I'), A('J'), A('K'), A('L'), A('M'),
+    A('N'), A('O'), A('P'), A('Q'), A('R'), A('S'), A('T'), A('U'), A('V'), A('W'), A('X'), A('Y'), A('Z'),
 #undef A
 };
+/* clang-format on */
 
 bool ingest_valid_metric_name(const char *s, size_t n) {
   if (n == 0) return false;

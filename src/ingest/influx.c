@@ -17,6 +17,7 @@
  * per-line arena.
  */
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -39,8 +40,8 @@ typedef struct {
 
 enum { K_MEAS = 1, K_TAG = 2, K_ESC = 4 };
 static unsigned char stop_class[256];
+static pthread_once_t classes_once = PTHREAD_ONCE_INIT;
 static void init_classes(void) {
-  /* Idempotent; a race writes the same bytes. */
   stop_class[','] = K_MEAS | K_TAG;
   stop_class[' '] = K_MEAS | K_TAG;
   stop_class['\n'] = K_MEAS | K_TAG;
@@ -338,7 +339,7 @@ static int parse_line(influx_t *X, const char *p, size_t n, size_t *pi, char *er
 
 int ingest_parse_influx(const char *p, size_t n, const ingest_opts_t *o, tsdb_batch_t *b,
                         ingest_result_t *res) {
-  init_classes();
+  pthread_once(&classes_once, init_classes);
   influx_t *X = malloc(sizeof *X);
   if (!X) return MD_ENOMEM;
   ictx_init(&X->c, o, b, res);

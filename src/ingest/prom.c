@@ -13,6 +13,7 @@
  * Bad lines are reported with their 1-based number and skipped; parsing goes on.
  */
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -36,8 +37,8 @@ static size_t skip_ws(const char *s, size_t i, size_t n) {
 /* Bytes that may appear in a metric or label name (the syntax is checked later, once, by
  * the series builder); a table lookup beats the range tests on long label sets. */
 static unsigned char name_chars[256];
+static pthread_once_t name_chars_once = PTHREAD_ONCE_INIT;
 static void init_name_chars(void) {
-  /* Idempotent; a race writes the same bytes. */
   for (int c = 0; c < 256; c++)
     name_chars[c] =
         (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == ':';
@@ -255,7 +256,7 @@ bool ingest_text_is_openmetrics(const char *p, size_t n) {
 
 int ingest_parse_prometheus(const char *p, size_t n, const ingest_opts_t *o, tsdb_batch_t *b,
                             ingest_result_t *res) {
-  if (!name_chars['a']) init_name_chars();
+  pthread_once(&name_chars_once, init_name_chars);
   prom_t *P = malloc(sizeof *P);
   if (!P) return MD_ENOMEM;
   ictx_init(&P->c, o, b, res);
