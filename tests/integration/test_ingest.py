@@ -116,8 +116,14 @@ def otlp_gauge_pb(name, value, t_ns, service):
 
 # ---- the test -------------------------------------------------------------------------------
 
-def run(base):
+def run(base, statsd_port):
     now = int(time.time() * 1000)
+
+    # StatsD (UDP) into the track registry, flushed to storage under tenant t-statsd.
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.sendto(b"sd.hits:2|c\nsd.hits:1|c|@0.5\nsd.temp:21.5|g|#room:lab\nsd.lat:250|ms\nbad line\n",
+             ("127.0.0.1", statsd_port))
+    u.close()
 
     # Prometheus text import, with extra_label and a bad line in the middle.
     text = ("# TYPE imp_a gauge\nimp_a{x=\"1\"} 1.5 %d\nimp_a{x=\"2\"} 2 %d\nthis is bad\nimp_b 7 %d\n"
@@ -259,6 +265,13 @@ def run(base):
     code, body, _ = req(base, "POST", "/api/v1/import/prometheus", "card_m{i=\"0\"} 2 %d\n" % now, tenant="t-card")
     check(code == 204, "existing series past the cardinality limit: %s %s" % (code, body[:200]))
 
+    # StatsD events reached storage through the registry flush (the track section slept).
+    got = {s["metric"]["__name__"]: s for s in export(base, '{__name__=~"sd_.*"}', "t-statsd")}
+    check(got.get("sd_hits", {}).get("values", [None])[-1] == 4, "statsd counter %r" % got.get("sd_hits"))
+    check(got.get("sd_temp", {}).get("metric", {}).get("room") == "lab" and got["sd_temp"]["values"][-1] == 21.5,
+          "statsd gauge %r" % got.get("sd_temp"))
+    check(got.get("sd_lat_sum", {}).get("values", [None])[-1] == 0.25, "statsd timer %r" % got.get("sd_lat_sum"))
+
     # Export needs match[].
     code, body, _ = req(base, "GET", "/api/v1/export")
     check(code == 400, "export without match[]: %s" % code)
@@ -281,6 +294,9 @@ def main():
                 "track:\n  flush_interval: 1s\n  max_series: 10\n"
                 "collectors:\n  host:\n    enabled: false\n  gpu:\n    enabled: false\n")
     port = free_port()
+    statsd_port = free_port()
+    with open(cfg, "a") as f:
+        f.write("statsd:\n  enabled: true\n  listen: \"127.0.0.1:%d\"\n  tenant: t-statsd\n" % statsd_port)
     log = open(os.path.join(tmp, "metricsd.log"), "wb")
     md = subprocess.Popen([binary, "--config", cfg, "--listen", "127.0.0.1:%d" % port, "--data-dir",
                            os.path.join(tmp, "data")], stdout=log, stderr=log)
@@ -299,7 +315,7 @@ def main():
         if not ready:
             print("skip: metricsd did not become ready (see %s/metricsd.log)" % tmp)
             return SKIP
-        run(base)
+        run(base, statsd_port)
     finally:
         md.send_signal(signal.SIGTERM)
         try:
