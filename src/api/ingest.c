@@ -20,8 +20,9 @@
  *   503     the WAL cannot be written (disk full, I/O error): nothing stored, Retry-After
  *
  * Threading: handlers run concurrently on HTTP worker threads; the ingest state is created
- * in api_register_ingest and is read-only afterwards except for the track registry (its own
- * mutex) and the flusher/StatsD threads, which only read it and stop on `stop` (under mu).
+ * in api_register_ingest and is read-only afterwards except for the limits (replaced on
+ * reload under mu, copied per request), the track registry (its own mutex) and the flusher/StatsD threads,
+ * which only read it and stop on `stop` (under mu).
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -177,8 +178,10 @@ static int finish_push(api_t *api, http_req_t *req, http_resp_t *resp, const cha
   }
   if (prc == MD_ELIMIT) {
     char m[160];
+    ingest_limits_t lim;
+    current_limits(state_of(api), &lim);
     snprintf(m, sizeof m, "request has more than %zu samples (limits.max_samples_per_request); split it",
-             state_of(api)->limits.max_samples_per_request);
+             lim.max_samples_per_request);
     count_rejected(api, protocol, "samples_per_request", 1);
     count_request(api, protocol, "too_large");
     answer_error(resp, style, 413, m);
@@ -238,9 +241,17 @@ static int finish_push(api_t *api, http_req_t *req, http_resp_t *resp, const cha
   return status;
 }
 
-static void init_opts(api_t *api, ingest_opts_t *o) {
+/* Copies the current limits (a reload may change them: st->mu guards st->limits). */
+static void current_limits(ingest_state_t *st, ingest_limits_t *out) {
+  pthread_mutex_lock(&st->mu);
+  *out = st->limits;
+  pthread_mutex_unlock(&st->mu);
+}
+
+static void init_opts(api_t *api, ingest_opts_t *o, ingest_limits_t *lim) {
   memset(o, 0, sizeof *o);
-  o->limits = &state_of(api)->limits;
+  current_limits(state_of(api), lim);
+  o->limits = lim;
   o->default_ts = md_now_ms();
 }
 
@@ -251,7 +262,8 @@ static void h_import_prometheus(http_req_t *req, http_resp_t *resp, void *ctx) {
   size_t n;
   const char *body = http_req_body(req, &n);
   ingest_opts_t o;
-  init_opts(api, &o);
+  ingest_limits_t lim;
+  init_opts(api, &o, &lim);
   tsdb_label_t extra[MAX_EXTRA_LABELS];
   char err[200];
   if (extra_labels(req, extra, &o.n_extra_labels, err, sizeof err)) {
@@ -287,7 +299,8 @@ static void h_influx(http_req_t *req, http_resp_t *resp, void *ctx) {
   size_t n;
   const char *body = http_req_body(req, &n);
   ingest_opts_t o;
-  init_opts(api, &o);
+  ingest_limits_t lim;
+  init_opts(api, &o, &lim);
   const char *prec = http_req_query(req, "precision");
   if (prec && *prec && ingest_precision_parse(prec, strlen(prec), &o.precision)) {
     answer_error(resp, STYLE_INFLUX, 400, "invalid precision (want ns, u, us, ms, s, m or h)");
@@ -331,7 +344,8 @@ static void h_remote_write(http_req_t *req, http_resp_t *resp, void *ctx) {
     return;
   }
   ingest_opts_t o;
-  init_opts(api, &o);
+  ingest_limits_t lim;
+  init_opts(api, &o, &lim);
   tsdb_batch_t *b = tsdb_batch_new();
   if (!b) {
     answer_error(resp, STYLE_PROM, 500, "out of memory");
@@ -351,7 +365,8 @@ static void h_import_jsonl(http_req_t *req, http_resp_t *resp, void *ctx) {
   size_t n;
   const char *body = http_req_body(req, &n);
   ingest_opts_t o;
-  init_opts(api, &o);
+  ingest_limits_t lim;
+  init_opts(api, &o, &lim);
   tsdb_label_t extra[MAX_EXTRA_LABELS];
   char err[200];
   if (extra_labels(req, extra, &o.n_extra_labels, err, sizeof err)) {
@@ -391,7 +406,8 @@ static void h_otlp(http_req_t *req, http_resp_t *resp, void *ctx) {
     return;
   }
   ingest_opts_t o;
-  init_opts(api, &o);
+  ingest_limits_t lim;
+  init_opts(api, &o, &lim);
   tsdb_batch_t *b = tsdb_batch_new();
   if (!b) {
     answer_error(resp, STYLE_OTLP, 500, "out of memory");
@@ -767,10 +783,12 @@ void api_reload_ingest(api_t *api) {
   ingest_state_t *st = state_of(api);
   const config_t *cfg = api_config(api);
   if (!st || !cfg) return;
-  /* Limits are read per request; a torn read of a size_t is not possible on our targets. */
+  /* Parsers take a copy per request; the track registry keeps the limits it started with. */
+  pthread_mutex_lock(&st->mu);
   if (cfg->limits.max_labels_per_series) st->limits.max_labels_per_series = cfg->limits.max_labels_per_series;
   if (cfg->limits.max_label_name_length) st->limits.max_label_name_len = cfg->limits.max_label_name_length;
   if (cfg->limits.max_label_value_length) st->limits.max_label_value_len = cfg->limits.max_label_value_length;
   if (cfg->limits.max_samples_per_request)
     st->limits.max_samples_per_request = cfg->limits.max_samples_per_request;
+  pthread_mutex_unlock(&st->mu);
 }
