@@ -21,8 +21,8 @@
  *
  * Threading: handlers run concurrently on HTTP worker threads; the ingest state is created
  * in api_register_ingest and is read-only afterwards except for the limits (replaced on
- * reload under mu, copied per request), the track registry (its own mutex) and the flusher/StatsD threads,
- * which only read it and stop on `stop` (under mu).
+ * reload under mu, copied per request), the track registry (its own mutex) and the
+ * flusher/StatsD threads, which only read it and stop on `stop` (under mu).
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -162,6 +162,13 @@ static int extra_labels(http_req_t *req, tsdb_label_t *out, size_t *n, char *err
   return 0;
 }
 
+/* Copies the current limits (a reload may change them: st->mu guards st->limits). */
+static void current_limits(ingest_state_t *st, ingest_limits_t *out) {
+  pthread_mutex_lock(&st->mu);
+  *out = st->limits;
+  pthread_mutex_unlock(&st->mu);
+}
+
 /*
  * The shared tail of every push handler: given the parse outcome and the batch, append and
  * answer. Returns the HTTP status chosen (0 = success; the caller writes its own 2xx).
@@ -239,13 +246,6 @@ static int finish_push(api_t *api, http_req_t *req, http_resp_t *resp, const cha
   }
   sb_free(&msg);
   return status;
-}
-
-/* Copies the current limits (a reload may change them: st->mu guards st->limits). */
-static void current_limits(ingest_state_t *st, ingest_limits_t *out) {
-  pthread_mutex_lock(&st->mu);
-  *out = st->limits;
-  pthread_mutex_unlock(&st->mu);
 }
 
 static void init_opts(api_t *api, ingest_opts_t *o, ingest_limits_t *lim) {
