@@ -96,7 +96,10 @@ static int servers_start(servers_t *all, size_t series) {
   for (size_t i = 0; i < series; i++)
     sb_printf(&body, "bench_metric{series=\"s%zu\",group=\"g%zu\",kind=\"synthetic\"} %zu.5\n", i, i % 10, i);
   sb_t resp = {0};
-  sb_printf(&resp, "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n", body.len);
+  sb_printf(&resp,
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: "
+            "%zu\r\nConnection: close\r\n\r\n",
+            body.len);
   sb_append(&resp, body.buf, body.len);
   sb_free(&body);
   int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -120,13 +123,15 @@ static int servers_start(servers_t *all, size_t series) {
 
 static long long servers_cpu_ns(servers_t *all) {
   long long t = 0;
-  for (int i = 0; i < SERVER_THREADS; i++) t += atomic_load(&all->s[i].cpu_ns);
+  for (int i = 0; i < SERVER_THREADS; i++)
+    t += atomic_load(&all->s[i].cpu_ns);
   return t;
 }
 
 static long long servers_requests(servers_t *all) {
   long long t = 0;
-  for (int i = 0; i < SERVER_THREADS; i++) t += atomic_load(&all->s[i].requests);
+  for (int i = 0; i < SERVER_THREADS; i++)
+    t += atomic_load(&all->s[i].requests);
   return t;
 }
 
@@ -148,7 +153,8 @@ static int count_sink(void *ctx, const tsdb_batch_t *b) {
 static double cpu_seconds(void) {
   struct rusage ru;
   getrusage(RUSAGE_SELF, &ru);
-  return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
+  return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
+         ru.ru_stime.tv_usec / 1e6;
 }
 
 /* ---- phases ----------------------------------------------------------------------------- */
@@ -171,8 +177,9 @@ static void bench_host(void) {
     series = tsdb_batch_series_count(b);
   }
   double wall = (double)(md_mono_ns() - t0) / 1e9, cpu = cpu_seconds() - c0;
-  printf("host collector: %zu series/round, %.3f ms wall, %.3f ms CPU per round; at 15 s: %.4f %% of one core\n",
-         series, wall / rounds * 1e3, cpu / rounds * 1e3, cpu / rounds / 15.0 * 100.0);
+  printf(
+      "host collector: %zu series/round, %.3f ms wall, %.3f ms CPU per round; at 15 s: %.4f %% of one core\n",
+      series, wall / rounds * 1e3, cpu / rounds * 1e3, cpu / rounds / 15.0 * 100.0);
   tsdb_batch_free(b);
   collect_host_free(h);
 }
@@ -208,8 +215,8 @@ static int bench_scrape(size_t targets, size_t series, int seconds, int interval
   snprintf(iv, sizeof iv, "%ds", interval_s);
   char to[16];
   snprintf(to, sizeof to, "%ds", interval_s < 10 ? interval_s : 10);
-  json_t *cfg = json_pack("[{s:s,s:s,s:s,s:o}]", "job_name", "bench", "scrape_interval", iv, "scrape_timeout", to,
-                          "static_configs", groups);
+  json_t *cfg = json_pack("[{s:s,s:s,s:s,s:o}]", "job_name", "bench", "scrape_interval", iv, "scrape_timeout",
+                          to, "static_configs", groups);
   scrape_options_t opt;
   scrape_options_default(&opt);
   scrape_manager_t *m;
@@ -233,11 +240,13 @@ static int bench_scrape(size_t targets, size_t series, int seconds, int interval
   usleep(200 * 1000);
   double server_cpu = (double)(servers_cpu_ns(srv) - s0) / 1e9;
   double scraper_cpu = cpu - server_cpu;
-  printf("scrape [%s]: %zu targets x %zu series every %d s for %.1f s: %llu scrapes (%llu failed), %llu samples "
-         "(%.0f/s); server requests %lld\n",
-         use_tsdb ? "tsdb" : "sink", targets, series, interval_s, wall, (unsigned long long)st.scrapes,
-         (unsigned long long)st.scrape_failures, samples, samples / wall, servers_requests(srv));
-  printf("scrape [%s]: CPU %.2f s total, synthetic server %.2f s, scraper %.2f s = %.3f cores (%.1f %% of this %ld-core "
+  printf(
+      "scrape [%s]: %zu targets x %zu series every %d s for %.1f s: %llu scrapes (%llu failed), %llu samples "
+      "(%.0f/s); server requests %lld\n",
+      use_tsdb ? "tsdb" : "sink", targets, series, interval_s, wall, (unsigned long long)st.scrapes,
+      (unsigned long long)st.scrape_failures, samples, samples / wall, servers_requests(srv));
+  printf("scrape [%s]: CPU %.2f s total, synthetic server %.2f s, scraper %.2f s = %.3f cores (%.1f %% of "
+         "this %ld-core "
          "machine); %.2f us CPU per sample\n",
          use_tsdb ? "tsdb" : "sink", cpu, server_cpu, scraper_cpu, scraper_cpu / wall,
          scraper_cpu / wall / (double)sysconf(_SC_NPROCESSORS_ONLN) * 100.0, sysconf(_SC_NPROCESSORS_ONLN),
@@ -248,7 +257,8 @@ static int bench_scrape(size_t targets, size_t series, int seconds, int interval
   json_decref(cfg);
   if (cnt.db) tsdb_close(cnt.db);
   if (dir) md_rm_rf(dir);
-  for (int i = 0; i < SERVER_THREADS; i++) atomic_store(&srv->s[i].stop, true);
+  for (int i = 0; i < SERVER_THREADS; i++)
+    atomic_store(&srv->s[i].stop, true);
   shutdown(srv->s[0].fd, SHUT_RDWR);
   close(srv->s[0].fd);
   /* Server threads may sit in accept() on the closed socket; they are left to exit with

@@ -40,7 +40,9 @@ struct collect_state {
   sink_ctx_t sink_collect, sink_scrape;
 };
 
-static collect_state_t *state(api_t *api) { return api_slot(api, "collect"); }
+static collect_state_t *state(api_t *api) {
+  return api_slot(api, "collect");
+}
 
 /* Called from collector and scrape threads. */
 static int sink(void *ctx, const tsdb_batch_t *b) {
@@ -50,16 +52,17 @@ static int sink(void *ctx, const tsdb_batch_t *b) {
   metrics_registry_t *r = api_metrics(s->st->api);
   if (rc == 0) {
     metrics_counter_add(metrics_counter(r, "metricsd_collected_samples_total",
-                                        "Samples stored by the built-in collectors and scrapes.", "source", s->name,
-                                        NULL),
+                                        "Samples stored by the built-in collectors and scrapes.", "source",
+                                        s->name, (const char *)NULL),
                         (double)res.samples_added);
     if (res.samples_rejected)
       metrics_counter_add(metrics_counter(r, "metricsd_collected_samples_rejected_total",
-                                          "Samples from collectors and scrapes the storage rejected.", "source",
-                                          s->name, NULL),
+                                          "Samples from collectors and scrapes the storage rejected.",
+                                          "source", s->name, (const char *)NULL),
                           (double)res.samples_rejected);
   } else {
-    metrics_counter_inc(metrics_counter(r, "metrics_errors_total", "Total collection errors.", NULL));
+    metrics_counter_inc(
+        metrics_counter(r, "metrics_errors_total", "Total collection errors.", (const char *)NULL));
   }
   return rc;
 }
@@ -70,7 +73,8 @@ static void fill_collect_options(const config_t *cfg, collect_options_t *o) {
   if (cfg->collectors.host_interval_ms > 0) o->host.interval_ms = cfg->collectors.host_interval_ms;
   o->gpu_enabled = cfg->collectors.gpu_enabled;
   if (cfg->collectors.gpu_interval_ms > 0) o->gpu.interval_ms = cfg->collectors.gpu_interval_ms;
-  if (cfg->collectors.nvml_library && *cfg->collectors.nvml_library) o->gpu.library = cfg->collectors.nvml_library;
+  if (cfg->collectors.nvml_library && *cfg->collectors.nvml_library)
+    o->gpu.library = cfg->collectors.nvml_library;
 }
 
 static bool same_collect_options(const collect_options_t *a, const collect_options_t *b) {
@@ -88,6 +92,13 @@ static void report_health(collect_state_t *st) {
   api_set_health(st->api, "gpu", collect_gpu_active(st->collectors) ? "ok" : "disabled", gpu);
 }
 
+/* One gauge child with at most one label (k may be NULL). */
+static void gauge(metrics_registry_t *r, const char *name, const char *help, const char *k, const char *v,
+                  double x) {
+  const char *kv[2] = {k, v};
+  metrics_gauge_set(metrics_gauge_v(r, name, help, kv, k ? 1 : 0), x);
+}
+
 /* Self-metrics: collector and scrape figures, read when /metrics is scraped. */
 static void self_metrics(metrics_registry_t *r, void *ctx) {
   collect_state_t *st = state(ctx);
@@ -96,37 +107,25 @@ static void self_metrics(metrics_registry_t *r, void *ctx) {
   collect_stats_t cs;
   collect_stats(st->collectors, &cs);
   pthread_mutex_unlock(&st->mu);
-  metrics_gauge_set(metrics_gauge(r, "metricsd_collector_rounds", "Collection rounds since the collector started.",
-                                  "collector", "host", NULL),
-                    (double)cs.host_rounds);
-  metrics_gauge_set(metrics_gauge(r, "metricsd_collector_rounds", "Collection rounds since the collector started.",
-                                  "collector", "gpu", NULL),
-                    (double)cs.gpu_rounds);
-  metrics_gauge_set(metrics_gauge(r, "metricsd_collector_errors", "Collection errors since the collector started.",
-                                  "collector", "host", NULL),
-                    (double)cs.host_errors);
-  metrics_gauge_set(metrics_gauge(r, "metricsd_collector_errors", "Collection errors since the collector started.",
-                                  "collector", "gpu", NULL),
-                    (double)cs.gpu_errors);
-  metrics_gauge_set(metrics_gauge(r, "metricsd_collector_last_duration_seconds", "Duration of the last round.",
-                                  "collector", "host", NULL),
-                    cs.host_last_duration_s);
-  metrics_gauge_set(metrics_gauge(r, "metricsd_collector_last_duration_seconds", "Duration of the last round.",
-                                  "collector", "gpu", NULL),
-                    cs.gpu_last_duration_s);
-  metrics_gauge_set(metrics_gauge(r, "metricsd_gpu_devices", "GPUs seen by the GPU collector.", NULL), cs.gpus);
+  static const char ROUNDS[] = "Collection rounds since the collector started.";
+  static const char ERRORS[] = "Collection errors since the collector started.";
+  static const char LAST[] = "Duration of the last round.";
+  gauge(r, "metricsd_collector_rounds", ROUNDS, "collector", "host", (double)cs.host_rounds);
+  gauge(r, "metricsd_collector_rounds", ROUNDS, "collector", "gpu", (double)cs.gpu_rounds);
+  gauge(r, "metricsd_collector_errors", ERRORS, "collector", "host", (double)cs.host_errors);
+  gauge(r, "metricsd_collector_errors", ERRORS, "collector", "gpu", (double)cs.gpu_errors);
+  gauge(r, "metricsd_collector_last_duration_seconds", LAST, "collector", "host", cs.host_last_duration_s);
+  gauge(r, "metricsd_collector_last_duration_seconds", LAST, "collector", "gpu", cs.gpu_last_duration_s);
+  gauge(r, "metricsd_gpu_devices", "GPUs seen by the GPU collector.", NULL, NULL, cs.gpus);
   if (st->scrape) {
     scrape_stats_t ss;
     scrape_manager_stats(st->scrape, &ss);
-    metrics_gauge_set(metrics_gauge(r, "metricsd_scrape_targets", "Scrape targets.", "state", "active", NULL),
-                      (double)ss.targets_active);
-    metrics_gauge_set(metrics_gauge(r, "metricsd_scrape_targets", "Scrape targets.", "state", "dropped", NULL),
-                      (double)ss.targets_dropped);
-    metrics_gauge_set(metrics_gauge(r, "metricsd_scrape_targets", "Scrape targets.", "state", "up", NULL),
-                      (double)ss.targets_up);
-    metrics_gauge_set(metrics_gauge(r, "metricsd_scrapes", "Scrapes since start.", NULL), (double)ss.scrapes);
-    metrics_gauge_set(metrics_gauge(r, "metricsd_scrape_failures", "Failed scrapes since start.", NULL),
-                      (double)ss.scrape_failures);
+    gauge(r, "metricsd_scrape_targets", "Scrape targets.", "state", "active", (double)ss.targets_active);
+    gauge(r, "metricsd_scrape_targets", "Scrape targets.", "state", "dropped", (double)ss.targets_dropped);
+    gauge(r, "metricsd_scrape_targets", "Scrape targets.", "state", "up", (double)ss.targets_up);
+    gauge(r, "metricsd_scrapes", "Scrapes since start.", NULL, NULL, (double)ss.scrapes);
+    gauge(r, "metricsd_scrape_failures", "Failed scrapes since start.", NULL, NULL,
+          (double)ss.scrape_failures);
   }
 }
 
@@ -283,7 +282,9 @@ static void put_source(http_req_t *req, http_resp_t *resp, void *ctx, const char
   http_resp_content_type(resp, "application/json");
 }
 
-static void h_source_post(http_req_t *req, http_resp_t *resp, void *ctx) { put_source(req, resp, ctx, NULL); }
+static void h_source_post(http_req_t *req, http_resp_t *resp, void *ctx) {
+  put_source(req, resp, ctx, NULL);
+}
 static void h_source_put(http_req_t *req, http_resp_t *resp, void *ctx) {
   put_source(req, resp, ctx, http_req_param(req, "id"));
 }
@@ -313,8 +314,10 @@ static void h_targets(http_req_t *req, http_resp_t *resp, void *ctx) {
     return;
   }
   sb_t d = {0};
-  if (st && st->scrape) scrape_targets_json(st->scrape, s, &d);
-  else sb_puts(&d, "{\"activeTargets\":[],\"droppedTargets\":[],\"droppedTargetCounts\":{}}");
+  if (st && st->scrape)
+    scrape_targets_json(st->scrape, s, &d);
+  else
+    sb_puts(&d, "{\"activeTargets\":[],\"droppedTargets\":[],\"droppedTargetCounts\":{}}");
   api_prom_success(resp, d.buf, d.len, NULL, 0, NULL, 0);
   sb_free(&d);
 }

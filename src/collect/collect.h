@@ -78,8 +78,8 @@ void collect_gpu_free(collect_gpu_t *g); /* shuts NVML down and unloads it */
  * skipped for this round and counted in the error counter; metrics whose NVML function the
  * driver lacks are skipped silently. Fails only on allocation failure. */
 int collect_gpu_gather(collect_gpu_t *g, tsdb_batch_t *b, int64_t ts);
-unsigned collect_gpu_device_count(const collect_gpu_t *g); /* as of the last gather / init */
-uint64_t collect_gpu_errors(const collect_gpu_t *g);      /* per-GPU failures since start */
+unsigned collect_gpu_device_count(const collect_gpu_t *g);      /* as of the last gather / init */
+uint64_t collect_gpu_errors(const collect_gpu_t *g);            /* per-GPU failures since start */
 const char *collect_gpu_driver_version(const collect_gpu_t *g); /* "" when unknown */
 
 /* ---- running collectors ------------------------------------------------------------ */
@@ -89,9 +89,9 @@ const char *collect_gpu_driver_version(const collect_gpu_t *g); /* "" when unkno
 typedef int (*collect_sink_fn)(void *ctx, const tsdb_batch_t *b);
 
 typedef struct collect_options {
-  bool host_enabled;            /* default true */
+  bool host_enabled; /* default true */
   collect_host_options_t host;
-  bool gpu_enabled;             /* default true: tried, off with one log line when absent */
+  bool gpu_enabled; /* default true: tried, off with one log line when absent */
   collect_gpu_options_t gpu;
 } collect_options_t;
 
@@ -100,8 +100,8 @@ void collect_options_default(collect_options_t *opt);
 typedef struct collect collect_t;
 /* Starts the enabled collectors' threads. A missing GPU library is not an error (see
  * collect_gpu_status). Returns MD_EINVAL for bad options (err says which). */
-int collect_start(const collect_options_t *opt, collect_sink_fn sink, void *ctx, collect_t **out,
-                  char *err, size_t errlen);
+int collect_start(const collect_options_t *opt, collect_sink_fn sink, void *ctx, collect_t **out, char *err,
+                  size_t errlen);
 /* Stops the threads (waits for a gather in progress) and frees. NULL is a no-op. */
 void collect_stop(collect_t *c);
 

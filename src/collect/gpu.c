@@ -37,15 +37,22 @@ enum { NVML_PCIE_UTIL_TX_BYTES = 0, NVML_PCIE_UTIL_RX_BYTES = 1 };
 enum { NVML_MEMORY_ERROR_TYPE_CORRECTED = 0, NVML_MEMORY_ERROR_TYPE_UNCORRECTED = 1 };
 enum { NVML_VOLATILE_ECC = 0, NVML_AGGREGATE_ECC = 1 };
 
-typedef struct { unsigned int gpu, memory; } nvml_utilization_t;
-typedef struct { unsigned long long total, free, used; } nvml_memory_t;
+typedef struct {
+  unsigned int gpu, memory;
+} nvml_utilization_t;
+typedef struct {
+  unsigned long long total, free, used;
+} nvml_memory_t;
 typedef struct {
   char bus_id_legacy[16];
   unsigned int domain, bus, device, pci_device_id, pci_sub_system_id;
   char bus_id[32];
 } nvml_pci_info_t;
 /* nvmlProcessInfo_v1_t (legacy entry point) and nvmlProcessInfo_t (_v2/_v3 entry points). */
-typedef struct { unsigned int pid; unsigned long long used_gpu_memory; } nvml_process_v1_t;
+typedef struct {
+  unsigned int pid;
+  unsigned long long used_gpu_memory;
+} nvml_process_v1_t;
 typedef struct {
   unsigned int pid;
   unsigned long long used_gpu_memory;
@@ -160,12 +167,15 @@ int collect_gpu_new(const collect_gpu_options_t *opt, collect_gpu_t **out, char 
   load_sym(g->lib, &f->pcie, "nvmlDeviceGetPcieThroughput", NULL);
   load_sym(g->lib, &f->ecc, "nvmlDeviceGetTotalEccErrors", NULL);
   /* Renamed "clocks event reasons" in R535; the old name remains as an alias. */
-  load_sym(g->lib, &f->throttle, "nvmlDeviceGetCurrentClocksEventReasons", "nvmlDeviceGetCurrentClocksThrottleReasons");
+  load_sym(g->lib, &f->throttle, "nvmlDeviceGetCurrentClocksEventReasons",
+           "nvmlDeviceGetCurrentClocksThrottleReasons");
   load_sym(g->lib, &f->pstate, "nvmlDeviceGetPerformanceState", NULL);
-  load_sym(g->lib, &f->procs_v2, "nvmlDeviceGetComputeRunningProcesses_v3", "nvmlDeviceGetComputeRunningProcesses_v2");
+  load_sym(g->lib, &f->procs_v2, "nvmlDeviceGetComputeRunningProcesses_v3",
+           "nvmlDeviceGetComputeRunningProcesses_v2");
   if (!f->procs_v2) load_sym(g->lib, &f->procs_v1, "nvmlDeviceGetComputeRunningProcesses", NULL);
   if (!f->init || !f->count || !f->handle_by_index) {
-    rc = md_error(err, errlen, MD_ENOTFOUND, "%s lacks nvmlInit/nvmlDeviceGetCount/nvmlDeviceGetHandleByIndex", libname);
+    rc = md_error(err, errlen, MD_ENOTFOUND,
+                  "%s lacks nvmlInit/nvmlDeviceGetCount/nvmlDeviceGetHandleByIndex", libname);
     goto fail;
   }
   nvml_ret_t r = f->init();
@@ -202,9 +212,15 @@ void collect_gpu_free(collect_gpu_t *g) {
   free(g);
 }
 
-unsigned collect_gpu_device_count(const collect_gpu_t *g) { return g ? g->devices : 0; }
-uint64_t collect_gpu_errors(const collect_gpu_t *g) { return g ? g->errors : 0; }
-const char *collect_gpu_driver_version(const collect_gpu_t *g) { return g ? g->driver : ""; }
+unsigned collect_gpu_device_count(const collect_gpu_t *g) {
+  return g ? g->devices : 0;
+}
+uint64_t collect_gpu_errors(const collect_gpu_t *g) {
+  return g ? g->errors : 0;
+}
+const char *collect_gpu_driver_version(const collect_gpu_t *g) {
+  return g ? g->driver : "";
+}
 
 /* ---- one GPU ---------------------------------------------------------------------- */
 
@@ -233,10 +249,10 @@ static int put(gpu_round_t *gr, const char *name, double v) {
   return collect_emit(gr->b, gr->g->job, gr->g->instance, name, gr->labels, gr->nlabels, gr->ts, v);
 }
 
-#define PUT(name, v)                    \
-  do {                                  \
-    int rc_ = put(gr, (name), (v));     \
-    if (rc_) return rc_;                \
+#define PUT(name, v)                                                                                         \
+  do {                                                                                                       \
+    int rc_ = put(gr, (name), (v));                                                                          \
+    if (rc_) return rc_;                                                                                     \
   } while (0)
 
 static int gather_processes(gpu_round_t *gr, nvml_device_t d) {
@@ -287,10 +303,14 @@ static int gather_device(gpu_round_t *gr, unsigned idx, nvml_device_t d) {
   collect_gpu_t *g = gr->g;
   char *idxbuf = gr->idx, *uuid = gr->uuid, *name = gr->name, *dev = gr->dev, *bus = gr->bus;
   snprintf(idxbuf, sizeof gr->idx, "%u", idx);
-  if (f->uuid && ok(gr, f->uuid(d, uuid, sizeof gr->uuid))) uuid[sizeof gr->uuid - 1] = 0;
-  else uuid[0] = 0;
-  if (f->name && ok(gr, f->name(d, name, sizeof gr->name))) name[sizeof gr->name - 1] = 0;
-  else name[0] = 0;
+  if (f->uuid && ok(gr, f->uuid(d, uuid, sizeof gr->uuid)))
+    uuid[sizeof gr->uuid - 1] = 0;
+  else
+    uuid[0] = 0;
+  if (f->name && ok(gr, f->name(d, name, sizeof gr->name)))
+    name[sizeof gr->name - 1] = 0;
+  else
+    name[0] = 0;
   unsigned minor;
   if (f->minor_number && ok(gr, f->minor_number(d, &minor))) snprintf(dev, sizeof gr->dev, "nvidia%u", minor);
   nvml_pci_info_t pci;

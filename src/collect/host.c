@@ -58,26 +58,31 @@ static bool disk_excluded(const char *d) {
   if (strncmp(d, "loop", 4) == 0) return all_digits(d + 4);
   if (strncmp(d, "fd", 2) == 0) return all_digits(d + 2);
   const char *p = d;
-  if (strncmp(p, "xv", 2) == 0) p += 2;
-  else if (*p == 'h' || *p == 's' || *p == 'v') p += 1;
-  else p = NULL;
+  if (strncmp(p, "xv", 2) == 0)
+    p += 2;
+  else if (*p == 'h' || *p == 's' || *p == 'v')
+    p += 1;
+  else
+    p = NULL;
   if (p && p[0] == 'd' && p[1] >= 'a' && p[1] <= 'z') return all_digits(p + 2);
   if (strncmp(d, "nvme", 4) == 0) {
     p = d + 4;
     if (!(*p >= '0' && *p <= '9')) return false;
-    while (*p >= '0' && *p <= '9') p++;
+    while (*p >= '0' && *p <= '9')
+      p++;
     if (*p++ != 'n' || !(*p >= '0' && *p <= '9')) return false;
-    while (*p >= '0' && *p <= '9') p++;
+    while (*p >= '0' && *p <= '9')
+      p++;
     return *p == 'p' && all_digits(p + 1);
   }
   return false;
 }
 
 static bool fs_type_excluded(const char *t) {
-  static const char *types[] = {"autofs", "binfmt_misc", "bpf", "cgroup", "cgroup2", "configfs", "debugfs",
-                                "devpts", "devtmpfs", "fusectl", "hugetlbfs", "iso9660", "mqueue", "nsfs",
-                                "overlay", "proc", "procfs", "pstore", "rpc_pipefs", "securityfs", "selinuxfs",
-                                "squashfs", "sysfs", "tracefs"};
+  static const char *types[] = {"autofs",     "binfmt_misc", "bpf",       "cgroup",   "cgroup2",   "configfs",
+                                "debugfs",    "devpts",      "devtmpfs",  "fusectl",  "hugetlbfs", "iso9660",
+                                "mqueue",     "nsfs",        "overlay",   "proc",     "procfs",    "pstore",
+                                "rpc_pipefs", "securityfs",  "selinuxfs", "squashfs", "sysfs",     "tracefs"};
   for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
     if (strcmp(t, types[i]) == 0) return true;
   return false;
@@ -114,7 +119,8 @@ int collect_host_new(const collect_host_options_t *opt, collect_host_t **out, ch
     return md_error(err, errlen, MD_EINVAL, "host collector root %s is not a directory", root);
   }
   size_t rl = strlen(root);
-  while (rl > 0 && root[rl - 1] == '/') rl--;
+  while (rl > 0 && root[rl - 1] == '/')
+    rl--;
   h->root = strndup(root, rl);
   h->job = strdup(opt->job ? opt->job : "node");
   char host[256];
@@ -185,17 +191,18 @@ int collect_emit(tsdb_batch_t *b, const char *job, const char *instance, const c
   ls[n++] = (tsdb_label_t){"__name__", name};
   ls[n++] = (tsdb_label_t){"job", job};
   ls[n++] = (tsdb_label_t){"instance", instance};
-  for (size_t i = 0; i < nextra && n < 16; i++) ls[n++] = extra[i];
+  for (size_t i = 0; i < nextra && n < 16; i++)
+    ls[n++] = extra[i];
   int rc = tsdb_batch_series(b, ls, n);
   if (rc == MD_ENOMEM) return rc;
   if (rc != 0) return 0; /* a malformed label from the system (never expected): skip it */
   return tsdb_batch_sample(b, ts, v);
 }
 
-#define EMIT(name, extra, nextra, v)                                                          \
-  do {                                                                                        \
-    int rc_ = collect_emit(b, h->job, h->instance, (name), (extra), (nextra), ts, (v));       \
-    if (rc_) return rc_;                                                                      \
+#define EMIT(name, extra, nextra, v)                                                                         \
+  do {                                                                                                       \
+    int rc_ = collect_emit(b, h->job, h->instance, (name), (extra), (nextra), ts, (v));                      \
+    if (rc_) return rc_;                                                                                     \
   } while (0)
 
 /* Next line of s (NUL-terminated buffer): returns its start and sets *len; NULL at end. */
@@ -286,7 +293,8 @@ static int gather_meminfo(collect_host_t *h, tsdb_batch_t *b, int64_t ts) {
     char *end;
     double v = strtod(colon + 1, &end);
     if (end == colon + 1) continue;
-    while (*end == ' ') end++;
+    while (*end == ' ')
+      end++;
     if (strncmp(end, "kB", 2) == 0) {
       v *= 1024.0;
       if (n + 7 < sizeof name) memcpy(name + n, "_bytes", 7);
@@ -372,7 +380,8 @@ static int gather_netdev(collect_host_t *h, tsdb_batch_t *b, int64_t ts) {
     char *colon = memchr(line, ':', len);
     if (!colon) continue; /* the two header lines */
     char *d = line;
-    while (*d == ' ') d++;
+    while (*d == ' ')
+      d++;
     *colon = 0;
     tsdb_label_t l[1] = {{"device", d}};
     char *p = colon + 1, *end;
@@ -433,7 +442,8 @@ static int gather_netclass(collect_host_t *h, tsdb_batch_t *b, int64_t ts) {
     if (r == 0 && rc == 0)
       rc = collect_emit(b, h->job, h->instance, "node_network_mtu_bytes", l, 1, ts, strtod(h->buf.buf, NULL));
   }
-  for (size_t i = 0; i < nn; i++) free(names[i]);
+  for (size_t i = 0; i < nn; i++)
+    free(names[i]);
   free(names);
   return rc;
 }
@@ -455,7 +465,8 @@ static bool netstat_wanted(const char *proto, const char *f) {
   static const char *const octets[] = {"InOctets", "OutOctets"};
   static const char *const msgs[] = {"InMsgs", "OutMsgs"};
   static const char *const tcpext[] = {"TCPSynRetrans", "TCPTimeouts"};
-  static const char *const tcp[] = {"ActiveOpens", "InSegs", "OutSegs", "OutRsts", "PassiveOpens", "RetransSegs", "CurrEstab"};
+  static const char *const tcp[] = {"ActiveOpens",  "InSegs",      "OutSegs",  "OutRsts",
+                                    "PassiveOpens", "RetransSegs", "CurrEstab"};
   static const char *const udp[] = {"InDatagrams", "OutDatagrams", "NoPorts", "RcvbufErrors", "SndbufErrors"};
   if (strcmp(f, "InErrors") == 0 || strcmp(f, "InErrs") == 0) return true;
   if (strcmp(proto, "Ip") == 0) return strcmp(f, "Forwarding") == 0;
@@ -468,7 +479,8 @@ static bool netstat_wanted(const char *proto, const char *f) {
   return false;
 }
 
-static int emit_netstat(collect_host_t *h, tsdb_batch_t *b, int64_t ts, const char *proto, const char *field, double v) {
+static int emit_netstat(collect_host_t *h, tsdb_batch_t *b, int64_t ts, const char *proto, const char *field,
+                        double v) {
   if (!netstat_wanted(proto, field)) return 0;
   char name[160];
   snprintf(name, sizeof name, "node_netstat_%s_%s", proto, field);
@@ -547,7 +559,8 @@ static int gather_sockstat(collect_host_t *h, tsdb_batch_t *b, int64_t ts) {
 static void unescape_octal(char *s) {
   char *w = s;
   for (char *r = s; *r; r++) {
-    if (r[0] == '\\' && r[1] >= '0' && r[1] <= '3' && r[2] >= '0' && r[2] <= '7' && r[3] >= '0' && r[3] <= '7') {
+    if (r[0] == '\\' && r[1] >= '0' && r[1] <= '3' && r[2] >= '0' && r[2] <= '7' && r[3] >= '0' &&
+        r[3] <= '7') {
       *w++ = (char)((r[1] - '0') * 64 + (r[2] - '0') * 8 + (r[3] - '0'));
       r += 3;
     } else {
@@ -576,7 +589,8 @@ static int gather_filesystems(collect_host_t *h, tsdb_batch_t *b, int64_t ts) {
     if (fs_type_excluded(fstype)) continue;
     if (mount_excluded(mnt)) continue;
     bool dup = false;
-    for (size_t i = 0; i < nseen && !dup; i++) dup = strcmp(seen[i], mnt) == 0;
+    for (size_t i = 0; i < nseen && !dup; i++)
+      dup = strcmp(seen[i], mnt) == 0;
     if (dup) continue;
     if (nseen == capseen) {
       size_t nc = capseen ? capseen * 2 : 16;
@@ -607,7 +621,7 @@ static int gather_filesystems(collect_host_t *h, tsdb_batch_t *b, int64_t ts) {
       continue;
     }
     double bs = (double)st.f_frsize;
-#define FS(name, v) \
+#define FS(name, v)                                                                                          \
   if (rc == 0) rc = collect_emit(b, h->job, h->instance, name, l, 3, ts, (v))
     FS("node_filesystem_device_error", 0);
     FS("node_filesystem_size_bytes", (double)st.f_blocks * bs);
@@ -630,12 +644,13 @@ static int gather_vmstat(collect_host_t *h, tsdb_batch_t *b, int64_t ts) {
   char name[128];
   while ((line = next_line(&cur, &len))) {
     /* node_exporter's default field set: ^(oom_kill|pgpg|pswp|pg.*fault).* */
-    bool want = strncmp(line, "oom_kill", 8) == 0 || strncmp(line, "pgpg", 4) == 0 ||
-                strncmp(line, "pswp", 4) == 0;
+    bool want =
+        strncmp(line, "oom_kill", 8) == 0 || strncmp(line, "pgpg", 4) == 0 || strncmp(line, "pswp", 4) == 0;
     char *sp = memchr(line, ' ', len);
     if (!sp) continue;
     if (!want && strncmp(line, "pg", 2) == 0) {
-      for (char *q = line; q + 5 <= sp && !want; q++) want = strncmp(q, "fault", 5) == 0;
+      for (char *q = line; q + 5 <= sp && !want; q++)
+        want = strncmp(q, "fault", 5) == 0;
     }
     if (!want) continue;
     *sp = 0;
@@ -705,15 +720,15 @@ static int gather_uname(collect_host_t *h, tsdb_batch_t *b, int64_t ts) {
 int collect_host_gather(collect_host_t *h, tsdb_batch_t *b, int64_t ts, int *part_errors) {
   int errors = 0, rc = 0;
   /* Each part: read its file, parse it; a missing file is a part error, never fatal. */
-#define PART(enabled, file, call)         \
-  if (enabled) {                          \
-    int r_ = host_read(h, file);          \
-    if (r_ == 0) r_ = (call);             \
-    if (r_ == MD_ENOMEM) {                \
-      rc = r_;                            \
-      goto out;                           \
-    }                                     \
-    if (r_) errors++;                     \
+#define PART(enabled, file, call)                                                                            \
+  if (enabled) {                                                                                             \
+    int r_ = host_read(h, file);                                                                             \
+    if (r_ == 0) r_ = (call);                                                                                \
+    if (r_ == MD_ENOMEM) {                                                                                   \
+      rc = r_;                                                                                               \
+      goto out;                                                                                              \
+    }                                                                                                        \
+    if (r_) errors++;                                                                                        \
   }
   PART(h->opt.cpu, "/proc/stat", gather_stat(h, b, ts));
   PART(h->opt.memory, "/proc/meminfo", gather_meminfo(h, b, ts));

@@ -134,8 +134,8 @@ static void *gpu_main(void *arg) {
   return NULL;
 }
 
-int collect_start(const collect_options_t *opt, collect_sink_fn sink, void *ctx, collect_t **out,
-                  char *err, size_t errlen) {
+int collect_start(const collect_options_t *opt, collect_sink_fn sink, void *ctx, collect_t **out, char *err,
+                  size_t errlen) {
   collect_options_t def;
   if (!opt) {
     collect_options_default(&def);
@@ -230,4 +230,6 @@ void collect_gpu_status(collect_t *c, char *out, size_t n) {
   pthread_mutex_unlock(&c->mu);
 }
 
-bool collect_gpu_active(collect_t *c) { return c && c->gpu_running; }
+bool collect_gpu_active(collect_t *c) {
+  return c && c->gpu_running;
+}

@@ -33,7 +33,8 @@ void scrape_format_duration(int64_t ms, char *out, size_t n) {
   static const struct {
     int64_t unit;
     const char *suffix;
-  } u[] = {{86400000LL * 7, "w"}, {86400000LL, "d"}, {3600000LL, "h"}, {60000LL, "m"}, {1000LL, "s"}, {1LL, "ms"}};
+  } u[] = {{86400000LL * 7, "w"}, {86400000LL, "d"}, {3600000LL, "h"},
+           {60000LL, "m"},        {1000LL, "s"},     {1LL, "ms"}};
   for (size_t i = 0; i < 6 && len + 1 < n; i++) {
     if (ms >= u[i].unit) {
       len += (size_t)snprintf(out + len, n - len, "%lld%s", (long long)(ms / u[i].unit), u[i].suffix);
@@ -45,7 +46,8 @@ void scrape_format_duration(int64_t ms, char *out, size_t n) {
 void scrape_groups_free(scrape_group_t *g, size_t n) {
   if (!g) return;
   for (size_t i = 0; i < n; i++) {
-    for (size_t k = 0; k < g[i].ntargets; k++) free(g[i].targets[k]);
+    for (size_t k = 0; k < g[i].ntargets; k++)
+      free(g[i].targets[k]);
     free(g[i].targets);
     for (size_t k = 0; k < g[i].nlabels; k++) {
       free((char *)g[i].labels[k].name);
@@ -56,8 +58,8 @@ void scrape_groups_free(scrape_group_t *g, size_t n) {
   free(g);
 }
 
-int scrape_groups_parse(const json_t *arr, const char *extra_name, const char *extra_value, scrape_group_t **out,
-                        size_t *nout, char *err, size_t errlen) {
+int scrape_groups_parse(const json_t *arr, const char *extra_name, const char *extra_value,
+                        scrape_group_t **out, size_t *nout, char *err, size_t errlen) {
   *out = NULL;
   *nout = 0;
   if (!arr || json_is_null(arr)) return 0;
@@ -146,7 +148,9 @@ int scrape_groups_parse(const json_t *arr, const char *extra_name, const char *e
   return 0;
 }
 
-void scrape_job_ref(scrape_job_t *j) { atomic_fetch_add(&j->refs, 1); }
+void scrape_job_ref(scrape_job_t *j) {
+  atomic_fetch_add(&j->refs, 1);
+}
 
 void scrape_job_unref(scrape_job_t *j) {
   if (!j || atomic_fetch_sub(&j->refs, 1) != 1) return;
@@ -171,7 +175,8 @@ void scrape_job_unref(scrape_job_t *j) {
   scrape_relabel_free(j->metric_relabel);
   scrape_groups_free(j->groups, j->ngroups);
   for (size_t i = 0; i < j->nfile_sd; i++) {
-    for (size_t k = 0; k < j->file_sd[i].nfiles; k++) free(j->file_sd[i].files[k]);
+    for (size_t k = 0; k < j->file_sd[i].nfiles; k++)
+      free(j->file_sd[i].files[k]);
     free(j->file_sd[i].files);
     for (size_t k = 0; k < j->file_sd[i].nfound; k++) {
       free(j->file_sd[i].found[k].path);
@@ -193,7 +198,8 @@ static int read_secret_file(const char *path, char **out, char *m, size_t ml) {
     snprintf(m, ml, "cannot read %s", path);
     return MD_EINVAL;
   }
-  while (len && (buf[len - 1] == '\n' || buf[len - 1] == '\r')) buf[--len] = 0;
+  while (len && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
+    buf[--len] = 0;
   *out = buf;
   return 0;
 }
@@ -224,8 +230,10 @@ static int parse_basic_auth(const json_t *o, scrape_job_t *j, char *m, size_t ml
   json_t *v;
   int rc = 0;
   json_object_foreach((json_t *)o, key, v) {
-    if (strcmp(key, "username") == 0) rc = dup_str(v, &j->basic_user, "basic_auth.username", m, ml);
-    else if (strcmp(key, "password") == 0) rc = dup_str(v, &j->basic_pass, "basic_auth.password", m, ml);
+    if (strcmp(key, "username") == 0)
+      rc = dup_str(v, &j->basic_user, "basic_auth.username", m, ml);
+    else if (strcmp(key, "password") == 0)
+      rc = dup_str(v, &j->basic_pass, "basic_auth.password", m, ml);
     else if (strcmp(key, "password_file") == 0) {
       const char *p = json_string_value(v);
       if (!p) return snprintf(m, ml, "basic_auth.password_file: must be a string"), MD_EINVAL;
@@ -248,8 +256,10 @@ static int parse_authorization(const json_t *o, scrape_job_t *j, char *m, size_t
   json_t *v;
   int rc = 0;
   json_object_foreach((json_t *)o, key, v) {
-    if (strcmp(key, "type") == 0) rc = dup_str(v, &j->auth_type, "authorization.type", m, ml);
-    else if (strcmp(key, "credentials") == 0) rc = dup_str(v, &j->auth_credentials, "authorization.credentials", m, ml);
+    if (strcmp(key, "type") == 0)
+      rc = dup_str(v, &j->auth_type, "authorization.type", m, ml);
+    else if (strcmp(key, "credentials") == 0)
+      rc = dup_str(v, &j->auth_credentials, "authorization.credentials", m, ml);
     else if (strcmp(key, "credentials_file") == 0) {
       const char *p = json_string_value(v);
       if (!p) return snprintf(m, ml, "authorization.credentials_file: must be a string"), MD_EINVAL;
@@ -272,12 +282,17 @@ static int parse_tls(const json_t *o, scrape_job_t *j, char *m, size_t ml) {
   json_t *v;
   int rc = 0;
   json_object_foreach((json_t *)o, key, v) {
-    if (strcmp(key, "ca_file") == 0) rc = dup_str(v, &j->ca_file, "tls_config.ca_file", m, ml);
-    else if (strcmp(key, "cert_file") == 0) rc = dup_str(v, &j->cert_file, "tls_config.cert_file", m, ml);
-    else if (strcmp(key, "key_file") == 0) rc = dup_str(v, &j->key_file, "tls_config.key_file", m, ml);
-    else if (strcmp(key, "server_name") == 0) rc = dup_str(v, &j->server_name, "tls_config.server_name", m, ml);
+    if (strcmp(key, "ca_file") == 0)
+      rc = dup_str(v, &j->ca_file, "tls_config.ca_file", m, ml);
+    else if (strcmp(key, "cert_file") == 0)
+      rc = dup_str(v, &j->cert_file, "tls_config.cert_file", m, ml);
+    else if (strcmp(key, "key_file") == 0)
+      rc = dup_str(v, &j->key_file, "tls_config.key_file", m, ml);
+    else if (strcmp(key, "server_name") == 0)
+      rc = dup_str(v, &j->server_name, "tls_config.server_name", m, ml);
     else if (strcmp(key, "insecure_skip_verify") == 0) {
-      if (!json_is_boolean(v)) return snprintf(m, ml, "tls_config.insecure_skip_verify: must be true or false"), MD_EINVAL;
+      if (!json_is_boolean(v))
+        return snprintf(m, ml, "tls_config.insecure_skip_verify: must be true or false"), MD_EINVAL;
       j->insecure_skip_verify = json_is_true(v);
     } else {
       snprintf(m, ml, "tls_config: unknown key \"%s\"", key);
@@ -333,7 +348,8 @@ static int parse_file_sd(const json_t *arr, scrape_job_t *j, char *m, size_t ml)
         if (!f->files) return MD_ENOMEM;
         for (size_t k = 0; k < json_array_size(v); k++) {
           const char *s = json_string_value(json_array_get(v, k));
-          if (!s || !*s) return snprintf(m, ml, "file_sd_configs[%zu].files[%zu]: must be a path", i, k), MD_EINVAL;
+          if (!s || !*s)
+            return snprintf(m, ml, "file_sd_configs[%zu].files[%zu]: must be a path", i, k), MD_EINVAL;
           if (!(f->files[f->nfiles++] = strdup(s))) return MD_ENOMEM;
         }
       } else if (strcmp(key, "refresh_interval") == 0) {
@@ -366,7 +382,8 @@ static int parse_job_body(const json_t *o, const scrape_options_t *opt, scrape_j
       has_timeout = true;
     } else if (strcmp(key, "metrics_path") == 0) {
       rc = dup_str(v, &j->metrics_path, key, m, ml);
-      if (rc == 0 && j->metrics_path[0] != '/') return snprintf(m, ml, "metrics_path: must start with /"), MD_EINVAL;
+      if (rc == 0 && j->metrics_path[0] != '/')
+        return snprintf(m, ml, "metrics_path: must start with /"), MD_EINVAL;
     } else if (strcmp(key, "scheme") == 0) {
       rc = dup_str(v, &j->scheme, key, m, ml);
       if (rc == 0 && strcmp(j->scheme, "http") && strcmp(j->scheme, "https"))
@@ -375,8 +392,10 @@ static int parse_job_body(const json_t *o, const scrape_options_t *opt, scrape_j
       rc = parse_params(v, j, m, ml);
     } else if (strcmp(key, "honor_labels") == 0 || strcmp(key, "honor_timestamps") == 0) {
       if (!json_is_boolean(v)) return snprintf(m, ml, "%s: must be true or false", key), MD_EINVAL;
-      if (key[6] == 'l') j->honor_labels = json_is_true(v);
-      else j->honor_timestamps = json_is_true(v);
+      if (key[6] == 'l')
+        j->honor_labels = json_is_true(v);
+      else
+        j->honor_timestamps = json_is_true(v);
     } else if (strcmp(key, "basic_auth") == 0) {
       rc = parse_basic_auth(v, j, m, ml);
     } else if (strcmp(key, "authorization") == 0) {
@@ -428,7 +447,8 @@ static int parse_job_body(const json_t *o, const scrape_options_t *opt, scrape_j
   return 0;
 }
 
-int scrape_job_parse(const json_t *o, const scrape_options_t *opt, scrape_job_t **out, char *err, size_t errlen) {
+int scrape_job_parse(const json_t *o, const scrape_options_t *opt, scrape_job_t **out, char *err,
+                     size_t errlen) {
   scrape_options_t def;
   if (!opt) {
     scrape_options_default(&def);
@@ -456,7 +476,8 @@ int scrape_job_parse(const json_t *o, const scrape_options_t *opt, scrape_job_t 
 
 int scrape_config_check(const json_t *scrape_configs, const scrape_options_t *opt, char *err, size_t errlen) {
   if (!scrape_configs || json_is_null(scrape_configs)) return 0;
-  if (!json_is_array(scrape_configs)) return md_error(err, errlen, MD_EINVAL, "scrape_configs must be a list");
+  if (!json_is_array(scrape_configs))
+    return md_error(err, errlen, MD_EINVAL, "scrape_configs must be a list");
   for (size_t i = 0; i < json_array_size(scrape_configs); i++) {
     scrape_job_t *j;
     int rc = scrape_job_parse(json_array_get(scrape_configs, i), opt, &j, err, errlen);
@@ -464,8 +485,8 @@ int scrape_config_check(const json_t *scrape_configs, const scrape_options_t *op
     for (size_t k = 0; k < i; k++) {
       const char *other = json_string_value(json_object_get(json_array_get(scrape_configs, k), "job_name"));
       if (other && strcmp(other, j->name) == 0) {
-        rc = md_error(err, errlen, MD_EINVAL, "scrape_configs: found multiple scrape configs with job name \"%s\"",
-                      j->name);
+        rc = md_error(err, errlen, MD_EINVAL,
+                      "scrape_configs: found multiple scrape configs with job name \"%s\"", j->name);
         break;
       }
     }

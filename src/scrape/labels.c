@@ -45,8 +45,10 @@ static long find(const scrape_labels_t *ls, const char *name) {
     size_t mid = (lo + hi) / 2;
     int c = strcmp(ls->v[mid].name, name);
     if (c == 0) return (long)mid;
-    if (c < 0) lo = mid + 1;
-    else hi = mid;
+    if (c < 0)
+      lo = mid + 1;
+    else
+      hi = mid;
   }
   return -(long)lo - 1;
 }
@@ -100,7 +102,9 @@ int scrape_labels_setn(scrape_labels_t *ls, const char *name, const char *value,
   return set_raw(ls, n, v);
 }
 
-void scrape_labels_del(scrape_labels_t *ls, const char *name) { (void)set_raw(ls, name, ""); }
+void scrape_labels_del(scrape_labels_t *ls, const char *name) {
+  (void)set_raw(ls, name, "");
+}
 
 const char *scrape_labels_get(const scrape_labels_t *ls, const char *name) {
   long i = find(ls, name);

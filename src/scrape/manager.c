@@ -83,7 +83,9 @@ struct scrape_manager {
 static int grow_workers(scrape_manager_t *m, int want);
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
-static void curl_init_once(void) { curl_global_init(CURL_GLOBAL_DEFAULT); }
+static void curl_init_once(void) {
+  curl_global_init(CURL_GLOBAL_DEFAULT);
+}
 
 /* ---- building targets ------------------------------------------------------------------ */
 
@@ -126,8 +128,8 @@ static void url_escape(sb_t *sb, const char *s) {
   static const char hex[] = "0123456789ABCDEF";
   for (; *s; s++) {
     unsigned char c = (unsigned char)*s;
-    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.' ||
-        c == '~') {
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_' ||
+        c == '.' || c == '~') {
       sb_putc(sb, (char)c);
     } else {
       sb_putc(sb, '%');
@@ -146,7 +148,8 @@ static int build_target(scrape_manager_t *m, scrape_job_t *j, const scrape_group
   scrape_format_duration(j->interval_ms, iv, sizeof iv);
   scrape_format_duration(j->timeout_ms, to, sizeof to);
   int rc = 0;
-  for (size_t i = 0; i < g->nlabels && !rc; i++) rc = scrape_labels_set(ls, g->labels[i].name, g->labels[i].value);
+  for (size_t i = 0; i < g->nlabels && !rc; i++)
+    rc = scrape_labels_set(ls, g->labels[i].name, g->labels[i].value);
   if (!rc) rc = scrape_labels_set(ls, "__address__", addr);
   if (!rc) rc = scrape_labels_set(ls, "job", j->name);
   if (!rc) rc = scrape_labels_set(ls, "__scheme__", j->scheme);
@@ -224,7 +227,8 @@ static int build_target(scrape_manager_t *m, scrape_job_t *j, const scrape_group
   sb_puts(&key, j->name);
   sb_putc(&key, '\x01');
   sb_puts(&key, t->url ? t->url : "");
-  for (size_t i = 0; i < t->nlabels; i++) sb_printf(&key, "\x01%s=%s", t->labels[i].name, t->labels[i].value);
+  for (size_t i = 0; i < t->nlabels; i++)
+    sb_printf(&key, "\x01%s=%s", t->labels[i].name, t->labels[i].value);
   t->key = key.oom ? NULL : sb_steal(&key);
   sb_free(&key);
   if (!t->url || !t->labels || !t->key) {
@@ -252,8 +256,8 @@ oom_disc:
   return MD_ENOMEM;
 }
 
-static int build_job_targets(scrape_manager_t *m, scrape_job_t *j, scrape_target_t ***list, size_t *n, size_t *cap,
-                             dropped_t **drop, size_t *ndrop) {
+static int build_job_targets(scrape_manager_t *m, scrape_job_t *j, scrape_target_t ***list, size_t *n,
+                             size_t *cap, dropped_t **drop, size_t *ndrop) {
   for (size_t g = 0; g < j->ngroups; g++)
     for (size_t k = 0; k < j->groups[g].ntargets; k++) {
       int rc = build_target(m, j, &j->groups[g], j->groups[g].targets[k], list, n, cap, drop, ndrop);
@@ -290,7 +294,8 @@ static int sync_targets(scrape_manager_t *m, scrape_target_t ***gone, size_t *ng
   int rc = 0;
   *gone = NULL;
   *ngone = 0;
-  for (size_t i = 0; i < m->njobs && !rc; i++) rc = build_job_targets(m, m->jobs[i], &list, &n, &cap, &drop, &ndrop);
+  for (size_t i = 0; i < m->njobs && !rc; i++)
+    rc = build_job_targets(m, m->jobs[i], &list, &n, &cap, &drop, &ndrop);
   for (size_t i = 0; i < m->nsources && !rc; i++)
     if (m->sources[i].job) rc = build_job_targets(m, m->sources[i].job, &list, &n, &cap, &drop, &ndrop);
   if (rc) goto fail;
@@ -314,7 +319,8 @@ static int sync_targets(scrape_manager_t *m, scrape_target_t ***gone, size_t *ng
   }
   size_t ng = 0, oi = 0;
   for (size_t i = 0; i < n; i++) {
-    while (oi < m->ntargets && strcmp(m->targets[oi]->key, list[i]->key) < 0) g[ng++] = m->targets[oi++];
+    while (oi < m->ntargets && strcmp(m->targets[oi]->key, list[i]->key) < 0)
+      g[ng++] = m->targets[oi++];
     if (oi < m->ntargets && strcmp(m->targets[oi]->key, list[i]->key) == 0) {
       scrape_target_t *old = m->targets[oi++], *nw = list[i];
       scrape_job_t *tmp = old->job;
@@ -337,7 +343,8 @@ static int sync_targets(scrape_manager_t *m, scrape_target_t ***gone, size_t *ng
       schedule_first(list[i], now);
     }
   }
-  while (oi < m->ntargets) g[ng++] = m->targets[oi++];
+  while (oi < m->ntargets)
+    g[ng++] = m->targets[oi++];
   free(m->targets);
   m->targets = list;
   m->ntargets = n;
@@ -360,7 +367,8 @@ static int sync_targets(scrape_manager_t *m, scrape_target_t ***gone, size_t *ng
   pthread_cond_signal(&m->sched_cv);
   return 0;
 fail:
-  for (size_t i = 0; i < n; i++) scrape_target_free(list[i]);
+  for (size_t i = 0; i < n; i++)
+    scrape_target_free(list[i]);
   free(list);
   for (size_t i = 0; i < ndrop; i++) {
     free(drop[i].job);
@@ -417,7 +425,8 @@ static int file_sd_read_one(const char *path, const char *job, scrape_group_t **
   }
   *out = NULL;
   *nout = 0;
-  int rc = json_is_null(doc) ? 0 : scrape_groups_parse(doc, "__meta_filepath", path, out, nout, err, sizeof err);
+  int rc =
+      json_is_null(doc) ? 0 : scrape_groups_parse(doc, "__meta_filepath", path, out, nout, err, sizeof err);
   json_decref(doc);
   if (rc) log_warn("file_sd (job %s): %s%s", job, path, err);
   return rc;
@@ -447,7 +456,8 @@ static bool file_sd_refresh(scrape_manager_t *m, scrape_file_sd_t *f, const char
     for (size_t k = 0; k < gl.gl_pathc; k++) {
       const char *path = gl.gl_pathv[k];
       bool dup = false;
-      for (size_t x = 0; x < nn && !dup; x++) dup = strcmp(nf[x].path, path) == 0;
+      for (size_t x = 0; x < nn && !dup; x++)
+        dup = strcmp(nf[x].path, path) == 0;
       if (dup) continue;
       if (nn == cap) {
         size_t nc = cap ? cap * 2 : 8;
@@ -571,7 +581,8 @@ static void *sched_main(void *arg) {
           size_t nc = m->qcap ? m->qcap * 2 : 256;
           scrape_target_t **nq = malloc(nc * sizeof *nq);
           if (!nq) break;
-          for (size_t k = 0; k < m->qlen; k++) nq[k] = m->queue[(m->qhead + k) % (m->qcap ? m->qcap : 1)];
+          for (size_t k = 0; k < m->qlen; k++)
+            nq[k] = m->queue[(m->qhead + k) % (m->qcap ? m->qcap : 1)];
           free(m->queue);
           m->queue = nq;
           m->qcap = nc;
@@ -584,7 +595,8 @@ static void *sched_main(void *arg) {
         if (t->next_ms <= now) { /* fell behind: back onto the grid */
           int64_t iv = t->interval_ms;
           t->next_ms = now - now % iv + t->offset_ms;
-          while (t->next_ms <= now) t->next_ms += iv;
+          while (t->next_ms <= now)
+            t->next_ms += iv;
         }
       }
       if (t->next_ms < wake) wake = t->next_ms;
@@ -608,7 +620,8 @@ static void *worker_main(void *arg) {
   free(arg);
   pthread_mutex_lock(&m->mu);
   for (;;) {
-    while (m->qlen == 0 && !atomic_load(&m->stopping)) pthread_cond_wait(&m->work_cv, &m->mu);
+    while (m->qlen == 0 && !atomic_load(&m->stopping))
+      pthread_cond_wait(&m->work_cv, &m->mu);
     if (atomic_load(&m->stopping)) break;
     scrape_target_t *t = m->queue[m->qhead];
     m->qhead = (m->qhead + 1) % m->qcap;
@@ -662,8 +675,8 @@ static void *sd_main(void *arg) {
 
 /* ---- jobs and sources ------------------------------------------------------------------ */
 
-static int parse_jobs(const json_t *cfg, const scrape_options_t *opt, scrape_job_t ***out, size_t *nout, char *err,
-                      size_t errlen) {
+static int parse_jobs(const json_t *cfg, const scrape_options_t *opt, scrape_job_t ***out, size_t *nout,
+                      char *err, size_t errlen) {
   *out = NULL;
   *nout = 0;
   int rc = scrape_config_check(cfg, opt, err, errlen);
@@ -674,7 +687,8 @@ static int parse_jobs(const json_t *cfg, const scrape_options_t *opt, scrape_job
   for (size_t i = 0; i < n; i++) {
     rc = scrape_job_parse(json_array_get(cfg, i), opt, &jobs[i], err, errlen);
     if (rc) {
-      for (size_t k = 0; k < i; k++) scrape_job_unref(jobs[k]);
+      for (size_t k = 0; k < i; k++)
+        scrape_job_unref(jobs[k]);
       free(jobs);
       return rc;
     }
@@ -689,7 +703,8 @@ static bool valid_id(const char *s) {
   if (n == 0 || n > 64) return false;
   for (size_t i = 0; i < n; i++) {
     char c = s[i];
-    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.'))
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+          c == '_' || c == '.'))
       return false;
   }
   return true;
@@ -731,7 +746,8 @@ static int save_sources(scrape_manager_t *m) {
   json_t *arr = json_array();
   json_t *doc = json_pack("{s:o}", "sources", arr);
   if (!doc) return MD_ENOMEM;
-  for (size_t i = 0; i < m->nsources; i++) json_array_append(arr, m->sources[i].obj);
+  for (size_t i = 0; i < m->nsources; i++)
+    json_array_append(arr, m->sources[i].obj);
   char *text = json_dumps(doc, JSON_INDENT(2) | JSON_SORT_KEYS);
   json_decref(doc);
   if (!text) return MD_ENOMEM;
@@ -762,7 +778,8 @@ static void load_sources(scrape_manager_t *m) {
   free(text);
   json_t *arr = doc ? json_object_get(doc, "sources") : NULL;
   if (!json_is_array(arr)) {
-    log_error("%s: not a sources document (%s); runtime sources not loaded", path.buf, doc ? "no sources list" : je.text);
+    log_error("%s: not a sources document (%s); runtime sources not loaded", path.buf,
+              doc ? "no sources list" : je.text);
     json_decref(doc);
     sb_free(&path);
     return;
@@ -798,14 +815,16 @@ static void load_sources(scrape_manager_t *m) {
 
 /* ---- public ----------------------------------------------------------------------------- */
 
-int scrape_manager_new(const scrape_options_t *opt, const json_t *scrape_configs, scrape_sink_fn sink, void *ctx,
-                       scrape_manager_t **out, char *err, size_t errlen) {
+int scrape_manager_new(const scrape_options_t *opt, const json_t *scrape_configs, scrape_sink_fn sink,
+                       void *ctx, scrape_manager_t **out, char *err, size_t errlen) {
   pthread_once(&curl_once, curl_init_once);
   if (!sink) return md_error(err, errlen, MD_EINVAL, "scrape: no sink");
   scrape_manager_t *m = calloc(1, sizeof *m);
   if (!m) return md_error(err, errlen, MD_ENOMEM, "out of memory");
-  if (opt) m->opt = *opt;
-  else scrape_options_default(&m->opt);
+  if (opt)
+    m->opt = *opt;
+  else
+    scrape_options_default(&m->opt);
   if (m->opt.workers <= 0) m->opt.workers = 16;
   if (m->opt.sd_check_ms <= 0) m->opt.sd_check_ms = 5000;
   if (m->opt.default_interval_ms <= 0) m->opt.default_interval_ms = 15000;
@@ -896,7 +915,8 @@ int scrape_manager_apply(scrape_manager_t *m, const json_t *scrape_configs, char
   m->jobs = jobs;
   m->njobs = n;
   pthread_mutex_unlock(&m->mu);
-  for (size_t i = 0; i < nold; i++) scrape_job_unref(old[i]);
+  for (size_t i = 0; i < nold; i++)
+    scrape_job_unref(old[i]);
   free(old);
   refresh_file_sd(m, true);
   rc = resync(m, false);
@@ -928,14 +948,16 @@ void scrape_manager_free(scrape_manager_t *m) {
   }
   free(m->queue);
   /* No staleness markers on shutdown: a restart continues the series without a gap. */
-  for (size_t i = 0; i < m->ntargets; i++) scrape_target_free(m->targets[i]);
+  for (size_t i = 0; i < m->ntargets; i++)
+    scrape_target_free(m->targets[i]);
   free(m->targets);
   for (size_t i = 0; i < m->ndropped; i++) {
     free(m->dropped[i].job);
     free_labels(m->dropped[i].labels, m->dropped[i].n);
   }
   free(m->dropped);
-  for (size_t i = 0; i < m->njobs; i++) scrape_job_unref(m->jobs[i]);
+  for (size_t i = 0; i < m->njobs; i++)
+    scrape_job_unref(m->jobs[i]);
   free(m->jobs);
   for (size_t i = 0; i < m->nsources; i++) {
     free(m->sources[i].id);
@@ -957,7 +979,8 @@ void scrape_manager_stats(scrape_manager_t *m, scrape_stats_t *out) {
   pthread_mutex_lock(&m->mu);
   out->targets_active = m->ntargets;
   out->targets_dropped = m->ndropped;
-  for (size_t i = 0; i < m->ntargets; i++) out->targets_up += m->targets[i]->health == SCRAPE_HEALTH_UP;
+  for (size_t i = 0; i < m->ntargets; i++)
+    out->targets_up += m->targets[i]->health == SCRAPE_HEALTH_UP;
   out->scrapes = m->scrapes;
   out->scrape_failures = m->failures;
   out->samples_scraped = m->samples;
@@ -1011,7 +1034,8 @@ static void target_json(sb_t *sb, const scrape_target_t *t) {
   time_json(sb, t->last_scrape_ms);
   sb_puts(sb, ",\"lastScrapeDuration\":");
   sb_double(sb, t->last_duration_s);
-  sb_printf(sb, ",\"health\":\"%s\",\"scrapeInterval\":\"%s\",\"scrapeTimeout\":\"%s\"}", health_str(t->health), iv, to);
+  sb_printf(sb, ",\"health\":\"%s\",\"scrapeInterval\":\"%s\",\"scrapeTimeout\":\"%s\"}",
+            health_str(t->health), iv, to);
 }
 
 int scrape_targets_json(scrape_manager_t *m, const char *state, sb_t *out) {
@@ -1035,10 +1059,12 @@ int scrape_targets_json(scrape_manager_t *m, const char *state, sb_t *out) {
   size_t written = 0;
   for (size_t i = 0; i < m->ndropped; i++) {
     bool seen = false;
-    for (size_t k = 0; k < i && !seen; k++) seen = strcmp(m->dropped[k].job, m->dropped[i].job) == 0;
+    for (size_t k = 0; k < i && !seen; k++)
+      seen = strcmp(m->dropped[k].job, m->dropped[i].job) == 0;
     if (seen) continue;
     size_t c = 0;
-    for (size_t k = i; k < m->ndropped; k++) c += strcmp(m->dropped[k].job, m->dropped[i].job) == 0;
+    for (size_t k = i; k < m->ndropped; k++)
+      c += strcmp(m->dropped[k].job, m->dropped[i].job) == 0;
     if (written++) sb_putc(out, ',');
     sb_json_str(out, m->dropped[i].job, strlen(m->dropped[i].job));
     sb_printf(out, ":%zu", c);
@@ -1092,8 +1118,10 @@ static void source_json(scrape_manager_t *m, const source_t *s, sb_t *out) {
   }
   const char *status = !s->job ? "disabled" : down ? "down" : up && !unknown ? "up" : "unknown";
   sb_printf(out, "],\"status\":\"%s\",\"last_scrape\":", status);
-  if (last) time_json(out, last);
-  else sb_puts(out, "null");
+  if (last)
+    time_json(out, last);
+  else
+    sb_puts(out, "null");
   sb_puts(out, ",\"last_duration_seconds\":");
   sb_double(out, dur);
   sb_puts(out, ",\"last_error\":");
@@ -1127,7 +1155,8 @@ int scrape_source_json(scrape_manager_t *m, const char *id, sb_t *out) {
   return i < 0 ? MD_ENOTFOUND : out->oom ? MD_ENOMEM : 0;
 }
 
-int scrape_source_add(scrape_manager_t *m, const json_t *src, char *id_out, size_t idlen, char *err, size_t errlen) {
+int scrape_source_add(scrape_manager_t *m, const json_t *src, char *id_out, size_t idlen, char *err,
+                      size_t errlen) {
   if (!json_is_object(src)) return md_error(err, errlen, MD_EINVAL, "a source must be a JSON object");
   const json_t *idv = json_object_get(src, "id");
   char idbuf[72];
@@ -1183,7 +1212,8 @@ int scrape_source_add(scrape_manager_t *m, const json_t *src, char *id_out, size
 int scrape_source_update(scrape_manager_t *m, const char *id, const json_t *src, char *err, size_t errlen) {
   if (!json_is_object(src)) return md_error(err, errlen, MD_EINVAL, "a source must be a JSON object");
   const char *given = json_string_value(json_object_get(src, "id"));
-  if (given && strcmp(given, id) != 0) return md_error(err, errlen, MD_EINVAL, "id in the body differs from the path");
+  if (given && strcmp(given, id) != 0)
+    return md_error(err, errlen, MD_EINVAL, "id in the body differs from the path");
   scrape_job_t *j;
   int rc = source_job(m, src, id, &j, err, errlen);
   if (rc) return rc;

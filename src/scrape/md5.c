@@ -19,7 +19,9 @@ static const uint8_t R[64] = {7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 7, 12
                               4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23,
                               6, 10, 15, 21, 6, 10, 15, 21, 6, 10, 15, 21, 6, 10, 15, 21};
 
-static uint32_t rotl(uint32_t x, int c) { return (x << c) | (x >> (32 - c)); }
+static uint32_t rotl(uint32_t x, int c) {
+  return (x << c) | (x >> (32 - c));
+}
 
 static void block(uint32_t h[4], const uint8_t *p) {
   uint32_t w[16];
@@ -30,10 +32,14 @@ static void block(uint32_t h[4], const uint8_t *p) {
   for (int i = 0; i < 64; i++) {
     uint32_t f;
     int g;
-    if (i < 16) f = (b & c) | (~b & d), g = i;
-    else if (i < 32) f = (d & b) | (~d & c), g = (5 * i + 1) % 16;
-    else if (i < 48) f = b ^ c ^ d, g = (3 * i + 5) % 16;
-    else f = c ^ (b | ~d), g = (7 * i) % 16;
+    if (i < 16)
+      f = (b & c) | (~b & d), g = i;
+    else if (i < 32)
+      f = (d & b) | (~d & c), g = (5 * i + 1) % 16;
+    else if (i < 48)
+      f = b ^ c ^ d, g = (3 * i + 5) % 16;
+    else
+      f = c ^ (b | ~d), g = (7 * i) % 16;
     uint32_t t = d;
     d = c;
     c = b;
@@ -57,9 +63,11 @@ void scrape_md5(const void *data, size_t n, uint8_t out[16]) {
   tail[left] = 0x80;
   size_t tl = left < 56 ? 64 : 128;
   uint64_t bits = (uint64_t)n * 8;
-  for (int i = 0; i < 8; i++) tail[tl - 8 + i] = (uint8_t)(bits >> (8 * i));
+  for (int i = 0; i < 8; i++)
+    tail[tl - 8 + i] = (uint8_t)(bits >> (8 * i));
   block(h, tail);
   if (tl == 128) block(h, tail + 64);
   for (int i = 0; i < 4; i++)
-    for (int j = 0; j < 4; j++) out[4 * i + j] = (uint8_t)(h[i] >> (8 * j));
+    for (int j = 0; j < 4; j++)
+      out[4 * i + j] = (uint8_t)(h[i] >> (8 * j));
 }

@@ -18,12 +18,22 @@
 #include <string.h>
 
 typedef enum {
-  A_REPLACE, A_KEEP, A_DROP, A_KEEPEQUAL, A_DROPEQUAL, A_HASHMOD, A_LABELMAP, A_LABELDROP,
-  A_LABELKEEP, A_LOWERCASE, A_UPPERCASE,
+  A_REPLACE,
+  A_KEEP,
+  A_DROP,
+  A_KEEPEQUAL,
+  A_DROPEQUAL,
+  A_HASHMOD,
+  A_LABELMAP,
+  A_LABELDROP,
+  A_LABELKEEP,
+  A_LOWERCASE,
+  A_UPPERCASE,
 } action_t;
 
-static const char *const ACTIONS[] = {"replace", "keep", "drop", "keepequal", "dropequal", "hashmod",
-                                      "labelmap", "labeldrop", "labelkeep", "lowercase", "uppercase"};
+static const char *const ACTIONS[] = {"replace",   "keep",      "drop",     "keepequal",
+                                      "dropequal", "hashmod",   "labelmap", "labeldrop",
+                                      "labelkeep", "lowercase", "uppercase"};
 
 typedef struct {
   action_t action;
@@ -64,7 +74,8 @@ const char *scrape_json_text(const json_t *v, char *buf, size_t n) {
 }
 
 static void rule_free(rule_t *r) {
-  for (size_t i = 0; i < r->nsrc; i++) free(r->src[i]);
+  for (size_t i = 0; i < r->nsrc; i++)
+    free(r->src[i]);
   free(r->src);
   free(r->sep);
   free(r->target);
@@ -74,12 +85,15 @@ static void rule_free(rule_t *r) {
 
 void scrape_relabel_free(scrape_relabel_t *r) {
   if (!r) return;
-  for (size_t i = 0; i < r->n; i++) rule_free(&r->rules[i]);
+  for (size_t i = 0; i < r->n; i++)
+    rule_free(&r->rules[i]);
   free(r->rules);
   free(r);
 }
 
-size_t scrape_relabel_count(const scrape_relabel_t *r) { return r ? r->n : 0; }
+size_t scrape_relabel_count(const scrape_relabel_t *r) {
+  return r ? r->n : 0;
+}
 
 /* Compiles ^(?:re)$ the way Go's regexp would read it. */
 static int compile_regex(const char *re, pcre2_code **out, char *msg, size_t msglen) {
@@ -152,11 +166,13 @@ static int parse_rule(const json_t *o, rule_t *r, char *m, size_t ml) {
       }
     } else if (strcmp(key, "separator") == 0) {
       const char *s = scrape_json_text(v, nb, sizeof nb);
-      if (!s || !(r->sep = strdup(s))) return s ? MD_ENOMEM : (snprintf(m, ml, "separator must be a string"), MD_EINVAL);
+      if (!s || !(r->sep = strdup(s)))
+        return s ? MD_ENOMEM : (snprintf(m, ml, "separator must be a string"), MD_EINVAL);
       has_sep = true;
     } else if (strcmp(key, "target_label") == 0) {
       const char *s = scrape_json_text(v, nb, sizeof nb);
-      if (!s || !(r->target = strdup(s))) return s ? MD_ENOMEM : (snprintf(m, ml, "target_label must be a string"), MD_EINVAL);
+      if (!s || !(r->target = strdup(s)))
+        return s ? MD_ENOMEM : (snprintf(m, ml, "target_label must be a string"), MD_EINVAL);
     } else if (strcmp(key, "regex") == 0) {
       regex = scrape_json_text(v, nb, sizeof nb);
       if (!regex) {
@@ -172,7 +188,8 @@ static int parse_rule(const json_t *o, rule_t *r, char *m, size_t ml) {
       has_mod = true;
     } else if (strcmp(key, "replacement") == 0) {
       const char *s = scrape_json_text(v, nb, sizeof nb);
-      if (!s || !(r->replacement = strdup(s))) return s ? MD_ENOMEM : (snprintf(m, ml, "replacement must be a string"), MD_EINVAL);
+      if (!s || !(r->replacement = strdup(s)))
+        return s ? MD_ENOMEM : (snprintf(m, ml, "replacement must be a string"), MD_EINVAL);
       has_repl = true;
     } else {
       snprintf(m, ml, "unknown key \"%s\"", key);
@@ -183,48 +200,49 @@ static int parse_rule(const json_t *o, rule_t *r, char *m, size_t ml) {
   if (!r->replacement && !(r->replacement = strdup("$1"))) return MD_ENOMEM;
   const char *an = ACTIONS[r->action];
   switch (r->action) {
-    case A_REPLACE:
-      if (!r->target || !valid_target_template(r->target)) {
-        snprintf(m, ml, "\"%s\" is invalid 'target_label' for replace action", r->target ? r->target : "");
-        return MD_EINVAL;
-      }
-      break;
-    case A_HASHMOD:
-      if (!has_mod || r->modulus == 0) {
-        snprintf(m, ml, "relabel configuration for hashmod requires non-zero modulus");
-        return MD_EINVAL;
-      }
-      /* fallthrough */
-    case A_LOWERCASE:
-    case A_UPPERCASE:
-    case A_KEEPEQUAL:
-    case A_DROPEQUAL:
-      if (!r->target || !scrape_valid_label_name(r->target)) {
-        snprintf(m, ml, "relabel configuration for %s action requires a valid 'target_label'", an);
-        return MD_EINVAL;
-      }
-      if ((r->action == A_KEEPEQUAL || r->action == A_DROPEQUAL) && (regex || has_mod || has_repl)) {
-        snprintf(m, ml, "%s action requires only 'source_labels' and 'target_label'", an);
-        return MD_EINVAL;
-      }
-      break;
-    case A_LABELDROP:
-    case A_LABELKEEP:
-      if (r->nsrc || r->target || has_mod || has_sep || has_repl) {
-        snprintf(m, ml, "%s action requires only 'regex', and no other fields", an);
-        return MD_EINVAL;
-      }
-      break;
-    case A_KEEP:
-    case A_DROP:
-    case A_LABELMAP:
-      break;
+  case A_REPLACE:
+    if (!r->target || !valid_target_template(r->target)) {
+      snprintf(m, ml, "\"%s\" is invalid 'target_label' for replace action", r->target ? r->target : "");
+      return MD_EINVAL;
+    }
+    break;
+  case A_HASHMOD:
+    if (!has_mod || r->modulus == 0) {
+      snprintf(m, ml, "relabel configuration for hashmod requires non-zero modulus");
+      return MD_EINVAL;
+    }
+    /* fallthrough */
+  case A_LOWERCASE:
+  case A_UPPERCASE:
+  case A_KEEPEQUAL:
+  case A_DROPEQUAL:
+    if (!r->target || !scrape_valid_label_name(r->target)) {
+      snprintf(m, ml, "relabel configuration for %s action requires a valid 'target_label'", an);
+      return MD_EINVAL;
+    }
+    if ((r->action == A_KEEPEQUAL || r->action == A_DROPEQUAL) && (regex || has_mod || has_repl)) {
+      snprintf(m, ml, "%s action requires only 'source_labels' and 'target_label'", an);
+      return MD_EINVAL;
+    }
+    break;
+  case A_LABELDROP:
+  case A_LABELKEEP:
+    if (r->nsrc || r->target || has_mod || has_sep || has_repl) {
+      snprintf(m, ml, "%s action requires only 'regex', and no other fields", an);
+      return MD_EINVAL;
+    }
+    break;
+  case A_KEEP:
+  case A_DROP:
+  case A_LABELMAP:
+    break;
   }
   if (!regex || strcmp(regex, "(.*)") == 0) r->default_regex = true;
   return compile_regex(regex ? regex : "(.*)", &r->re, m, ml);
 }
 
-int scrape_relabel_parse(const json_t *arr, const char *what, scrape_relabel_t **out, char *err, size_t errlen) {
+int scrape_relabel_parse(const json_t *arr, const char *what, scrape_relabel_t **out, char *err,
+                         size_t errlen) {
   if (!what) what = "relabel_configs";
   scrape_relabel_t *r = calloc(1, sizeof *r);
   if (!r) return md_error(err, errlen, MD_ENOMEM, "out of memory");
@@ -271,7 +289,8 @@ static int rule_match(const rule_t *r, scrape_labels_t *ls, const char *s, size_
 }
 
 /* Appends the template expanded with the last match of r on subject s (Go Regexp.Expand). */
-static void expand(const rule_t *r, scrape_labels_t *ls, const char *tmpl, const char *s, int groups, sb_t *out) {
+static void expand(const rule_t *r, scrape_labels_t *ls, const char *tmpl, const char *s, int groups,
+                   sb_t *out) {
   PCRE2_SIZE *ov = pcre2_get_ovector_pointer(ls->md);
   for (const char *p = tmpl; *p;) {
     if (*p != '$') {
@@ -292,14 +311,16 @@ static void expand(const rule_t *r, scrape_labels_t *ls, const char *tmpl, const
     bool brace = *p == '{';
     if (brace) {
       name = p + 1;
-      while (name[nl] && (isalnum((unsigned char)name[nl]) || name[nl] == '_')) nl++;
+      while (name[nl] && (isalnum((unsigned char)name[nl]) || name[nl] == '_'))
+        nl++;
       if (nl == 0 || name[nl] != '}') { /* malformed: the $ is literal */
         sb_putc(out, '$');
         continue;
       }
       p = name + nl + 1;
     } else {
-      while (name[nl] && (isalnum((unsigned char)name[nl]) || name[nl] == '_')) nl++;
+      while (name[nl] && (isalnum((unsigned char)name[nl]) || name[nl] == '_'))
+        nl++;
       if (nl == 0) {
         sb_putc(out, '$');
         continue;
@@ -308,7 +329,8 @@ static void expand(const rule_t *r, scrape_labels_t *ls, const char *tmpl, const
     }
     long group = -1;
     bool digits = true;
-    for (size_t i = 0; i < nl; i++) digits = digits && isdigit((unsigned char)name[i]);
+    for (size_t i = 0; i < nl; i++)
+      digits = digits && isdigit((unsigned char)name[i]);
     if (digits) {
       group = nl > 9 ? -1 : strtol(name, NULL, 10);
     } else {
@@ -343,84 +365,87 @@ static int apply_rule(const rule_t *r, scrape_labels_t *ls) {
   size_t vlen = ls->tmp.len;
   int g;
   switch (r->action) {
-    case A_DROP:
-      g = rule_match(r, ls, val, vlen);
-      if (g < 0) return MD_ENOMEM;
-      return g > 0 ? 0 : 1;
-    case A_KEEP:
-      g = rule_match(r, ls, val, vlen);
-      if (g < 0) return MD_ENOMEM;
-      return g > 0 ? 1 : 0;
-    case A_KEEPEQUAL:
-    case A_DROPEQUAL: {
-      const char *t = scrape_labels_get(ls, r->target);
-      bool eq = strcmp(t ? t : "", val) == 0;
-      return (r->action == A_KEEPEQUAL) == eq ? 1 : 0;
+  case A_DROP:
+    g = rule_match(r, ls, val, vlen);
+    if (g < 0) return MD_ENOMEM;
+    return g > 0 ? 0 : 1;
+  case A_KEEP:
+    g = rule_match(r, ls, val, vlen);
+    if (g < 0) return MD_ENOMEM;
+    return g > 0 ? 1 : 0;
+  case A_KEEPEQUAL:
+  case A_DROPEQUAL: {
+    const char *t = scrape_labels_get(ls, r->target);
+    bool eq = strcmp(t ? t : "", val) == 0;
+    return (r->action == A_KEEPEQUAL) == eq ? 1 : 0;
+  }
+  case A_REPLACE: {
+    g = rule_match(r, ls, val, vlen);
+    if (g < 0) return MD_ENOMEM;
+    if (g == 0) return 1;
+    sb_t *t = &ls->tmp2;
+    sb_reset(t);
+    expand(r, ls, r->target, val, g, t);
+    sb_putc(t, 0); /* the target name, then the value, in one buffer */
+    size_t voff = t->len;
+    expand(r, ls, r->replacement, val, g, t);
+    if (t->oom) return MD_ENOMEM;
+    if (!scrape_valid_label_name(t->buf)) return 1;
+    return scrape_labels_setn(ls, t->buf, t->buf + voff, t->len - voff) ? MD_ENOMEM : 1;
+  }
+  case A_LOWERCASE:
+  case A_UPPERCASE:
+    for (size_t i = 0; i < vlen; i++)
+      ls->tmp.buf[i] =
+          (char)(r->action == A_LOWERCASE ? tolower((unsigned char)val[i]) : toupper((unsigned char)val[i]));
+    return scrape_labels_setn(ls, r->target, ls->tmp.buf, vlen) ? MD_ENOMEM : 1;
+  case A_HASHMOD: {
+    uint8_t d[16];
+    scrape_md5(val, vlen, d);
+    uint64_t x = 0;
+    for (int i = 8; i < 16; i++)
+      x = x << 8 | d[i];
+    char buf[24];
+    snprintf(buf, sizeof buf, "%llu", (unsigned long long)(x % r->modulus));
+    return scrape_labels_set(ls, r->target, buf) ? MD_ENOMEM : 1;
+  }
+  case A_LABELMAP: {
+    /* Over a snapshot of the names: labels added here are not remapped again. */
+    size_t n = ls->n;
+    tsdb_label_t *snap = malloc((n ? n : 1) * sizeof *snap);
+    if (!snap) return MD_ENOMEM;
+    if (n) memcpy(snap, ls->v, n * sizeof *snap);
+    int rc = 1;
+    for (size_t i = 0; i < n && rc == 1; i++) {
+      size_t nl = strlen(snap[i].name);
+      g = rule_match(r, ls, snap[i].name, nl);
+      if (g < 0) rc = MD_ENOMEM;
+      if (g <= 0) continue;
+      sb_reset(&ls->tmp2);
+      expand(r, ls, r->replacement, snap[i].name, g, &ls->tmp2);
+      if (ls->tmp2.oom)
+        rc = MD_ENOMEM;
+      else if (ls->tmp2.len && scrape_valid_label_name(ls->tmp2.buf) &&
+               scrape_labels_set(ls, ls->tmp2.buf, snap[i].value))
+        rc = MD_ENOMEM;
     }
-    case A_REPLACE: {
-      g = rule_match(r, ls, val, vlen);
+    free(snap);
+    return rc;
+  }
+  case A_LABELDROP:
+  case A_LABELKEEP:
+    for (size_t i = 0; i < ls->n;) {
+      g = rule_match(r, ls, ls->v[i].name, strlen(ls->v[i].name));
       if (g < 0) return MD_ENOMEM;
-      if (g == 0) return 1;
-      sb_t *t = &ls->tmp2;
-      sb_reset(t);
-      expand(r, ls, r->target, val, g, t);
-      sb_putc(t, 0); /* the target name, then the value, in one buffer */
-      size_t voff = t->len;
-      expand(r, ls, r->replacement, val, g, t);
-      if (t->oom) return MD_ENOMEM;
-      if (!scrape_valid_label_name(t->buf)) return 1;
-      return scrape_labels_setn(ls, t->buf, t->buf + voff, t->len - voff) ? MD_ENOMEM : 1;
-    }
-    case A_LOWERCASE:
-    case A_UPPERCASE:
-      for (size_t i = 0; i < vlen; i++)
-        ls->tmp.buf[i] = (char)(r->action == A_LOWERCASE ? tolower((unsigned char)val[i]) : toupper((unsigned char)val[i]));
-      return scrape_labels_setn(ls, r->target, ls->tmp.buf, vlen) ? MD_ENOMEM : 1;
-    case A_HASHMOD: {
-      uint8_t d[16];
-      scrape_md5(val, vlen, d);
-      uint64_t x = 0;
-      for (int i = 8; i < 16; i++) x = x << 8 | d[i];
-      char buf[24];
-      snprintf(buf, sizeof buf, "%llu", (unsigned long long)(x % r->modulus));
-      return scrape_labels_set(ls, r->target, buf) ? MD_ENOMEM : 1;
-    }
-    case A_LABELMAP: {
-      /* Over a snapshot of the names: labels added here are not remapped again. */
-      size_t n = ls->n;
-      tsdb_label_t *snap = malloc((n ? n : 1) * sizeof *snap);
-      if (!snap) return MD_ENOMEM;
-      if (n) memcpy(snap, ls->v, n * sizeof *snap);
-      int rc = 1;
-      for (size_t i = 0; i < n && rc == 1; i++) {
-        size_t nl = strlen(snap[i].name);
-        g = rule_match(r, ls, snap[i].name, nl);
-        if (g < 0) rc = MD_ENOMEM;
-        if (g <= 0) continue;
-        sb_reset(&ls->tmp2);
-        expand(r, ls, r->replacement, snap[i].name, g, &ls->tmp2);
-        if (ls->tmp2.oom) rc = MD_ENOMEM;
-        else if (ls->tmp2.len && scrape_valid_label_name(ls->tmp2.buf) &&
-                 scrape_labels_set(ls, ls->tmp2.buf, snap[i].value))
-          rc = MD_ENOMEM;
+      bool drop = (r->action == A_LABELDROP) == (g > 0);
+      if (drop) {
+        memmove(ls->v + i, ls->v + i + 1, (ls->n - i - 1) * sizeof *ls->v);
+        ls->n--;
+      } else {
+        i++;
       }
-      free(snap);
-      return rc;
     }
-    case A_LABELDROP:
-    case A_LABELKEEP:
-      for (size_t i = 0; i < ls->n;) {
-        g = rule_match(r, ls, ls->v[i].name, strlen(ls->v[i].name));
-        if (g < 0) return MD_ENOMEM;
-        bool drop = (r->action == A_LABELDROP) == (g > 0);
-        if (drop) {
-          memmove(ls->v + i, ls->v + i + 1, (ls->n - i - 1) * sizeof *ls->v);
-          ls->n--;
-        } else {
-          i++;
-        }
-      }
-      return 1;
+    return 1;
   }
   return 1;
 }

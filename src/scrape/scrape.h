@@ -68,7 +68,7 @@ typedef struct scrape_options {
   const char *data_dir;        /* <data_dir>/sources.json holds runtime sources; NULL = none */
   const char *tenant;          /* informational (sink decides); default "default" */
   int workers;                 /* concurrent scrapes (default 16); more are added, up to 128,
-                                  * while due targets wait in the queue (slow targets) */
+                                * while due targets wait in the queue (slow targets) */
   int64_t sd_check_ms;         /* how often file_sd files are checked for changes; 5 s */
 } scrape_options_t;
 

@@ -55,14 +55,15 @@ typedef struct scrape_job {
 } scrape_job_t;
 
 /* Parses one scrape_configs entry. MD_EINVAL with "job \"x\": key: problem". */
-int scrape_job_parse(const json_t *o, const scrape_options_t *opt, scrape_job_t **out, char *err, size_t errlen);
+int scrape_job_parse(const json_t *o, const scrape_options_t *opt, scrape_job_t **out, char *err,
+                     size_t errlen);
 void scrape_job_ref(scrape_job_t *j);
 void scrape_job_unref(scrape_job_t *j);
 void scrape_groups_free(scrape_group_t *g, size_t n);
 /* Parses [{targets:[...], labels:{...}}, ...] (static_configs and file SD content).
  * extra_name/value (may be NULL) is added to every group's labels (__meta_filepath). */
-int scrape_groups_parse(const json_t *arr, const char *extra_name, const char *extra_value, scrape_group_t **out,
-                        size_t *n, char *err, size_t errlen);
+int scrape_groups_parse(const json_t *arr, const char *extra_name, const char *extra_value,
+                        scrape_group_t **out, size_t *n, char *err, size_t errlen);
 /* Converts a runtime source object into a scrape_configs entry (new reference). */
 int scrape_source_to_config(const json_t *src, const char *id, json_t **out, char *err, size_t errlen);
 /* "15s", "1m30s", "500ms" */
@@ -87,13 +88,13 @@ typedef enum { SCRAPE_HEALTH_UNKNOWN = 0, SCRAPE_HEALTH_UP, SCRAPE_HEALTH_DOWN }
 typedef struct scrape_target {
   char *key;
   uint64_t hash;
-  scrape_job_t *job;                 /* counted reference */
-  tsdb_label_t *labels;              /* final target labels, sorted, owned */
+  scrape_job_t *job;    /* counted reference */
+  tsdb_label_t *labels; /* final target labels, sorted, owned */
   size_t nlabels;
-  tsdb_label_t *discovered;          /* labels before relabeling, owned */
+  tsdb_label_t *discovered; /* labels before relabeling, owned */
   size_t ndiscovered;
   char *url;
-  int64_t interval_ms, timeout_ms;   /* __scrape_interval__/__scrape_timeout__ after relabeling */
+  int64_t interval_ms, timeout_ms; /* __scrape_interval__/__scrape_timeout__ after relabeling */
   /* Manager lock: */
   int64_t next_ms, offset_ms;
   bool in_flight, removed;
@@ -107,14 +108,14 @@ typedef struct scrape_target {
    * disappear, their labels are re-derived from it with the job it was processed with. */
   sb_t prev_body;
   bool prev_om;
-  scrape_job_t *prev_job;            /* counted reference, NULL when prev_body is empty */
-  uint64_t *prev_set;                /* hashes of its staleness-tracked series, sorted */
+  scrape_job_t *prev_job; /* counted reference, NULL when prev_body is empty */
+  uint64_t *prev_set;     /* hashes of its staleness-tracked series, sorted */
   size_t nprev, capprev;
-  bool reported;                     /* report series were written at least once */
+  bool reported; /* report series were written at least once */
 } scrape_target_t;
 
 typedef struct scrape_worker {
-  void *curl;                 /* CURL* */
+  void *curl; /* CURL* */
   sb_t body;
   uint64_t body_limit;
   bool body_over;
@@ -135,8 +136,8 @@ typedef struct scrape_result {
   char error[256];
   uint64_t samples_scraped, samples_post_relabel, series_added;
 } scrape_result_t;
-void scrape_target_run(scrape_worker_t *w, scrape_target_t *t, scrape_job_t *job, scrape_sink_fn sink, void *ctx,
-                       scrape_result_t *res);
+void scrape_target_run(scrape_worker_t *w, scrape_target_t *t, scrape_job_t *job, scrape_sink_fn sink,
+                       void *ctx, scrape_result_t *res);
 /* Writes staleness markers for every series t reported (target removed). */
 void scrape_target_stale(scrape_target_t *t, scrape_sink_fn sink, void *ctx, int64_t ts);
 void scrape_target_free(scrape_target_t *t);

@@ -111,8 +111,8 @@ static int on_progress(void *ctx, curl_off_t dt, curl_off_t dn, curl_off_t ut, c
 }
 
 /* Fetches t's URL into w->body. Returns 0 or fills err. */
-static int fetch(scrape_worker_t *w, const scrape_target_t *t, const scrape_job_t *j, bool *openmetrics, char *err,
-                 size_t errlen) {
+static int fetch(scrape_worker_t *w, const scrape_target_t *t, const scrape_job_t *j, bool *openmetrics,
+                 char *err, size_t errlen) {
   CURL *c = w->curl;
   curl_easy_reset(c);
   sb_reset(&w->body);
@@ -124,7 +124,8 @@ static int fetch(scrape_worker_t *w, const scrape_target_t *t, const scrape_job_
   h = curl_slist_append(h, ACCEPT);
   if (h && (h2 = curl_slist_append(h, tmo))) h = h2;
   if (h && j->auth_credentials) {
-    snprintf(auth, sizeof auth, "Authorization: %s %s", j->auth_type ? j->auth_type : "Bearer", j->auth_credentials);
+    snprintf(auth, sizeof auth, "Authorization: %s %s", j->auth_type ? j->auth_type : "Bearer",
+             j->auth_credentials);
     if ((h2 = curl_slist_append(h, auth))) h = h2;
   }
   if (!h) return md_error(err, errlen, MD_ENOMEM, "out of memory");
@@ -144,7 +145,8 @@ static int fetch(scrape_worker_t *w, const scrape_target_t *t, const scrape_job_
     const char *port = colon ? colon + 1 : "443";
     int plen = colon ? (int)(addr + alen - colon - 1) : 3;
     snprintf(url_buf, sizeof url_buf, "https://%s:%.*s%s", j->server_name, plen, port, addr + alen);
-    snprintf(connect_to, sizeof connect_to, "%s:%.*s:%.*s:%.*s", j->server_name, plen, port, hlen, addr, plen, port);
+    snprintf(connect_to, sizeof connect_to, "%s:%.*s:%.*s:%.*s", j->server_name, plen, port, hlen, addr, plen,
+             port);
     ct = curl_slist_append(NULL, connect_to);
     if (ct) url = url_buf;
   }
@@ -180,11 +182,13 @@ static int fetch(scrape_worker_t *w, const scrape_target_t *t, const scrape_job_
   int rc = 0;
   if (cc != CURLE_OK) {
     if (w->body_over)
-      rc = md_error(err, errlen, MD_ELIMIT, "body size limit exceeded (%llu bytes)", (unsigned long long)j->body_size_limit);
+      rc = md_error(err, errlen, MD_ELIMIT, "body size limit exceeded (%llu bytes)",
+                    (unsigned long long)j->body_size_limit);
     else if (w->body.oom)
       rc = md_error(err, errlen, MD_ENOMEM, "out of memory reading the body");
     else if (cc == CURLE_OPERATION_TIMEDOUT)
-      rc = md_error(err, errlen, MD_ECANCELED, "context deadline exceeded (timeout %gs)", (double)t->timeout_ms / 1000.0);
+      rc = md_error(err, errlen, MD_ECANCELED, "context deadline exceeded (timeout %gs)",
+                    (double)t->timeout_ms / 1000.0);
     else
       rc = md_error(err, errlen, MD_EIO, "%s", curl_easy_strerror(cc));
   } else {
@@ -235,7 +239,8 @@ static int attach_target_labels(scrape_labels_t *ls, const scrape_target_t *t, b
       do {
         pre++;
         size_t off = 0;
-        for (size_t k = 0; k < pre && off + 9 < sizeof name; k++) off += (size_t)snprintf(name + off, sizeof name - off, "exported_");
+        for (size_t k = 0; k < pre && off + 9 < sizeof name; k++)
+          off += (size_t)snprintf(name + off, sizeof name - off, "exported_");
         snprintf(name + off, sizeof name - off, "%s", n);
       } while (scrape_labels_get(ls, name) && pre < 8);
       int rc = scrape_labels_set(ls, name, have);
@@ -247,7 +252,8 @@ static int attach_target_labels(scrape_labels_t *ls, const scrape_target_t *t, b
   return 0;
 }
 
-static int check_label_limits(const scrape_job_t *j, const tsdb_label_t *l, size_t n, char *err, size_t errlen) {
+static int check_label_limits(const scrape_job_t *j, const tsdb_label_t *l, size_t n, char *err,
+                              size_t errlen) {
   if (j->label_limit && n > j->label_limit)
     return md_error(err, errlen, MD_ELIMIT, "label_limit exceeded (metric has %zu labels, limit %llu)", n,
                     (unsigned long long)j->label_limit);
@@ -262,9 +268,9 @@ static int check_label_limits(const scrape_job_t *j, const tsdb_label_t *l, size
 
 /* Parses body into w->parsed and turns it into the final series in out, recording the
  * staleness-tracked ones in refs. Returns 0 or a scrape-failing error in err. */
-static int build(scrape_worker_t *w, const scrape_target_t *t, const scrape_job_t *j, const char *body, size_t len,
-                 bool om, int64_t ts, tsdb_batch_t *out, scrape_refs_t *refs, uint64_t *scraped, uint64_t *post,
-                 char *err, size_t errlen) {
+static int build(scrape_worker_t *w, const scrape_target_t *t, const scrape_job_t *j, const char *body,
+                 size_t len, bool om, int64_t ts, tsdb_batch_t *out, scrape_refs_t *refs, uint64_t *scraped,
+                 uint64_t *post, char *err, size_t errlen) {
   tsdb_batch_reset(w->parsed);
   ingest_opts_t o = {.default_ts = NO_TS};
   o.openmetrics = om || ingest_text_is_openmetrics(body, len);
@@ -301,7 +307,8 @@ static int build(scrape_worker_t *w, const scrape_target_t *t, const scrape_job_
     if ((rc = check_label_limits(j, l, nl, err, errlen))) return rc;
     samples += nps;
     if (j->sample_limit && samples > j->sample_limit)
-      return md_error(err, errlen, MD_ELIMIT, "sample_limit exceeded (limit %llu)", (unsigned long long)j->sample_limit);
+      return md_error(err, errlen, MD_ELIMIT, "sample_limit exceeded (limit %llu)",
+                      (unsigned long long)j->sample_limit);
     rc = tsdb_batch_series(out, l, nl);
     if (rc == MD_ENOMEM) return md_error(err, errlen, rc, "out of memory");
     if (rc) continue;
@@ -325,7 +332,8 @@ static int add_report(tsdb_batch_t *b, const scrape_target_t *t, const char *nam
   tsdb_label_t l[64];
   size_t n = 0;
   l[n++] = (tsdb_label_t){"__name__", name};
-  for (size_t i = 0; i < t->nlabels && n < 64; i++) l[n++] = t->labels[i];
+  for (size_t i = 0; i < t->nlabels && n < 64; i++)
+    l[n++] = t->labels[i];
   int rc = tsdb_batch_series(b, l, n);
   if (rc) return rc;
   return tsdb_batch_sample(b, ts, v);
@@ -339,25 +347,28 @@ static bool has_hash(const scrape_series_ref_t *v, size_t n, uint64_t h) {
   while (lo < hi) {
     size_t mid = (lo + hi) / 2;
     if (v[mid].hash == h) return true;
-    if (v[mid].hash < h) lo = mid + 1;
-    else hi = mid;
+    if (v[mid].hash < h)
+      lo = mid + 1;
+    else
+      hi = mid;
   }
   return false;
 }
 
 /* Appends to b a staleness marker for every series of t's previous scrape whose hash is not
  * in cur (sorted; NULL = all), re-deriving their labels from the previous body. */
-static int add_stale(scrape_worker_t *w, tsdb_batch_t *b, const scrape_target_t *t, const scrape_series_ref_t *cur,
-                     size_t ncur, int64_t ts) {
+static int add_stale(scrape_worker_t *w, tsdb_batch_t *b, const scrape_target_t *t,
+                     const scrape_series_ref_t *cur, size_t ncur, int64_t ts) {
   if (!t->nprev || !t->prev_job || !t->prev_body.len) return 0;
   size_t missing = 0;
-  for (size_t i = 0; i < t->nprev; i++) missing += !has_hash(cur, ncur, t->prev_set[i]);
+  for (size_t i = 0; i < t->nprev; i++)
+    missing += !has_hash(cur, ncur, t->prev_set[i]);
   if (!missing) return 0;
   tsdb_batch_reset(w->old);
   w->oldrefs.n = 0;
   char err[256];
-  int rc = build(w, t, t->prev_job, t->prev_body.buf, t->prev_body.len, t->prev_om, ts, w->old, &w->oldrefs, NULL,
-                 NULL, err, sizeof err);
+  int rc = build(w, t, t->prev_job, t->prev_body.buf, t->prev_body.len, t->prev_om, ts, w->old, &w->oldrefs,
+                 NULL, NULL, err, sizeof err);
   if (rc == MD_ENOMEM) return rc;
   if (rc) return 0; /* it parsed before; nothing sensible to do if it does not now */
   double stale = tsdb_stale_nan();
@@ -375,8 +386,8 @@ static int add_stale(scrape_worker_t *w, tsdb_batch_t *b, const scrape_target_t 
   return 0;
 }
 
-void scrape_target_run(scrape_worker_t *w, scrape_target_t *t, scrape_job_t *j, scrape_sink_fn sink, void *ctx,
-                       scrape_result_t *res) {
+void scrape_target_run(scrape_worker_t *w, scrape_target_t *t, scrape_job_t *j, scrape_sink_fn sink,
+                       void *ctx, scrape_result_t *res) {
   memset(res, 0, sizeof *res);
   int64_t ts = md_now_ms();
   int64_t t0 = md_mono_ns();
@@ -386,8 +397,8 @@ void scrape_target_run(scrape_worker_t *w, scrape_target_t *t, scrape_job_t *j, 
   bool om = false;
   int rc = fetch(w, t, j, &om, res->error, sizeof res->error);
   if (rc == 0)
-    rc = build(w, t, j, w->body.buf ? w->body.buf : "", w->body.len, om, ts, w->out, &w->cur, &res->samples_scraped,
-               &res->samples_post_relabel, res->error, sizeof res->error);
+    rc = build(w, t, j, w->body.buf ? w->body.buf : "", w->body.len, om, ts, w->out, &w->cur,
+               &res->samples_scraped, &res->samples_post_relabel, res->error, sizeof res->error);
   if (rc) {
     /* A failed scrape stores nothing of what was read; every previous series goes stale. */
     tsdb_batch_reset(w->out);
@@ -398,15 +409,17 @@ void scrape_target_run(scrape_worker_t *w, scrape_target_t *t, scrape_job_t *j, 
   /* New series: in cur, not in prev (both sorted). */
   size_t k = 0;
   for (size_t i = 0; i < w->cur.n; i++) {
-    while (k < t->nprev && t->prev_set[k] < w->cur.v[i].hash) k++;
+    while (k < t->nprev && t->prev_set[k] < w->cur.v[i].hash)
+      k++;
     if (!(k < t->nprev && t->prev_set[k] == w->cur.v[i].hash)) res->series_added++;
   }
   int brc = add_stale(w, w->out, t, w->cur.v, w->cur.n, ts);
   res->up = rc == 0;
   res->duration_s = (double)(md_mono_ns() - t0) / 1e9;
-  double vals[5] = {res->up ? 1 : 0, res->duration_s, (double)res->samples_scraped, (double)res->samples_post_relabel,
-                    (double)res->series_added};
-  for (int i = 0; i < 5 && brc == 0; i++) brc = add_report(w->out, t, REPORT[i], ts, vals[i]);
+  double vals[5] = {res->up ? 1 : 0, res->duration_s, (double)res->samples_scraped,
+                    (double)res->samples_post_relabel, (double)res->series_added};
+  for (int i = 0; i < 5 && brc == 0; i++)
+    brc = add_report(w->out, t, REPORT[i], ts, vals[i]);
   if (brc == MD_ENOMEM && res->up) {
     res->up = false;
     snprintf(res->error, sizeof res->error, "out of memory");
@@ -425,7 +438,8 @@ void scrape_target_run(scrape_worker_t *w, scrape_target_t *t, scrape_job_t *j, 
     t->prev_set = n;
     t->capprev = w->cur.n;
   }
-  for (size_t i = 0; i < w->cur.n; i++) t->prev_set[i] = w->cur.v[i].hash;
+  for (size_t i = 0; i < w->cur.n; i++)
+    t->prev_set[i] = w->cur.v[i].hash;
   t->nprev = w->cur.n;
   sb_t tmp = t->prev_body;
   t->prev_body = w->body;
@@ -442,7 +456,8 @@ void scrape_target_stale(scrape_target_t *t, scrape_sink_fn sink, void *ctx, int
   if (scrape_worker_init(&w, &never) != 0) return;
   int rc = add_stale(&w, w.out, t, NULL, 0, ts);
   double stale = tsdb_stale_nan();
-  for (int i = 0; i < 5 && rc == 0; i++) rc = add_report(w.out, t, REPORT[i], ts, stale);
+  for (int i = 0; i < 5 && rc == 0; i++)
+    rc = add_report(w.out, t, REPORT[i], ts, stale);
   if (rc == 0 && tsdb_batch_series_count(w.out)) (void)sink(ctx, w.out);
   scrape_worker_destroy(&w);
 }

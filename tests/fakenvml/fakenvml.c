@@ -23,7 +23,9 @@
 #define EXPORT __attribute__((visibility("default")))
 
 typedef int nvmlReturn_t;
-typedef struct fake_dev { unsigned index; } *nvmlDevice_t;
+typedef struct fake_dev {
+  unsigned index;
+} * nvmlDevice_t;
 
 static struct fake_dev devs[64];
 static int initialised;
@@ -60,13 +62,13 @@ static int is_lost(unsigned i) {
 }
 
 /* Common prologue: scripted failure, initialisation, lost GPU. */
-#define CHECK(fn, dev)                          \
-  do {                                          \
-    int f_ = scripted_fail(fn);                 \
-    if (f_) return f_;                          \
-    if (!initialised) return 1;                 \
-    if (!(dev)) return 2;                       \
-    if (is_lost((dev)->index)) return 15;       \
+#define CHECK(fn, dev)                                                                                       \
+  do {                                                                                                       \
+    int f_ = scripted_fail(fn);                                                                              \
+    if (f_) return f_;                                                                                       \
+    if (!initialised) return 1;                                                                              \
+    if (!(dev)) return 2;                                                                                    \
+    if (is_lost((dev)->index)) return 15;                                                                    \
   } while (0)
 
 EXPORT nvmlReturn_t nvmlInit_v2(void) {
@@ -75,7 +77,9 @@ EXPORT nvmlReturn_t nvmlInit_v2(void) {
   initialised = 1;
   return 0;
 }
-EXPORT nvmlReturn_t nvmlInit(void) { return nvmlInit_v2(); }
+EXPORT nvmlReturn_t nvmlInit(void) {
+  return nvmlInit_v2();
+}
 EXPORT nvmlReturn_t nvmlShutdown(void) {
   initialised = 0;
   return 0;
@@ -83,15 +87,24 @@ EXPORT nvmlReturn_t nvmlShutdown(void) {
 
 EXPORT const char *nvmlErrorString(nvmlReturn_t r) {
   switch (r) {
-    case 0: return "Success";
-    case 1: return "Uninitialized";
-    case 2: return "Invalid Argument";
-    case 3: return "Not Supported";
-    case 4: return "Insufficient Permissions";
-    case 7: return "Insufficient Size";
-    case 9: return "Driver Not Loaded";
-    case 15: return "GPU is lost";
-    default: return "Unknown Error";
+  case 0:
+    return "Success";
+  case 1:
+    return "Uninitialized";
+  case 2:
+    return "Invalid Argument";
+  case 3:
+    return "Not Supported";
+  case 4:
+    return "Insufficient Permissions";
+  case 7:
+    return "Insufficient Size";
+  case 9:
+    return "Driver Not Loaded";
+  case 15:
+    return "GPU is lost";
+  default:
+    return "Unknown Error";
   }
 }
 
@@ -125,11 +138,19 @@ static nvmlReturn_t get_handle(unsigned i, nvmlDevice_t *d) {
 }
 
 #ifndef FAKENVML_OLD
-EXPORT nvmlReturn_t nvmlDeviceGetCount_v2(unsigned *n) { return get_count(n); }
-EXPORT nvmlReturn_t nvmlDeviceGetHandleByIndex_v2(unsigned i, nvmlDevice_t *d) { return get_handle(i, d); }
+EXPORT nvmlReturn_t nvmlDeviceGetCount_v2(unsigned *n) {
+  return get_count(n);
+}
+EXPORT nvmlReturn_t nvmlDeviceGetHandleByIndex_v2(unsigned i, nvmlDevice_t *d) {
+  return get_handle(i, d);
+}
 #endif
-EXPORT nvmlReturn_t nvmlDeviceGetCount(unsigned *n) { return get_count(n); }
-EXPORT nvmlReturn_t nvmlDeviceGetHandleByIndex(unsigned i, nvmlDevice_t *d) { return get_handle(i, d); }
+EXPORT nvmlReturn_t nvmlDeviceGetCount(unsigned *n) {
+  return get_count(n);
+}
+EXPORT nvmlReturn_t nvmlDeviceGetHandleByIndex(unsigned i, nvmlDevice_t *d) {
+  return get_handle(i, d);
+}
 
 EXPORT nvmlReturn_t nvmlDeviceGetUUID(nvmlDevice_t d, char *out, unsigned len) {
   CHECK("nvmlDeviceGetUUID", d);
@@ -164,7 +185,9 @@ EXPORT nvmlReturn_t nvmlDeviceGetPciInfo_v3(nvmlDevice_t d, pci_t *p) {
 }
 #endif
 
-typedef struct { unsigned gpu, memory; } util_t;
+typedef struct {
+  unsigned gpu, memory;
+} util_t;
 EXPORT nvmlReturn_t nvmlDeviceGetUtilizationRates(nvmlDevice_t d, util_t *u) {
   CHECK("nvmlDeviceGetUtilizationRates", d);
   u->gpu = (unsigned)env_long("FAKENVML_UTIL", 50) + d->index;
@@ -172,7 +195,9 @@ EXPORT nvmlReturn_t nvmlDeviceGetUtilizationRates(nvmlDevice_t d, util_t *u) {
   return 0;
 }
 
-typedef struct { unsigned long long total, free, used; } mem_t;
+typedef struct {
+  unsigned long long total, free, used;
+} mem_t;
 EXPORT nvmlReturn_t nvmlDeviceGetMemoryInfo(nvmlDevice_t d, mem_t *m) {
   CHECK("nvmlDeviceGetMemoryInfo", d);
   m->total = 80ULL << 30;
@@ -214,7 +239,8 @@ EXPORT nvmlReturn_t nvmlDeviceGetFanSpeed(nvmlDevice_t d, unsigned *pct) {
   return 0;
 }
 
-EXPORT nvmlReturn_t nvmlDeviceGetTotalEccErrors(nvmlDevice_t d, int type, int counter, unsigned long long *n) {
+EXPORT nvmlReturn_t nvmlDeviceGetTotalEccErrors(nvmlDevice_t d, int type, int counter,
+                                                unsigned long long *n) {
   CHECK("nvmlDeviceGetTotalEccErrors", d);
   *n = (unsigned long long)(type == 0 ? 3 + d->index : d->index) + (counter == 1 ? 100 : 0);
   return 0;
@@ -226,8 +252,15 @@ EXPORT nvmlReturn_t nvmlDeviceGetPerformanceState(nvmlDevice_t d, int *p) {
   return 0;
 }
 
-typedef struct { unsigned pid; unsigned long long mem; } proc_v1_t;
-typedef struct { unsigned pid; unsigned long long mem; unsigned gi, ci; } proc_v2_t;
+typedef struct {
+  unsigned pid;
+  unsigned long long mem;
+} proc_v1_t;
+typedef struct {
+  unsigned pid;
+  unsigned long long mem;
+  unsigned gi, ci;
+} proc_v2_t;
 
 static nvmlReturn_t fill_procs(nvmlDevice_t d, unsigned *n, void *out, int v2) {
   unsigned want = (unsigned)env_long("FAKENVML_PROCS", 1);
@@ -238,8 +271,10 @@ static nvmlReturn_t fill_procs(nvmlDevice_t d, unsigned *n, void *out, int v2) {
   for (unsigned i = 0; i < want; i++) {
     unsigned pid = 4000 + 10 * d->index + i;
     unsigned long long mem = (512ULL + i) << 20;
-    if (v2) ((proc_v2_t *)out)[i] = (proc_v2_t){pid, mem, 0, 0};
-    else ((proc_v1_t *)out)[i] = (proc_v1_t){pid, mem};
+    if (v2)
+      ((proc_v2_t *)out)[i] = (proc_v2_t){pid, mem, 0, 0};
+    else
+      ((proc_v1_t *)out)[i] = (proc_v1_t){pid, mem};
   }
   *n = want;
   return 0;

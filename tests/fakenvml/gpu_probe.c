@@ -36,7 +36,8 @@ static void print_batch(const tsdb_batch_t *b) {
       sb_json_str(&line, ls[j].value, strlen(ls[j].value));
     }
     sb_puts(&line, "} ");
-    for (size_t k = 0; k < ns; k++) sb_double(&line, ss[k].v);
+    for (size_t k = 0; k < ns; k++)
+      sb_double(&line, ss[k].v);
     printf("%s\n", line.buf ? line.buf : "");
     sb_free(&line);
   }

@@ -17,7 +17,8 @@ size_t bu_find(const tsdb_batch_t *b, double *v, const char *name, ...) {
   va_list ap;
   va_start(ap, name);
   const char *p;
-  while (np < 32 && (p = va_arg(ap, const char *))) pairs[np++] = p;
+  while (np < 32 && (p = va_arg(ap, const char *)))
+    pairs[np++] = p;
   va_end(ap);
   size_t found = 0;
   for (size_t i = 0; i < tsdb_batch_series_count(b); i++) {

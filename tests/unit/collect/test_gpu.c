@@ -227,12 +227,9 @@ int main(void) {
   snprintf(full_lib, sizeof full_lib, "%s/tests/fakenvml/libnvidia-ml.so.1", bd ? bd : ".");
   snprintf(old_lib, sizeof old_lib, "%s/tests/fakenvml/old/libnvidia-ml.so.1", bd ? bd : ".");
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_normal_values),
-      cmocka_unit_test(test_missing_library),
-      cmocka_unit_test(test_init_failure),
-      cmocka_unit_test(test_old_driver_missing_functions),
-      cmocka_unit_test(test_nvml_errors),
-      cmocka_unit_test(test_gpu_disappears),
+      cmocka_unit_test(test_normal_values), cmocka_unit_test(test_missing_library),
+      cmocka_unit_test(test_init_failure),  cmocka_unit_test(test_old_driver_missing_functions),
+      cmocka_unit_test(test_nvml_errors),   cmocka_unit_test(test_gpu_disappears),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -37,8 +37,8 @@ static void write_all(int fd, const void *p, size_t n) {
 static void respond(int fd, int status, const char *ctype, const char *extra, const void *body, size_t n) {
   char head[512];
   int hl = snprintf(head, sizeof head,
-                    "HTTP/1.1 %d X\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%sConnection: close\r\n\r\n", status,
-                    ctype, n, extra ? extra : "");
+                    "HTTP/1.1 %d X\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%sConnection: close\r\n\r\n",
+                    status, ctype, n, extra ? extra : "");
   write_all(fd, head, (size_t)hl);
   write_all(fd, body, n);
 }
@@ -49,7 +49,8 @@ static void header(const char *req, const char *name, char *out, size_t n) {
   for (const char *p = strstr(req, "\r\n"); p; p = strstr(p + 2, "\r\n")) {
     if (strncasecmp(p + 2, name, nl) == 0 && p[2 + nl] == ':') {
       const char *v = p + 3 + nl;
-      while (*v == ' ') v++;
+      while (*v == ' ')
+        v++;
       size_t l = strcspn(v, "\r\n");
       if (l >= n) l = n - 1;
       memcpy(out, v, l);
@@ -118,7 +119,8 @@ static void handle(mini_http_t *s, int fd) {
   } else if (strcmp(path, "/huge") == 0) {
     size_t cap = 2 << 20, n = 0;
     char *big = malloc(cap + 64);
-    for (int i = 0; big && n < cap; i++) n += (size_t)snprintf(big + n, 64, "huge_metric{i=\"%d\"} %d\n", i, i);
+    for (int i = 0; big && n < cap; i++)
+      n += (size_t)snprintf(big + n, 64, "huge_metric{i=\"%d\"} %d\n", i, i);
     if (big) respond(fd, 200, text, NULL, big, n);
     free(big);
   } else {
@@ -198,10 +200,12 @@ void mini_http_stop(mini_http_t *s) {
   s->stop = true;
   /* Wake the accept() with one last connection. */
   int c = socket(AF_INET, SOCK_STREAM, 0);
-  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)s->port),
-                          .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  if (connect(c, (struct sockaddr *)&a, sizeof a) == 0) close(c);
-  else close(c);
+  struct sockaddr_in a = {
+      .sin_family = AF_INET, .sin_port = htons((uint16_t)s->port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  if (connect(c, (struct sockaddr *)&a, sizeof a) == 0)
+    close(c);
+  else
+    close(c);
   pthread_join(s->th, NULL);
   for (int i = 0; i < 500; i++) { /* handlers still writing */
     pthread_mutex_lock(&s->mu);
@@ -216,7 +220,9 @@ void mini_http_stop(mini_http_t *s) {
   free(s);
 }
 
-int mini_http_port(const mini_http_t *s) { return s->port; }
+int mini_http_port(const mini_http_t *s) {
+  return s->port;
+}
 
 void mini_http_set_body(mini_http_t *s, const char *body) {
   pthread_mutex_lock(&s->mu);

@@ -30,7 +30,8 @@ recorder_t *recorder_new(void) {
 
 void recorder_clear(recorder_t *r) {
   pthread_mutex_lock(&r->mu);
-  for (size_t i = 0; i < r->n; i++) free(r->s[i].labels);
+  for (size_t i = 0; i < r->n; i++)
+    free(r->s[i].labels);
   r->n = 0;
   pthread_mutex_unlock(&r->mu);
 }
@@ -52,7 +53,8 @@ int recorder_sink(void *ctx, const tsdb_batch_t *b) {
     tsdb_batch_get(b, i, &l, &nl, &s, &ns);
     sb_t t = {0};
     sb_putc(&t, ',');
-    for (size_t k = 0; k < nl; k++) sb_printf(&t, "%s=%s,", l[k].name, l[k].value);
+    for (size_t k = 0; k < nl; k++)
+      sb_printf(&t, "%s=%s,", l[k].name, l[k].value);
     for (size_t k = 0; k < ns; k++) {
       if (r->n == r->cap) {
         r->cap = r->cap ? r->cap * 2 : 1024;
@@ -75,7 +77,8 @@ static bool matches(const char *labels, const char *const *keys, size_t nk) {
   return true;
 }
 
-static size_t find_keys(recorder_t *r, const char *const *keys, size_t nk, double *last, size_t *stale, int64_t *ts) {
+static size_t find_keys(recorder_t *r, const char *const *keys, size_t nk, double *last, size_t *stale,
+                        int64_t *ts) {
   size_t c = 0, st = 0;
   pthread_mutex_lock(&r->mu);
   for (size_t i = 0; i < r->n; i++) {
@@ -96,7 +99,8 @@ size_t recorder_find(recorder_t *r, double *last, size_t *stale, ...) {
   va_list ap;
   va_start(ap, stale);
   const char *k;
-  while (nk < 16 && (k = va_arg(ap, const char *))) keys[nk++] = k;
+  while (nk < 16 && (k = va_arg(ap, const char *)))
+    keys[nk++] = k;
   va_end(ap);
   return find_keys(r, keys, nk, last, stale, NULL);
 }

@@ -23,18 +23,24 @@ static const relabel_case_t CASES[] = {
     {"[{\"source_labels\":[\"a\"],\"target_label\":\"b\"}]", "a=foo", "a=foo,b=foo"},
     {"[{\"source_labels\":[\"a\",\"c\"],\"target_label\":\"d\"}]", "a=1,c=2", "a=1,c=2,d=1;2"},
     {"[{\"source_labels\":[\"a\",\"c\"],\"separator\":\"-\",\"target_label\":\"d\"}]", "a=1", "a=1,d=1-"},
-    {"[{\"source_labels\":[\"a\"],\"regex\":\"f(o+)\",\"target_label\":\"b\",\"replacement\":\"x${1}y\"}]", "a=foo", "a=foo,b=xooy"},
+    {"[{\"source_labels\":[\"a\"],\"regex\":\"f(o+)\",\"target_label\":\"b\",\"replacement\":\"x${1}y\"}]",
+     "a=foo", "a=foo,b=xooy"},
     /* Anchored: a partial match is no match. */
     {"[{\"source_labels\":[\"a\"],\"regex\":\"o+\",\"target_label\":\"b\"}]", "a=foo", "a=foo"},
     /* $1x is group "1x" (unknown) in Go: expands to nothing; the label is then deleted. */
-    {"[{\"source_labels\":[\"a\"],\"regex\":\"(.*)\",\"target_label\":\"a\",\"replacement\":\"$1x\"}]", "a=foo,b=1", "b=1"},
-    {"[{\"source_labels\":[\"a\"],\"regex\":\"(?P<word>f)(.*)\",\"target_label\":\"b\",\"replacement\":\"$word-$2-$$\"}]", "a=foo", "a=foo,b=f-oo-$"},
+    {"[{\"source_labels\":[\"a\"],\"regex\":\"(.*)\",\"target_label\":\"a\",\"replacement\":\"$1x\"}]",
+     "a=foo,b=1", "b=1"},
+    {"[{\"source_labels\":[\"a\"],\"regex\":\"(?P<word>f)(.*)\",\"target_label\":\"b\",\"replacement\":\"$"
+     "word-$2-$$\"}]",
+     "a=foo", "a=foo,b=f-oo-$"},
     /* Target label from a template. */
-    {"[{\"source_labels\":[\"a\"],\"regex\":\"(.+)=(.+)\",\"target_label\":\"x_$1\",\"replacement\":\"$2\"}]", "a=k=v", "a=k=v,x_k=v"},
+    {"[{\"source_labels\":[\"a\"],\"regex\":\"(.+)=(.+)\",\"target_label\":\"x_$1\",\"replacement\":\"$2\"}]",
+     "a=k=v", "a=k=v,x_k=v"},
     /* Invalid target after expansion: nothing happens. */
     {"[{\"source_labels\":[\"a\"],\"regex\":\"(.+)\",\"target_label\":\"$1\"}]", "a=1bad", "a=1bad"},
     /* __address__ rewriting, the classic. */
-    {"[{\"source_labels\":[\"__address__\"],\"regex\":\"([^:]+)(?::\\\\d+)?\",\"target_label\":\"__address__\",\"replacement\":\"$1:9100\"}]",
+    {"[{\"source_labels\":[\"__address__\"],\"regex\":\"([^:]+)(?::\\\\d+)?\",\"target_label\":\"__address__"
+     "\",\"replacement\":\"$1:9100\"}]",
      "__address__=host.example:80", "__address__=host.example:9100"},
     /* A static replacement without source labels. */
     {"[{\"target_label\":\"env\",\"replacement\":\"prod\"}]", "a=1", "a=1,env=prod"},
@@ -45,7 +51,8 @@ static const relabel_case_t CASES[] = {
     {"[{\"source_labels\":[\"a\"],\"regex\":\"x|y\",\"action\":\"drop\"}]", "a=xy", "a=xy"},
     /* keep with an absent label: the value is empty. */
     {"[{\"source_labels\":[\"missing\"],\"regex\":\"\",\"action\":\"keep\"}]", "a=1", "a=1"},
-    {"[{\"source_labels\":[\"__name__\"],\"regex\":\"go_.*\",\"action\":\"drop\"}]", "__name__=go_gc_seconds", NULL},
+    {"[{\"source_labels\":[\"__name__\"],\"regex\":\"go_.*\",\"action\":\"drop\"}]", "__name__=go_gc_seconds",
+     NULL},
     /* '.' does not match a newline (Go default flags). */
     {"[{\"source_labels\":[\"a\"],\"regex\":\"a.b\",\"action\":\"keep\"}]", "a=a\nb", NULL},
     /* keepequal / dropequal */
@@ -54,21 +61,28 @@ static const relabel_case_t CASES[] = {
     {"[{\"source_labels\":[\"a\"],\"target_label\":\"b\",\"action\":\"dropequal\"}]", "a=1,b=1", NULL},
     {"[{\"source_labels\":[\"a\"],\"target_label\":\"b\",\"action\":\"dropequal\"}]", "a=1,b=2", "a=1,b=2"},
     /* hashmod: MD5, last 8 bytes big-endian, modulo (expected values from Python hashlib). */
-    {"[{\"source_labels\":[\"a\"],\"modulus\":1000,\"target_label\":\"h\",\"action\":\"hashmod\"}]", "a=foo", "a=foo,h=696"},
-    {"[{\"source_labels\":[\"a\"],\"modulus\":8,\"target_label\":\"h\",\"action\":\"hashmod\"}]", "a=localhost:9100", "a=localhost:9100,h=7"},
+    {"[{\"source_labels\":[\"a\"],\"modulus\":1000,\"target_label\":\"h\",\"action\":\"hashmod\"}]", "a=foo",
+     "a=foo,h=696"},
+    {"[{\"source_labels\":[\"a\"],\"modulus\":8,\"target_label\":\"h\",\"action\":\"hashmod\"}]",
+     "a=localhost:9100", "a=localhost:9100,h=7"},
     /* labelmap */
-    {"[{\"regex\":\"__meta_(.+)\",\"action\":\"labelmap\"}]", "__meta_zone=a,__meta_rack=r1,x=1", "__meta_rack=r1,__meta_zone=a,rack=r1,x=1,zone=a"},
-    {"[{\"regex\":\"(.+)_tag\",\"replacement\":\"t_$1\",\"action\":\"labelmap\"}]", "env_tag=p", "env_tag=p,t_env=p"},
+    {"[{\"regex\":\"__meta_(.+)\",\"action\":\"labelmap\"}]", "__meta_zone=a,__meta_rack=r1,x=1",
+     "__meta_rack=r1,__meta_zone=a,rack=r1,x=1,zone=a"},
+    {"[{\"regex\":\"(.+)_tag\",\"replacement\":\"t_$1\",\"action\":\"labelmap\"}]", "env_tag=p",
+     "env_tag=p,t_env=p"},
     /* labeldrop / labelkeep */
     {"[{\"regex\":\"__meta_.*\",\"action\":\"labeldrop\"}]", "__meta_zone=a,job=j,x=1", "job=j,x=1"},
     {"[{\"regex\":\"job|instance\",\"action\":\"labelkeep\"}]", "instance=i,job=j,x=1", "instance=i,job=j"},
     /* lowercase / uppercase */
     {"[{\"source_labels\":[\"a\"],\"target_label\":\"b\",\"action\":\"lowercase\"}]", "a=FoO", "a=FoO,b=foo"},
-    {"[{\"source_labels\":[\"a\",\"c\"],\"target_label\":\"b\",\"action\":\"uppercase\"}]", "a=x,c=y", "a=x,b=X;Y,c=y"},
+    {"[{\"source_labels\":[\"a\",\"c\"],\"target_label\":\"b\",\"action\":\"uppercase\"}]", "a=x,c=y",
+     "a=x,b=X;Y,c=y"},
     /* Action names are case-insensitive (Prometheus lower-cases them). */
     {"[{\"source_labels\":[\"a\"],\"regex\":\"1\",\"action\":\"Drop\"}]", "a=1", NULL},
     /* Rules apply in order; a later rule sees an earlier rule's result. */
-    {"[{\"source_labels\":[\"a\"],\"target_label\":\"b\"},{\"source_labels\":[\"b\"],\"regex\":\"1\",\"action\":\"drop\"}]", "a=1", NULL},
+    {"[{\"source_labels\":[\"a\"],\"target_label\":\"b\"},{\"source_labels\":[\"b\"],\"regex\":\"1\","
+     "\"action\":\"drop\"}]",
+     "a=1", NULL},
     /* No rules: unchanged. */
     {"[]", "a=1,b=2", "a=1,b=2"},
 };
@@ -113,8 +127,8 @@ static void test_relabel_table(void **state) {
     char got[512];
     render(ls, got, sizeof got);
     if (c->want == NULL ? kept != 0 : (kept != 1 || strcmp(got, c->want) != 0)) {
-      fprintf(stderr, "case %zu %s on {%s}: got %s {%s}, want %s\n", i, c->rules, c->in, kept ? "kept" : "dropped", got,
-              c->want ? c->want : "dropped");
+      fprintf(stderr, "case %zu %s on {%s}: got %s {%s}, want %s\n", i, c->rules, c->in,
+              kept ? "kept" : "dropped", got, c->want ? c->want : "dropped");
       fail();
     }
     scrape_labels_free(ls);
@@ -135,7 +149,8 @@ static void test_relabel_invalid(void **state) {
       {"[{\"source_labels\":[\"a\"],\"target_label\":\"1x\"}]", "target_label"},
       {"[{\"source_labels\":[\"a\"],\"target_label\":\"h\",\"action\":\"hashmod\"}]", "modulus"},
       {"[{\"source_labels\":[\"a\"],\"action\":\"lowercase\"}]", "target_label"},
-      {"[{\"source_labels\":[\"a\"],\"target_label\":\"b\",\"regex\":\"x\",\"action\":\"keepequal\"}]", "only"},
+      {"[{\"source_labels\":[\"a\"],\"target_label\":\"b\",\"regex\":\"x\",\"action\":\"keepequal\"}]",
+       "only"},
       {"[{\"source_labels\":[\"a\"],\"regex\":\"x\",\"action\":\"labeldrop\"}]", "only 'regex'"},
       {"[{\"source_labels\":[\"a-b\"],\"target_label\":\"b\"}]", "not a valid label name"},
       {"[{\"source_labels\":\"a\",\"target_label\":\"b\"}]", "must be a list"},
@@ -149,7 +164,8 @@ static void test_relabel_invalid(void **state) {
     char err[256] = "";
     int rc = scrape_relabel_parse(j, "metric_relabel_configs", &r, err, sizeof err);
     if (rc != MD_EINVAL || !strstr(err, bad[i].msg)) {
-      fprintf(stderr, "bad case %zu %s: rc %d err \"%s\", want \"%s\"\n", i, bad[i].rules, rc, err, bad[i].msg);
+      fprintf(stderr, "bad case %zu %s: rc %d err \"%s\", want \"%s\"\n", i, bad[i].rules, rc, err,
+              bad[i].msg);
       fail();
     }
     assert_null(r);

@@ -46,10 +46,10 @@ static scrape_manager_t *start(const char *config_fmt, recorder_t *rec, const ch
 static void test_basic_report_and_staleness(void **state) {
   recorder_t *rec = recorder_new();
   mini_http_set_body(srv, "# TYPE a_metric gauge\na_metric{x=\"1\"} 5\nb_total 7\n");
-  scrape_manager_t *m = start(
-      "[{\"job_name\":\"j1\",\"scrape_interval\":\"200ms\",\"params\":{\"q\":[\"v 1\"]},"
-      "\"static_configs\":[{\"targets\":[\"%s\"],\"labels\":{\"env\":\"t\"}}]}]",
-      rec, NULL);
+  scrape_manager_t *m =
+      start("[{\"job_name\":\"j1\",\"scrape_interval\":\"200ms\",\"params\":{\"q\":[\"v 1\"]},"
+            "\"static_configs\":[{\"targets\":[\"%s\"],\"labels\":{\"env\":\"t\"}}]}]",
+            rec, NULL);
   assert_true(recorder_wait(rec, 1, 5000, "__name__=up", "job=j1", NULL));
   double v = NAN;
   size_t st = 0;
@@ -59,13 +59,15 @@ static void test_basic_report_and_staleness(void **state) {
   assert_true(v == 5);
   assert_true(recorder_find(rec, &v, NULL, "__name__=scrape_samples_scraped", "job=j1", NULL) >= 1);
   assert_true(v == 2);
-  assert_true(recorder_find(rec, &v, NULL, "__name__=scrape_samples_post_metric_relabeling", "job=j1", NULL) >= 1);
+  assert_true(
+      recorder_find(rec, &v, NULL, "__name__=scrape_samples_post_metric_relabeling", "job=j1", NULL) >= 1);
   assert_true(v == 2);
   assert_true(recorder_find(rec, &v, NULL, "__name__=scrape_series_added", "job=j1", NULL) >= 1);
   assert_true(recorder_find(rec, &v, NULL, "__name__=scrape_duration_seconds", "job=j1", NULL) >= 1);
   assert_true(v > 0 && v < 5);
   /* Samples without timestamps carry the scrape time; report series the same. */
-  int64_t ts1 = recorder_last_ts(rec, "__name__=a_metric", NULL), ts2 = recorder_last_ts(rec, "__name__=up", NULL);
+  int64_t ts1 = recorder_last_ts(rec, "__name__=a_metric", NULL),
+          ts2 = recorder_last_ts(rec, "__name__=up", NULL);
   assert_true(ts1 > 0 && labs((long)(ts1 - ts2)) < 200);
   char accept[512], auth[512], query[512];
   mini_http_last(srv, accept, auth, query, sizeof accept);
@@ -104,7 +106,8 @@ static void test_basic_report_and_staleness(void **state) {
   assert_string_equal(json_string_value(json_object_get(t0, "scrapePool")), "j1");
   assert_string_equal(json_string_value(json_object_get(t0, "scrapeInterval")), "200ms");
   assert_string_equal(json_string_value(json_object_get(json_object_get(t0, "labels"), "env")), "t");
-  assert_string_equal(json_string_value(json_object_get(json_object_get(t0, "discoveredLabels"), "__param_q")), "v 1");
+  assert_string_equal(
+      json_string_value(json_object_get(json_object_get(t0, "discoveredLabels"), "__param_q")), "v 1");
   json_decref(doc);
   sb_free(&js);
   scrape_stats_t ss;
@@ -120,7 +123,8 @@ static void test_honor_labels_and_metric_relabel(void **state) {
   mini_http_set_body(srv, "m{job=\"other\",instance=\"x\"} 1\ndrop_me 2\nkeep_ts 3 1000\n");
   scrape_manager_t *m = start(
       "[{\"job_name\":\"j2\",\"scrape_interval\":\"200ms\",\"static_configs\":[{\"targets\":[\"%s\"]}],"
-      "\"metric_relabel_configs\":[{\"source_labels\":[\"__name__\"],\"regex\":\"drop_.*\",\"action\":\"drop\"}]},"
+      "\"metric_relabel_configs\":[{\"source_labels\":[\"__name__\"],\"regex\":\"drop_.*\",\"action\":"
+      "\"drop\"}]},"
       "{\"job_name\":\"j3\",\"scrape_interval\":\"200ms\",\"honor_labels\":true,\"honor_timestamps\":false,"
       "\"static_configs\":[{\"targets\":[\"%s\"]}]}]",
       rec, NULL);
@@ -128,9 +132,11 @@ static void test_honor_labels_and_metric_relabel(void **state) {
   assert_true(recorder_wait(rec, 1, 5000, "__name__=up", "job=j3", NULL));
   double v;
   /* honor_labels false: the target's job/instance win, the exposed ones are renamed. */
-  assert_true(recorder_find(rec, &v, NULL, "__name__=m", "job=j2", "exported_job=other", "exported_instance=x", inst, NULL) >= 1);
+  assert_true(recorder_find(rec, &v, NULL, "__name__=m", "job=j2", "exported_job=other",
+                            "exported_instance=x", inst, NULL) >= 1);
   assert_int_equal(recorder_find(rec, NULL, NULL, "__name__=drop_me", "job=j2", NULL), 0);
-  assert_true(recorder_find(rec, &v, NULL, "__name__=scrape_samples_post_metric_relabeling", "job=j2", NULL) >= 1);
+  assert_true(
+      recorder_find(rec, &v, NULL, "__name__=scrape_samples_post_metric_relabeling", "job=j2", NULL) >= 1);
   assert_true(v == 2);
   assert_true(recorder_find(rec, &v, NULL, "__name__=scrape_samples_scraped", "job=j2", NULL) >= 1);
   assert_true(v == 3);
@@ -147,15 +153,19 @@ static void test_honor_labels_and_metric_relabel(void **state) {
 static void test_formats_and_auth(void **state) {
   recorder_t *rec = recorder_new();
   mini_http_set_body(srv, "# TYPE c counter\nc_total 9\n# EOF\n");
-  scrape_manager_t *m = start(
-      "[{\"job_name\":\"gz\",\"scrape_interval\":\"200ms\",\"metrics_path\":\"/gzip\",\"static_configs\":[{\"targets\":[\"%s\"]}]},"
-      "{\"job_name\":\"om\",\"scrape_interval\":\"200ms\",\"metrics_path\":\"/om\",\"static_configs\":[{\"targets\":[\"%s\"]}]},"
-      "{\"job_name\":\"bearer\",\"scrape_interval\":\"200ms\",\"metrics_path\":\"/auth\",\"authorization\":{\"credentials\":\"sekret\"},"
-      "\"static_configs\":[{\"targets\":[\"%s\"]}]},"
-      "{\"job_name\":\"basic\",\"scrape_interval\":\"200ms\",\"metrics_path\":\"/auth\",\"basic_auth\":{\"username\":\"u\",\"password\":\"p\"},"
-      "\"static_configs\":[{\"targets\":[\"%s\"]}]},"
-      "{\"job_name\":\"noauth\",\"scrape_interval\":\"200ms\",\"metrics_path\":\"/auth\",\"static_configs\":[{\"targets\":[\"%s\"]}]}]",
-      rec, NULL);
+  scrape_manager_t *m = start("[{\"job_name\":\"gz\",\"scrape_interval\":\"200ms\",\"metrics_path\":\"/"
+                              "gzip\",\"static_configs\":[{\"targets\":[\"%s\"]}]},"
+                              "{\"job_name\":\"om\",\"scrape_interval\":\"200ms\",\"metrics_path\":\"/"
+                              "om\",\"static_configs\":[{\"targets\":[\"%s\"]}]},"
+                              "{\"job_name\":\"bearer\",\"scrape_interval\":\"200ms\",\"metrics_path\":\"/"
+                              "auth\",\"authorization\":{\"credentials\":\"sekret\"},"
+                              "\"static_configs\":[{\"targets\":[\"%s\"]}]},"
+                              "{\"job_name\":\"basic\",\"scrape_interval\":\"200ms\",\"metrics_path\":\"/"
+                              "auth\",\"basic_auth\":{\"username\":\"u\",\"password\":\"p\"},"
+                              "\"static_configs\":[{\"targets\":[\"%s\"]}]},"
+                              "{\"job_name\":\"noauth\",\"scrape_interval\":\"200ms\",\"metrics_path\":\"/"
+                              "auth\",\"static_configs\":[{\"targets\":[\"%s\"]}]}]",
+                              rec, NULL);
   const char *jobs[] = {"job=gz", "job=om", "job=bearer", "job=basic"};
   double v;
   for (int i = 0; i < 4; i++) {
@@ -180,16 +190,22 @@ static void test_formats_and_auth(void **state) {
 static void test_failures_and_limits(void **state) {
   recorder_t *rec = recorder_new();
   mini_http_set_body(srv, "a 1\nb 2\nc{x=\"1\",y=\"2\",z=\"3\"} 3\n");
-  scrape_manager_t *m = start(
-      "[{\"job_name\":\"slow\",\"scrape_interval\":\"1s\",\"scrape_timeout\":\"300ms\",\"metrics_path\":\"/slow\",\"static_configs\":[{\"targets\":[\"%s\"]}]},"
-      "{\"job_name\":\"fail\",\"scrape_interval\":\"200ms\",\"metrics_path\":\"/fail\",\"static_configs\":[{\"targets\":[\"%s\"]}]},"
-      "{\"job_name\":\"huge\",\"scrape_interval\":\"1s\",\"metrics_path\":\"/huge\",\"body_size_limit\":\"1MB\",\"static_configs\":[{\"targets\":[\"%s\"]}]},"
-      "{\"job_name\":\"limit\",\"scrape_interval\":\"200ms\",\"sample_limit\":2,\"static_configs\":[{\"targets\":[\"%s\"]}]},"
-      "{\"job_name\":\"labels\",\"scrape_interval\":\"200ms\",\"label_limit\":4,\"static_configs\":[{\"targets\":[\"%s\"]}]}]",
-      rec, NULL);
+  scrape_manager_t *m =
+      start("[{\"job_name\":\"slow\",\"scrape_interval\":\"1s\",\"scrape_timeout\":\"300ms\",\"metrics_"
+            "path\":\"/slow\",\"static_configs\":[{\"targets\":[\"%s\"]}]},"
+            "{\"job_name\":\"fail\",\"scrape_interval\":\"200ms\",\"metrics_path\":\"/"
+            "fail\",\"static_configs\":[{\"targets\":[\"%s\"]}]},"
+            "{\"job_name\":\"huge\",\"scrape_interval\":\"1s\",\"metrics_path\":\"/"
+            "huge\",\"body_size_limit\":\"1MB\",\"static_configs\":[{\"targets\":[\"%s\"]}]},"
+            "{\"job_name\":\"limit\",\"scrape_interval\":\"200ms\",\"sample_limit\":2,\"static_configs\":[{"
+            "\"targets\":[\"%s\"]}]},"
+            "{\"job_name\":\"labels\",\"scrape_interval\":\"200ms\",\"label_limit\":4,\"static_configs\":[{"
+            "\"targets\":[\"%s\"]}]}]",
+            rec, NULL);
   const char *jobs[] = {"job=slow", "job=fail", "job=huge", "job=limit", "job=labels"};
   const char *errs[] = {"deadline", "HTTP status 500", "body size limit", "sample_limit", "label_limit"};
-  for (int i = 0; i < 5; i++) assert_true(recorder_wait(rec, 1, 6000, "__name__=up", jobs[i], NULL));
+  for (int i = 0; i < 5; i++)
+    assert_true(recorder_wait(rec, 1, 6000, "__name__=up", jobs[i], NULL));
   sb_t js = {0};
   scrape_targets_json(m, NULL, &js);
   json_t *doc = json_loads(js.buf, 0, NULL);
@@ -236,9 +252,9 @@ static void test_target_relabel_and_dropped(void **state) {
   assert_int_equal(json_array_size(json_object_get(doc, "activeTargets")), 1);
   json_t *dropped = json_object_get(doc, "droppedTargets");
   assert_int_equal(json_array_size(dropped), 1);
-  assert_string_equal(
-      json_string_value(json_object_get(json_object_get(json_array_get(dropped, 0), "discoveredLabels"), "__address__")),
-      "127.0.0.1:1");
+  assert_string_equal(json_string_value(json_object_get(
+                          json_object_get(json_array_get(dropped, 0), "discoveredLabels"), "__address__")),
+                      "127.0.0.1:1");
   assert_int_equal(json_integer_value(json_object_get(json_object_get(doc, "droppedTargetCounts"), "rl")), 1);
   json_decref(doc);
   sb_free(&js);
@@ -262,7 +278,8 @@ static void test_file_sd_and_reload(void **state) {
   recorder_t *rec = recorder_new();
   mini_http_set_body(srv, "sd_metric 1\n");
   snprintf(cfg, sizeof cfg,
-           "[{\"job_name\":\"sd\",\"scrape_interval\":\"200ms\",\"file_sd_configs\":[{\"files\":[\"%s/*.yml\",\"%s/*.json\"]}]}]",
+           "[{\"job_name\":\"sd\",\"scrape_interval\":\"200ms\",\"file_sd_configs\":[{\"files\":[\"%s/"
+           "*.yml\",\"%s/*.json\"]}]}]",
            dir, dir);
   scrape_manager_t *m = start(cfg, rec, NULL);
   assert_true(recorder_wait(rec, 1, 5000, "__name__=sd_metric", "group=one", NULL));
@@ -294,7 +311,10 @@ static void test_file_sd_and_reload(void **state) {
   /* Reload with another job: the sd targets go, the new one comes. */
   char err[256];
   char cfg2[512];
-  snprintf(cfg2, sizeof cfg2, "[{\"job_name\":\"new\",\"scrape_interval\":\"200ms\",\"static_configs\":[{\"targets\":[\"%s\"]}]}]", addr);
+  snprintf(
+      cfg2, sizeof cfg2,
+      "[{\"job_name\":\"new\",\"scrape_interval\":\"200ms\",\"static_configs\":[{\"targets\":[\"%s\"]}]}]",
+      addr);
   json_t *j2 = json_loads(cfg2, 0, NULL);
   assert_int_equal(scrape_manager_apply(m, j2, err, sizeof err), 0);
   json_decref(j2);
@@ -319,9 +339,11 @@ static void test_jitter_spreads_targets(void **state) {
   recorder_t *rec = recorder_new();
   mini_http_set_body(srv, "j 1\n");
   char cfg[4096];
-  size_t n = (size_t)snprintf(cfg, sizeof cfg, "[{\"job_name\":\"jit\",\"scrape_interval\":\"1s\",\"static_configs\":[");
+  size_t n = (size_t)snprintf(cfg, sizeof cfg,
+                              "[{\"job_name\":\"jit\",\"scrape_interval\":\"1s\",\"static_configs\":[");
   for (int i = 0; i < 20; i++)
-    n += (size_t)snprintf(cfg + n, sizeof cfg - n, "%s{\"targets\":[\"%%s\"],\"labels\":{\"t\":\"%d\"}}", i ? "," : "", i);
+    n += (size_t)snprintf(cfg + n, sizeof cfg - n, "%s{\"targets\":[\"%%s\"],\"labels\":{\"t\":\"%d\"}}",
+                          i ? "," : "", i);
   snprintf(cfg + n, sizeof cfg - n, "]}]");
   /* start() substitutes the address into the first five %s only: expand all here. */
   char full[8192];
@@ -362,7 +384,8 @@ static void test_jitter_spreads_targets(void **state) {
   }
   /* 20 targets over 10 slices of 100 ms: all in one or two would mean no spreading. */
   if (distinct < 5) {
-    for (int i = 0; i < 20; i++) fprintf(stderr, "target %d at +%d ms\n", offsets[i][1], offsets[i][0]);
+    for (int i = 0; i < 20; i++)
+      fprintf(stderr, "target %d at +%d ms\n", offsets[i][1], offsets[i][0]);
   }
   assert_true(distinct >= 5);
   recorder_free(rec);
@@ -374,8 +397,10 @@ static void test_workers_grow_with_targets(void **state) {
   recorder_t *rec = recorder_new();
   mini_http_set_body(srv, "w 1\n");
   sb_t cfg = {0};
-  sb_puts(&cfg, "[{\"job_name\":\"grow\",\"scrape_interval\":\"4s\",\"scrape_timeout\":\"3s\",\"metrics_path\":\"/slow\",\"static_configs\":[");
-  for (int i = 0; i < 64; i++) sb_printf(&cfg, "%s{\"targets\":[\"%s\"],\"labels\":{\"t\":\"%d\"}}", i ? "," : "", addr, i);
+  sb_puts(&cfg, "[{\"job_name\":\"grow\",\"scrape_interval\":\"4s\",\"scrape_timeout\":\"3s\",\"metrics_"
+                "path\":\"/slow\",\"static_configs\":[");
+  for (int i = 0; i < 64; i++)
+    sb_printf(&cfg, "%s{\"targets\":[\"%s\"],\"labels\":{\"t\":\"%d\"}}", i ? "," : "", addr, i);
   sb_puts(&cfg, "]}]");
   json_t *j = json_loads(cfg.buf, 0, NULL);
   sb_free(&cfg);
@@ -414,15 +439,18 @@ static void test_config_errors(void **state) {
       {"{}", "must be a list"},
       {"[{\"scrape_interval\":\"1s\"}]", "job_name is required"},
       {"[{\"job_name\":\"a\",\"colour\":1}]", "unknown key \"colour\""},
-      {"[{\"job_name\":\"a\",\"scrape_interval\":\"1s\",\"scrape_timeout\":\"2s\"}]", "greater than scrape_interval"},
+      {"[{\"job_name\":\"a\",\"scrape_interval\":\"1s\",\"scrape_timeout\":\"2s\"}]",
+       "greater than scrape_interval"},
       {"[{\"job_name\":\"a\"},{\"job_name\":\"a\"}]", "multiple scrape configs"},
       {"[{\"job_name\":\"a\",\"scheme\":\"ftp\"}]", "scheme"},
       {"[{\"job_name\":\"a\",\"metrics_path\":\"metrics\"}]", "metrics_path"},
       {"[{\"job_name\":\"a\",\"static_configs\":[{\"targets\":[\"http://x/y\"]}]}]", "not a host:port"},
-      {"[{\"job_name\":\"a\",\"static_configs\":[{\"targets\":[\"x:1\"],\"labels\":{\"a-b\":\"1\"}}]}]", "invalid label"},
+      {"[{\"job_name\":\"a\",\"static_configs\":[{\"targets\":[\"x:1\"],\"labels\":{\"a-b\":\"1\"}}]}]",
+       "invalid label"},
       {"[{\"job_name\":\"a\",\"relabel_configs\":[{\"action\":\"nope\"}]}]", "relabel_configs[0]"},
       {"[{\"job_name\":\"a\",\"basic_auth\":{\"password\":\"p\"}}]", "username"},
-      {"[{\"job_name\":\"a\",\"basic_auth\":{\"username\":\"u\"},\"authorization\":{\"credentials\":\"t\"}}]", "at most one"},
+      {"[{\"job_name\":\"a\",\"basic_auth\":{\"username\":\"u\"},\"authorization\":{\"credentials\":\"t\"}}]",
+       "at most one"},
       {"[{\"job_name\":\"a\",\"tls_config\":{\"cert_file\":\"/x\"}}]", "go together"},
       {"[{\"job_name\":\"a\",\"sample_limit\":-1}]", "sample_limit"},
       {"[{\"job_name\":\"a\",\"file_sd_configs\":[{\"refresh_interval\":\"1m\"}]}]", "files"},
@@ -442,12 +470,15 @@ static void test_config_errors(void **state) {
   /* A good one, with every supported key. */
   json_t *j = json_loads(
       "[{\"job_name\":\"ok\",\"scrape_interval\":\"30s\",\"scrape_timeout\":\"5s\",\"metrics_path\":\"/m\","
-      "\"scheme\":\"https\",\"params\":{\"a\":[\"1\",\"2\"]},\"honor_labels\":true,\"honor_timestamps\":false,"
-      "\"authorization\":{\"type\":\"Bearer\",\"credentials\":\"t\"},\"tls_config\":{\"insecure_skip_verify\":true},"
+      "\"scheme\":\"https\",\"params\":{\"a\":[\"1\",\"2\"]},\"honor_labels\":true,\"honor_timestamps\":"
+      "false,"
+      "\"authorization\":{\"type\":\"Bearer\",\"credentials\":\"t\"},\"tls_config\":{\"insecure_skip_"
+      "verify\":true},"
       "\"static_configs\":[{\"targets\":[\"a:1\",\"b:2\"],\"labels\":{\"x\":\"y\",\"n\":3}}],"
       "\"file_sd_configs\":[{\"files\":[\"/nonexistent/*.yml\"],\"refresh_interval\":\"1m\"}],"
       "\"relabel_configs\":[],\"metric_relabel_configs\":[{\"regex\":\"x\",\"action\":\"labeldrop\"}],"
-      "\"sample_limit\":100,\"label_limit\":30,\"label_name_length_limit\":100,\"label_value_length_limit\":1000,"
+      "\"sample_limit\":100,\"label_limit\":30,\"label_name_length_limit\":100,\"label_value_length_limit\":"
+      "1000,"
       "\"body_size_limit\":\"10MB\"}]",
       0, NULL);
   char err[512] = "";

@@ -60,13 +60,17 @@ static void test_crud_and_persistence(void **state) {
   char id[80], err[256];
 
   /* By URL, with a generated id. */
-  json_t *s = obj("{\"name\":\"web\",\"url\":\"http://127.0.0.1:%d/metrics?x=1\",\"scrape_interval\":\"200ms\","
-                  "\"labels\":{\"team\":\"a\"}}", port);
+  json_t *s =
+      obj("{\"name\":\"web\",\"url\":\"http://127.0.0.1:%d/metrics?x=1\",\"scrape_interval\":\"200ms\","
+          "\"labels\":{\"team\":\"a\"}}",
+          port);
   assert_int_equal(scrape_source_add(m, s, id, sizeof id, err, sizeof err), 0);
   json_decref(s);
   assert_true(strncmp(id, "src-", 4) == 0);
   /* By targets, with an id of our own. */
-  s = obj("{\"id\":\"db-1\",\"targets\":[\"127.0.0.1:%d\"],\"scrape_interval\":\"200ms\",\"job_name\":\"db\"}", port);
+  s = obj(
+      "{\"id\":\"db-1\",\"targets\":[\"127.0.0.1:%d\"],\"scrape_interval\":\"200ms\",\"job_name\":\"db\"}",
+      port);
   char id2[80];
   assert_int_equal(scrape_source_add(m, s, id2, sizeof id2, err, sizeof err), 0);
   assert_string_equal(id2, "db-1");
@@ -93,7 +97,8 @@ static void test_crud_and_persistence(void **state) {
   char want[128];
   snprintf(want, sizeof want, "http://127.0.0.1:%d/metrics?x=1", port);
   assert_string_equal(
-      json_string_value(json_object_get(json_array_get(json_object_get(json_object_get(web, "health"), "targets"), 0), "url")),
+      json_string_value(json_object_get(
+          json_array_get(json_object_get(json_object_get(web, "health"), "targets"), 0), "url")),
       want);
   json_decref(l);
 
@@ -106,7 +111,9 @@ static void test_crud_and_persistence(void **state) {
   sb_free(&sb);
 
   /* Update: new labels reach the series; bad updates are refused. */
-  s = obj("{\"targets\":[\"127.0.0.1:%d\"],\"scrape_interval\":\"200ms\",\"job_name\":\"db\",\"labels\":{\"tier\":\"2\"}}", port);
+  s = obj("{\"targets\":[\"127.0.0.1:%d\"],\"scrape_interval\":\"200ms\",\"job_name\":\"db\",\"labels\":{"
+          "\"tier\":\"2\"}}",
+          port);
   assert_int_equal(scrape_source_update(m, "db-1", s, err, sizeof err), 0);
   assert_int_equal(scrape_source_update(m, "missing", s, err, sizeof err), MD_ENOTFOUND);
   json_decref(s);
@@ -120,9 +127,14 @@ static void test_crud_and_persistence(void **state) {
 
   /* Invalid sources. */
   const char *bad[] = {
-      "{\"url\":\"ftp://x/y\"}", "{\"name\":\"x\"}", "{\"id\":\"bad id\",\"targets\":[\"a:1\"]}",
-      "{\"targets\":[\"a:1\"],\"scrape_interval\":\"never\"}", "{\"targets\":[\"a:1\"],\"enabled\":\"yes\"}",
-      "{\"targets\":[\"a:1\"],\"static_configs\":[]}", "{\"targets\":[\"a:1\"],\"bogus\":1}", "[1]",
+      "{\"url\":\"ftp://x/y\"}",
+      "{\"name\":\"x\"}",
+      "{\"id\":\"bad id\",\"targets\":[\"a:1\"]}",
+      "{\"targets\":[\"a:1\"],\"scrape_interval\":\"never\"}",
+      "{\"targets\":[\"a:1\"],\"enabled\":\"yes\"}",
+      "{\"targets\":[\"a:1\"],\"static_configs\":[]}",
+      "{\"targets\":[\"a:1\"],\"bogus\":1}",
+      "[1]",
   };
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     s = json_loads(bad[i], 0, NULL);
@@ -159,12 +171,15 @@ static void test_crud_and_persistence(void **state) {
   free(text);
 
   /* A disabled source stays listed but is not scraped. */
-  s = obj("{\"targets\":[\"127.0.0.1:%d\"],\"scrape_interval\":\"200ms\",\"job_name\":\"db\",\"enabled\":false}", port);
+  s = obj(
+      "{\"targets\":[\"127.0.0.1:%d\"],\"scrape_interval\":\"200ms\",\"job_name\":\"db\",\"enabled\":false}",
+      port);
   assert_int_equal(scrape_source_update(m, "db-1", s, err, sizeof err), 0);
   json_decref(s);
   l = list(m);
-  assert_string_equal(json_string_value(json_object_get(json_object_get(json_array_get(l, 0), "health"), "status")),
-                      "disabled");
+  assert_string_equal(
+      json_string_value(json_object_get(json_object_get(json_array_get(l, 0), "health"), "status")),
+      "disabled");
   json_decref(l);
   scrape_stats_t ss;
   scrape_manager_stats(m, &ss);

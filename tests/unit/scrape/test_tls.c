@@ -37,7 +37,8 @@ static int free_port(void) {
 
 static bool port_open(int p) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
-  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)p), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  struct sockaddr_in a = {
+      .sin_family = AF_INET, .sin_port = htons((uint16_t)p), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
   bool ok = connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
   close(fd);
   return ok;
@@ -47,17 +48,19 @@ static void test_https(void **state) {
   if (server < 0) skip();
   recorder_t *rec = recorder_new();
   char cfg[2048];
-  snprintf(cfg, sizeof cfg,
-           "[{\"job_name\":\"verified\",\"scheme\":\"https\",\"scrape_interval\":\"300ms\","
-           "\"tls_config\":{\"ca_file\":\"%s/cert.pem\",\"server_name\":\"localhost\"},"
-           "\"static_configs\":[{\"targets\":[\"127.0.0.1:%d\"]}]},"
-           "{\"job_name\":\"wrongname\",\"scheme\":\"https\",\"scrape_interval\":\"300ms\","
-           "\"tls_config\":{\"ca_file\":\"%s/cert.pem\"},\"static_configs\":[{\"targets\":[\"127.0.0.1:%d\"]}]},"
-           "{\"job_name\":\"unverified\",\"scheme\":\"https\",\"scrape_interval\":\"300ms\","
-           "\"static_configs\":[{\"targets\":[\"localhost:%d\"]}]},"
-           "{\"job_name\":\"insecure\",\"scheme\":\"https\",\"scrape_interval\":\"300ms\","
-           "\"tls_config\":{\"insecure_skip_verify\":true},\"static_configs\":[{\"targets\":[\"127.0.0.1:%d\"]}]}]",
-           dir, port, dir, port, port, port);
+  snprintf(
+      cfg, sizeof cfg,
+      "[{\"job_name\":\"verified\",\"scheme\":\"https\",\"scrape_interval\":\"300ms\","
+      "\"tls_config\":{\"ca_file\":\"%s/cert.pem\",\"server_name\":\"localhost\"},"
+      "\"static_configs\":[{\"targets\":[\"127.0.0.1:%d\"]}]},"
+      "{\"job_name\":\"wrongname\",\"scheme\":\"https\",\"scrape_interval\":\"300ms\","
+      "\"tls_config\":{\"ca_file\":\"%s/cert.pem\"},\"static_configs\":[{\"targets\":[\"127.0.0.1:%d\"]}]},"
+      "{\"job_name\":\"unverified\",\"scheme\":\"https\",\"scrape_interval\":\"300ms\","
+      "\"static_configs\":[{\"targets\":[\"localhost:%d\"]}]},"
+      "{\"job_name\":\"insecure\",\"scheme\":\"https\",\"scrape_interval\":\"300ms\","
+      "\"tls_config\":{\"insecure_skip_verify\":true},\"static_configs\":[{\"targets\":[\"127.0.0.1:%d\"]}]}"
+      "]",
+      dir, port, dir, port, port, port);
   json_t *j = json_loads(cfg, 0, NULL);
   assert_non_null(j);
   scrape_options_t opt;
@@ -105,26 +108,28 @@ static int setup(void **state) {
   if (system(cmd) != 0) return 0;
   port = free_port();
   char py[1536];
-  snprintf(py, sizeof py,
-           "import http.server, ssl\n"
-           "class H(http.server.BaseHTTPRequestHandler):\n"
-           "    def log_message(self, *a): pass\n"
-           "    def do_GET(self):\n"
-           "        b = b'tls_metric 1\\n'\n"
-           "        self.send_response(200); self.send_header('Content-Type', 'text/plain; version=0.0.4')\n"
-           "        self.send_header('Content-Length', str(len(b))); self.end_headers(); self.wfile.write(b)\n"
-           "s = http.server.ThreadingHTTPServer(('127.0.0.1', %d), H)\n"
-           "c = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); c.load_cert_chain('%s/cert.pem', '%s/key.pem')\n"
-           "s.socket = c.wrap_socket(s.socket, server_side=True)\n"
-           "s.serve_forever()\n",
-           port, dir, dir);
+  snprintf(
+      py, sizeof py,
+      "import http.server, ssl\n"
+      "class H(http.server.BaseHTTPRequestHandler):\n"
+      "    def log_message(self, *a): pass\n"
+      "    def do_GET(self):\n"
+      "        b = b'tls_metric 1\\n'\n"
+      "        self.send_response(200); self.send_header('Content-Type', 'text/plain; version=0.0.4')\n"
+      "        self.send_header('Content-Length', str(len(b))); self.end_headers(); self.wfile.write(b)\n"
+      "s = http.server.ThreadingHTTPServer(('127.0.0.1', %d), H)\n"
+      "c = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); c.load_cert_chain('%s/cert.pem', '%s/key.pem')\n"
+      "s.socket = c.wrap_socket(s.socket, server_side=True)\n"
+      "s.serve_forever()\n",
+      port, dir, dir);
   pid_t pid = fork();
   if (pid == 0) {
     execlp("python3", "python3", "-c", py, (char *)NULL);
     _exit(127);
   }
   if (pid < 0) return 0;
-  for (int i = 0; i < 100 && !port_open(port); i++) usleep(50 * 1000);
+  for (int i = 0; i < 100 && !port_open(port); i++)
+    usleep(50 * 1000);
   if (!port_open(port)) {
     kill(pid, SIGTERM);
     waitpid(pid, NULL, 0);
