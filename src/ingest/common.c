@@ -90,7 +90,8 @@ size_t ingest_sanitize_name(const char *s, size_t n, bool metric, char *out) {
   size_t o = 0;
   const unsigned char *u = (const unsigned char *)s;
   unsigned char mask = metric ? 1 : 2;
-  if (n > 0 && !(name_class[u[0]] & 4)) out[o++] = '_';
+  /* Only a digit needs a prefix; any other bad first byte becomes '_' below. */
+  if (n > 0 && (name_class[u[0]] & mask) && !(name_class[u[0]] & 4)) out[o++] = '_';
   for (size_t i = 0; i < n; i++)
     out[o++] = (name_class[u[i]] & mask) ? (char)u[i] : '_';
   out[o] = 0;
