@@ -77,7 +77,7 @@ class Target(http.server.BaseHTTPRequestHandler):
             self.send_text("not found\n", status=404)
 
 
-def http(method, url, body=None, timeout=10):
+def call(method, url, body=None, timeout=10):
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(url, data=data, method=method)
     if data is not None:
@@ -113,7 +113,7 @@ class Metricsd:
             if self.proc.poll() is not None:
                 return False
             try:
-                if http("GET", self.base + "/ready", timeout=2)[0] == 200:
+                if call("GET", self.base + "/ready", timeout=2)[0] == 200:
                     return True
             except OSError:
                 pass
@@ -145,7 +145,7 @@ def wait_for(fn, timeout=20, step=0.25):
 
 
 def targets(md):
-    code, body = http("GET", md.base + "/api/v1/targets")
+    code, body = call("GET", md.base + "/api/v1/targets")
     assert code == 200, (code, body)
     assert body["status"] == "success"
     return body["data"]
@@ -204,7 +204,7 @@ def main():
         if not md.start():
             print("skip: metricsd did not become ready (see %s/metricsd.log)" % tmp)
             return SKIP
-        code, _ = http("GET", md.base + "/api/v1/targets")
+        code, _ = call("GET", md.base + "/api/v1/targets")
         if code == 404:
             print("skip: /api/v1/targets not served by this build")
             return SKIP
@@ -240,7 +240,7 @@ def main():
 
         # The scraped series reached the storage, with target labels.
         def series(match):
-            code, body = http("GET", md.base + "/api/v1/series?match[]=" + urllib.request.quote(match))
+            code, body = call("GET", md.base + "/api/v1/series?match[]=" + urllib.request.quote(match))
             return body["data"] if code == 200 and isinstance(body, dict) else []
 
         got = wait_for(lambda: series('t_metric{job="gzip"}'), timeout=10)
@@ -258,48 +258,48 @@ def main():
             failures.append("a scrape over sample_limit stored samples")
 
         # Runtime sources: add, list, get, update, delete, persist.
-        code, created = http("POST", md.base + "/metrics/sources",
+        code, created = call("POST", md.base + "/metrics/sources",
                              {"name": "rt", "url": "http://%s/metrics" % taddr, "scrape_interval": "1s",
                               "labels": {"origin": "api"}})
         if code != 201:
             failures.append("POST /metrics/sources: %s %r" % (code, created))
         else:
             sid = created["id"]
-            code, bad = http("POST", md.base + "/metrics/sources", {"url": "gopher://x"})
+            code, bad = call("POST", md.base + "/metrics/sources", {"url": "gopher://x"})
             if code != 400:
                 failures.append("invalid source accepted: %s %r" % (code, bad))
-            code, dup = http("POST", md.base + "/metrics/sources", {"id": sid, "targets": [taddr]})
+            code, dup = call("POST", md.base + "/metrics/sources", {"id": sid, "targets": [taddr]})
             if code != 409:
                 failures.append("duplicate id: %s" % code)
 
             def healthy():
-                c, b = http("GET", md.base + "/metrics/sources/" + sid)
+                c, b = call("GET", md.base + "/metrics/sources/" + sid)
                 return b if c == 200 and b["health"]["status"] == "up" else None
 
             src = wait_for(healthy, timeout=15)
             if not src:
-                failures.append("source never healthy: %r" % (http("GET", md.base + "/metrics/sources/" + sid),))
+                failures.append("source never healthy: %r" % (call("GET", md.base + "/metrics/sources/" + sid),))
             elif not src["health"]["last_scrape"] or src["health"]["last_error"]:
                 failures.append("source health incomplete: %r" % src["health"])
-            code, lst = http("GET", md.base + "/metrics/sources")
+            code, lst = call("GET", md.base + "/metrics/sources")
             if code != 200 or sid not in [s["id"] for s in lst["sources"]]:
                 failures.append("GET /metrics/sources: %s %r" % (code, lst))
-            code, upd = http("PUT", md.base + "/metrics/sources/" + sid,
+            code, upd = call("PUT", md.base + "/metrics/sources/" + sid,
                              {"name": "rt", "url": "http://%s/metrics" % taddr, "scrape_interval": "1s",
                               "labels": {"origin": "api2"}})
             if code != 200 or upd["labels"]["origin"] != "api2":
                 failures.append("PUT: %s %r" % (code, upd))
-            if http("PUT", md.base + "/metrics/sources/nope", {"targets": [taddr]})[0] != 404:
+            if call("PUT", md.base + "/metrics/sources/nope", {"targets": [taddr]})[0] != 404:
                 failures.append("PUT of a missing source not 404")
             if not wait_for(lambda: series('t_metric{job="rt",origin="api2"}'), timeout=10):
                 failures.append("updated source's series not stored")
-            code, keep = http("POST", md.base + "/metrics/sources",
+            code, keep = call("POST", md.base + "/metrics/sources",
                               {"id": "keeper", "targets": [taddr], "scrape_interval": "1s"})
             if code != 201:
                 failures.append("POST keeper: %s %r" % (code, keep))
-            if http("DELETE", md.base + "/metrics/sources/" + sid)[0] != 204:
+            if call("DELETE", md.base + "/metrics/sources/" + sid)[0] != 204:
                 failures.append("DELETE failed")
-            if http("DELETE", md.base + "/metrics/sources/" + sid)[0] != 404:
+            if call("DELETE", md.base + "/metrics/sources/" + sid)[0] != 404:
                 failures.append("second DELETE not 404")
 
             # Restart on the same data directory: "keeper" is back, "rt" is not.
@@ -307,11 +307,11 @@ def main():
             if not md.start():
                 failures.append("metricsd did not restart")
             else:
-                code, lst = http("GET", md.base + "/metrics/sources")
+                code, lst = call("GET", md.base + "/metrics/sources")
                 ids = [s["id"] for s in lst["sources"]] if code == 200 else []
                 if ids != ["keeper"]:
                     failures.append("sources after restart: %r" % ids)
-                c, b = http("GET", md.base + "/metrics/sources/keeper")
+                c, b = call("GET", md.base + "/metrics/sources/keeper")
                 if c != 200 or b.get("targets") != [taddr]:
                     failures.append("keeper after restart: %s %r" % (c, b))
     finally:
