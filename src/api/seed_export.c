@@ -370,7 +370,8 @@ int seed_scan(tsdb_t *db, const char *tenant, const seed_selector_t *sel, size_t
       size_t ns = tsdb_query_samples(q, &ts, &v);
       if ((rc = fn(ctx, l, nl, ts, v, ns))) break;
     }
-    if (more < 0 && rc == MD_OK) rc = md_error(err, errlen, more, "reading series failed");
+    if (more < 0 && rc == MD_OK)
+      rc = md_error(err, errlen, more, "storage error while reading series (code %d)", more);
     tsdb_query_free(q);
   }
   u64map_free(&seen);
