@@ -280,7 +280,7 @@ static int build(scrape_worker_t *w, const scrape_target_t *t, const scrape_job_
   if (rc == MD_ENOMEM) return md_error(err, errlen, rc, "out of memory parsing the exposition");
   if (rc) {
     sb_t m = {0};
-    ingest_result_message(&ir, "exposition", &m);
+    ingest_result_message(&ir, "line", &m);
     md_error(err, errlen, rc, "%s", m.buf && m.len ? m.buf : "cannot parse the exposition");
     sb_free(&m);
     return rc;
