@@ -157,6 +157,11 @@ def main():
         run(srv)
     finally:
         srv.stop()
+    srv = Server(extra_args=['--set', 'server.auth_keys=key-a:ta:read+write,key-b:tb:read+write'])
+    try:
+        run_auth(srv)
+    finally:
+        srv.stop()
     if FAILURES:
         print('%d checks failed' % len(FAILURES), file=sys.stderr)
         return 1
@@ -444,6 +449,32 @@ def run(srv):
     for bad in ('hours=-1', 'hours=abc', 'step=0', 'aggregate=median', 'forecast=-2', 'hours=24&step=1s'):
         st, _, _ = srv.get('/metrics/trends/orders_total?' + bad)
         check(st == 400, '%s -> 400 (%d)' % (bad, st))
+
+
+def run_auth(srv):
+    """tenant_id only within the caller's rights: an API key fixes the tenant."""
+    t = int(time.time() * 1000)
+    for key, x in (('key-a', 'a'), ('key-b', 'b')):
+        st, _, _ = srv.request('POST', '/api/v1/import/prometheus',
+                               ('auth_probe{x="%s"} 1 %d\n' % (x, t - 1000)).encode(),
+                               {'Authorization': 'Bearer ' + key, 'Content-Type': 'text/plain'})
+        check(st in (200, 204), 'import with %s: %d' % (key, st))
+    bearer_a = {'Authorization': 'Bearer key-a'}
+    st, _, text = srv.get('/metrics?name=auth_probe', headers=bearer_a)
+    samples, _ = parse_exposition(text)
+    check(st == 200 and set(samples) == {('auth_probe', lab(x='a'))}, 'key-a sees only its tenant: %r' % samples)
+    st, _, _ = srv.get('/metrics?name=auth_probe&tenant_id=tb', headers=bearer_a)
+    check(st == 403, 'tenant_id of another tenant -> 403 (%d)' % st)
+    st, _, _ = srv.get('/metrics?name=auth_probe&tenant_id=ta', headers=bearer_a)
+    check(st == 200, 'tenant_id of its own tenant -> 200 (%d)' % st)
+    st, _, _ = srv.get('/metrics/series?name=auth_probe&tenant_id=tb', headers=bearer_a)
+    check(st == 403, 'series: tenant_id of another tenant -> 403 (%d)' % st)
+    st, _, sj = srv.get('/metrics/series?name=auth_probe', headers={'X-API-Key': 'key-b'})
+    sd = json.loads(sj) if st == 200 else {}
+    check(sd.get('total') == 1 and sd['series'][0]['labels'] == {'x': 'b'} and sd['series'][0]['tenant_id'] == 'tb',
+          'key-b series: %r' % sd)
+    st, _, _ = srv.get('/metrics/trends/auth_probe?hours=1')
+    check(st == 401, 'no credentials -> 401 (%d)' % st)
 
 
 if __name__ == '__main__':
