@@ -64,6 +64,7 @@ typedef struct ev {
   arena_t *a;
   promql_options_t opt;
   int64_t qstart, qend;   /* the query's start and end (for @ start() / end()) */
+  int64_t qstep;          /* the query's step (0 for instant queries) */
   int64_t deadline_ns;
   bool range_query;
   uint64_t samples_read;

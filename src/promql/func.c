@@ -98,6 +98,7 @@ typedef struct win {
   int64_t start, end; /* (start, end] */
   int64_t range_ms;
   double param, param2;
+  int64_t now; /* the step's evaluation time (before @ and offset) */
 } win_t;
 
 static size_t first_gt(const int64_t *ts, size_t n, int64_t t) {
@@ -270,6 +271,8 @@ static bool range_fn(ev_t *ev, int id, const win_t *w, double *out, double **scr
       *out = pql_quantile(w->param, *scratch, n);
       return true;
     }
+    for (size_t i = 0; i < n; i++)
+      if (isnan(w->v[i])) { *out = NAN; return true; }
     double med = pql_quantile(0.5, *scratch, n);
     for (size_t i = 0; i < n; i++) (*scratch)[i] = fabs(w->v[i] - med);
     *out = pql_quantile(0.5, *scratch, n);
@@ -301,7 +304,7 @@ static bool range_fn(ev_t *ev, int id, const win_t *w, double *out, double **scr
   case F_PREDICT_LINEAR: {
     if (n < 2) return false;
     double slope, icept;
-    linreg(w, w->end, &slope, &icept);
+    linreg(w, w->now, &slope, &icept);
     *out = icept + slope * w->param;
     return true;
   }
@@ -397,8 +400,7 @@ static int eval_range_fn(ev_t *ev, const pql_node_t *n, const grid_t *g, value_t
           /* A label with two equality matchers is ambiguous: drop it. */
           for (size_t j = 0; j < sel->nmatchers; j++)
             for (size_t q = j + 1; q < sel->nmatchers; q++)
-              if (sel->matchers[j].type == TSDB_MATCH_EQ && sel->matchers[q].type == TSDB_MATCH_EQ &&
-                  !strcmp(sel->matchers[j].name, sel->matchers[q].name))
+              if (!strcmp(sel->matchers[j].name, sel->matchers[q].name))
                 ls = lset_set(ev, &ls, sel->matchers[j].name, "");
         }
         if (!(o = ev_vec_add(ev, out, ls, false, g->n))) return fail_oom(ev);
@@ -416,7 +418,8 @@ static int eval_range_fn(ev_t *ev, const pql_node_t *n, const grid_t *g, value_t
     for (size_t i = 0; i < g->n; i++) {
       int64_t end = m.wend[i], start = end - m.range_ms;
       size_t lo = first_gt(s->ts, s->n, start), hi = first_gt(s->ts, s->n, end);
-      win_t w = {s->ts + lo, s->v + lo, hi - lo, start, end, m.range_ms, p1.sc ? p1.sc[i] : 0, p2.sc ? p2.sc[i] : 0};
+      win_t w = {s->ts + lo, s->v + lo, hi - lo, start, end, m.range_ms, p1.sc ? p1.sc[i] : 0, p2.sc ? p2.sc[i] : 0,
+                   grid_t_at(g, i)};
       double v;
       if (!range_fn(ev, id, &w, &v, &scratch, &scap)) continue;
       if (!o) {
@@ -991,10 +994,18 @@ int ev_call(ev_t *ev, const pql_node_t *n, const grid_t *g, value_t *out) {
   switch (id) {
   case F_TIME:
   case F_PI:
+  case F_STEP:
+  case F_RANGE:
     out->type = PT_SCALAR;
     out->sc = arena_alloc(ev->a, g->n * sizeof(double));
     if (!out->sc) return fail_oom(ev);
-    for (size_t i = 0; i < g->n; i++) out->sc[i] = id == F_PI ? M_PI : (double)grid_t_at(g, i) / 1000.0;
+    for (size_t i = 0; i < g->n; i++) {
+      double v = (double)grid_t_at(g, i) / 1000.0;
+      if (id == F_PI) v = M_PI;
+      else if (id == F_STEP) v = (double)ev->qstep / 1000.0;
+      else if (id == F_RANGE) v = (double)(ev->qend - ev->qstart) / 1000.0;
+      out->sc[i] = v;
+    }
     return 0;
   case F_SCALAR: {
     value_t in = {0};
@@ -1062,8 +1073,7 @@ int ev_call(ev_t *ev, const pql_node_t *n, const grid_t *g, value_t *out) {
           }
           for (size_t j = 0; j < sel->nmatchers; j++)
             for (size_t q = j + 1; q < sel->nmatchers; q++)
-              if (sel->matchers[j].type == TSDB_MATCH_EQ && sel->matchers[q].type == TSDB_MATCH_EQ &&
-                  !strcmp(sel->matchers[j].name, sel->matchers[q].name))
+              if (!strcmp(sel->matchers[j].name, sel->matchers[q].name))
                 ls = lset_set(ev, &ls, sel->matchers[j].name, "");
         }
         if (!(o = ev_vec_add(ev, out, ls, false, g->n))) return fail_oom(ev);

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "promql/pql.h"
 
@@ -91,9 +92,11 @@ static const pql_func_t funcs[] = {
     {"sinh", {V}, 1, 0, V, F_SINH},
     {"sort", {V}, 1, 0, V, F_SORT},
     {"sort_desc", {V}, 1, 0, V, F_SORT_DESC},
-    {"sort_by_label", {V, STR}, 1, -1, V, F_SORT_BY_LABEL},
-    {"sort_by_label_desc", {V, STR}, 1, -1, V, F_SORT_BY_LABEL_DESC},
+    {"sort_by_label", {V, STR}, 2, -1, V, F_SORT_BY_LABEL},
+    {"sort_by_label_desc", {V, STR}, 2, -1, V, F_SORT_BY_LABEL_DESC},
     {"sqrt", {V}, 1, 0, V, F_SQRT},
+    {"step", {S}, 0, 0, S, F_STEP},
+    {"range", {S}, 0, 0, S, F_RANGE},
     {"stddev_over_time", {M}, 1, 0, V, F_STDDEV_OVER_TIME},
     {"stdvar_over_time", {M}, 1, 0, V, F_STDVAR_OVER_TIME},
     {"sum_over_time", {M}, 1, 0, V, F_SUM_OVER_TIME},
@@ -240,7 +243,7 @@ static size_t scan_duration(const char *q, size_t n, int64_t *ms) {
     last = u;
   }
   if (last < 0) return 0;
-  if (p < n && (is_ident_char((unsigned char)q[p]))) return 0;
+  if (p < n && (isalnum((unsigned char)q[p]) || q[p] == '_')) return 0;
   *ms = total;
   return p;
 }
@@ -290,7 +293,7 @@ static void lex(parser_t *ps) {
           }
         }
       }
-      if (e < n && is_ident_char((unsigned char)q[e])) {
+      if (e < n && (isalnum((unsigned char)q[e]) || q[e] == '_')) {
         perr_at(ps, s, "bad number or duration syntax: \"%.*s\"", (int)(e - s + 1), q + s);
         t->kind = TK_ERR; ps->p = e; return;
       }
@@ -317,10 +320,10 @@ static void lex(parser_t *ps) {
     t->kind = TK_IDENT;
     if (ieq(q + s, p - s, "inf")) { t->kind = TK_NUM; t->num = INFINITY; }
     else if (ieq(q + s, p - s, "nan")) { t->kind = TK_NUM; t->num = NAN; }
-    else if (p - s == 3 && !memcmp(q + s, "and", 3)) { t->kind = TK_OP; t->op = OP_AND; }
-    else if (p - s == 2 && !memcmp(q + s, "or", 2)) { t->kind = TK_OP; t->op = OP_OR; }
-    else if (p - s == 6 && !memcmp(q + s, "unless", 6)) { t->kind = TK_OP; t->op = OP_UNLESS; }
-    else if (p - s == 5 && !memcmp(q + s, "atan2", 5)) { t->kind = TK_OP; t->op = OP_ATAN2; }
+    else if (ieq(q + s, p - s, "and")) { t->kind = TK_OP; t->op = OP_AND; }
+    else if (ieq(q + s, p - s, "or")) { t->kind = TK_OP; t->op = OP_OR; }
+    else if (ieq(q + s, p - s, "unless")) { t->kind = TK_OP; t->op = OP_UNLESS; }
+    else if (ieq(q + s, p - s, "atan2")) { t->kind = TK_OP; t->op = OP_ATAN2; }
   } else if (c == '"' || c == '\'' || c == '`') {
     p++;
     while (p < n && (unsigned char)q[p] != c) {
@@ -381,7 +384,7 @@ static void lex(parser_t *ps) {
 }
 
 static bool tok_is(parser_t *ps, const char *word) {
-  return ps->tok.kind == TK_IDENT && ps->tok.len == strlen(word) && !memcmp(ps->q + ps->tok.pos, word, ps->tok.len);
+  return ps->tok.kind == TK_IDENT && ps->tok.len == strlen(word) && !strncasecmp(ps->q + ps->tok.pos, word, ps->tok.len);
 }
 
 static const char *tok_desc(parser_t *ps, char *buf, size_t n) {
@@ -789,7 +792,7 @@ static pql_node_t *parse_agg(parser_t *ps, size_t pos, int agg) {
 
 static int agg_lookup(const char *s, size_t n) {
   for (int i = 0; i < AGG__COUNT; i++)
-    if (strlen(agg_names[i]) == n && !memcmp(agg_names[i], s, n)) return i;
+    if (strlen(agg_names[i]) == n && !strncasecmp(agg_names[i], s, n)) return i;
   return -1;
 }
 
@@ -954,8 +957,8 @@ static pql_node_t *parse_primary(parser_t *ps) {
     ps->p = save_p, ps->tok = save;
     int agg = agg_lookup(id, idl);
     if (agg >= 0 && (next.kind == TK_LP || (next.kind == TK_IDENT &&
-        ((next.len == 2 && !memcmp(ps->q + next.pos, "by", 2)) ||
-         (next.len == 7 && !memcmp(ps->q + next.pos, "without", 7)))))) {
+        ((next.len == 2 && !strncasecmp(ps->q + next.pos, "by", 2)) ||
+         (next.len == 7 && !strncasecmp(ps->q + next.pos, "without", 7)))))) {
       e = parse_agg(ps, pos, agg);
       break;
     }
@@ -971,7 +974,7 @@ static pql_node_t *parse_primary(parser_t *ps) {
     }
     static const char *const kw[] = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "offset"};
     for (size_t k = 0; k < sizeof kw / sizeof kw[0]; k++)
-      if (strlen(kw[k]) == idl && !memcmp(kw[k], id, idl)) {
+      if (strlen(kw[k]) == idl && !strncasecmp(kw[k], id, idl)) {
         unexpected(ps, NULL);
         return NULL;
       }

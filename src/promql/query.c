@@ -58,7 +58,7 @@ static int run(tsdb_t *db, const char *tenant, const promql_expr_t *e, int64_t s
     free(r);
     return md_error(err, errlen, MD_ENOMEM, "out of memory");
   }
-  ev_t ev = {.db = db, .tenant = tenant ? tenant : "", .a = r->arena, .qstart = start, .qend = end,
+  ev_t ev = {.db = db, .tenant = tenant ? tenant : "", .a = r->arena, .qstart = start, .qend = end, .qstep = range ? step : 0,
              .range_query = range, .err = err, .errlen = errlen};
   if (opt) ev.opt = *opt;
   else promql_options_default(&ev.opt);
