@@ -110,7 +110,7 @@ class Server:
     """
 
     def __init__(self, config=None, args=(), env=None, auth=None, data_dir=None, ready_timeout=60,
-                 port=None):
+                 port=None, check_exit=True):
         self.bin = bin_path()
         self.tmp = tempfile.mkdtemp(prefix="metricsd-test-")
         self.data_dir = data_dir or os.path.join(self.tmp, "data")
@@ -128,6 +128,9 @@ class Server:
         self.proc = None
         self.ready_timeout = ready_timeout
         self.returncode = None
+        # With a context manager, a non-zero exit after SIGTERM (a crash at shutdown, or
+        # AddressSanitizer reporting leaks) fails the test.
+        self.check_exit = check_exit
 
     def write_config(self, text):
         with open(self.config_path, "w") as f:
@@ -235,7 +238,14 @@ class Server:
     def __exit__(self, et, ev, tb):
         if et is not None:
             sys.stderr.write("---- metricsd log ----\n%s\n" % self.logs()[-8000:])
-        self.close()
+            self.close()
+            return False
+        try:
+            code, _ = self.stop()
+            if self.check_exit and code != 0:
+                raise AssertionError("metricsd exited with %s after SIGTERM:\n%s" % (code, self.logs()[-8000:]))
+        finally:
+            self.close()
         return False
 
 
