@@ -70,7 +70,7 @@ typedef struct collect_gpu_options {
 void collect_gpu_options_default(collect_gpu_options_t *opt);
 
 typedef struct collect_gpu collect_gpu_t;
-/* Loads the library and initialises NVML. Without a library or driver it returns
+/* Loads the library and initialises NVML. Without a library, a driver or any GPU it returns
  * MD_ENOTFOUND with err saying why; callers log that once and leave the collector off. */
 int collect_gpu_new(const collect_gpu_options_t *opt, collect_gpu_t **out, char *err, size_t errlen);
 void collect_gpu_free(collect_gpu_t *g); /* shuts NVML down and unloads it */

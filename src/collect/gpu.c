@@ -192,6 +192,12 @@ int collect_gpu_new(const collect_gpu_options_t *opt, collect_gpu_t **out, char 
     rc = md_error(err, errlen, MD_ENOTFOUND, "nvmlDeviceGetCount failed: %s (%d)", nvml_err(g, r), r);
     goto fail;
   }
+  if (n == 0) {
+    /* A driver without GPUs (a CPU node with the driver installed): off, like no driver. */
+    rc = md_error(err, errlen, MD_ENOTFOUND, "no NVIDIA GPU found (driver %s)",
+                  *g->driver ? g->driver : "unknown");
+    goto fail;
+  }
   g->devices = n;
   *out = g;
   return 0;

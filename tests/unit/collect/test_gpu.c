@@ -136,6 +136,11 @@ static void test_init_failure(void **state) {
   char err[256] = "";
   assert_int_equal(collect_gpu_new(&opt, &g, err, sizeof err), MD_ENOTFOUND);
   assert_non_null(strstr(err, "Driver Not Loaded"));
+  /* A driver but no GPU: off as well. */
+  clear_env();
+  setenv("FAKENVML_COUNT", "0", 1);
+  assert_int_equal(collect_gpu_new(&opt, &g, err, sizeof err), MD_ENOTFOUND);
+  assert_non_null(strstr(err, "no NVIDIA GPU"));
   clear_env();
 }
 
