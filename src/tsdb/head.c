@@ -46,11 +46,12 @@ void svec_free(svec_t *s) {
   *s = (svec_t){0};
 }
 
-series_t *series_new(uint32_t ref, uint16_t tenant, uint64_t hash, const uint32_t *labels, size_t n) {
+series_t *series_new(uint32_t ref, uint16_t tenant, lhash_t hash, const uint32_t *labels, size_t n) {
   series_t *s = malloc(sizeof *s + 2 * n * sizeof(uint32_t));
   if (!s) return NULL;
   memset(s, 0, sizeof *s);
-  s->id.hash = hash;
+  s->id.hash = hash.h1;
+  s->id.hash2 = hash.h2;
   s->id.ref = ref;
   s->id.tenant = tenant;
   s->id.nlabels = (uint16_t)n;

@@ -59,7 +59,7 @@ int svec_push(svec_t *s, int64_t ts, double v);
 void svec_free(svec_t *s);
 
 /* Creates a series with labels copied (2*n symbol ids) into the same allocation. */
-series_t *series_new(uint32_t ref, uint16_t tenant, uint64_t hash, const uint32_t *labels, size_t n);
+series_t *series_new(uint32_t ref, uint16_t tenant, lhash_t hash, const uint32_t *labels, size_t n);
 void series_free(series_t *s);
 
 enum { HEAD_ADDED = 0, HEAD_SAME = 1, HEAD_TOO_OLD = 2, HEAD_DUPLICATE = 3 };

@@ -197,26 +197,25 @@ static inline uint64_t mum(uint64_t a, uint64_t b) {
   return (uint64_t)r ^ (uint64_t)(r >> 64);
 }
 
-static inline uint64_t str_mix(uint64_t h, const char *s) {
-  size_t n = strlen(s);
-  uint64_t w;
-  const char *p = s;
-  for (; n >= 8; n -= 8, p += 8) {
-    memcpy(&w, p, 8);
-    h = mum(h ^ w, 0x9e3779b97f4a7c15ULL);
+lhash_t labels_hash(const tsdb_label_t *ls, size_t n) {
+  uint64_t a = 0x243f6a8885a308d3ULL ^ n, b = 0x13198a2e03707344ULL ^ (n << 32);
+  for (size_t i = 0; i < 2 * n; i++) {
+    const char *s = i & 1 ? ls[i / 2].value : ls[i / 2].name;
+    size_t len = strlen(s);
+    const char *p = s;
+    uint64_t w;
+    for (; len >= 8; len -= 8, p += 8) {
+      memcpy(&w, p, 8);
+      a = mum(a ^ w, 0x9e3779b97f4a7c15ULL);
+      b = mum(b ^ w, 0xc2b2ae3d27d4eb4fULL) + w;
+    }
+    w = 0;
+    memcpy(&w, p, len);
+    uint64_t tag = (uint64_t)(p - s + len) << 48 | (uint64_t)(i & 1) << 47;
+    a = mum(a ^ w ^ tag, 0xa0761d6478bd642fULL);
+    b = mum(b ^ w ^ tag, 0xe7037ed1a0b428dbULL) + tag;
   }
-  w = 0;
-  memcpy(&w, p, n);
-  return mum(h ^ w ^ ((uint64_t)(p - s + n) << 56), 0xa0761d6478bd642fULL);
-}
-
-uint64_t labels_hash(const tsdb_label_t *ls, size_t n) {
-  uint64_t h = 0x243f6a8885a308d3ULL ^ n;
-  for (size_t i = 0; i < n; i++) {
-    h = str_mix(h, ls[i].name);
-    h = str_mix(h ^ 0xe7037ed1a0b428dbULL, ls[i].value);
-  }
-  return h ^ (h >> 29);
+  return (lhash_t){a ^ (a >> 29), b ^ (b >> 31)};
 }
 
 bool idx_series_equal(const symtab_t *st, const idx_series_t *s, const tsdb_label_t *ls, size_t n) {
@@ -347,8 +346,15 @@ typedef struct name_entry {
   uint32_t *values;
 } name_entry_t;
 
+/* A label-set hash map slot keeps the hash next to the pointer: probing never touches a
+ * series it does not return. */
+typedef struct slot {
+  uint64_t hash;
+  idx_series_t *s;
+} slot_t;
+
 struct tindex {
-  idx_series_t **slots; /* label-set hash map */
+  slot_t *slots; /* label-set hash map */
   size_t cap, n;
   idx_series_t **all; /* ascending ref */
   size_t nall, cap_all;
@@ -408,27 +414,28 @@ idx_series_t *tindex_by_ref(const tindex_t *x, uint32_t ref) {
   return lo < x->nall && x->all[lo]->ref == ref ? x->all[lo] : NULL;
 }
 
-idx_series_t *tindex_lookup(const tindex_t *x, const symtab_t *st, uint64_t h, const tsdb_label_t *ls,
-                            size_t n) {
+idx_series_t *tindex_lookup(const tindex_t *x, const symtab_t *st, lhash_t h, const tsdb_label_t *ls,
+                            size_t n, bool exact) {
   if (!x->cap) return NULL;
   size_t mask = x->cap - 1;
-  for (size_t i = h & mask;; i = (i + 1) & mask) {
-    idx_series_t *s = x->slots[i];
-    if (!s) return NULL;
-    if (s->hash == h && idx_series_equal(st, s, ls, n)) return s;
+  for (size_t i = h.h1 & mask;; i = (i + 1) & mask) {
+    const slot_t *sl = &x->slots[i];
+    if (!sl->s) return NULL;
+    if (sl->hash != h.h1) continue;
+    if (exact ? idx_series_equal(st, sl->s, ls, n) : sl->s->hash2 == h.h2) return sl->s;
   }
 }
 
 static int series_map_put(tindex_t *x, idx_series_t *s) {
   if ((x->n + 1) * 2 > x->cap) {
     size_t ncap = x->cap ? x->cap * 2 : 256;
-    idx_series_t **ns = calloc(ncap, sizeof *ns);
+    slot_t *ns = calloc(ncap, sizeof *ns);
     if (!ns) return MD_ENOMEM;
     for (size_t i = 0; i < x->cap; i++) {
-      idx_series_t *o = x->slots[i];
-      if (!o) continue;
-      size_t j = o->hash & (ncap - 1);
-      while (ns[j]) j = (j + 1) & (ncap - 1);
+      slot_t o = x->slots[i];
+      if (!o.s) continue;
+      size_t j = o.hash & (ncap - 1);
+      while (ns[j].s) j = (j + 1) & (ncap - 1);
       ns[j] = o;
     }
     x->bytes += (ncap - x->cap) * sizeof *ns;
@@ -437,8 +444,8 @@ static int series_map_put(tindex_t *x, idx_series_t *s) {
     x->cap = ncap;
   }
   size_t j = s->hash & (x->cap - 1);
-  while (x->slots[j]) j = (j + 1) & (x->cap - 1);
-  x->slots[j] = s;
+  while (x->slots[j].s) j = (j + 1) & (x->cap - 1);
+  x->slots[j] = (slot_t){s->hash, s};
   x->n++;
   return 0;
 }

@@ -46,14 +46,18 @@ size_t symtab_bytes(const symtab_t *t);
  * symbol ids (name, value) sorted by name string. */
 typedef struct idx_series {
   uint64_t hash;    /* label-set hash */
+  uint64_t hash2;   /* second, independent label-set hash (see tindex_lookup) */
   uint32_t ref;     /* global series ref, ascending in creation order */
   uint16_t tenant;  /* tenant number */
   uint16_t nlabels;
   uint32_t *labels; /* 2 * nlabels symbol ids */
 } idx_series_t;
 
-/* Hash of a sorted label set given as strings (what a batch holds). */
-uint64_t labels_hash(const tsdb_label_t *ls, size_t n);
+/* Two independent 64-bit hashes of a sorted label set given as strings (what a batch holds). */
+typedef struct lhash {
+  uint64_t h1, h2;
+} lhash_t;
+lhash_t labels_hash(const tsdb_label_t *ls, size_t n);
 /* Whether the series' labels equal ls (strings). */
 bool idx_series_equal(const symtab_t *st, const idx_series_t *s, const tsdb_label_t *ls, size_t n);
 /* Compares two series' label sets by strings, Prometheus order (name, value, pairwise). */
@@ -81,9 +85,13 @@ typedef struct tindex tindex_t;
 
 tindex_t *tindex_new(void);
 void tindex_free(tindex_t *x);
-/* Finds the series with labels ls (sorted) and hash h, or NULL. */
-idx_series_t *tindex_lookup(const tindex_t *x, const symtab_t *st, uint64_t h, const tsdb_label_t *ls,
-                            size_t n);
+/* Finds the series with labels ls (sorted) and hashes h, or NULL. exact: compare the label
+ * strings; otherwise both 64-bit hashes must match (the append fast path: comparing strings
+ * would cost a cache miss per label; two label sets of one tenant colliding on 128 bits is
+ * ~n²/2^129 likely, and maps are per tenant, so a crafted collision only affects its author).
+ * Series creation always uses exact. */
+idx_series_t *tindex_lookup(const tindex_t *x, const symtab_t *st, lhash_t h, const tsdb_label_t *ls,
+                            size_t n, bool exact);
 /* Adds a series (its ref must be larger than every ref added before, so postings stay
  * sorted by appending). MD_ENOMEM on failure (the index is then unchanged for lookups). */
 int tindex_add(tindex_t *x, idx_series_t *s);

@@ -179,7 +179,7 @@ static void encode_series_record(sb_t *b, uint32_t ref, const char *tenant, cons
 
 /* Creates (or finds) the series. ref = 0: assign a new ref and log it to the WAL (*lsn set);
  * else replay of a logged ref. Returns the series, NULL with *why set on failure. */
-static series_t *series_create(tsdb_t *db, tenant_t *t, uint64_t h, const tsdb_label_t *ls, size_t n, uint32_t ref,
+static series_t *series_create(tsdb_t *db, tenant_t *t, lhash_t h, const tsdb_label_t *ls, size_t n, uint32_t ref,
                                uint64_t *lsn, int *why) {
   uint32_t stack_ids[64];
   uint32_t *ids = stack_ids;
@@ -190,7 +190,7 @@ static series_t *series_create(tsdb_t *db, tenant_t *t, uint64_t h, const tsdb_l
     return NULL;
   }
   pthread_rwlock_wrlock(&t->lock);
-  s = (series_t *)tindex_lookup(t->idx, db->syms, h, ls, n);
+  s = (series_t *)tindex_lookup(t->idx, db->syms, h, ls, n, true);
   if (s) goto out;
   if (!ref && db->opt.max_series_per_tenant && tindex_series_count(t->idx) >= db->opt.max_series_per_tenant) {
     *why = TSDB_REJECT_SERIES_LIMIT;
@@ -289,7 +289,7 @@ int tsdb_append(tsdb_t *db, const char *tenant_name, const tsdb_batch_t *b, tsdb
     const tsdb_label_t *ls;
     size_t nl;
     tsdb_batch_get(b, i, &ls, &nl, NULL, NULL);
-    found[i] = nl ? (series_t *)tindex_lookup(t->idx, db->syms, labels_hash(ls, nl), ls, nl) : NULL;
+    found[i] = nl ? (series_t *)tindex_lookup(t->idx, db->syms, labels_hash(ls, nl), ls, nl, false) : NULL;
   }
   pthread_rwlock_unlock(&t->lock);
   for (size_t i = 0; i < ns; i++) {
@@ -305,7 +305,7 @@ int tsdb_append(tsdb_t *db, const char *tenant_name, const tsdb_batch_t *b, tsdb
     }
     series_t *s = found[i];
     if (!s) {
-      uint64_t h = labels_hash(ls, nl);
+      lhash_t h = labels_hash(ls, nl);
       int why;
       uint64_t lsn = 0;
       s = series_create(db, t, h, ls, nl, 0, &lsn, &why);
