@@ -8,6 +8,7 @@
  * quantile interpolation) follow Prometheus 3.x so results match bit for bit where the
  * conformance corpus compares against zero.
  */
+#include <ctype.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -762,11 +763,33 @@ static int cmp_by_value(const void *a, const void *b) {
   return lt ? -1 : 1;
 }
 
+/* Natural order: digit runs compare as numbers ("4m5" < "4m600" < "4m1000"). */
+static int natural_cmp(const char *a, const char *b) {
+  while (*a && *b) {
+    if (isdigit((unsigned char)*a) && isdigit((unsigned char)*b)) {
+      const char *as = a, *bs = b;
+      while (*as == '0') as++;
+      while (*bs == '0') bs++;
+      const char *ae = as, *be = bs;
+      while (isdigit((unsigned char)*ae)) ae++;
+      while (isdigit((unsigned char)*be)) be++;
+      if (ae - as != be - bs) return ae - as < be - bs ? -1 : 1;
+      int c = strncmp(as, bs, (size_t)(ae - as));
+      if (c) return c;
+      a = ae, b = be;
+      continue;
+    }
+    if (*a != *b) return (unsigned char)*a < (unsigned char)*b ? -1 : 1;
+    a++, b++;
+  }
+  return *a ? 1 : *b ? -1 : 0;
+}
+
 static int cmp_by_label(const void *a, const void *b) {
   const vser_t *x = a, *y = b;
   for (size_t i = 0; i < tl_sort->n; i++) {
     const char *xv = lset_get(&x->ls, tl_sort->labels[i]), *yv = lset_get(&y->ls, tl_sort->labels[i]);
-    int c = strcmp(xv ? xv : "", yv ? yv : "");
+    int c = natural_cmp(xv ? xv : "", yv ? yv : "");
     if (c) return tl_sort->desc ? -c : c;
   }
   int c = lset_cmp(&x->ls, &y->ls);
@@ -910,21 +933,36 @@ static int eval_histogram(ev_t *ev, const pql_node_t *n, const grid_t *g, value_
   int id = n->func->id;
   value_t q = {0}, q2 = {0}, in = {0};
   int rc;
-  if ((rc = ev_eval(ev, n->args[0], g, &q)) < 0) return rc;
   size_t vi = 1;
-  if (id == F_HISTOGRAM_FRACTION) {
-    if ((rc = ev_eval(ev, n->args[1], g, &q2)) < 0) return rc;
-    vi = 2;
+  /* Quantile parameters: one for histogram_quantile, several for histogram_quantiles. */
+  size_t nq = 1;
+  value_t *qs = &q;
+  const char *qlabel = NULL;
+  if (id == F_HISTOGRAM_QUANTILES) {
+    vi = 0;
+    qlabel = str_arg(ev, n->args[1], g);
+    nq = n->nargs - 2;
+    qs = arena_calloc(ev->a, nq * sizeof *qs);
+    if (!qs) return fail_oom(ev);
+    for (size_t k = 0; k < nq; k++)
+      if ((rc = ev_eval(ev, n->args[2 + k], g, &qs[k])) < 0) return rc;
+  } else {
+    if ((rc = ev_eval(ev, n->args[0], g, &q)) < 0) return rc;
+    if (id == F_HISTOGRAM_FRACTION) {
+      if ((rc = ev_eval(ev, n->args[1], g, &q2)) < 0) return rc;
+      vi = 2;
+    }
   }
   if ((rc = ev_eval(ev, n->args[vi], g, &in)) < 0) return rc;
   out->type = PT_VECTOR;
-  if (id == F_HISTOGRAM_QUANTILE)
-    for (size_t i = 0; i < g->n; i++)
-      if (isnan(q.sc[i]) || q.sc[i] < 0 || q.sc[i] > 1) {
-        if (isnan(q.sc[i])) ev_warn(ev, false, "quantile value should be between 0 and 1, got NaN");
-        else ev_warn(ev, false, "quantile value should be between 0 and 1, got %g", q.sc[i]);
-        break;
-      }
+  if (id != F_HISTOGRAM_FRACTION)
+    for (size_t k = 0; k < nq; k++)
+      for (size_t i = 0; i < g->n; i++)
+        if (isnan(qs[k].sc[i]) || qs[k].sc[i] < 0 || qs[k].sc[i] > 1) {
+          if (isnan(qs[k].sc[i])) ev_warn(ev, false, "quantile value should be between 0 and 1, got NaN");
+          else ev_warn(ev, false, "quantile value should be between 0 and 1, got %g", qs[k].sc[i]);
+          break;
+        }
   /* Group series by labels without `le` and the name. */
   size_t ns = in.nvs;
   int32_t *gid = arena_alloc(ev->a, (ns + 1) * sizeof *gid);
@@ -962,24 +1000,36 @@ static int eval_histogram(ev_t *ev, const pql_node_t *n, const grid_t *g, value_
   bucket_t *bk = arena_alloc(ev->a, (ns + 1) * sizeof *bk);
   if (!bk) return fail_oom(ev);
   for (size_t gi = 0; gi < ng; gi++) {
-    vser_t *o = NULL;
-    for (size_t i = 0; i < g->n; i++) {
-      size_t nb = 0;
-      for (size_t k = 0; k < ns; k++)
-        if (gid[k] == (int32_t)gi && in.vs[k].ok[i]) bk[nb++] = (bucket_t){le[k], in.vs[k].v[i]};
-      if (!nb) continue;
-      bool forced = false;
-      double v = id == F_HISTOGRAM_QUANTILE ? bucket_quantile(q.sc[i], bk, nb, &forced)
-                                            : bucket_fraction(q.sc[i], q2.sc[i], bk, nb);
-      if (forced) {
-        const char *nm = "";
+    for (size_t qk = 0; qk < nq; qk++) {
+      vser_t *o = NULL;
+      for (size_t i = 0; i < g->n; i++) {
+        size_t nb = 0;
         for (size_t k = 0; k < ns; k++)
-          if (gid[k] == (int32_t)gi) { nm = ev_metric_name(&in.vs[k].ls); break; }
-        ev_warn(ev, true, "input to histogram_quantile needed to be fixed for monotonicity (see https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile) for metric name \"%s\"", nm);
+          if (gid[k] == (int32_t)gi && in.vs[k].ok[i]) bk[nb++] = (bucket_t){le[k], in.vs[k].v[i]};
+        if (!nb) continue;
+        bool forced = false;
+        double v = id == F_HISTOGRAM_FRACTION ? bucket_fraction(q.sc[i], q2.sc[i], bk, nb)
+                                              : bucket_quantile(qs[qk].sc[i], bk, nb, &forced);
+        if (forced) {
+          const char *nm = "";
+          for (size_t k = 0; k < ns; k++)
+            if (gid[k] == (int32_t)gi) { nm = ev_metric_name(&in.vs[k].ls); break; }
+          ev_warn(ev, true, "input to histogram_quantile needed to be fixed for monotonicity (see https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile) for metric name \"%s\"", nm);
+        }
+        if (!o) {
+          lset_t ls = gl[gi];
+          if (qlabel) {
+            char buf[64];
+            fmt_float_plain(qs[qk].sc[i], buf, sizeof buf);
+            char *val = arena_strdup(ev->a, buf);
+            if (!val) return fail_oom(ev);
+            ls = lset_set(ev, &ls, qlabel, val);
+          }
+          if (!(o = ev_vec_add(ev, out, ls, false, g->n))) return fail_oom(ev);
+        }
+        o->v[i] = v;
+        o->ok[i] = 1;
       }
-      if (!o && !(o = ev_vec_add(ev, out, gl[gi], false, g->n))) return fail_oom(ev);
-      o->v[i] = v;
-      o->ok[i] = 1;
     }
   }
   return 0;
@@ -996,6 +1046,8 @@ int ev_call(ev_t *ev, const pql_node_t *n, const grid_t *g, value_t *out) {
   case F_PI:
   case F_STEP:
   case F_RANGE:
+  case F_START:
+  case F_END:
     out->type = PT_SCALAR;
     out->sc = arena_alloc(ev->a, g->n * sizeof(double));
     if (!out->sc) return fail_oom(ev);
@@ -1004,9 +1056,21 @@ int ev_call(ev_t *ev, const pql_node_t *n, const grid_t *g, value_t *out) {
       if (id == F_PI) v = M_PI;
       else if (id == F_STEP) v = (double)ev->qstep / 1000.0;
       else if (id == F_RANGE) v = (double)(ev->qend - ev->qstart) / 1000.0;
+      else if (id == F_START) v = (double)ev->qstart / 1000.0;
+      else if (id == F_END) v = (double)ev->qend / 1000.0;
       out->sc[i] = v;
     }
     return 0;
+  case F_MIN_OF:
+  case F_MAX_OF: {
+    value_t a = {0}, b = {0};
+    if ((rc = ev_eval(ev, n->args[0], g, &a)) < 0 || (rc = ev_eval(ev, n->args[1], g, &b)) < 0) return rc;
+    out->type = PT_SCALAR;
+    out->sc = a.sc;
+    for (size_t i = 0; i < g->n; i++)
+      out->sc[i] = id == F_MIN_OF ? go_min(a.sc[i], b.sc[i]) : go_max(a.sc[i], b.sc[i]);
+    return 0;
+  }
   case F_SCALAR: {
     value_t in = {0};
     if ((rc = ev_eval(ev, n->args[0], g, &in)) < 0) return rc;
@@ -1090,6 +1154,7 @@ int ev_call(ev_t *ev, const pql_node_t *n, const grid_t *g, value_t *out) {
   case F_SORT_BY_LABEL:
   case F_SORT_BY_LABEL_DESC: return eval_sort(ev, n, g, out);
   case F_HISTOGRAM_QUANTILE:
+  case F_HISTOGRAM_QUANTILES:
   case F_HISTOGRAM_FRACTION: return eval_histogram(ev, n, g, out);
   case F_HISTOGRAM_COUNT:
   case F_HISTOGRAM_SUM:
