@@ -42,11 +42,17 @@ enum { HEAD_HDR_BITS = 24 };
  * of zeroed room past the current byte, which lets one 64-bit OR do the work. */
 static inline void bits_put56(uint8_t *buf, uint64_t *nbits, uint64_t v, unsigned n) {
   if (n == 0) return;
-  uint64_t pos = *nbits;
+  uint64_t pos = *nbits, w;
   uint8_t *q = buf + (pos >> 3);
   unsigned used = (unsigned)(pos & 7);
-  uint64_t w = (v & (~0ULL >> (64 - n))) << (64 - used - n);
-  for (int i = 0; i < 8; i++) q[i] |= (uint8_t)(w >> (56 - 8 * i));
+  uint64_t add = (v & (~0ULL >> (64 - n))) << (64 - used - n);
+  memcpy(&w, q, 8);
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  w |= __builtin_bswap64(add);
+#else
+  w |= add;
+#endif
+  memcpy(q, &w, 8);
   *nbits = pos + n;
 }
 
@@ -57,56 +63,6 @@ static inline void bits_put(uint8_t *buf, uint64_t *nbits, uint64_t v, unsigned 
   } else {
     bits_put56(buf, nbits, v, n);
   }
-}
-
-/* ---- bit reader (MSB-first, bounded) ---------------------------------------------- */
-
-typedef struct {
-  const uint8_t *p;
-  size_t len;   /* bytes */
-  uint64_t pos; /* bits consumed */
-  uint64_t end; /* bits available */
-} bitrd_t;
-
-static inline uint64_t load_be64_padded(const uint8_t *p, size_t len, size_t at) {
-  uint64_t w = 0;
-  if (at + 8 <= len) {
-    for (int i = 0; i < 8; i++) w = (w << 8) | p[at + i];
-    return w;
-  }
-  for (int i = 0; i < 8; i++) w = (w << 8) | (at + (size_t)i < len ? p[at + i] : 0);
-  return w;
-}
-
-/* Next n (1..57) bits without consuming them; bits past the end read as zero. */
-static inline uint64_t br_peek(const bitrd_t *b, unsigned n) {
-  uint64_t w = load_be64_padded(b->p, b->len, (size_t)(b->pos >> 3)) << (b->pos & 7);
-  return w >> (64 - n);
-}
-
-static inline bool br_skip(bitrd_t *b, unsigned n) {
-  if (b->end - b->pos < n) return false;
-  b->pos += n;
-  return true;
-}
-
-static inline bool br_read(bitrd_t *b, unsigned n, uint64_t *out) {
-  if (n == 0) {
-    *out = 0;
-    return true;
-  }
-  if (b->end - b->pos < n) return false;
-  if (n > 56) {
-    uint64_t hi = br_peek(b, n - 32);
-    b->pos += n - 32;
-    uint64_t lo = br_peek(b, 32);
-    b->pos += 32;
-    *out = (hi << 32) | lo;
-    return true;
-  }
-  *out = br_peek(b, n);
-  b->pos += n;
-  return true;
 }
 
 static inline int64_t sign_extend(uint64_t v, unsigned n) {
@@ -135,21 +91,27 @@ static inline void dod_put(uint8_t *buf, uint64_t *nbits, int64_t dod) {
   }
 }
 
-static inline bool dod_get(bitrd_t *b, int64_t *dod) {
-  uint64_t q = br_peek(b, 4), raw;
-  unsigned n, pre;
-  if (!(q & 8)) {
-    if (!br_skip(b, 1)) return false;
-    *dod = 0;
-    return true;
+static inline int64_t dod_get(bitbuf_t *b) {
+  if (b->nb < 56) bb_refill(b);
+  uint64_t top = b->buf;
+  if (!(top >> 63)) {
+    bb_skip(b, 1);
+    return 0;
   }
-  if (!(q & 4)) pre = 2, n = 7;
-  else if (!(q & 2)) pre = 3, n = 14;
-  else if (!(q & 1)) pre = 4, n = 20;
-  else pre = 4, n = 64;
-  if (!br_skip(b, pre) || !br_read(b, n, &raw)) return false;
-  *dod = n == 64 ? (int64_t)raw : sign_extend(raw, n);
-  return true;
+  if (!((top >> 62) & 1)) {
+    bb_skip(b, 9);
+    return sign_extend((top << 2) >> 57, 7);
+  }
+  if (!((top >> 61) & 1)) {
+    bb_skip(b, 17);
+    return sign_extend((top << 3) >> 50, 14);
+  }
+  if (!((top >> 60) & 1)) {
+    bb_skip(b, 24);
+    return sign_extend((top << 4) >> 44, 20);
+  }
+  bb_skip(b, 4);
+  return (int64_t)bb_take(b, 64);
 }
 
 /* XOR state: leading == 0xff means no window yet. */
@@ -173,29 +135,37 @@ static inline void xor_put(uint8_t *buf, uint64_t *nbits, uint64_t x, uint8_t *l
   *trailing = (uint8_t)trail;
 }
 
-static inline bool xor_get(bitrd_t *b, uint64_t *x, uint8_t *leading, uint8_t *trailing) {
-  uint64_t q = br_peek(b, 2), raw;
-  if (!(q & 2)) {
-    if (!br_skip(b, 1)) return false;
+static inline bool xor_get(bitbuf_t *b, uint64_t *x, uint8_t *leading, uint8_t *trailing) {
+  if (b->nb < 56) bb_refill(b);
+  uint64_t top = b->buf;
+  if (!(top >> 63)) {
+    bb_skip(b, 1);
     *x = 0;
     return true;
   }
-  if (q == 2) {
-    if (*leading == 0xff || !br_skip(b, 2)) return false;
+  if (!((top >> 62) & 1)) {
+    if (*leading == 0xff) return false; /* reuse of a window never opened */
+    bb_skip(b, 2);
   } else {
-    uint64_t hdr;
-    if (!br_read(b, 13, &hdr)) return false;
-    unsigned lead = (unsigned)(hdr >> 6) & 31, sig = (unsigned)(hdr & 63) + 1;
+    unsigned lead = (unsigned)(top >> 57) & 31, sig = (unsigned)((top >> 51) & 63) + 1;
     if (lead + sig > 64) return false;
+    bb_skip(b, 13);
     *leading = (uint8_t)lead;
     *trailing = (uint8_t)(64 - lead - sig);
   }
   unsigned sig = 64 - *leading - *trailing;
-  if (!br_read(b, sig, &raw)) return false;
-  /* A window code must carry a set bit at the window's low end only when it opened the
-   * window; reused windows may have zeros there, so no further check is possible. */
-  *x = raw << *trailing;
+  *x = bb_take(b, sig) << *trailing;
   return true;
+}
+
+/* Decoding a stream of n codes consumes at least one bit per code; a reader this far into
+ * the zeros past the end is reading damage. */
+static inline bool bb_overrun(const bitbuf_t *b) { return b->next > b->slen + 16; }
+
+/* After the last code: the stream must end inside the last byte (at most 7 padding bits). */
+static inline bool bb_ends_well(const bitbuf_t *b) {
+  uint64_t used = bb_used(b), avail = (uint64_t)b->slen * 8;
+  return used <= avail && avail - used <= 7;
 }
 
 /* ---- head appender ------------------------------------------------------------- */
@@ -272,18 +242,16 @@ void chunk_app_trim(chunk_app_t *a) {
 size_t chunk_app_bytes(const chunk_app_t *a) { return ((size_t)a->nbits + 7) / 8; }
 
 /* Decodes n Gorilla samples (first raw, then dod + XOR codes) from b. */
-static bool gorilla_decode(bitrd_t *b, size_t n, int64_t *ts, double *v) {
-  uint64_t t, bits;
-  if (!br_read(b, 64, &t) || !br_read(b, 64, &bits)) return false;
+static bool gorilla_decode(bitbuf_t *b, size_t n, int64_t *ts, double *v) {
+  uint64_t t = bb_take(b, 64), bits = bb_take(b, 64);
   ts[0] = (int64_t)t;
   memcpy(&v[0], &bits, 8);
   uint64_t delta = 0;
   uint8_t leading = 0xff, trailing = 0;
   for (size_t i = 1; i < n; i++) {
-    int64_t dod;
     uint64_t x;
-    if (!dod_get(b, &dod) || !xor_get(b, &x, &leading, &trailing)) return false;
-    delta += (uint64_t)dod;
+    delta += (uint64_t)dod_get(b);
+    if (!xor_get(b, &x, &leading, &trailing) || bb_overrun(b)) return false;
     /* Strictly ascending as signed values; the step itself is modulo 2^64 (a gap may
      * exceed INT64_MAX), so only the comparison can tell. */
     if ((int64_t)(t + delta) <= (int64_t)t) return false;
@@ -292,7 +260,7 @@ static bool gorilla_decode(bitrd_t *b, size_t n, int64_t *ts, double *v) {
     ts[i] = (int64_t)t;
     memcpy(&v[i], &bits, 8);
   }
-  return true;
+  return bb_ends_well(b);
 }
 
 static int head_count(const uint8_t *p, size_t len) {
@@ -306,10 +274,9 @@ static int head_decode(const uint8_t *p, size_t len, int64_t *ts, double *v, siz
   int n = head_count(p, len);
   if (n < 0) return n;
   if ((size_t)n > cap) return MD_EINVAL;
-  bitrd_t b = {p, len, HEAD_HDR_BITS, (uint64_t)len * 8};
+  bitbuf_t b;
+  bb_init(&b, p + HEAD_HDR_BITS / 8, len - HEAD_HDR_BITS / 8);
   if (!gorilla_decode(&b, (size_t)n, ts, v)) return MD_ECORRUPT;
-  /* What follows the last sample is padding to a byte: more than 7 bits is damage. */
-  if (b.end - b.pos > 7) return MD_ECORRUPT;
   return n;
 }
 
@@ -458,20 +425,17 @@ static bool ts_decode_section(const uint8_t *p, size_t len, int64_t *ts, size_t 
   if (len < 1) return false;
   switch (p[0]) {
   case TS_GORILLA: {
-    bitrd_t b = {p, len, 8, (uint64_t)len * 8};
-    uint64_t t;
-    if (!br_read(&b, 64, &t)) return false;
+    bitbuf_t b;
+    bb_init(&b, p + 1, len - 1);
+    uint64_t t = bb_take(&b, 64), delta = 0;
     ts[0] = (int64_t)t;
-    uint64_t delta = 0;
     for (size_t i = 1; i < n; i++) {
-      int64_t dod;
-      if (!dod_get(&b, &dod)) return false;
-      delta += (uint64_t)dod;
-      if ((int64_t)(t + delta) <= (int64_t)t) return false;
+      delta += (uint64_t)dod_get(&b);
+      if ((int64_t)(t + delta) <= (int64_t)t || bb_overrun(&b)) return false;
       t += delta;
       ts[i] = (int64_t)t;
     }
-    return b.end - b.pos <= 7;
+    return bb_ends_well(&b);
   }
   case TS_ISEQ: {
     size_t off = 1;
@@ -491,17 +455,17 @@ static bool val_decode_section(const uint8_t *p, size_t len, double *v, size_t n
   if (len < 1) return false;
   switch (p[0]) {
   case VAL_XOR: {
-    bitrd_t b = {p, len, 8, (uint64_t)len * 8};
-    uint64_t bits, x;
-    if (!br_read(&b, 64, &bits)) return false;
+    bitbuf_t b;
+    bb_init(&b, p + 1, len - 1);
+    uint64_t bits = bb_take(&b, 64), x;
     memcpy(&v[0], &bits, 8);
     uint8_t leading = 0xff, trailing = 0;
     for (size_t i = 1; i < n; i++) {
-      if (!xor_get(&b, &x, &leading, &trailing)) return false;
+      if (!xor_get(&b, &x, &leading, &trailing) || bb_overrun(&b)) return false;
       bits ^= x;
       memcpy(&v[i], &bits, 8);
     }
-    return b.end - b.pos <= 7;
+    return bb_ends_well(&b);
   }
   case VAL_CONST: {
     if (len != 9) return false;

@@ -212,12 +212,14 @@ static inline void bw_put(bitwr_t *w, uint64_t v, unsigned n) { /* n <= 32 */
   }
 }
 
+/* The low n (0..64) bits of v. */
 static inline void bw_put64(bitwr_t *w, uint64_t v, unsigned n) {
+  if (n < 64) v &= (1ULL << n) - 1;
   if (n > 32) {
     bw_put(w, v >> 32, n - 32);
     bw_put(w, v & 0xffffffffu, 32);
   } else if (n > 0) {
-    bw_put(w, v & (~0ULL >> (64 - n)), n);
+    bw_put(w, v, n);
   }
 }
 
@@ -242,68 +244,36 @@ static int rpack_encode(chunk_buf_t *o, const uint64_t *u, size_t m, unsigned k,
   return 0;
 }
 
-/* 64 bits starting at bit pos, MSB first; bits past the end read as zero. At least 57 of
- * them are real when pos < 8 * len. */
-static inline uint64_t peek_be(const uint8_t *p, size_t len, uint64_t pos) {
-  size_t at = (size_t)(pos >> 3);
-  uint64_t w = 0;
-  if (at + 8 <= len) {
-    memcpy(&w, p + at, 8);
-#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-    w = __builtin_bswap64(w);
-#endif
-  } else {
-    for (size_t i = 0; i < 8; i++) w = (w << 8) | (at + i < len ? p[at + i] : 0);
-  }
-  return w << (pos & 7);
-}
-
-/* n (0..64) bits at *pos, MSB first, advancing *pos. */
-static inline uint64_t take_bits(const uint8_t *s, size_t slen, uint64_t *pos, unsigned n) {
-  uint64_t v = 0;
-  if (n > 32) {
-    v = (peek_be(s, slen, *pos) >> (64 - (n - 32))) << 32;
-    *pos += n - 32;
-    n = 32;
-  }
-  if (n > 0) {
-    v |= peek_be(s, slen, *pos) >> (64 - n);
-    *pos += n;
-  }
-  return v;
-}
-
 static bool rpack_decode(const uint8_t *p, size_t len, size_t *off, uint64_t *out, size_t m) {
   size_t o = *off;
   if (o >= len) return false;
   unsigned k = p[o++];
   if (k > 63) return false;
-  const uint8_t *s = p + o;
-  size_t slen = len - o;
-  uint64_t pos = 0, end = (uint64_t)slen * 8;
+  bitbuf_t b;
+  bb_init(&b, p + o, len - o);
   for (size_t i = 0; i < m; i++) {
-    uint64_t w = peek_be(s, slen, pos);
-    if (w == 0) return false; /* more than RICE_QMAX zeros, or past the end */
-    unsigned q = (unsigned)__builtin_clzll(w);
-    if (q < RICE_QMAX) {
-      if (q + 1 + k <= 57 && k > 0) {
-        out[i] = ((uint64_t)q << k) | ((w << (q + 1)) >> (64 - k));
-        pos += q + 1 + k;
-      } else {
-        pos += q + 1;
-        out[i] = ((uint64_t)q << k) | take_bits(s, slen, &pos, k);
-      }
+    if (b.nb < 56) bb_refill(&b);
+    if (b.buf == 0) return false; /* more than RICE_QMAX zeros, or past the end */
+    unsigned q = (unsigned)__builtin_clzll(b.buf);
+    if (q < RICE_QMAX && q + 1 + k <= 56) {
+      out[i] = ((uint64_t)q << k) | (k ? (b.buf << (q + 1)) >> (64 - k) : 0);
+      bb_skip(&b, q + 1 + k);
+    } else if (q < RICE_QMAX) {
+      bb_skip(&b, q + 1);
+      out[i] = ((uint64_t)q << k) | bb_take(&b, k);
     } else if (q == RICE_QMAX) {
-      pos += RICE_QMAX + 1;
-      unsigned L = (unsigned)take_bits(s, slen, &pos, 7);
+      bb_skip(&b, RICE_QMAX + 1);
+      unsigned L = (unsigned)bb_take(&b, 7);
       if (L > 64) return false;
-      out[i] = take_bits(s, slen, &pos, L);
+      out[i] = bb_take(&b, L);
     } else {
       return false;
     }
-    if (pos > end) return false;
+    if (b.next > b.slen + 16) return false; /* far into the zeros: stop early */
   }
-  *off = o + (size_t)((pos + 7) / 8);
+  uint64_t used = bb_used(&b);
+  if (used > (uint64_t)(len - o) * 8) return false;
+  *off = o + (size_t)((used + 7) / 8);
   return true;
 }
 
@@ -357,25 +327,23 @@ static bool wpack_decode(const uint8_t *p, size_t len, size_t *off, uint64_t *ou
   unsigned w1 = p[o], w2 = p[o + 1];
   o += 2;
   if (w1 > 64 || w2 > 64) return false;
-  const uint8_t *s = p + o;
-  size_t slen = len - o;
-  uint64_t pos = 0, end = (uint64_t)slen * 8;
+  bitbuf_t b;
+  bb_init(&b, p + o, len - o);
   for (size_t i = 0; i < m; i++) {
-    uint64_t w = peek_be(s, slen, pos);
-    unsigned width = (w >> 63) ? w2 : w1;
-    if (width == 0) {
-      out[i] = 0;
-      pos += 1;
-    } else if (width <= 56) {
-      out[i] = (w << 1) >> (64 - width);
-      pos += 1 + width;
+    if (b.nb < 56) bb_refill(&b);
+    unsigned width = (b.buf >> 63) ? w2 : w1;
+    if (width <= 55) {
+      out[i] = width ? (b.buf << 1) >> (64 - width) : 0;
+      bb_skip(&b, 1 + width);
     } else {
-      pos += 1;
-      out[i] = take_bits(s, slen, &pos, width);
+      bb_skip(&b, 1);
+      out[i] = bb_take(&b, width);
     }
-    if (pos > end) return false;
+    if (b.next > b.slen + 16) return false;
   }
-  *off = o + (size_t)((pos + 7) / 8);
+  uint64_t used = bb_used(&b);
+  if (used > (uint64_t)(len - o) * 8) return false;
+  *off = o + (size_t)((used + 7) / 8);
   return true;
 }
 
@@ -462,8 +430,10 @@ static cand_t evaluate(const int64_t *x, size_t n, int model, bool from_min, int
   }
   uint64_t g = 0;
   for (size_t i = 0; i < m && g != 1; i++) {
-    int64_t d = (int64_t)((uint64_t)r[i] - (uint64_t)c.b);
-    uint64_t a = d < 0 ? -(uint64_t)d : (uint64_t)d;
+    /* The divisor must divide the residuals as they are stored: unsigned offsets from the
+     * minimum, signed distances from the median. */
+    uint64_t a = (uint64_t)r[i] - (uint64_t)c.b;
+    if (!from_min && (int64_t)a < 0) a = -a;
     while (a) { /* Euclid: g = gcd(g, a) */
       uint64_t t = g % a;
       g = a;

@@ -23,6 +23,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 /* A growable output buffer whose bytes past len are always zero. */
 typedef struct {
@@ -72,6 +73,64 @@ static inline bool chunk_uvarint_get(const uint8_t *p, size_t len, size_t *off, 
   }
   return false;
 }
+
+/* A register bit reader for the variable-length codes: buf holds nb >= 56 upcoming bits
+ * MSB-aligned after a refill, so decoding a value is clz and shifts on a register rather
+ * than a load per value. Refills load 8 bytes and keep the whole bytes they cover; the
+ * partial byte's bits land again, identical, on the next refill. Past the end the stream
+ * reads as zeros; callers check bits_used() against the length once at the end. */
+typedef struct {
+  const uint8_t *s;
+  size_t slen, next; /* next: the next byte to load (may run past slen: zeros) */
+  uint64_t buf;
+  unsigned nb;
+} bitbuf_t;
+
+static inline void bb_refill(bitbuf_t *b) {
+  if (b->next + 8 <= b->slen) {
+    uint64_t w;
+    memcpy(&w, b->s + b->next, 8);
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    w = __builtin_bswap64(w);
+#endif
+    b->buf |= w >> b->nb;
+    unsigned k = (63 - b->nb) >> 3;
+    b->next += k;
+    b->nb += 8 * k;
+  } else {
+    while (b->nb <= 56) {
+      uint64_t byte = b->next < b->slen ? b->s[b->next] : 0;
+      b->buf |= byte << (56 - b->nb);
+      b->next++;
+      b->nb += 8;
+    }
+  }
+}
+
+static inline void bb_init(bitbuf_t *b, const uint8_t *s, size_t slen) {
+  *b = (bitbuf_t){s, slen, 0, 0, 0};
+  bb_refill(b);
+}
+
+static inline void bb_skip(bitbuf_t *b, unsigned n) { /* n <= nb, n < 64 */
+  b->buf <<= n;
+  b->nb -= n;
+}
+
+/* n (0..64) bits. */
+static inline uint64_t bb_take(bitbuf_t *b, unsigned n) {
+  uint64_t v = 0;
+  while (n > 0) {
+    if (b->nb < 56) bb_refill(b);
+    unsigned t = n > 32 ? 32 : n;
+    v = (v << t) | (b->buf >> (64 - t));
+    bb_skip(b, t);
+    n -= t;
+  }
+  return v;
+}
+
+static inline uint64_t bb_used(const bitbuf_t *b) { return (uint64_t)b->next * 8 - b->nb; }
 
 /* Appends the iseq encoding of x[0..n) (n >= 1). MD_ENOMEM on allocation failure. */
 int chunk_iseq_encode(chunk_buf_t *o, const int64_t *x, size_t n);

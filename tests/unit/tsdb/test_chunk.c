@@ -198,6 +198,32 @@ static void test_timestamp_layouts(void **state) {
   roundtrip(ext3, ev3, 3, true);
 }
 
+/* Few samples with enormous, unrelated steps: residuals beyond INT64_MAX, divisors that
+ * only hold modulo 2^64 (found by the fuzzer). */
+static void test_huge_steps(void **state) {
+  (void)state;
+  int64_t ts[8] = {138, 394, 6006693531578532235LL, 7541365362003217594LL};
+  double v[8] = {1, 2, 3, 4};
+  roundtrip(ts, v, 4, true);
+  for (int round = 0; round < 3000; round++) {
+    size_t n = 2 + rnd() % 6;
+    int64_t t = (int64_t)rnd();
+    for (size_t i = 0; i < n; i++) {
+      ts[i] = t;
+      uint64_t room = (uint64_t)INT64_MAX - (uint64_t)t;
+      uint64_t step = 1 + (rnd() >> (rnd() % 64));
+      if (room < (uint64_t)(n - i) * 2) {
+        n = i + 1;
+        break;
+      }
+      if (step > room / 2) step = 1 + room / 2;
+      t += (int64_t)step;
+      v[i] = (rnd() & 1) ? from_bits(rnd()) : (double)(int64_t)(rnd() >> (rnd() % 64)) * 4096.0;
+    }
+    roundtrip(ts, v, n, false);
+  }
+}
+
 static void test_random_values(void **state) {
   (void)state;
   enum { N = 2000 };
@@ -376,7 +402,7 @@ static void test_long_sealed(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_single_sample),     cmocka_unit_test(test_special_values),
-      cmocka_unit_test(test_timestamp_layouts), cmocka_unit_test(test_random_values),
+      cmocka_unit_test(test_timestamp_layouts), cmocka_unit_test(test_huge_steps), cmocka_unit_test(test_random_values),
       cmocka_unit_test(test_head_limits),       cmocka_unit_test(test_seal_rejects),
       cmocka_unit_test(test_corrupt_inputs),    cmocka_unit_test(test_bit_flips),
       cmocka_unit_test(test_long_sealed),
