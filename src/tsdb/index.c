@@ -677,17 +677,78 @@ static int matcher_postings(const tindex_t *x, const symtab_t *st, const idx_mat
   return 0;
 }
 
+static const pair_t *eq_pair(const tindex_t *x, const symtab_t *st, const idx_matcher_t *m) {
+  uint32_t name = symtab_find((symtab_t *)st, m->name, strlen(m->name));
+  uint32_t v = name == UINT32_MAX ? UINT32_MAX : symtab_find((symtab_t *)st, m->value, strlen(m->value));
+  return v == UINT32_MAX ? NULL : pair_find(x, name, v);
+}
+
+/* Keeps the refs of l that are in p (binary search: l is usually much shorter). */
+static void filter_by_pair(reflist_t *l, const pair_t *p) {
+  const uint32_t *r = pair_refs(p);
+  size_t k = 0, lo = 0;
+  for (size_t i = 0; i < l->n; i++) {
+    size_t a = lo, b = p->n;
+    while (a < b) {
+      size_t mid = (a + b) / 2;
+      if (r[mid] < l->refs[i]) a = mid + 1;
+      else b = mid;
+    }
+    lo = a;
+    if (a < p->n && r[a] == l->refs[i]) l->refs[k++] = l->refs[i];
+  }
+  l->n = k;
+}
+
 int tindex_select(const tindex_t *x, const symtab_t *st, const idx_matcher_t *m, size_t nm, reflist_t *out) {
   reflist_t tmp = {0};
   bool have = false;
   int rc = 0;
   out->n = 0;
-  /* Positive matchers (not matching "") narrow the set through postings; the others
+  /* Positive matchers (not matching "") narrow the set through postings, the smallest
+   * equality postings first (later equality matchers only filter what is left); the others
    * subtract the series whose value fails them. */
-  for (size_t i = 0; i < nm; i++) {
+  enum { MAXM = 64 };
+  size_t order[MAXM], no = 0;
+  size_t cost[MAXM];
+  for (size_t i = 0; i < nm && no < MAXM; i++) {
     if (m[i].matches_empty) continue;
-    if ((rc = matcher_postings(x, st, &m[i], true, have ? &tmp : out))) goto out;
-    if (have && (rc = reflist_intersect(out, out, &tmp))) goto out;
+    size_t c = SIZE_MAX;
+    if (m[i].type == TSDB_MATCH_EQ) {
+      const pair_t *p = eq_pair(x, st, &m[i]);
+      if (!p) goto out; /* nothing can match */
+      c = p->n;
+    }
+    size_t j = no++;
+    while (j > 0 && cost[j - 1] > c) {
+      order[j] = order[j - 1];
+      cost[j] = cost[j - 1];
+      j--;
+    }
+    order[j] = i;
+    cost[j] = c;
+  }
+  for (size_t k = 0; k < nm; k++) {
+    size_t i = k;
+    if (nm <= MAXM) {
+      if (k >= no) break;
+      i = order[k];
+    } else if (m[i].matches_empty) {
+      continue;
+    }
+    if (m[i].type == TSDB_MATCH_EQ) {
+      const pair_t *p = eq_pair(x, st, &m[i]);
+      if (!p) {
+        out->n = 0;
+        goto out;
+      }
+      if (!have) rc = push_pair(out, p);
+      else filter_by_pair(out, p);
+      if (rc) goto out;
+    } else {
+      if ((rc = matcher_postings(x, st, &m[i], true, have ? &tmp : out))) goto out;
+      if (have && (rc = reflist_intersect(out, out, &tmp))) goto out;
+    }
     have = true;
     if (out->n == 0) goto out;
   }
