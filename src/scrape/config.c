@@ -462,6 +462,9 @@ int scrape_job_parse(const json_t *o, const scrape_options_t *opt, scrape_job_t 
   atomic_init(&j->refs, 1);
   j->interval_ms = opt->default_interval_ms > 0 ? opt->default_interval_ms : 15000;
   j->honor_timestamps = true;
+  /* Prometheus reads bodies of any size; a bound keeps one broken or hostile target from
+   * exhausting memory. body_size_limit: 0 lifts it. */
+  j->body_size_limit = SCRAPE_DEFAULT_BODY_LIMIT;
   j->name = strdup(name);
   char m[384] = "";
   int rc = j->name ? parse_job_body(o, opt, j, m, sizeof m) : MD_ENOMEM;

@@ -62,6 +62,10 @@ int scrape_relabel_apply(const scrape_relabel_t *r, scrape_labels_t *ls);
 
 /* ---- configuration ------------------------------------------------------------------------ */
 
+/* Scrape bodies larger than this fail the scrape unless a job sets body_size_limit
+ * (0 = no limit). */
+#define SCRAPE_DEFAULT_BODY_LIMIT (256ULL << 20)
+
 typedef struct scrape_options {
   int64_t default_interval_ms; /* global.scrape_interval; default 15 s */
   int64_t default_timeout_ms;  /* global.scrape_timeout; default 10 s */
