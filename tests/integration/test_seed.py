@@ -17,11 +17,9 @@ import sys
 import time
 import urllib.parse
 
-import signal
-import socket
-import tempfile
-import urllib.error
-import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import mdtest  # noqa: E402
 
 SKIP = 77
 
@@ -36,46 +34,19 @@ def check(cond, what):
 
 
 class Server:
-    """The binary on a free 127.0.0.1 port with a temporary data directory."""
+    """mdtest.Server (the foundation's helper) behind the small interface this test uses."""
 
     def __init__(self, extra_args=()):
-        binary = os.environ.get('METRICSD_BIN')
-        if not binary or not os.access(binary, os.X_OK):
-            print('METRICSD_BIN not set or not executable: skipping')
+        try:
+            self.s = mdtest.Server(args=list(extra_args))
+            self.s.start()
+        except mdtest.Skip as e:
+            print('skipping: %s' % e)
             sys.exit(SKIP)
-        self.dir = tempfile.mkdtemp(prefix='test_seed.')
-        with socket.socket() as s:
-            s.bind(('127.0.0.1', 0))
-            self.port = s.getsockname()[1]
-        self.base = 'http://127.0.0.1:%d' % self.port
-        self.log = open(os.path.join(self.dir, 'metricsd.log'), 'wb')
-        self.proc = subprocess.Popen([binary, '--listen', '127.0.0.1:%d' % self.port,
-                                      '--data-dir', os.path.join(self.dir, 'data')] + list(extra_args),
-                                     stdout=self.log, stderr=subprocess.STDOUT)
-        for _ in range(300):
-            if self.proc.poll() is not None:
-                self.log.flush()
-                tail = open(os.path.join(self.dir, 'metricsd.log'), 'rb').read()[-2000:].decode(errors='replace')
-                shutil.rmtree(self.dir, ignore_errors=True)
-                print('metricsd exited at start (rc %s): skipping\n%s' % (self.proc.returncode, tail))
-                sys.exit(SKIP)
-            try:
-                if self.get('/ready')[0] == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        print('metricsd not ready after 30 s')
-        sys.exit(1)
 
     def request(self, method, path, body=None, headers=None):
-        req = urllib.request.Request(self.base + path, data=body, method=method, headers=headers or {})
-        try:
-            with urllib.request.urlopen(req, timeout=60) as r:
-                return r.status, dict(r.headers), r.read().decode()
-        except urllib.error.HTTPError as e:
-            return e.code, dict(e.headers), e.read().decode()
+        r = self.s.request(method, path, body, headers)
+        return r.status, r.headers, r.text
 
     def get(self, path, headers=None):
         return self.request('GET', path, headers=headers)
@@ -92,18 +63,17 @@ class Server:
             return st, text
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
         if FAILURES:
-            print('server log: %s' % os.path.join(self.dir, 'metricsd.log'), file=sys.stderr)
-        else:
-            shutil.rmtree(self.dir, ignore_errors=True)
+            sys.stderr.write('---- metricsd log (tail) ----\n%s\n' % self.s.logs()[-6000:])
+        self.s.close()
+
+
+def strict(text, what, openmetrics=False):
+    """The foundation's strict exposition checker (families, escapes, histograms...)."""
+    try:
+        mdtest.check_exposition(text, openmetrics=openmetrics)
+    except AssertionError as e:
+        check(False, '%s: %s' % (what, e))
 
 
 def parse_exposition(text):
@@ -204,7 +174,8 @@ def run(srv):
     # ---- seed 004: GET /metrics?format=prometheus ------------------------------------------
     st, hdrs, text = srv.get('/metrics?format=prometheus')
     check(st == 200, 'export: status %d' % st)
-    check(hdrs.get('Content-Type', '').startswith('text/plain; version=0.0.4'), 'export content type %r' % hdrs)
+    check(hdrs.get('content-type', '').startswith('text/plain; version=0.0.4'), 'export content type %r' % hdrs)
+    strict(text, 'plain export')
     samples, types = parse_exposition(text)
     ep = {"service": "gateway", "endpoint": "/api/v1/instruments"}
     check(types.get('api_requests_total') == 'counter', 'TYPE api_requests_total counter')
@@ -242,7 +213,8 @@ def run(srv):
     # formats: OpenMetrics by parameter and by Accept, JSON
     st, hdrs, om = srv.get('/metrics?format=openmetrics')
     check(st == 200 and om.endswith('# EOF\n'), 'openmetrics ends with # EOF')
-    check('application/openmetrics-text' in hdrs.get('Content-Type', ''), 'openmetrics content type')
+    check('application/openmetrics-text' in hdrs.get('content-type', ''), 'openmetrics content type')
+    strict(om, 'openmetrics export', openmetrics=True)
     check('# TYPE api_requests counter' in om and 'api_requests_total{' in om, 'openmetrics counter family')
     st, hdrs, om2 = srv.get('/metrics', headers={'Accept': 'application/openmetrics-text; version=1.0.0'})
     check(om2.endswith('# EOF\n'), 'Accept negotiation to OpenMetrics')
@@ -297,6 +269,7 @@ def run(srv):
     ar = a.get(('api_requests_total_avg', lab(**ep)))
     check(ar is not None and ar > 0, 'tracked counter has a per-minute rate: %r' % ar)
     promtool(agg, AGG_LINT)
+    strict(agg, 'aggregated export')
     st, _, agg2 = srv.get('/metrics?aggregated=true&types=avg,max&window=10m&name=room_temperature_celsius')
     a2, _ = parse_exposition(agg2)
     check(set(n for (n, _) in a2) == {'room_temperature_celsius_avg', 'room_temperature_celsius_max'},
