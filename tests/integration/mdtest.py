@@ -24,6 +24,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -90,8 +91,10 @@ def request(url, method="GET", body=None, headers=None, timeout=30, gzip_body=Fa
         body = _gzip.compress(body)
         headers["Content-Encoding"] = "gzip"
     req = urllib.request.Request(url, data=body, method=method, headers=headers)
+    # test servers use self-signed certificates
+    ctx = ssl._create_unverified_context() if url.startswith("https:") else None
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
+        with urllib.request.urlopen(req, timeout=timeout, context=ctx) as resp:
             status, hdrs, data = resp.status, resp.headers, resp.read()
     except urllib.error.HTTPError as e:
         status, hdrs, data = e.code, e.headers, e.read()
@@ -107,15 +110,16 @@ class Server:
     config: YAML text written to <tmp>/metricsd.yml and passed with --config.
     args: extra command-line arguments. env: extra environment variables.
     auth: default headers for every request (e.g. {"Authorization": "Bearer x"}).
+    https: talk HTTPS (pass the TLS settings in config/args; certificates are not verified).
     """
 
     def __init__(self, config=None, args=(), env=None, auth=None, data_dir=None, ready_timeout=60,
-                 port=None, check_exit=True):
+                 port=None, check_exit=True, https=False):
         self.bin = bin_path()
         self.tmp = tempfile.mkdtemp(prefix="metricsd-test-")
         self.data_dir = data_dir or os.path.join(self.tmp, "data")
         self.port = port or free_port()
-        self.url = "http://127.0.0.1:%d" % self.port
+        self.url = "%s://127.0.0.1:%d" % ("https" if https else "http", self.port)
         self.config_path = None
         self.auth = dict(auth or {})
         self.log_path = os.path.join(self.tmp, "metricsd.log")

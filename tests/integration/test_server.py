@@ -199,6 +199,33 @@ def test_slow_client_is_cut_off():
         assert srv.get("/health").status == 200  # the server is fine
 
 
+def test_tls():
+    import shutil
+    import tempfile
+    if not shutil.which("openssl"):
+        raise mdtest.Skip("openssl not installed")
+    d = tempfile.mkdtemp(prefix="metricsd-tls-")
+    try:
+        cert, key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
+        p = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
+                            "-days", "1", "-subj", "/CN=127.0.0.1"], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, timeout=60)
+        if p.returncode != 0:
+            raise mdtest.Skip("openssl could not make a certificate")
+        cfg = "server:\n  tls_cert_file: %s\n  tls_key_file: %s\n" % (cert, key)
+        with mdtest.Server(config=cfg, https=True) as srv:
+            r = srv.get("/health")
+            assert r.status == 200 and r.json()["status"] == "ok", r
+            import http.client
+            try:  # plain HTTP on the TLS port gets no HTTP answer
+                plain = mdtest.request("http://127.0.0.1:%d/health" % srv.port, timeout=5)
+            except (OSError, http.client.HTTPException):
+                plain = None
+            assert plain is None or plain.status != 200, plain
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def test_sighup_reload():
     cfg = "server:\n  log_level: info\n  auth_keys: [{token: old-key, roles: admin}]\n"
     with mdtest.Server(config=cfg) as srv:
