@@ -959,8 +959,12 @@ int tsdb_compact(tsdb_t *db) {
   /* Windows of 6x, 36x, 216x the block span (12 h, 3 d, 18 d by default); the first level
    * also merges an incomplete window, the larger ones wait until newer data exists. */
   int64_t w = span;
+  /* A block is dropped whole, so compacted blocks must stay well below the raw retention
+   * (as Prometheus caps block ranges) or retention and downsampling would lag behind. */
+  int64_t raw_keep = db->opt.raw_retention_ms > 0 ? db->opt.raw_retention_ms : db->opt.retention_ms;
   for (int level = 1; level <= 3 && rc >= 0; level++) {
     w *= 6;
+    if (raw_keep > 0 && w > raw_keep / 2) break;
     for (int guard = 0; guard < 1024; guard++) {
       rc = compact_window_level(db, w, level > 1);
       if (rc <= 0) break;

@@ -485,6 +485,45 @@ static void test_series_gc(void **state) {
   free(dir);
 }
 
+static void test_downsampling_tiers(void **state) {
+  (void)state;
+  char *dir = tu_tmpdir();
+  tsdb_options_t o;
+  tsdb_options_default(&o);
+  o.background = false;
+  o.block_span_ms = 3600 * 1000;
+  o.retention_ms = 0;
+  o.raw_retention_ms = 3 * 3600 * 1000;
+  o.tier1_resolution_ms = 5 * 60 * 1000;
+  o.tier1_retention_ms = 8 * 3600 * 1000;
+  o.tier2_resolution_ms = 3600 * 1000;
+  o.tier2_retention_ms = 48 * 3600 * 1000;
+  tsdb_t *db = tu_open(dir, &o);
+  int64_t start = 1700000000000 - 1700000000000 % 3600000;
+  fill_random(db, 12, 4, 600, start); /* 10 h, one sample a minute */
+  assert_int_equal(tsdb_flush(db), 0);
+  assert_int_equal(tsdb_compact(db), 0);
+  int64_t newest = start + 600 * 60000;
+  tsdb_matcher_t any = {TSDB_MATCH_EQ, "__name__", "metric"};
+  size_t ns, nsm;
+  /* Recent data is raw: one sample a minute. */
+  free(tu_dump(db, "", &any, 1, newest - 3600000, newest, &ns, &nsm));
+  assert_int_equal(ns, 4);
+  assert_true(nsm >= 4 * 55);
+  /* Between raw and tier-1 retention: 5-minute rollups (12 an hour, not 60). */
+  int64_t a = newest - 6 * 3600000, b = newest - 5 * 3600000 - 1;
+  free(tu_dump(db, "", &any, 1, a, b, &ns, &nsm));
+  assert_int_equal(ns, 4);
+  assert_true(nsm >= 4 * 10 && nsm <= 4 * 13);
+  /* Older than tier-1 retention: hourly rollups only. */
+  free(tu_dump(db, "", &any, 1, start, start + 3600000 - 1, &ns, &nsm));
+  assert_int_equal(ns, 4);
+  assert_true(nsm >= 4 && nsm <= 4 * 2);
+  tsdb_close(db);
+  md_rm_rf(dir);
+  free(dir);
+}
+
 int main(void) {
   log_set_level(LOG_WARN);
   const struct CMUnitTest tests[] = {
@@ -493,6 +532,7 @@ int main(void) {
       cmocka_unit_test(test_flush_compact_equivalence), cmocka_unit_test(test_delete),
       cmocka_unit_test(test_retention),      cmocka_unit_test(test_retention_time_blocks),
       cmocka_unit_test(test_snapshot),       cmocka_unit_test(test_series_gc),
+      cmocka_unit_test(test_downsampling_tiers),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
