@@ -46,6 +46,19 @@ static int cmp_rseries(const void *a, const void *b) {
   return lset_cmp(&x->ls, &y->ls);
 }
 
+/* Labels in a value may point into the expression's arena (string literals, matcher values
+ * used by absent(), group_left labels); the result must outlive the expression. */
+static lset_t own_labels(arena_t *a, lset_t ls) {
+  lset_t o = {arena_alloc(a, (ls.n + 1) * sizeof(tsdb_label_t)), ls.n};
+  if (!o.l) return (lset_t){NULL, 0};
+  for (size_t i = 0; i < ls.n; i++) {
+    o.l[i].name = arena_strdup(a, ls.l[i].name);
+    o.l[i].value = arena_strdup(a, ls.l[i].value);
+    if (!o.l[i].name || !o.l[i].value) return (lset_t){NULL, 0};
+  }
+  return o;
+}
+
 /* Shared driver: evaluates over a grid and converts to a result. */
 static int run(tsdb_t *db, const char *tenant, const promql_expr_t *e, int64_t start, int64_t end, int64_t step,
                bool range, const promql_options_t *opt, promql_result_t **out, char *err, size_t errlen) {
@@ -97,7 +110,8 @@ static int run(tsdb_t *db, const char *tenant, const promql_expr_t *e, int64_t s
     r->scalar = v.sc[0];
   } else if (v.type == PT_STRING) {
     r->type = PROMQL_VALUE_STRING;
-    r->str = v.str;
+    r->str = arena_strdup(r->arena, v.str);
+    if (!r->str) { rc = md_error(err, errlen, MD_ENOMEM, "out of memory"); goto fail; }
   } else if (v.type == PT_MATRIX) {
     /* Instant query of a range vector: the window at the evaluation time. */
     r->type = PROMQL_VALUE_MATRIX;
@@ -136,7 +150,8 @@ static int run(tsdb_t *db, const char *tenant, const promql_expr_t *e, int64_t s
       for (size_t i = 0; i < g.n; i++) cnt += s->ok[i];
       if (!cnt) continue;
       struct rseries *o = &r->series[r->nseries++];
-      o->ls = s->ls;
+      o->ls = own_labels(r->arena, s->ls);
+      if (!o->ls.l) { rc = md_error(err, errlen, MD_ENOMEM, "out of memory"); goto fail; }
       o->n = 0;
       o->ts = arena_alloc(r->arena, cnt * sizeof *o->ts);
       o->v = arena_alloc(r->arena, cnt * sizeof *o->v);
@@ -242,9 +257,16 @@ uint64_t promql_result_samples_read(const promql_result_t *r) { return r->sample
 
 /* ---- JSON ---------------------------------------------------------------------------------- */
 
+/* Seconds with the millisecond fraction, trailing zeros trimmed (1.5, 1.05, 2). */
 static void json_ts(sb_t *out, int64_t ts) {
-  if (ts % 1000 == 0) sb_printf(out, "%lld", (long long)(ts / 1000));
-  else sb_printf(out, "%s%lld.%03lld", ts < 0 ? "-" : "", (long long)(llabs(ts) / 1000), (long long)(llabs(ts) % 1000));
+  long long a = llabs(ts), sec = a / 1000, ms = a % 1000;
+  sb_printf(out, "%s%lld", ts < 0 ? "-" : "", sec);
+  if (ms) {
+    char frac[4];
+    snprintf(frac, sizeof frac, "%03lld", ms);
+    for (int i = 2; i > 0 && frac[i] == '0'; i--) frac[i] = 0;
+    sb_printf(out, ".%s", frac);
+  }
 }
 
 static void json_point(sb_t *out, int64_t ts, double v) {

@@ -1,0 +1,240 @@
+/* Unit tests for PromQL evaluation over a real tsdb in a temporary directory: selectors and
+ * lookback, rate, aggregation, matching errors, range queries, JSON output, tenants, limits
+ * and cancellation. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "promql/promql.h"
+
+typedef struct fixture {
+  char dir[64];
+  tsdb_t *db;
+} fixture_t;
+
+/* Appends name{k=v} with values start, start+step ... at 0, 15 s, 30 s ... */
+static void add_series(tsdb_t *db, const char *tenant, const char *name, const char *k, const char *v, int n,
+                       double start, double step) {
+  tsdb_batch_t *b = tsdb_batch_new();
+  tsdb_label_t l[2] = {{"__name__", name}, {k, v}};
+  assert_int_equal(tsdb_batch_series(b, l, k ? 2 : 1), 0);
+  for (int i = 0; i < n; i++) assert_int_equal(tsdb_batch_sample(b, (int64_t)i * 15000, start + step * i), 0);
+  tsdb_append_result_t res;
+  assert_int_equal(tsdb_append(db, tenant, b, &res), 0);
+  assert_int_equal(res.samples_rejected, 0);
+  tsdb_batch_free(b);
+}
+
+static int setup(void **state) {
+  fixture_t *f = calloc(1, sizeof *f);
+  snprintf(f->dir, sizeof f->dir, "/tmp/promql-unit-XXXXXX");
+  if (!mkdtemp(f->dir)) return -1;
+  tsdb_options_t o;
+  tsdb_options_default(&o);
+  o.retention_ms = 0;
+  o.background = false;
+  char err[256];
+  if (tsdb_open(f->dir, &o, &f->db, err, sizeof err) < 0) return -1;
+  /* 41 samples (0..10 min) per series. */
+  add_series(f->db, "t1", "req_total", "job", "a", 41, 0, 10);   /* 10 per 15 s */
+  add_series(f->db, "t1", "req_total", "job", "b", 41, 0, 20);
+  add_series(f->db, "t1", "load", "host", "h1", 41, 1, 0);
+  add_series(f->db, "t2", "req_total", "job", "a", 41, 1000, 0);  /* other tenant */
+  *state = f;
+  return 0;
+}
+
+static int teardown(void **state) {
+  fixture_t *f = *state;
+  tsdb_close(f->db);
+  md_rm_rf(f->dir);
+  free(f);
+  return 0;
+}
+
+static promql_result_t *instant(fixture_t *f, const char *tenant, const char *q, int64_t t) {
+  promql_result_t *r = NULL;
+  char err[512];
+  int rc = promql_query_instant(f->db, tenant, q, strlen(q), t, NULL, &r, err, sizeof err);
+  if (rc < 0) fail_msg("%s: %s", q, err);
+  return r;
+}
+
+static double only_value(promql_result_t *r) {
+  assert_int_equal(promql_result_series_count(r), 1);
+  const int64_t *ts;
+  const double *v;
+  assert_int_equal(promql_result_points(r, 0, &ts, &v), 1);
+  return v[0];
+}
+
+static void test_selector_and_lookback(void **state) {
+  fixture_t *f = *state;
+  promql_result_t *r = instant(f, "t1", "req_total{job=\"a\"}", 600000);
+  assert_true(only_value(r) == 400);
+  size_t nl;
+  const tsdb_label_t *l = promql_result_labels(r, 0, &nl);
+  assert_int_equal(nl, 2);
+  assert_string_equal(l[0].name, "__name__");
+  promql_result_free(r);
+  /* 5 min after the last sample (at 600 s) the series is gone: the window is left-open. */
+  r = instant(f, "t1", "req_total", 900000);
+  assert_int_equal(promql_result_series_count(r), 0);
+  promql_result_free(r);
+  r = instant(f, "t1", "req_total", 899999);
+  assert_int_equal(promql_result_series_count(r), 2);
+  promql_result_free(r);
+}
+
+static void test_rate_and_aggregation(void **state) {
+  fixture_t *f = *state;
+  promql_result_t *r = instant(f, "t1", "rate(req_total{job=\"a\"}[1m])", 600000);
+  assert_true(fabs(only_value(r) - 10.0 / 15.0) < 1e-12);
+  size_t nl;
+  promql_result_labels(r, 0, &nl);
+  assert_int_equal(nl, 1); /* name dropped */
+  promql_result_free(r);
+  r = instant(f, "t1", "sum(rate(req_total[5m]))", 600000);
+  assert_true(fabs(only_value(r) - 30.0 / 15.0) < 1e-9);
+  promql_result_free(r);
+  r = instant(f, "t1", "count by (job) (req_total)", 600000);
+  assert_int_equal(promql_result_series_count(r), 2);
+  promql_result_free(r);
+  r = instant(f, "t1", "topk(1, req_total)", 600000);
+  const tsdb_label_t *l = promql_result_labels(r, 0, &nl);
+  assert_string_equal(l[1].value, "b");
+  assert_true(only_value(r) == 800);
+  promql_result_free(r);
+}
+
+static void test_tenants_are_separate(void **state) {
+  fixture_t *f = *state;
+  promql_result_t *r = instant(f, "t2", "req_total", 600000);
+  assert_true(only_value(r) == 1000);
+  promql_result_free(r);
+  r = instant(f, "nobody", "req_total", 600000);
+  assert_int_equal(promql_result_series_count(r), 0);
+  promql_result_free(r);
+}
+
+static void test_range_query_and_json(void **state) {
+  fixture_t *f = *state;
+  promql_result_t *r = NULL;
+  char err[256];
+  const char *q = "sum by (job) (req_total)";
+  assert_int_equal(promql_query_range(f->db, "t1", q, strlen(q), 0, 60000, 30000, NULL, &r, err, sizeof err), 0);
+  assert_int_equal(promql_result_type(r), PROMQL_VALUE_MATRIX);
+  assert_int_equal(promql_result_series_count(r), 2);
+  const int64_t *ts;
+  const double *v;
+  assert_int_equal(promql_result_points(r, 1, &ts, &v), 3);
+  assert_true(ts[2] == 60000 && v[2] == 80);
+  sb_t sb = {0};
+  promql_result_json(r, &sb);
+  assert_string_equal(sb.buf,
+                      "{\"resultType\":\"matrix\",\"result\":[{\"metric\":{\"job\":\"a\"},\"values\":[[0,\"0\"],[30,\"20\"],[60,\"40\"]]},"
+                      "{\"metric\":{\"job\":\"b\"},\"values\":[[0,\"0\"],[30,\"40\"],[60,\"80\"]]}]}");
+  sb_free(&sb);
+  promql_result_free(r);
+  r = instant(f, "t1", "load * 2", 1500);
+  promql_result_json(r, &sb);
+  assert_string_equal(sb.buf, "{\"resultType\":\"vector\",\"result\":[{\"metric\":{\"host\":\"h1\"},\"value\":[1.5,\"2\"]}]}");
+  sb_free(&sb);
+  promql_result_free(r);
+  r = instant(f, "t1", "\"hi\"", 2000);
+  promql_result_json(r, &sb);
+  assert_string_equal(sb.buf, "{\"resultType\":\"string\",\"result\":[2,\"hi\"]}");
+  sb_free(&sb);
+  promql_result_free(r);
+  r = instant(f, "t1", "1/0", 0);
+  promql_result_json(r, &sb);
+  assert_string_equal(sb.buf, "{\"resultType\":\"scalar\",\"result\":[0,\"+Inf\"]}");
+  sb_free(&sb);
+  promql_result_free(r);
+}
+
+static void test_execution_errors(void **state) {
+  fixture_t *f = *state;
+  promql_result_t *r = NULL;
+  char err[512];
+  /* Both series become {} after the name is dropped. */
+  const char *q = "req_total * 1";
+  assert_int_equal(promql_query_instant(f->db, "t1", q, strlen(q), 600000, NULL, &r, err, sizeof err), 0);
+  promql_result_free(r);
+  q = "label_replace(req_total, \"job\", \"x\", \"\", \"\")";
+  assert_int_equal(promql_query_instant(f->db, "t1", q, strlen(q), 600000, NULL, &r, err, sizeof err), MD_ERR);
+  assert_string_equal(err, "vector cannot contain metrics with the same labelset");
+  assert_null(r);
+  q = "req_total + on() load";
+  assert_int_equal(promql_query_instant(f->db, "t1", q, strlen(q), 600000, NULL, &r, err, sizeof err), MD_ERR);
+  assert_non_null(strstr(err, "many-to-one matching must be explicit"));
+  q = "load + on() req_total";
+  assert_int_equal(promql_query_instant(f->db, "t1", q, strlen(q), 600000, NULL, &r, err, sizeof err), MD_ERR);
+  assert_non_null(strstr(err, "found duplicate series for the match group"));
+  q = "foo[5m]";
+  assert_int_equal(promql_query_range(f->db, "t1", q, strlen(q), 0, 1000, 100, NULL, &r, err, sizeof err), MD_EINVAL);
+  q = "rate(";
+  assert_int_equal(promql_query_instant(f->db, "t1", q, strlen(q), 0, NULL, &r, err, sizeof err), MD_EINVAL);
+}
+
+static void test_limits_and_cancel(void **state) {
+  fixture_t *f = *state;
+  promql_result_t *r = NULL;
+  char err[512];
+  promql_options_t o;
+  promql_options_default(&o);
+  o.max_samples = 50;
+  const char *q = "sum(req_total[10m])";
+  q = "count_over_time(req_total[10m])";
+  assert_int_equal(promql_query_instant(f->db, "t1", q, strlen(q), 600000, &o, &r, err, sizeof err), MD_ELIMIT);
+  assert_non_null(strstr(err, "too many samples"));
+  promql_options_default(&o);
+  o.max_series = 1;
+  assert_int_equal(promql_query_instant(f->db, "t1", q, strlen(q), 600000, &o, &r, err, sizeof err), MD_ELIMIT);
+  promql_options_default(&o);
+  atomic_int cancel = 1;
+  o.cancel = &cancel;
+  assert_int_equal(promql_query_instant(f->db, "t1", q, strlen(q), 600000, &o, &r, err, sizeof err), MD_ECANCELED);
+  assert_false(promql_error_is_timeout(err));
+  /* Lookback as an option: 10 s cannot reach a sample 15 s old. */
+  promql_options_default(&o);
+  o.lookback_ms = 10000;
+  q = "load";
+  assert_int_equal(promql_query_instant(f->db, "t1", q, strlen(q), 620000, &o, &r, err, sizeof err), 0);
+  assert_int_equal(promql_result_series_count(r), 0);
+  promql_result_free(r);
+}
+
+static void test_warnings(void **state) {
+  fixture_t *f = *state;
+  promql_result_t *r = NULL;
+  char err[512];
+  const char *q = "sort(load)";
+  assert_int_equal(promql_query_range(f->db, "t1", q, strlen(q), 0, 60000, 30000, NULL, &r, err, sizeof err), 0);
+  const char *const *w;
+  assert_int_equal(promql_result_warnings(r, &w), 1);
+  assert_non_null(strstr(w[0], "PromQL warning: sort is ineffective"));
+  promql_result_free(r);
+  r = instant(f, "t1", "rate(load[1m])", 600000);
+  assert_int_equal(promql_result_infos(r, &w), 1);
+  assert_non_null(strstr(w[0], "might not be a counter"));
+  promql_result_free(r);
+}
+
+int main(void) {
+  log_set_level(LOG_ERROR);
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_selector_and_lookback), cmocka_unit_test(test_rate_and_aggregation),
+      cmocka_unit_test(test_tenants_are_separate), cmocka_unit_test(test_range_query_and_json),
+      cmocka_unit_test(test_execution_errors), cmocka_unit_test(test_limits_and_cancel),
+      cmocka_unit_test(test_warnings),
+  };
+  return cmocka_run_group_tests(tests, setup, teardown);
+}
