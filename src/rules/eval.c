@@ -136,7 +136,7 @@ static int write_with_staleness(rules_t *r, group_t *g, rule_t *ru, tsdb_batch_t
     const tsdb_label_t *ls;
     size_t nl;
     tsdb_batch_get(batch, i, &ls, &nl, NULL, NULL);
-    now[i].hash = labels_hash(ls, nl);
+    now[i].hash = rules_labels_hash(ls, nl);
     now[i].labels = calloc(nl + 1, sizeof(tsdb_label_t));
     for (size_t k = 0; now[i].labels && k < nl; k++) {
       now[i].labels[k].name = strdup(ls[k].name);
@@ -192,7 +192,7 @@ static int eval_recording(rules_t *r, group_t *g, rule_t *ru, int64_t ts, promql
     lset_set(&s, "__name__", ru->name);
     for (size_t k = 0; k < ru->nlabels; k++) lset_set(&s, ru->labels[k].name, ru->labels[k].value);
     lset_finish(&s);
-    seen[i] = labels_hash(s.ls, s.n);
+    seen[i] = rules_labels_hash(s.ls, s.n);
     for (size_t k = 0; k < i; k++)
       if (seen[k] == seen[i]) rc = md_error(err, errlen, MD_ERR, "vector contains metrics with the same labelset after applying rule labels");
     if (!rc && tsdb_batch_series(batch, s.ls, s.n) == 0) tsdb_batch_sample(batch, ts, v);
@@ -298,7 +298,7 @@ static int eval_alerting(rules_t *r, group_t *g, rule_t *ru, int64_t ts, promql_
     a->nlabels = s.n;
     a->annotations = ann.ls;
     a->nannotations = ann.n;
-    a->hash = labels_hash(s.ls, s.n);
+    a->hash = rules_labels_hash(s.ls, s.n);
     a->value = v;
     for (alert_t *o = fresh; o; o = o->next)
       if (o->hash == a->hash)

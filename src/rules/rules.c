@@ -19,7 +19,7 @@ void rules_options_default(rules_options_t *opt) {
   opt->outage_tolerance_ms = 3600000;
 }
 
-uint64_t labels_hash(const tsdb_label_t *ls, size_t n) {
+uint64_t rules_labels_hash(const tsdb_label_t *ls, size_t n) {
   uint64_t h = 0x5bd1e995;
   for (size_t i = 0; i < n; i++) {
     h = md_hash64(ls[i].name, strlen(ls[i].name), h);

@@ -95,7 +95,7 @@ int rule_from_json(const json_t *obj, rule_t **out, char *err, size_t errlen);
 /* Builds a group from {"name","interval","query_offset","limit","rules":[...]} */
 int group_from_json(const json_t *obj, const char *file, const char *tenant, int64_t default_interval,
                     group_t **out, char *err, size_t errlen);
-uint64_t labels_hash(const tsdb_label_t *ls, size_t n);
+uint64_t rules_labels_hash(const tsdb_label_t *ls, size_t n);
 
 /* eval.c */
 int group_eval(rules_t *r, group_t *g, int64_t ts_ms);
