@@ -43,6 +43,28 @@ static scrape_manager_t *start(const char *config_fmt, recorder_t *rec, const ch
   return m;
 }
 
+/* Waits until target pool `pool` reports `health` in the targets JSON (a worker records the
+ * outcome just after the sink saw the samples). */
+static bool wait_health(scrape_manager_t *m, const char *pool, const char *health, int ms) {
+  for (int waited = 0; waited <= ms; waited += 20) {
+    sb_t js = {0};
+    scrape_targets_json(m, NULL, &js);
+    json_t *doc = json_loads(js.buf, 0, NULL);
+    sb_free(&js);
+    bool ok = false;
+    json_t *act = json_object_get(doc, "activeTargets");
+    for (size_t i = 0; i < json_array_size(act) && !ok; i++) {
+      json_t *t = json_array_get(act, i);
+      ok = strcmp(json_string_value(json_object_get(t, "scrapePool")), pool) == 0 &&
+           strcmp(json_string_value(json_object_get(t, "health")), health) == 0;
+    }
+    json_decref(doc);
+    if (ok) return true;
+    usleep(20 * 1000);
+  }
+  return false;
+}
+
 static void test_basic_report_and_staleness(void **state) {
   recorder_t *rec = recorder_new();
   mini_http_set_body(srv, "# TYPE a_metric gauge\na_metric{x=\"1\"} 5\nb_total 7\n");
@@ -93,7 +115,7 @@ static void test_basic_report_and_staleness(void **state) {
     usleep(50 * 1000);
   }
   assert_int_equal(st, 1);
-  usleep(300 * 1000);
+  assert_true(wait_health(m, "j1", "down", 3000));
   assert_true(recorder_find(rec, &v, NULL, "__name__=up", "job=j1", NULL) >= 2);
   assert_true(v == 0);
   sb_t js = {0};
@@ -204,8 +226,10 @@ static void test_failures_and_limits(void **state) {
             rec, NULL);
   const char *jobs[] = {"job=slow", "job=fail", "job=huge", "job=limit", "job=labels"};
   const char *errs[] = {"deadline", "HTTP status 500", "body size limit", "sample_limit", "label_limit"};
-  for (int i = 0; i < 5; i++)
+  for (int i = 0; i < 5; i++) {
     assert_true(recorder_wait(rec, 1, 6000, "__name__=up", jobs[i], NULL));
+    assert_true(wait_health(m, jobs[i] + 4, "down", 3000));
+  }
   sb_t js = {0};
   scrape_targets_json(m, NULL, &js);
   json_t *doc = json_loads(js.buf, 0, NULL);

@@ -119,7 +119,10 @@ static void test_crud_and_persistence(void **state) {
   json_decref(s);
   assert_true(recorder_wait(rec, 1, 5000, "__name__=src_metric", "job=db", "tier=2"));
   size_t st = 0;
-  recorder_find(rec, NULL, &st, "__name__=src_metric", "job=db", NULL);
+  for (int waited = 0; waited < 5000 && !st; waited += 50) { /* a scrape in flight finishes first */
+    recorder_find(rec, NULL, &st, "__name__=src_metric", "job=db", NULL);
+    if (!st) usleep(50 * 1000);
+  }
   assert_int_equal(st, 1); /* the old label set went stale */
   s = obj("{\"targets\":[]}");
   assert_int_equal(scrape_source_update(m, "db-1", s, err, sizeof err), MD_EINVAL);
@@ -153,6 +156,7 @@ static void test_crud_and_persistence(void **state) {
   assert_int_equal(json_array_size(l), 2);
   json_decref(l);
   assert_true(recorder_wait(rec, 1, 5000, "__name__=src_metric", "job=db", "tier=2"));
+  assert_true(recorder_wait(rec, 1, 5000, "__name__=src_metric", "job=web", NULL));
 
   /* Delete: gone from the list and from disk, its series stale. */
   assert_int_equal(scrape_source_delete(m, id, err, sizeof err), 0);
@@ -160,7 +164,14 @@ static void test_crud_and_persistence(void **state) {
   l = list(m);
   assert_int_equal(json_array_size(l), 1);
   json_decref(l);
-  assert_true(recorder_wait(rec, 1, 3000, "__name__=up", "job=web", NULL));
+  size_t stale = 0;
+  for (int waited = 0; waited < 5000 && !stale; waited += 50) {
+    recorder_find(rec, NULL, &stale, "__name__=src_metric", "job=web", NULL);
+    if (!stale) usleep(50 * 1000);
+  }
+  assert_int_equal(stale, 1);
+  recorder_find(rec, NULL, &stale, "__name__=up", "job=web", NULL);
+  assert_int_equal(stale, 1);
   char path[128];
   snprintf(path, sizeof path, "%s/sources.json", dir);
   char *text = NULL;
