@@ -7,7 +7,8 @@
  *              (404, 405, 401, 403, 413, bad tenant) is queued at once, so the body of a
  *              rejected or oversized request is never read.
  *   upload     body bytes appended to a buffer bounded by max_body_bytes (a chunked body
- *              that grows past it gets 413 the moment it does).
+ *              that grows past it is drained without storing and gets 413 at its end —
+ *              libmicrohttpd cannot answer mid-upload — or is cut off 8 MiB later).
  *   last call  insert slot (429), Content-Encoding decoding (400/413/415), form merge, the
  *              handler, the response (gzip when accepted and > 1 KiB).
  * on_completed() then records metrics and the access log and frees the request.
@@ -71,6 +72,8 @@ typedef struct req_ctx {
   bool first_done;
   bool queued;
   bool streaming;
+  bool too_large;       /* a chunked body outgrew the limit: draining it */
+  size_t discarded;
   size_t sent_bytes;
 } req_ctx_t;
 
@@ -522,6 +525,12 @@ static enum MHD_Result first_call(http_server_t *s, struct MHD_Connection *conn,
 static enum MHD_Result last_call(http_server_t *s, struct MHD_Connection *conn, req_ctx_t *c) {
   http_req_t *req = &c->req;
   const http_route_t *rt = req->route;
+  if (c->too_large) {
+    char msg[160];
+    snprintf(msg, sizeof msg, "request body exceeds the limit of %llu bytes", (unsigned long long)s->max_body);
+    http_resp_header(&c->resp, "Connection", "close");
+    return early(s, conn, c, 413, msg);
+  }
   if ((rt->flags & HTTP_ROUTE_INSERT) && !http_req_acquire_insert(req)) {
     http_resp_too_many(&c->resp, "too many concurrent inserts (limit %u); retry later", s->max_inserts);
     return queue(s, conn, c);
@@ -591,10 +600,16 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
   if (*upload_data_size) {
     size_t n = *upload_data_size;
     *upload_data_size = 0;
-    if (c->raw_len + n > s->max_body) {
-      char msg[160];
-      snprintf(msg, sizeof msg, "request body exceeds the limit of %llu bytes", (unsigned long long)s->max_body);
-      return early(s, conn, c, 413, msg);
+    if (c->too_large || c->raw_len + n > s->max_body) {
+      /* libmicrohttpd cannot queue a response in the middle of an upload, so a chunked body
+       * that outgrows the limit is drained (not stored) and answered 413 at its end; a
+       * client that keeps sending far past the limit is disconnected instead. */
+      c->too_large = true;
+      c->discarded += n;
+      free(c->raw);
+      c->raw = NULL;
+      c->raw_len = c->raw_cap = 0;
+      return c->discarded > 8 * 1024 * 1024 ? MHD_NO : MHD_YES;
     }
     if (c->raw_len + n + 1 > c->raw_cap) {
       size_t cap = c->raw_cap ? c->raw_cap : 64 * 1024;
@@ -749,12 +764,13 @@ int http_server_start(const http_server_options_t *opt, http_router_t *router, h
   }
   struct MHD_OptionItem ops[16];
   size_t k = 0;
+  /* the logger first, so that messages about the other options reach it */
+  ops[k++] = (struct MHD_OptionItem){MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_log, NULL};
   ops[k++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, s};
   ops[k++] = (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, &ss};
   ops[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT, opt->max_connections ? opt->max_connections : 1024, NULL};
   ops[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT, opt->connection_timeout_s ? opt->connection_timeout_s : 30, NULL};
   ops[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_MEMORY_LIMIT, 128 * 1024, NULL};
-  ops[k++] = (struct MHD_OptionItem){MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_log, NULL};
   ops[k++] = (struct MHD_OptionItem){MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024, NULL};
   if (opt->threads) ops[k++] = (struct MHD_OptionItem){MHD_OPTION_THREAD_POOL_SIZE, opt->threads, NULL};
   if (tls) {

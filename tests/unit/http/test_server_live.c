@@ -277,6 +277,15 @@ static void test_routing_and_limits(void **state) {
   r = req("POST", "/write", big, 10000, "X-API-Key: w-token", NULL);
   assert_int_equal(r.status, 413);
   reply_free(&r);
+  /* a chunked body (no Content-Length) that outgrows the limit */
+  r = req("POST", "/write", big, 10000, "X-API-Key: w-token", "Transfer-Encoding: chunked", NULL);
+  assert_int_equal(r.status, 413);
+  assert_non_null(strstr(r.body.buf, "limit"));
+  reply_free(&r);
+  r = req("POST", "/write", big, 4000, "X-API-Key: w-token", "Transfer-Encoding: chunked", NULL);
+  assert_int_equal(r.status, 200);
+  assert_non_null(strstr(r.body.buf, "\"len\":4000"));
+  reply_free(&r);
   char *gz;
   size_t gzn;
   assert_int_equal(http_gzip(big, 10000, &gz, &gzn), 0);
