@@ -384,8 +384,8 @@ static int rebuild(rules_t *r, group_t **file_groups, size_t nfile, char *err, s
     free(rt);
     return MD_ENOMEM;
   }
-  memcpy(all, file_groups, nfile * sizeof *all);
-  memcpy(all + nfile, rt, nrt * sizeof *all);
+  if (nfile) memcpy(all, file_groups, nfile * sizeof *all);
+  if (nrt) memcpy(all + nfile, rt, nrt * sizeof *all);
   free(file_groups);
   free(rt);
   carry_state(r->groups, r->ngroups, all, nfile + nrt);
