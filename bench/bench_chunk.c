@@ -173,20 +173,19 @@ static size_t census(const uint8_t *p, size_t len, char *out, size_t outlen) {
   (void)uv(p, &off);
   size_t tslen = (size_t)uv(p, &off), ts0 = off, v0 = off + tslen;
   char tsd[32], vd[48];
-  if (p[ts0] == 1)
-    snprintf(tsd, sizeof tsd, "%s/%s%s", model[p[ts0 + 1] & 3], pack[(p[ts0 + 1] >> 2) & 3],
-             p[ts0 + 1] & 0x10 ? "/min" : "");
+  if (p[ts0] < 0x20)
+    snprintf(tsd, sizeof tsd, "%s/%s%s", model[p[ts0] & 3], pack[(p[ts0] >> 2) & 3], p[ts0] & 0x10 ? "/min" : "");
   else snprintf(tsd, sizeof tsd, "gorilla");
   if (p[v0] == 0) snprintf(vd, sizeof vd, "xor");
   else if (p[v0] == 1) snprintf(vd, sizeof vd, "const");
   else {
-    size_t o = v0 + 2;
-    uint64_t nexc = uv(p, &o);
+    size_t o = v0 + 1;
+    uint64_t nexc = (p[v0] & 0x40) ? uv(p, &o) : 0;
     for (uint64_t k = 0; k < nexc; k++) {
       (void)uv(p, &o);
       o += 8;
     }
-    snprintf(vd, sizeof vd, "dec%u/%s/%s%s%s", p[v0 + 1], model[p[o] & 3], pack[(p[o] >> 2) & 3],
+    snprintf(vd, sizeof vd, "dec%u/%s/%s%s%s", p[v0] & 0x1f, model[p[o] & 3], pack[(p[o] >> 2) & 3],
              p[o] & 0x10 ? "/min" : "", nexc ? "+exc" : "");
   }
   snprintf(out, outlen, "ts:%s val:%s", tsd, vd);

@@ -25,6 +25,9 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "chunk_int.h"
 #include "core/core.h"
@@ -282,21 +285,22 @@ static int head_decode(const uint8_t *p, size_t len, int64_t *ts, double *v, siz
 
 /* ---- sealed chunks ------------------------------------------------------------- */
 
-/* Timestamp section schemes:
- *   TS_GORILLA [0][ts0: 64 bits][dod codes as in the head stream], bit stream, MSB first
- *   TS_ISEQ    [1][iseq of the timestamps]  (chunk_int.h: regular intervals cost ~0 bits)
- * Value section schemes:
- *   VAL_XOR    [0][v0: 64 bits][Gorilla XOR codes], bit stream, MSB first
- *   VAL_CONST  [1][bits: u64 LE]            every sample has this bit pattern
- *   VAL_DEC    [2][p: u8][nexc: uvarint][nexc * (gap: uvarint, bits: u64 LE)][iseq of I]
+/* Timestamp section schemes, told apart by the first byte (an iseq mode byte is < 0x20):
+ *   iseq       [iseq of the timestamps]  (chunk_int.h; a steady interval costs ~0 bits)
+ *   TS_GORILLA [0x80][ts0: 64 bits][dod codes as in the head stream], bit stream, MSB first
+ * Value section schemes, by the first byte:
+ *   VAL_XOR    [0x00][v0: 64 bits][Gorilla XOR codes], bit stream, MSB first
+ *   VAL_CONST  [0x01][bits: u64 LE]           every sample has this bit pattern
+ *   VAL_DEC    [0x20 | p | (nexc ? 0x40 : 0)][nexc: uvarint, when 0x40]
+ *              [nexc * (gap: uvarint, bits: u64 LE)][iseq of I]
  *              v[k] = (double)I[k] / 10^p, computed exactly so on both sides (one IEEE
  *              division of two exact doubles); samples listed as exceptions (NaN, ±Inf,
  *              -0.0, values with no short decimal form) carry their raw bits instead, and
  *              I repeats the previous integer there so they cost nothing in the sequence.
  *              Exception indexes: previous + 1 + gap, the first previous being -1.
  * The encoder builds every applicable scheme and keeps the smallest. */
-enum { TS_GORILLA = 0, TS_ISEQ = 1 };
-enum { VAL_XOR = 0, VAL_CONST = 1, VAL_DEC = 2 };
+enum { TS_GORILLA = 0x80, TS_ISEQ_MAX_MODE = 0x1f };
+enum { VAL_XOR = 0x00, VAL_CONST = 0x01, VAL_DEC = 0x20, VAL_DEC_EXC = 0x40 };
 
 /* Decimal scales tried: 10^0 .. 10^DEC_MAX_P. Every power up to 10^22 is an exact double,
  * which is what makes I / 10^p a single correctly rounded operation. */
@@ -347,11 +351,7 @@ static int ts_encode_gorilla(chunk_buf_t *o, const int64_t *ts, size_t n) {
   return 0;
 }
 
-static int ts_encode_iseq(chunk_buf_t *o, const int64_t *ts, size_t n) {
-  if (chunk_buf_reserve(o, 1) != 0) return MD_ENOMEM;
-  o->buf[o->len++] = TS_ISEQ;
-  return chunk_iseq_encode(o, ts, n);
-}
+static int ts_encode_iseq(chunk_buf_t *o, const int64_t *ts, size_t n) { return chunk_iseq_encode(o, ts, n); }
 
 static int val_encode_xor(chunk_buf_t *o, const double *v, size_t n) {
   if (chunk_buf_reserve(o, 1 + 8 + (n * 77 + 7) / 8 + 16) != 0) return MD_ENOMEM;
@@ -404,9 +404,8 @@ static int val_encode_dec(chunk_buf_t *o, const double *v, size_t n) {
     I[i] = prev;
   }
   if (chunk_buf_reserve(o, 2 + 10 + nexc * 18) != 0) goto out;
-  o->buf[o->len++] = VAL_DEC;
-  o->buf[o->len++] = (uint8_t)p;
-  o->len += chunk_uvarint_put(o->buf + o->len, nexc);
+  o->buf[o->len++] = (uint8_t)(VAL_DEC | p | (nexc ? VAL_DEC_EXC : 0));
+  if (nexc) o->len += chunk_uvarint_put(o->buf + o->len, nexc);
   size_t last = (size_t)-1;
   for (size_t k = 0; k < nexc; k++) {
     o->len += chunk_uvarint_put(o->buf + o->len, exc[k] - last - 1);
@@ -421,8 +420,46 @@ out:
   return rc;
 }
 
+/* v[i] = (double)I[i] / scale, exactly as the encoder checked it. Integers (scale 1) need
+ * no division at all; with SSE2 and |I| < 2^51 (nearly always) two lanes convert through
+ * the 2^52 + 2^51 bias trick and divide at once, the same correctly rounded IEEE division. */
+static void dec_to_double(const uint64_t *I, double *v, size_t n, double scale) {
+  if (scale == 1.0) {
+    for (size_t i = 0; i < n; i++) v[i] = (double)(int64_t)I[i];
+    return;
+  }
+  size_t i = 0;
+#if defined(__SSE2__)
+  uint64_t out_of_range = 0;
+  for (size_t k = 0; k < n; k++) out_of_range |= (I[k] + (1ULL << 51)) >> 52;
+  if (!out_of_range) {
+    const __m128i bias_i = _mm_set1_epi64x(0x4338000000000000LL);
+    const __m128d bias_d = _mm_set1_pd(6755399441055744.0), sc = _mm_set1_pd(scale);
+    for (; i + 2 <= n; i += 2) {
+      __m128i x = _mm_loadu_si128((const __m128i *)(const void *)(I + i));
+      __m128d d = _mm_sub_pd(_mm_castsi128_pd(_mm_add_epi64(x, bias_i)), bias_d);
+      _mm_storeu_pd(v + i, _mm_div_pd(d, sc));
+    }
+  }
+#endif
+  for (; i < n; i++) v[i] = (double)(int64_t)I[i] / scale;
+}
+
 static bool ts_decode_section(const uint8_t *p, size_t len, int64_t *ts, size_t n) {
   if (len < 1) return false;
+  if (p[0] <= TS_ISEQ_MAX_MODE) {
+    size_t off = 0;
+    if (!chunk_iseq_decode(p, len, &off, (uint64_t *)ts, n) || off != len) return false;
+    if (n > 1 && (p[0] & 3) == 3) {
+      /* A regular progression ascends iff its step is positive and it does not wrap. */
+      uint64_t step = (uint64_t)ts[1] - (uint64_t)ts[0], span;
+      return step >= 1 && step <= (uint64_t)INT64_MAX && !__builtin_mul_overflow((uint64_t)(n - 1), step, &span) &&
+             span <= (uint64_t)INT64_MAX - (uint64_t)ts[0];
+    }
+    for (size_t i = 1; i < n; i++)
+      if (ts[i] <= ts[i - 1]) return false;
+    return true;
+  }
   switch (p[0]) {
   case TS_GORILLA: {
     bitbuf_t b;
@@ -437,13 +474,6 @@ static bool ts_decode_section(const uint8_t *p, size_t len, int64_t *ts, size_t 
     }
     return bb_ends_well(&b);
   }
-  case TS_ISEQ: {
-    size_t off = 1;
-    if (!chunk_iseq_decode(p, len, &off, (uint64_t *)ts, n) || off != len) return false;
-    for (size_t i = 1; i < n; i++)
-      if (ts[i] <= ts[i - 1]) return false;
-    return true;
-  }
   default:
     return false;
   }
@@ -453,6 +483,35 @@ static bool ts_decode_section(const uint8_t *p, size_t len, int64_t *ts, size_t 
  * its integers (the caller's timestamp array, filled afterwards). */
 static bool val_decode_section(const uint8_t *p, size_t len, double *v, size_t n, uint64_t *scratch) {
   if (len < 1) return false;
+  if ((p[0] & 0xa0) == VAL_DEC) {
+    /* 0x20 set, 0x80 clear: decimal, scale in the low 5 bits, 0x40 flags exceptions. */
+    size_t off = 1;
+    uint64_t nexc = 0;
+    unsigned scale_p = p[0] & 0x1f;
+    if (scale_p > DEC_MAX_P) return false;
+    const double scale = POW10[scale_p];
+    if ((p[0] & VAL_DEC_EXC) && (!chunk_uvarint_get(p, len, &off, &nexc) || nexc == 0 || nexc > n)) return false;
+    /* Exceptions are applied after the integers; remember where they are. */
+    size_t exc_off = off;
+    for (uint64_t k = 0; k < nexc; k++) {
+      uint64_t gap;
+      if (!chunk_uvarint_get(p, len, &off, &gap) || len - off < 8) return false;
+      off += 8;
+    }
+    if (!chunk_iseq_decode(p, len, &off, scratch, n) || off != len) return false;
+    dec_to_double(scratch, v, n, scale);
+    size_t idx = (size_t)-1;
+    off = exc_off;
+    for (uint64_t k = 0; k < nexc; k++) {
+      uint64_t gap = 0;
+      if (!chunk_uvarint_get(p, len, &off, &gap) || gap >= n || idx + 1 + gap >= n) return false;
+      idx += 1 + (size_t)gap;
+      uint64_t bits = get_le64(p + off);
+      off += 8;
+      memcpy(&v[idx], &bits, 8);
+    }
+    return true;
+  }
   switch (p[0]) {
   case VAL_XOR: {
     bitbuf_t b;
@@ -473,34 +532,6 @@ static bool val_decode_section(const uint8_t *p, size_t len, double *v, size_t n
     double d;
     memcpy(&d, &bits, 8);
     for (size_t i = 0; i < n; i++) v[i] = d;
-    return true;
-  }
-  case VAL_DEC: {
-    size_t off = 1;
-    uint64_t nexc;
-    if (len < 2 || p[1] > DEC_MAX_P) return false;
-    const double scale = POW10[p[1]];
-    off = 2;
-    if (!chunk_uvarint_get(p, len, &off, &nexc) || nexc > n) return false;
-    /* Exceptions are applied after the integers; remember where they are. */
-    size_t exc_off = off;
-    for (uint64_t k = 0; k < nexc; k++) {
-      uint64_t gap;
-      if (!chunk_uvarint_get(p, len, &off, &gap) || len - off < 8) return false;
-      off += 8;
-    }
-    if (!chunk_iseq_decode(p, len, &off, scratch, n) || off != len) return false;
-    for (size_t i = 0; i < n; i++) v[i] = (double)(int64_t)scratch[i] / scale;
-    size_t idx = (size_t)-1;
-    off = exc_off;
-    for (uint64_t k = 0; k < nexc; k++) {
-      uint64_t gap = 0;
-      if (!chunk_uvarint_get(p, len, &off, &gap) || gap >= n || idx + 1 + gap >= n) return false;
-      idx += 1 + (size_t)gap;
-      uint64_t bits = get_le64(p + off);
-      off += 8;
-      memcpy(&v[idx], &bits, 8);
-    }
     return true;
   }
   default:

@@ -323,6 +323,18 @@ static void test_corrupt_inputs(void **state) {
       fail();
     }
   }
+  /* A regular timestamp progression that wraps past INT64_MAX, and the same one ending
+   * exactly at INT64_MAX. */
+  uint8_t wrap[] = {0x02, 0x03, 0x0c, 0x03, 0xf8, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+                    0x01, 0x02, 0x01, 0, 0, 0, 0, 0, 0, 0xf0, 0x3f};
+  assert_int_equal(chunk_decode(wrap, sizeof wrap, ts, v, 8), 3); /* INT64_MAX-3 .. INT64_MAX-1 */
+  assert_true(ts[2] == INT64_MAX - 1 && v[2] == 1.0);
+  wrap[4] = 0xfc; /* x0 = INT64_MAX - 1 */
+  assert_int_equal(chunk_decode(wrap, sizeof wrap, ts, v, 8), MD_ECORRUPT);
+  wrap[4] = 0xfa; /* x0 = INT64_MAX - 2: ends at INT64_MAX */
+  assert_int_equal(chunk_decode(wrap, sizeof wrap, ts, v, 8), 3);
+  assert_true(ts[2] == INT64_MAX);
+
   /* Random bytes with valid tags: any outcome but a crash or an over-read. */
   for (int round = 0; round < 20000; round++) {
     size_t len = 1 + rnd() % 64;
