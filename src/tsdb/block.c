@@ -76,6 +76,9 @@ struct block {
   size_t clen;
   bframe_t *frames;
   uint32_t nframes;
+  /* Decompression contexts kept for reuse: creating one costs more than decompressing a
+   * frame, and point queries need one each. Taken and returned with atomic exchanges. */
+  _Atomic(ZSTD_DCtx *) dctx_pool[4];
 };
 
 typedef struct {
@@ -434,6 +437,7 @@ static void block_free(block_t *b) {
     free(t->values);
   }
   free(b->tenants);
+  for (int i = 0; i < 4; i++) ZSTD_freeDCtx(atomic_load(&b->dctx_pool[i]));
   if (b->cmap) munmap(b->cmap, b->clen);
   free(b->frames);
   free(b->payload);
@@ -541,9 +545,26 @@ static int parse_series(const block_t *b, const btenant_t *t, uint32_t s, tsdb_l
   return r.bad ? MD_ECORRUPT : 0;
 }
 
-static void fcache_free(fcache_t *fc) {
+static ZSTD_DCtx *dctx_take(block_t *b) {
+  for (int i = 0; i < 4; i++) {
+    ZSTD_DCtx *d = atomic_exchange(&b->dctx_pool[i], NULL);
+    if (d) return d;
+  }
+  return ZSTD_createDCtx();
+}
+
+static void dctx_give(block_t *b, ZSTD_DCtx *d) {
+  if (!d) return;
+  for (int i = 0; i < 4; i++) {
+    ZSTD_DCtx *expected = NULL;
+    if (atomic_compare_exchange_strong(&b->dctx_pool[i], &expected, d)) return;
+  }
+  ZSTD_freeDCtx(d);
+}
+
+static void fcache_free(const block_t *b, fcache_t *fc) {
   free(fc->buf);
-  ZSTD_freeDCtx(fc->dctx);
+  dctx_give((block_t *)b, fc->dctx);
 }
 
 /* Loads frame i (verifying its checksum) and returns its raw bytes. */
@@ -571,7 +592,7 @@ static int frame_load(const block_t *b, fcache_t *fc, uint32_t i, const uint8_t 
       fc->buf = nb;
       fc->cap = f->raw;
     }
-    if (!fc->dctx && !(fc->dctx = ZSTD_createDCtx())) return MD_ENOMEM;
+    if (!fc->dctx && !(fc->dctx = dctx_take((block_t *)b))) return MD_ENOMEM;
     size_t d = ZSTD_decompressDCtx(fc->dctx, fc->buf, f->raw, h + BLOCK_FRAME_HEADER, f->stored);
     if (ZSTD_isError(d) || d != f->raw) return MD_ECORRUPT;
     fc->data = fc->buf;
@@ -872,10 +893,10 @@ int block_iter_samples(block_iter_t *it, block_agg_t agg, const int64_t **ts, co
 
 void block_iter_free(block_iter_t *it) {
   if (!it) return;
+  fcache_free(it->b, &it->fc); /* before the unref: it returns a context to the block */
   block_unref(it->b);
   free(it->bits);
   free(it->chunks);
-  fcache_free(&it->fc);
   free(it->ts);
   free(it->v);
   free(it->dts);
@@ -972,7 +993,7 @@ int block_series_read(const block_t *b, size_t t, size_t s, int64_t **ts_out, do
   free(chunks);
   free(dts);
   free(dv);
-  fcache_free(&fc);
+  fcache_free(b, &fc);
   if (rc) {
     free(ts);
     for (int p = 0; p < BLOCK_ROLLUP_PARTS; p++) free(v[p]);

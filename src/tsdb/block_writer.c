@@ -2,7 +2,7 @@
  * block_writer — builds one immutable block directory (docs/storage-format.md).
  *
  * Series arrive in (tenant, label set) order. Their samples are cut into chunks, sealed with
- * chunk_seal, and appended to the current frame of the chunks file; a frame (~64 KiB raw)
+ * chunk_seal, and appended to the current frame of the chunks file; a frame (~32 KiB raw)
  * is zstd-compressed when that is smaller and written at once, so the chunk data streams
  * to disk and only the index is held in memory: interned strings, per series its label
  * pairs and chunk descriptors. finish() sorts the symbol table, renumbers, builds postings,
