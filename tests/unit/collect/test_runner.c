@@ -56,7 +56,14 @@ static void test_run_with_fake_gpu(void **state) {
   char err[256];
   assert_int_equal(collect_start(&opt, sink, &s, &c, err, sizeof err), 0);
   assert_true(collect_gpu_active(c));
-  usleep(450 * 1000);
+  /* Rounds every 100 ms; a loaded machine may delay some: wait for three of each. */
+  for (int waited = 0; waited < 5000; waited += 50) {
+    pthread_mutex_lock(&s.mu);
+    bool enough = s.host_batches >= 3 && s.gpu_batches >= 3;
+    pthread_mutex_unlock(&s.mu);
+    if (enough) break;
+    usleep(50 * 1000);
+  }
   char status[256];
   collect_gpu_status(c, status, sizeof status);
   assert_non_null(strstr(status, "ok (2 GPUs"));
@@ -86,7 +93,13 @@ static void test_run_without_gpu(void **state) {
   char status[256];
   collect_gpu_status(c, status, sizeof status);
   assert_true(strncmp(status, "off: ", 5) == 0);
-  usleep(150 * 1000);
+  for (int waited = 0; waited < 5000; waited += 50) {
+    pthread_mutex_lock(&s.mu);
+    bool enough = s.host_batches >= 1;
+    pthread_mutex_unlock(&s.mu);
+    if (enough) break;
+    usleep(50 * 1000);
+  }
   collect_stop(c);
   assert_true(s.host_batches >= 1);
   assert_int_equal(s.gpu_batches, 0);

@@ -343,7 +343,11 @@ static void test_file_sd_and_reload(void **state) {
   assert_int_equal(scrape_manager_apply(m, j2, err, sizeof err), 0);
   json_decref(j2);
   assert_true(recorder_wait(rec, 1, 5000, "__name__=sd_metric", "job=new", NULL));
-  recorder_find(rec, NULL, &st, "__name__=up", "group=two", NULL);
+  st = 0;
+  for (int waited = 0; waited < 5000 && !st; waited += 50) {
+    recorder_find(rec, NULL, &st, "__name__=up", "group=two", NULL);
+    if (!st) usleep(50 * 1000);
+  }
   assert_int_equal(st, 1);
   /* A bad reload is refused and changes nothing. */
   j2 = json_loads("[{\"job_name\":\"x\",\"scrape_interval\":\"soon\"}]", 0, NULL);
