@@ -426,6 +426,44 @@ idx_series_t *tindex_lookup(const tindex_t *x, const symtab_t *st, lhash_t h, co
   }
 }
 
+void tindex_lookup_many(const tindex_t *x, const lhash_t *h, size_t n, idx_series_t **out) {
+  if (!x->cap) {
+    for (size_t i = 0; i < n; i++) out[i] = NULL;
+    return;
+  }
+  size_t mask = x->cap - 1;
+  enum { AHEAD = 8 };
+  for (size_t i = 0; i < n && i < AHEAD; i++) __builtin_prefetch(&x->slots[h[i].h1 & mask]);
+  /* Stage 1: find the slot whose hash matches (slots prefetched AHEAD items earlier), and
+   * prefetch that series for stage 2. */
+  for (size_t i = 0; i < n; i++) {
+    if (i + AHEAD < n) __builtin_prefetch(&x->slots[h[i + AHEAD].h1 & mask]);
+    out[i] = NULL;
+    for (size_t j = h[i].h1 & mask;; j = (j + 1) & mask) {
+      const slot_t *sl = &x->slots[j];
+      if (!sl->s) break;
+      if (sl->hash == h[i].h1) {
+        out[i] = sl->s;
+        __builtin_prefetch(sl->s);
+        break;
+      }
+    }
+  }
+  /* Stage 2: confirm with the second hash (or keep searching past a first-hash collision). */
+  for (size_t i = 0; i < n; i++) {
+    if (!out[i] || out[i]->hash2 == h[i].h2) continue;
+    out[i] = NULL;
+    for (size_t j = h[i].h1 & mask;; j = (j + 1) & mask) {
+      const slot_t *sl = &x->slots[j];
+      if (!sl->s) break;
+      if (sl->hash == h[i].h1 && sl->s->hash2 == h[i].h2) {
+        out[i] = sl->s;
+        break;
+      }
+    }
+  }
+}
+
 static int series_map_put(tindex_t *x, idx_series_t *s) {
   if ((x->n + 1) * 2 > x->cap) {
     size_t ncap = x->cap ? x->cap * 2 : 256;

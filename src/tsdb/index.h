@@ -92,6 +92,9 @@ void tindex_free(tindex_t *x);
  * Series creation always uses exact. */
 idx_series_t *tindex_lookup(const tindex_t *x, const symtab_t *st, lhash_t h, const tsdb_label_t *ls,
                             size_t n, bool exact);
+/* tindex_lookup (not exact) for n label sets at once, given their hashes: probes are
+ * software-pipelined with prefetches so the cache misses of a batch overlap. */
+void tindex_lookup_many(const tindex_t *x, const lhash_t *h, size_t n, idx_series_t **out);
 /* Adds a series (its ref must be larger than every ref added before, so postings stay
  * sorted by appending). MD_ENOMEM on failure (the index is then unchanged for lookups). */
 int tindex_add(tindex_t *x, idx_series_t *s);

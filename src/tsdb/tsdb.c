@@ -278,19 +278,24 @@ int tsdb_append(tsdb_t *db, const char *tenant_name, const tsdb_batch_t *b, tsdb
   }
   if (lowest != INT64_MAX) atomic_min64(&db->head_min, lowest);
   /* Resolve every series under one read lock (series are never freed while open). */
-  series_t *stack_found[256];
-  series_t **found = ns <= 256 ? stack_found : malloc(ns * sizeof *found);
-  if (!found) {
+  idx_series_t *stack_found[256];
+  lhash_t stack_h[256];
+  idx_series_t **found = ns <= 256 ? stack_found : malloc(ns * sizeof *found);
+  lhash_t *hs = ns <= 256 ? stack_h : malloc(ns * sizeof *hs);
+  if (!found || !hs) {
+    if (found != stack_found) free(found);
+    if (hs != stack_h) free(hs);
     pthread_rwlock_unlock(&db->gc_lock);
     return MD_ENOMEM;
   }
-  pthread_rwlock_rdlock(&t->lock);
   for (size_t i = 0; i < ns; i++) {
     const tsdb_label_t *ls;
     size_t nl;
     tsdb_batch_get(b, i, &ls, &nl, NULL, NULL);
-    found[i] = nl ? (series_t *)tindex_lookup(t->idx, db->syms, labels_hash(ls, nl), ls, nl, false) : NULL;
+    hs[i] = labels_hash(ls, nl);
   }
+  pthread_rwlock_rdlock(&t->lock);
+  tindex_lookup_many(t->idx, hs, ns, found);
   pthread_rwlock_unlock(&t->lock);
   for (size_t i = 0; i < ns; i++) {
     const tsdb_label_t *ls;
@@ -303,9 +308,9 @@ int tsdb_append(tsdb_t *db, const char *tenant_name, const tsdb_batch_t *b, tsdb
       add_error(res, i, TSDB_REJECT_INVALID, 0, "series has no labels");
       continue;
     }
-    series_t *s = found[i];
+    series_t *s = (series_t *)found[i];
     if (!s) {
-      lhash_t h = labels_hash(ls, nl);
+      lhash_t h = hs[i];
       int why;
       uint64_t lsn = 0;
       s = series_create(db, t, h, ls, nl, 0, &lsn, &why);
@@ -400,6 +405,7 @@ out:
   sb_free(&rec);
   sb_free(&grp);
   if (found != stack_found) free(found);
+  if (hs != stack_h) free(hs);
   pthread_rwlock_unlock(&db->gc_lock);
   return rc;
 }
