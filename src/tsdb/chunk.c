@@ -351,7 +351,7 @@ static int ts_encode_gorilla(chunk_buf_t *o, const int64_t *ts, size_t n) {
   return 0;
 }
 
-static int ts_encode_iseq(chunk_buf_t *o, const int64_t *ts, size_t n) { return chunk_iseq_encode(o, ts, n); }
+static int ts_encode_iseq(chunk_buf_t *o, const int64_t *ts, size_t n) { return chunk_iseq_encode(o, ts, n, true); }
 
 static int val_encode_xor(chunk_buf_t *o, const double *v, size_t n) {
   if (chunk_buf_reserve(o, 1 + 8 + (n * 77 + 7) / 8 + 16) != 0) return MD_ENOMEM;
@@ -413,7 +413,7 @@ static int val_encode_dec(chunk_buf_t *o, const double *v, size_t n) {
     o->len += 8;
     last = exc[k];
   }
-  rc = chunk_iseq_encode(o, I, n);
+  rc = chunk_iseq_encode(o, I, n, false);
 out:
   free(I);
   free(exc);

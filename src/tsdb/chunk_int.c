@@ -184,8 +184,10 @@ static unsigned rice_param(const uint64_t *u, size_t m, uint64_t *cost_out) {
   double sum = 0;
   for (size_t i = 0; i < m; i++) sum += (double)u[i];
   double mean = m ? sum / (double)m : 0;
-  unsigned k0 = mean >= 1.8e19 ? 63 : bitlen((uint64_t)mean);
-  unsigned lo = k0 > 3 ? k0 - 3 : 0, hi = k0 + 1 > 63 ? 63 : k0 + 1, best_k = lo;
+  /* The optimum for geometric-like data is near log2(mean * ln 2); look one either side. */
+  unsigned k0 = mean >= 1.8e19 ? 63 : bitlen((uint64_t)(mean * 0.69));
+  k0 = k0 > 0 ? k0 - 1 : 0;
+  unsigned lo = k0 > 1 ? k0 - 1 : 0, hi = k0 + 1 > 63 ? 63 : k0 + 1, best_k = lo;
   uint64_t best = UINT64_MAX;
   for (unsigned k = lo; k <= hi; k++) {
     uint64_t c = rice_cost(u, m, k);
@@ -443,7 +445,12 @@ static cand_t evaluate(const int64_t *x, size_t n, int model, bool from_min, int
   c.g = (g == 0 || g > (uint64_t)INT64_MAX) ? 1 : g;
   if (from_min) {
     /* r[i] - min can exceed INT64_MAX; it is a non-negative number modulo 2^64. */
-    for (size_t i = 0; i < m; i++) u[i] = ((uint64_t)r[i] - (uint64_t)c.b) / c.g;
+    if (c.g == 1)
+      for (size_t i = 0; i < m; i++) u[i] = (uint64_t)r[i] - (uint64_t)c.b;
+    else
+      for (size_t i = 0; i < m; i++) u[i] = ((uint64_t)r[i] - (uint64_t)c.b) / c.g;
+  } else if (c.g == 1) {
+    for (size_t i = 0; i < m; i++) u[i] = chunk_zigzag((int64_t)((uint64_t)r[i] - (uint64_t)c.b));
   } else {
     for (size_t i = 0; i < m; i++)
       u[i] = chunk_zigzag((int64_t)((uint64_t)r[i] - (uint64_t)c.b) / (int64_t)c.g);
@@ -466,7 +473,7 @@ static cand_t evaluate(const int64_t *x, size_t n, int model, bool from_min, int
   return c;
 }
 
-int chunk_iseq_encode(chunk_buf_t *o, const int64_t *x, size_t n) {
+int chunk_iseq_encode(chunk_buf_t *o, const int64_t *x, size_t n, bool try_grid) {
   if (chunk_buf_reserve(o, 1 + 10) != 0) return MD_ENOMEM;
   if (n == 1) {
     o->buf[o->len++] = MODEL_DELTA;
@@ -490,7 +497,7 @@ int chunk_iseq_encode(chunk_buf_t *o, const int64_t *x, size_t n) {
   }
   cand_t best = evaluate(x, n, MODEL_DELTA, false, r, u);
   for (int model = MODEL_DELTA; model <= MODEL_GRID; model++) {
-    if (model == MODEL_DOD && n < 3) continue;
+    if ((model == MODEL_DOD && n < 3) || (model == MODEL_GRID && !try_grid)) continue;
     for (int from_min = 0; from_min < 2; from_min++) {
       if (model == MODEL_DELTA && !from_min) continue; /* done above */
       cand_t c = evaluate(x, n, model, from_min, r, u);

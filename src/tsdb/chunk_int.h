@@ -132,8 +132,9 @@ static inline uint64_t bb_take(bitbuf_t *b, unsigned n) {
 
 static inline uint64_t bb_used(const bitbuf_t *b) { return (uint64_t)b->next * 8 - b->nb; }
 
-/* Appends the iseq encoding of x[0..n) (n >= 1). MD_ENOMEM on allocation failure. */
-int chunk_iseq_encode(chunk_buf_t *o, const int64_t *x, size_t n);
+/* Appends the iseq encoding of x[0..n) (n >= 1), the smallest of the models tried (grid
+ * only when try_grid: it pays for timestamps, rarely for values). MD_ENOMEM on failure. */
+int chunk_iseq_encode(chunk_buf_t *o, const int64_t *x, size_t n, bool try_grid);
 
 /* Decodes an iseq of n values at p[*off..len) into out, advancing *off. */
 bool chunk_iseq_decode(const uint8_t *p, size_t len, size_t *off, uint64_t *out, size_t n);

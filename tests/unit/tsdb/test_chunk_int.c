@@ -26,7 +26,7 @@ enum { PACKER_FOR = 0, PACKER_RICE = 1, PACKER_TWO = 2 };
 /* Encodes, decodes, compares, checks every truncation is refused; returns the mode byte. */
 static unsigned roundtrip(const int64_t *x, size_t n) {
   chunk_buf_t o = {0};
-  assert_int_equal(chunk_iseq_encode(&o, x, n), 0);
+  assert_int_equal(chunk_iseq_encode(&o, x, n, true), 0);
   uint64_t *out = malloc(n * sizeof *out);
   assert_non_null(out);
   size_t off = 0;
@@ -99,7 +99,7 @@ static void test_packer_choice(void **state) {
   unsigned mode = roundtrip(x, N);
   assert_int_equal(mode & 3, 3);
   chunk_buf_t o = {0};
-  assert_int_equal(chunk_iseq_encode(&o, x, N), 0);
+  assert_int_equal(chunk_iseq_encode(&o, x, N, true), 0);
   assert_true(o.len <= 12);
   chunk_buf_free(&o);
 
@@ -139,7 +139,7 @@ static void test_packer_choice(void **state) {
     x[i] = acc;
   }
   roundtrip(x, N);
-  assert_int_equal(chunk_iseq_encode(&o, x, N), 0);
+  assert_int_equal(chunk_iseq_encode(&o, x, N, true), 0);
   assert_true(o.len < N * 6 / 8 + 32);
   chunk_buf_free(&o);
 }
