@@ -50,7 +50,7 @@ void pql_print_string_literal(const char *s, size_t n, sb_t *out) {
 
 static void print_number(double v, sb_t *out) {
   if (isnan(v)) sb_puts(out, "NaN");
-  else if (isinf(v)) sb_puts(out, v > 0 ? "+Inf" : "-Inf");
+  else if (isinf(v)) sb_puts(out, v > 0 ? "Inf" : "-Inf"); /* not "+Inf": "a ^ +Inf ^ b" would regroup */
   else sb_double(out, v);
 }
 

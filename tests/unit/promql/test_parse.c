@@ -51,7 +51,7 @@ static void test_canonical_forms(void **state) {
       {"- 1", "-1"},
       {"0x1f", "31"},
       {"1e3", "1000"},
-      {"Inf", "+Inf"},
+      {"Inf", "Inf"},
       {"-inf", "-Inf"},
       {"nan", "NaN"},
       {"\"a\\nb\"", "\"a\\nb\""},
