@@ -110,6 +110,7 @@ static int cmd_check_config(const char *file) {
   if (slash) *slash = 0;
   else snprintf(dir, sizeof dir, ".");
   int rc = check_rule_globs(c->rule_files, dir);
+  if (rc) fprintf(stderr, "FAILED: %s: rule files have errors (above)\n", file);
   config_free(c);
   return rc;
 }

@@ -275,6 +275,14 @@ def test_command_line():
         assert p.returncode != 0 and b"storage.retension" in p.stderr, p
         p = subprocess.run([b, "--bogus"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=10)
         assert p.returncode == 2
+        # rule files named by the configuration are checked too
+        os.makedirs(os.path.join(tmp.tmp, "rules"))
+        with open(os.path.join(tmp.tmp, "rules", "bad.yml"), "w") as f:
+            f.write("groups:\n  - name: g\n    rules:\n      - alert: X\n        expr: 'up =='\n")
+        tmp.write_config("rule_files: [rules/*.yml]\n")
+        p = subprocess.run([b, "check-config", tmp.config_path], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           timeout=10)
+        assert p.returncode != 0 and b"bad.yml" in p.stdout + p.stderr, p
     finally:
         tmp.close()
 
