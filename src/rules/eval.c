@@ -99,7 +99,9 @@ static int cmp_label(const void *a, const void *b) {
   return strcmp(((const tsdb_label_t *)a)->name, ((const tsdb_label_t *)b)->name);
 }
 
-static void lset_sort(lset_t *s) { qsort(s->ls, s->n, sizeof *s->ls, cmp_label); }
+static void lset_sort(lset_t *s) {
+  if (s->n > 1) qsort(s->ls, s->n, sizeof *s->ls, cmp_label); /* ls may be NULL when empty */
+}
 
 /* Drops labels with empty values (Prometheus semantics) and sorts. */
 static void lset_finish(lset_t *s) {

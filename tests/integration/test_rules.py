@@ -1,0 +1,256 @@
+#!/usr/bin/env python3
+"""Black-box tests of rules and alerting: the shipped rule packs (test-rules/check-rules),
+rule files evaluated by the server (recording then alerting, ALERTS series, the Prometheus
+rules/alerts API), seed 003's runtime rules API with persistence across restarts, delivery
+to a real Alertmanager (Debian's prometheus-alertmanager) and to a flaky signed webhook."""
+import glob
+import hashlib
+import hmac
+import http.server
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import mdtest  # noqa: E402
+
+
+def wait_for(fn, timeout=30, what="condition"):
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(0.2)
+    raise AssertionError("timed out waiting for %s (last: %r)" % (what, last))
+
+
+def push(srv, text):
+    r = srv.post("/api/v1/import/prometheus", text.encode())
+    assert r.status == 204, (r.status, r.text)
+
+
+def firing(srv, name):
+    alerts = srv.get("/api/v1/alerts").json()["data"]["alerts"]
+    return [a for a in alerts if a["labels"].get("alertname") == name and a["state"] == "firing"]
+
+
+def test_rule_packs():
+    src = mdtest.source_dir()
+    packs = sorted(glob.glob(os.path.join(src, "rules", "*.yml")))
+    assert len(packs) >= 2, packs
+    r = subprocess.run([mdtest.bin_path(), "check-rules"] + packs, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.count("SUCCESS") == len(packs), r.stdout
+    tests = sorted(glob.glob(os.path.join(src, "rules", "tests", "*_test.yml")))
+    assert len(tests) >= 2, tests
+    r = subprocess.run([mdtest.bin_path(), "test-rules"] + tests, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "FAILED" not in r.stdout, r.stdout
+
+
+def test_check_rules_rejects_bad_files():
+    d = tempfile.mkdtemp()
+    try:
+        cases = {
+            "syntax.yml": "groups:\n  - name: g\n    rules:\n      - alert: Broken\n        expr: sum(up\n",
+            "both.yml": "groups:\n  - name: g\n    rules:\n      - alert: A\n        record: b\n        expr: up\n",
+            "template.yml": "groups:\n  - name: g\n    rules:\n      - alert: T\n        expr: up\n"
+                            "        annotations:\n          x: '{{ range $labels }}{{ end }}'\n",
+            "unknown.yml": "groups:\n  - name: g\n    rules:\n      - alert: U\n        expr: up\n        forr: 5m\n",
+        }
+        for name, text in cases.items():
+            p = os.path.join(d, name)
+            with open(p, "w") as f:
+                f.write(text)
+            r = subprocess.run([mdtest.bin_path(), "check-rules", p], capture_output=True, text=True, timeout=60)
+            assert r.returncode != 0, (name, r.stdout)
+            assert "FAILED" in r.stdout, (name, r.stdout)
+        # the message names the rule
+        r = subprocess.run([mdtest.bin_path(), "check-rules", os.path.join(d, "unknown.yml")],
+                           capture_output=True, text=True, timeout=60)
+        assert "forr" in r.stdout and "U" in r.stdout, r.stdout
+    finally:
+        shutil.rmtree(d)
+
+
+RULES = """groups:
+  - name: demo
+    rules:
+      - record: job:demo_value:max
+        expr: max by (job) (demo_value)
+      - alert: DemoHigh
+        expr: job:demo_value:max > 5
+        for: 2s
+        labels: {severity: page}
+        annotations:
+          summary: "demo of {{ $labels.job }} is {{ $value }}"
+"""
+
+
+def config_with(rules_path, extra=""):
+    return "global:\n  evaluation_interval: 1s\nrule_files:\n  - %s\n%s" % (rules_path, extra)
+
+
+def test_file_rules_record_then_alert():
+    d = tempfile.mkdtemp()
+    try:
+        rp = os.path.join(d, "demo.yml")
+        with open(rp, "w") as f:
+            f.write(RULES)
+        with mdtest.Server(config=config_with(rp)) as srv:
+            push(srv, 'demo_value{job="a",instance="1"} 3\ndemo_value{job="a",instance="2"} 9\n')
+            # pending first (for: 2s), then firing
+            wait_for(lambda: [a for a in srv.get("/api/v1/alerts").json()["data"]["alerts"]
+                              if a["state"] in ("pending", "firing")], what="pending alert")
+            alerts = wait_for(lambda: firing(srv, "DemoHigh"), what="firing alert")
+            a = alerts[0]
+            assert a["labels"] == {"alertname": "DemoHigh", "job": "a", "severity": "page"}, a
+            assert a["annotations"]["summary"] == "demo of a is 9", a
+            # the recording rule's output is queryable
+            q = srv.get("/api/v1/query", params={"query": "job:demo_value:max"}).json()["data"]["result"]
+            assert q and q[0]["value"][1] == "9" and q[0]["metric"]["job"] == "a", q
+            # ALERTS series
+            q = srv.get("/api/v1/query", params={"query": 'ALERTS{alertstate="firing"}'}).json()["data"]["result"]
+            assert q and q[0]["metric"]["alertname"] == "DemoHigh", q
+            rules = srv.get("/api/v1/rules").json()["data"]["groups"]
+            assert rules[0]["name"] == "demo" and len(rules[0]["rules"]) == 2, rules
+            assert rules[0]["rules"][1]["state"] == "firing" and rules[0]["rules"][1]["health"] == "ok", rules
+            only_rec = srv.get("/api/v1/rules", params={"type": "record"}).json()["data"]["groups"][0]["rules"]
+            assert [r["type"] for r in only_rec] == ["recording"], only_rec
+            active = srv.get("/alerts/active").json()["alerts"]
+            assert active and active[0]["labels"]["alertname"] == "DemoHigh", active
+            # resolves when the value drops
+            push(srv, 'demo_value{job="a",instance="2"} 1\n')
+            wait_for(lambda: not firing(srv, "DemoHigh"), what="resolution")
+    finally:
+        shutil.rmtree(d)
+
+
+def test_runtime_rules_api_and_persistence():
+    srv = mdtest.Server(config="global:\n  evaluation_interval: 1s\n").start()
+    try:
+        bad = srv.post("/alerts/rules", json.dumps({"alert": "X", "expr": "rate(up[5m]"}).encode())
+        assert bad.status == 400 and "parse" in bad.text, (bad.status, bad.text)
+        bad = srv.post("/alerts/rules", b"{not json")
+        assert bad.status == 400, bad.status
+        r = srv.post("/alerts/rules", json.dumps({
+            "alert": "RtHigh", "expr": "rt_value > 1", "labels": {"team": "x"},
+            "annotations": {"summary": "{{ $value }}"}}).encode())
+        assert r.status == 201, (r.status, r.text)
+        rid = r.json()["id"]
+        assert srv.get("/alerts/rules/" + rid).json()["alert"] == "RtHigh"
+        push(srv, "rt_value 5\n")
+        wait_for(lambda: firing(srv, "RtHigh"), what="runtime rule firing")
+        r = srv.put("/alerts/rules/" + rid, json.dumps({"alert": "RtHigh", "expr": "rt_value > 100"}).encode())
+        assert r.status == 200, (r.status, r.text)
+        assert srv.put("/alerts/rules/nope", json.dumps({"alert": "A", "expr": "up"}).encode()).status == 404
+        # another tenant sees nothing
+        other = srv.get("/alerts/rules", headers={"X-Scope-OrgID": "other"}).json()["rules"]
+        assert other == [], other
+        srv.stop()
+        srv.start()
+        lst = srv.get("/alerts/rules").json()["rules"]
+        assert [x["id"] for x in lst] == [rid] and lst[0]["expr"] == "rt_value > 100", lst
+        assert srv.delete("/alerts/rules/" + rid).status == 204
+        assert srv.delete("/alerts/rules/" + rid).status == 404
+        srv.stop()
+        srv.start()
+        assert srv.get("/alerts/rules").json()["rules"] == []
+    finally:
+        srv.close()
+
+
+def test_alertmanager_round_trip():
+    am_bin = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+    if not am_bin:
+        raise mdtest.Skip("prometheus-alertmanager is not installed")
+    d = tempfile.mkdtemp()
+    port = mdtest.free_port()
+    with open(os.path.join(d, "am.yml"), "w") as f:
+        f.write("route:\n  receiver: 'null'\n  group_wait: 0s\nreceivers:\n  - name: 'null'\n")
+    am = subprocess.Popen([am_bin, "--config.file=" + os.path.join(d, "am.yml"), "--storage.path=" + d,
+                           "--web.listen-address=127.0.0.1:%d" % port, "--cluster.listen-address="],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: _ok("http://127.0.0.1:%d/-/ready" % port), what="alertmanager ready")
+        rp = os.path.join(d, "demo.yml")
+        with open(rp, "w") as f:
+            f.write(RULES)
+        extra = "alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: ['127.0.0.1:%d']\n" % port
+        with mdtest.Server(config=config_with(rp, extra)) as srv:
+            push(srv, 'demo_value{job="am"} 42\n')
+
+            def in_am():
+                r = mdtest.request("http://127.0.0.1:%d/api/v2/alerts" % port)
+                return [a for a in r.json() if a["labels"].get("alertname") == "DemoHigh"]
+            got = wait_for(in_am, what="alert in Alertmanager")
+            assert got[0]["labels"]["job"] == "am" and got[0]["annotations"]["summary"] == "demo of am is 42", got
+            push(srv, 'demo_value{job="am"} 0\n')
+            wait_for(lambda: not in_am(), what="resolved alert leaving Alertmanager's active list")
+    finally:
+        am.terminate()
+        try:
+            am.wait(10)
+        except subprocess.TimeoutExpired:
+            am.kill()
+        shutil.rmtree(d)
+
+
+def _ok(url):
+    try:
+        return mdtest.request(url, timeout=2).status == 200
+    except Exception:
+        return False
+
+
+def test_webhook_retries_and_signature():
+    received, attempts = [], [0]
+
+    class Flaky(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            attempts[0] += 1
+            if attempts[0] <= 2:  # the first two deliveries fail: the notifier must retry
+                self.send_response(503)
+                self.end_headers()
+                return
+            received.append((body, self.headers.get("X-Metricsd-Signature")))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+
+    hook = http.server.HTTPServer(("127.0.0.1", 0), Flaky)
+    t = threading.Thread(target=hook.serve_forever, daemon=True)
+    t.start()
+    d = tempfile.mkdtemp()
+    try:
+        rp = os.path.join(d, "demo.yml")
+        with open(rp, "w") as f:
+            f.write(RULES)
+        extra = ("alerting:\n  webhooks:\n    - url: http://127.0.0.1:%d/hook\n      secret: s3cret\n"
+                 % hook.server_address[1])
+        with mdtest.Server(config=config_with(rp, extra)) as srv:
+            push(srv, 'demo_value{job="wh"} 7\n')
+            wait_for(lambda: received, what="webhook delivery after retries")
+        body, sig = received[0]
+        assert attempts[0] >= 3, attempts
+        want = hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
+        assert sig == "sha256=" + want, (sig, want)
+        doc = json.loads(body)
+        assert doc["status"] == "firing" and doc["alerts"][0]["labels"]["alertname"] == "DemoHigh", doc
+    finally:
+        hook.shutdown()
+        shutil.rmtree(d)
+
+
+if __name__ == "__main__":
+    mdtest.main(globals())
