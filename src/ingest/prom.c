@@ -148,6 +148,71 @@ static int parse_label_value(prom_t *P, const char *s, size_t n, size_t *pi, con
   return 0;
 }
 
+/* Checks an OpenMetrics exemplar, s[0..n) being what follows the " # " of a sample line:
+ * "{labels} value [timestamp]". Exemplars are not stored, but a malformed one means the line
+ * is not OpenMetrics, so the line is refused rather than half-understood. The spec caps the
+ * label set at 128 UTF-8 characters (names and values together). */
+static int check_exemplar(const char *s, size_t n, char *err, size_t errlen) {
+  size_t i = skip_ws(s, 0, n), chars = 0;
+  if (i >= n || s[i] != '{') return md_error(err, errlen, MD_EINVAL, "exemplar: expected '{' after \" # \"");
+  i++;
+  for (bool first = true;; first = false) {
+    i = skip_ws(s, i, n);
+    if (i >= n) return md_error(err, errlen, MD_EINVAL, "exemplar: unterminated label set");
+    if (s[i] == '}' && first) break;
+    size_t ls = i;
+    while (i < n && is_name_char((unsigned char)s[i]))
+      i++;
+    if (!ingest_valid_label_name(s + ls, i - ls))
+      return md_error(err, errlen, MD_EINVAL, "exemplar: invalid label name \"%.*s\"",
+                      (int)(i - ls > 64 ? 64 : i - ls), s + ls);
+    chars += i - ls;
+    if (i + 1 >= n || s[i] != '=' || s[i + 1] != '"')
+      return md_error(err, errlen, MD_EINVAL, "exemplar: expected =\"value\" after label \"%.*s\"",
+                      (int)(i - ls > 64 ? 64 : i - ls), s + ls);
+    i += 2;
+    size_t vs = i;
+    while (i < n && s[i] != '"') {
+      if (s[i] == '\\') {
+        if (i + 1 >= n || (s[i + 1] != '\\' && s[i + 1] != '"' && s[i + 1] != 'n'))
+          return md_error(err, errlen, MD_EINVAL, "exemplar: invalid escape in label value");
+        i++;
+      }
+      i++;
+    }
+    if (i >= n) return md_error(err, errlen, MD_EINVAL, "exemplar: unterminated label value");
+    if (!ingest_valid_utf8(s + vs, i - vs))
+      return md_error(err, errlen, MD_EINVAL, "exemplar: label value is not valid UTF-8");
+    for (size_t k = vs; k < i; k++)
+      chars += ((unsigned char)s[k] & 0xC0) != 0x80;
+    i = skip_ws(s, i + 1, n);
+    if (i < n && s[i] == ',') {
+      i++;
+      continue;
+    }
+    if (i < n && s[i] == '}') break;
+    return md_error(err, errlen, MD_EINVAL, "exemplar: expected ',' or '}'");
+  }
+  if (chars > 128)
+    return md_error(err, errlen, MD_EINVAL, "exemplar: label set longer than 128 characters");
+  i++;
+  size_t vs = i = skip_ws(s, i, n);
+  while (i < n && !IS_WS(s[i]))
+    i++;
+  double v;
+  if (i == vs || ingest_parse_double(s + vs, i - vs, &v))
+    return md_error(err, errlen, MD_EINVAL, "exemplar: invalid value \"%.*s\"", (int)(i - vs > 32 ? 32 : i - vs),
+                    s + vs);
+  size_t ts = i = skip_ws(s, i, n);
+  while (i < n && !IS_WS(s[i]))
+    i++;
+  if (i > ts && (ingest_parse_double(s + ts, i - ts, &v) || !isfinite(v)))
+    return md_error(err, errlen, MD_EINVAL, "exemplar: invalid timestamp \"%.*s\"",
+                    (int)(i - ts > 32 ? 32 : i - ts), s + ts);
+  if (skip_ws(s, i, n) < n) return md_error(err, errlen, MD_EINVAL, "exemplar: unexpected text after it");
+  return 0;
+}
+
 static int parse_sample(prom_t *P, const char *s, size_t n, size_t lineno, char *err, size_t errlen) {
   bool om = P->c.o && P->c.o->openmetrics;
   size_t i = 0;
@@ -236,6 +301,8 @@ static int parse_sample(prom_t *P, const char *s, size_t n, size_t lineno, char 
   }
   if (i < n) {
     if (om && s[i] == '#') {
+      int rc = check_exemplar(s + i + 1, n - i - 1, err, errlen);
+      if (rc) return rc;
       P->c.res->skipped++; /* an exemplar */
     } else {
       return md_error(err, errlen, MD_EINVAL, "unexpected text after the sample: \"%.*s\"",

@@ -4,6 +4,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -64,6 +65,12 @@ static void test_valid(void **state) {
          "1.0\n# EOF\n",
          true, "a_total{} 1 @1700000000500\n");
   expect("# TYPE s stateset\ns{s=\"a\"} 1\n# EOF", true, "s{s=\"a\"} 1 @5000\n");
+  /* Exemplars: empty label set, escapes, no timestamp, the 128-character edge. */
+  expect("c_total 1 # {} 1\nd 2 3 # {a=\"x\\\"y\",b=\"\"} -Inf 4.5\n# EOF\n", true,
+         "c_total{} 1 @5000\nd{} 2 @3000\n");
+  char edge[256];
+  snprintf(edge, sizeof edge, "e 1 # {t=\"%0127d\"} 1\n# EOF\n", 0);
+  expect(edge, true, "e{} 1 @5000\n");
 }
 
 static void test_openmetrics_detect(void **state) {
@@ -175,27 +182,81 @@ static void test_bad_inputs(void **state) {
   }
 }
 
+/* OpenMetrics-mode bad lines: each is line 1 of a body ending in "# EOF" and must be the only
+ * error, naming line 1, with nothing stored. */
+static const bad_case_t om_bad[] = {
+    {"a 1 notatime", 0, "invalid timestamp"},
+    {"a 1 inf", 0, "invalid timestamp"},
+    {"a 1 NaN", 0, "invalid timestamp"},
+    {"a 1 1e400", 0, "invalid timestamp"},
+    {"a 1 1e16", 0, "invalid timestamp"},
+    {"a 1 1.5.5", 0, "invalid timestamp"},
+    {"# UNIT a", 0, "missing unit"},
+    {"# UNIT 1a seconds", 0, "invalid metric name"},
+    {"# TYPE a histogramm", 0, "unknown type"},
+    {"# TYPE a", 0, "missing type"},
+    {"# TYPE a-b counter", 0, "invalid metric name"},
+    {"# HELP a bad \\t escape", 0, "invalid escape"},
+    {"# HELP a trailing \\", 0, "backslash at end"},
+    {"# HELP a \xc3\x28", 0, "not valid UTF-8"},
+    {"a 1 # garbage", 0, "exemplar: expected '{'"},
+    {"a 1 #", 0, "exemplar: expected '{'"},
+    {"a 1 # {", 0, "exemplar: unterminated label set"},
+    {"a 1 # {x=\"y\"", 0, "exemplar: expected ','"},
+    {"a 1 # {x=\"y} 1", 0, "exemplar: unterminated label value"},
+    {"a 1 # {1x=\"y\"} 1", 0, "exemplar: invalid label name"},
+    {"a 1 # {x=y} 1", 0, "exemplar: expected =\"value\""},
+    {"a 1 # {x} 1", 0, "exemplar: expected =\"value\""},
+    {"a 1 # {x=\"\\q\"} 1", 0, "exemplar: invalid escape"},
+    {"a 1 # {x=\"\xff\"} 1", 0, "exemplar: label value is not valid UTF-8"},
+    {"a 1 # {x=\"y\"}", 0, "exemplar: invalid value"},
+    {"a 1 # {x=\"y\"} abc", 0, "exemplar: invalid value"},
+    {"a 1 # {x=\"y\"} 1 later", 0, "exemplar: invalid timestamp"},
+    {"a 1 # {x=\"y\"} 1 Inf", 0, "exemplar: invalid timestamp"},
+    {"a 1 # {x=\"y\"} 1 2 3", 0, "exemplar: unexpected text"},
+    {"a 1 # {x=\"y\",,} 1", 0, "exemplar: invalid label name"},
+    {"a 1 # {,} 1", 0, "exemplar: invalid label name"},
+    {"a{b=\"c\"} 1 # {x=\"y\"}} 1", 0, "exemplar: invalid value"},
+    {"a 1 1 # {x=\"y\"} zz", 0, "exemplar: invalid value"},
+    {"a{b=\"c\"} x # {} 1", 0, "invalid value"},
+    {"{a=\"b\"} 1 # {} 1", 0, "missing metric name"},
+    {"a{b=\"c\\t\"} 1", 0, "invalid escape"},
+    {"a.b 1", 0, "unexpected '.'"},
+    {"a 1 2 3", 0, "unexpected text"},
+};
+
 static void test_bad_openmetrics(void **state) {
   (void)state;
-  static const bad_case_t om_bad[] = {
-      {"a 1\n# EOF\nb 2\n", 0, "content after"},
-      {"# UNIT a\n# EOF\n", 0, "missing unit"},
-      {"a 1 notatime\n# EOF\n", 0, "invalid timestamp"},
-      {"a 1 inf\n# EOF\n", 0, "invalid timestamp"},
-  };
-  for (size_t i = 0; i < sizeof om_bad / sizeof om_bad[0]; i++) {
+  size_t n = sizeof om_bad / sizeof om_bad[0];
+  assert_true(n >= 30);
+  for (size_t i = 0; i < n; i++) {
+    char body[512];
+    int len = snprintf(body, sizeof body, "%s\n# EOF\n", om_bad[i].input);
+    assert_true(len > 0 && (size_t)len < sizeof body);
     tsdb_batch_t *b = tsdb_batch_new();
-    ingest_opts_t o = {.openmetrics = true};
+    ingest_opts_t o = {.openmetrics = true, .default_ts = 1};
     ingest_result_t res;
-    int rc = ingest_parse_prometheus(om_bad[i].input, strlen(om_bad[i].input), &o, b, &res);
-    assert_int_equal(rc, MD_EINVAL);
-    assert_true(res.nerrors >= 1);
-    if (!strstr(res.errors[0].message, om_bad[i].want)) {
-      print_error("case %zu: got \"%s\"\n", i, res.errors[0].message);
+    int rc = ingest_parse_prometheus(body, (size_t)len, &o, b, &res);
+    if (rc != MD_EINVAL || res.nerrors != 1 || res.errors[0].where != 1 ||
+        !strstr(res.errors[0].message, om_bad[i].want) || tsdb_batch_sample_count(b) != 0) {
+      print_error("case %zu \"%s\": rc %d, errors %zu, line %zu, message \"%s\", want \"%s\"\n", i,
+                  om_bad[i].input, rc, res.nerrors, res.nerrors ? res.errors[0].where : 0,
+                  res.nerrors ? res.errors[0].message : "", om_bad[i].want);
+      tsdb_batch_free(b);
       fail();
     }
     tsdb_batch_free(b);
   }
+  /* Content after # EOF is refused at its own line; what came before is kept. */
+  tsdb_batch_t *b = tsdb_batch_new();
+  ingest_opts_t o = {.openmetrics = true};
+  ingest_result_t res;
+  const char *after = "a 1\n# EOF\nb 2\n";
+  assert_int_equal(ingest_parse_prometheus(after, strlen(after), &o, b, &res), MD_EINVAL);
+  assert_int_equal(res.errors[0].where, 3);
+  assert_non_null(strstr(res.errors[0].message, "content after"));
+  assert_int_equal(tsdb_batch_sample_count(b), 1);
+  tsdb_batch_free(b);
 }
 
 static void test_label_limits(void **state) {
