@@ -151,6 +151,50 @@ static const char *reject_reason(tsdb_reject_t r) {
   }
 }
 
+/*
+ * Counts what storage refused, by reason. Series-level refusals (series_limit, invalid) count
+ * series, sample-level ones (too_old, duplicate) count samples, so a cardinality burst reads
+ * as the number of series it tried to create. tsdb reports at most TSDB_MAX_REPORTED_ERRORS
+ * problems but counts all of them: the series total is exact and its unreported rest goes
+ * to the last reported series reason; the sample total is exact when nothing was cut off,
+ * else the rest (samples_rejected minus those of rejected series, estimated from the
+ * reported ones) goes to the last reported sample reason.
+ */
+static void count_storage_rejects(api_t *api, const char *protocol, const tsdb_batch_t *b,
+                                  const tsdb_append_result_t *ar) {
+  double by_reason[TSDB_REJECT_INVALID + 1] = {0};
+  size_t nrep = ar->nerrors < TSDB_MAX_REPORTED_ERRORS ? ar->nerrors : TSDB_MAX_REPORTED_ERRORS;
+  size_t series_rep = 0, sample_rep = 0, series_samples = 0;
+  tsdb_reject_t last_series = TSDB_REJECT_SERIES_LIMIT, last_sample = TSDB_REJECT_TOO_OLD;
+  for (size_t i = 0; i < nrep; i++) {
+    tsdb_reject_t r = ar->errors[i].reason;
+    if (r > TSDB_REJECT_INVALID) r = TSDB_REJECT_NONE;
+    by_reason[r] += 1;
+    if (r == TSDB_REJECT_SERIES_LIMIT || r == TSDB_REJECT_INVALID) {
+      size_t nsm = 0;
+      if (ar->errors[i].series_index < tsdb_batch_series_count(b))
+        tsdb_batch_get(b, ar->errors[i].series_index, NULL, NULL, NULL, &nsm);
+      series_samples += nsm;
+      series_rep++;
+      last_series = r;
+    } else {
+      sample_rep++;
+      last_sample = r;
+    }
+  }
+  if (ar->series_rejected > series_rep) {
+    size_t rest = ar->series_rejected - series_rep;
+    by_reason[last_series] += (double)rest;
+    if (series_rep) series_samples += series_samples / series_rep * rest;
+  }
+  size_t sample_total = ar->samples_rejected > series_samples ? ar->samples_rejected - series_samples : 0;
+  if (ar->nerrors >= TSDB_MAX_REPORTED_ERRORS && sample_total > sample_rep)
+    by_reason[last_sample] += (double)(sample_total - sample_rep);
+  for (int r = 0; r <= TSDB_REJECT_INVALID; r++)
+    count_rejected(api, protocol, r == TSDB_REJECT_NONE ? "storage_other" : reject_reason((tsdb_reject_t)r),
+                   by_reason[r]);
+}
+
 /* Parses extra_label=name=value query parameters (VictoriaMetrics style). */
 static int extra_labels(http_req_t *req, tsdb_label_t *out, size_t *n, char *err, size_t errlen) {
   const char *const *vals;
@@ -233,9 +277,7 @@ static int finish_push(api_t *api, http_req_t *req, http_resp_t *resp, const cha
   }
   size_t stored_rejects = ar.samples_rejected + ar.series_rejected;
   if (stored_rejects) {
-    for (size_t i = 0; i < ar.nerrors && i < TSDB_MAX_REPORTED_ERRORS; i++)
-      count_rejected(api, protocol, reject_reason(ar.errors[i].reason), 1);
-    if (ar.nerrors == 0) count_rejected(api, protocol, "storage_reject", (double)stored_rejects);
+    count_storage_rejects(api, protocol, b, &ar);
     if (msg.len) sb_puts(&msg, "; ");
     sb_printf(&msg, "storage rejected %zu samples and %zu series", ar.samples_rejected, ar.series_rejected);
     for (size_t i = 0; i < ar.nerrors && i < 3; i++)

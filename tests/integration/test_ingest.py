@@ -8,6 +8,9 @@ and protobuf are encoded by hand. Exit 77 when metricsd cannot serve yet."""
 import gzip
 import json
 import os
+import re
+import threading
+import zlib
 import shutil
 import signal
 import socket
@@ -21,6 +24,7 @@ import urllib.parse
 import urllib.request
 
 SKIP = 77
+ZSTD = shutil.which("zstd")
 failures = []
 
 
@@ -112,6 +116,163 @@ def otlp_gauge_pb(name, value, t_ns, service):
     dp = b"\x19" + struct.pack("<Q", t_ns) + b"\x21" + struct.pack("<d", value)
     metric = ld(1, name.encode()) + ld(5, ld(1, dp))
     return ld(1, ld(1, ld(1, kv)) + ld(2, ld(2, metric)))
+
+
+def zstd_compress(data):
+    return subprocess.run([ZSTD, "-q", "-c"], input=data, stdout=subprocess.PIPE, check=True).stdout
+
+
+def encoders():
+    """Content-Encoding name → compressor (zstd through the zstd tool when it is installed)."""
+    enc = {"gzip": gzip.compress, "deflate": zlib.compress, "snappy": snappy_literal}
+    if ZSTD:
+        enc["zstd"] = zstd_compress
+    return enc
+
+
+def self_metrics(base):
+    """GET /metrics → {(name, frozenset(labels)): value} for the ingest and HTTP counters."""
+    code, body, _ = req(base, "GET", "/metrics")
+    out = {}
+    for line in body.splitlines():
+        m = re.match(r'^(metricsd_ingest_\w+|http_requests_total|metrics_errors_total)(\{[^}]*\})? (\S+)$', line)
+        if m:
+            labels = frozenset(re.findall(r'(\w+)="([^"]*)"', m.group(2) or ""))
+            out[(m.group(1), labels)] = float(m.group(3))
+    return out
+
+
+def counter(metrics, name, **labels):
+    """Sum of the series of name whose labels include the given ones."""
+    want = set(labels.items())
+    return sum(v for (n, ls), v in metrics.items() if n == name and want <= set(ls))
+
+
+def encodings(base, now):
+    """Every protocol with every Content-Encoding it allows, read back through export."""
+    hdr_rw = {"Content-Type": "application/x-protobuf", "X-Prometheus-Remote-Write-Version": "0.1.0"}
+    for enc, comp in encoders().items():
+        m = "enc_%s" % enc
+        cases = [
+            ("/api/v1/import/prometheus", "%s_prom 1 %d\n" % (m, now), {}, m + "_prom"),
+            ("/write?precision=ms", "%s_influx value=2 %d\n" % (m, now), {}, m + "_influx"),
+            ("/api/v1/import", json.dumps({"metric": {"__name__": m + "_jsonl"}, "values": [3], "timestamps": [now]}),
+             {}, m + "_jsonl"),
+            ("/v1/metrics", otlp_gauge_pb(m + "_otlp", 4, now * 1000000, "e"),
+             {"Content-Type": "application/x-protobuf"}, m + "_otlp"),
+            ("/metrics/track", json.dumps({"name": m + "_track", "value": 5, "tenant_id": "t-enc"}), {}, None),
+        ]
+        for path, body, hdr, name in cases:
+            raw = body.encode() if isinstance(body, str) else body
+            h = dict(hdr)
+            h["Content-Encoding"] = enc
+            code, resp, _ = req(base, "POST", path, comp(raw), h, tenant=None if name is None else "t-enc")
+            ok = check(code in (200, 204), "%s with Content-Encoding %s: %s %s" % (path, enc, code, resp[:200]))
+            if ok and name:
+                got = export(base, name, "t-enc")
+                check(len(got) == 1, "%s with %s: stored %r" % (path, enc, got))
+    # remote_write: snappy is the protocol; anything else is refused (415), nothing stored.
+    wr = write_request([({"__name__": "enc_rw"}, [(now, 1)])])
+    code, body, _ = req(base, "POST", "/api/v1/write", snappy_literal(wr),
+                        dict(hdr_rw, **{"Content-Encoding": "snappy"}), tenant="t-enc")
+    check(code == 204 and export(base, "enc_rw", "t-enc"), "remote_write snappy: %s %s" % (code, body[:200]))
+    for enc, comp in encoders().items():
+        if enc == "snappy":
+            continue
+        wr = write_request([({"__name__": "enc_rw_" + enc}, [(now, 1)])])
+        code, body, _ = req(base, "POST", "/api/v1/write", comp(snappy_literal(wr)),
+                            dict(hdr_rw, **{"Content-Encoding": enc}), tenant="t-enc")
+        check(code == 415 and not export(base, "enc_rw_" + enc, "t-enc"),
+              "remote_write with Content-Encoding %s: %s %s" % (enc, code, body[:200]))
+    # Unknown and corrupt encodings.
+    code, body, _ = req(base, "POST", "/api/v1/import/prometheus", b"enc_br 1\n", {"Content-Encoding": "br"},
+                        tenant="t-enc")
+    check(code == 415, "Content-Encoding br: %s %s" % (code, body[:200]))
+    for enc in encoders():
+        code, body, _ = req(base, "POST", "/write", b"\x1f\x8b\x08garbage-not-compressed",
+                            {"Content-Encoding": enc}, tenant="t-enc")
+        check(code == 400, "corrupt %s body: %s %s" % (enc, code, body[:200]))
+
+
+def concurrency(base, now):
+    """limits.max_concurrent_inserts is 2: eight senders at once must see some 429 with
+    Retry-After, and a refused request stores nothing (every accepted one stores exactly its
+    own samples). Bounded: at most 30 rounds."""
+    results = []
+    lock = threading.Lock()
+
+    def send(k):
+        # 45 series (under the tenant limit of 50) x 20 samples, timestamps unique per request.
+        body = "".join("conc_m{s=\"%d\"} %d %d\n" % (s, k, now - 3600000 + k * 20 + j)
+                       for j in range(20) for s in range(45))
+        try:
+            code, _, hdr = req(base, "POST", "/api/v1/import/prometheus", body, tenant="t-conc")
+        except OSError as e:
+            code, hdr = str(e), {}
+        with lock:
+            results.append((k, code, hdr.get("Retry-After")))
+
+    before = self_metrics(base)
+    k = 0
+    for _ in range(30):
+        threads = [threading.Thread(target=send, args=(k + i,)) for i in range(8)]
+        k += 8
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if any(r[1] == 429 for r in results):
+            break
+    limited = [r for r in results if r[1] == 429]
+    ok = [r for r in results if r[1] == 204]
+    check(limited, "no 429 from %d concurrent inserts over a limit of 2" % len(results))
+    check(len(ok) + len(limited) == len(results), "concurrent inserts: unexpected answers %r" %
+          [r for r in results if r[1] not in (204, 429)][:5])
+    check(all(r[2] and int(r[2]) >= 1 for r in limited), "429 without Retry-After: %r" % limited[:3])
+    got = export(base, "conc_m", "t-conc")
+    stored = sorted(set((t - (now - 3600000)) // 20 for s in got for t in s["timestamps"]))
+    check(stored == sorted(r[0] for r in ok) and sum(len(s["values"]) for s in got) == 900 * len(ok),
+          "concurrent inserts: stored requests %r, accepted %r" % (stored[:20], sorted(r[0] for r in ok)[:20]))
+    after = self_metrics(base)
+    n429 = counter(after, "http_requests_total", code="429") - counter(before, "http_requests_total", code="429")
+    check(n429 >= len(limited), "http_requests_total{code=\"429\"} rose by %s for %d refusals" % (n429, len(limited)))
+
+
+def rejections_counted(base):
+    """Every refusal of the run is in self-metrics by protocol and reason."""
+    m = self_metrics(base)
+    want = [("prometheus", "parse"), ("prometheus", "samples_per_request"), ("prometheus", "series_limit"),
+            ("influx", "parse"), ("influx", "string_field"), ("remote_write", "parse"), ("track", "series_limit"),
+            ("track_batch", "invalid")]
+    for proto, reason in want:
+        check(counter(m, "metricsd_ingest_rejected_total", protocol=proto, reason=reason) > 0,
+              "no metricsd_ingest_rejected_total{protocol=%r,reason=%r}" % (proto, reason))
+    # The cardinality burst tried 60 new series over a limit of 50: 10 counted, not 1 per error.
+    check(counter(m, "metricsd_ingest_rejected_total", protocol="prometheus", reason="series_limit") == 10,
+          "series_limit rejections counted %s, want 10" %
+          counter(m, "metricsd_ingest_rejected_total", protocol="prometheus", reason="series_limit"))
+    for outcome in ("ok", "partial", "too_large"):
+        check(counter(m, "metricsd_ingest_requests_total", protocol="prometheus", outcome=outcome) > 0,
+              "no metricsd_ingest_requests_total{protocol=\"prometheus\",outcome=%r}" % outcome)
+    check(counter(m, "metrics_errors_total") > 0, "metrics_errors_total did not count the refusals")
+
+
+def round_trip(base):
+    """Everything of several tenants exported, imported into fresh tenants, exported again:
+    identical (series, values including non-finite ones, timestamps)."""
+    for tenant in ("t-influx", "t-rw", "t-prom", "t-otlp", "tenant-1"):
+        code, first, _ = req(base, "GET", "/api/v1/export?match[]=" + urllib.parse.quote('{__name__=~".+"}'),
+                             tenant=tenant)
+        if not check(code == 200 and first.strip(), "export of %s: %s" % (tenant, code)):
+            continue
+        code, body, _ = req(base, "POST", "/api/v1/import", first, tenant=tenant + "-copy")
+        check(code == 204, "import of %s's export: %s %s" % (tenant, code, body[:200]))
+        code, second, _ = req(base, "GET", "/api/v1/export?match[]=" + urllib.parse.quote('{__name__=~".+"}'),
+                              tenant=tenant + "-copy")
+        a = sorted(first.splitlines())
+        b = sorted(second.splitlines())
+        check(a == b, "export → import → export of %s differs: %d vs %d lines, e.g. %r / %r"
+              % (tenant, len(a), len(b), a[:1], b[:1]))
 
 
 # ---- the test -------------------------------------------------------------------------------
@@ -277,6 +438,11 @@ def run(base, statsd_port):
           "statsd gauge %r" % got.get("sd_temp"))
     check(got.get("sd_lat_sum", {}).get("values", [None])[-1] == 0.25, "statsd timer %r" % got.get("sd_lat_sum"))
 
+    encodings(base, now)
+    concurrency(base, now)
+    round_trip(base)
+    rejections_counted(base)
+
     # Export needs match[].
     code, body, _ = req(base, "GET", "/api/v1/export")
     check(code == 400, "export without match[]: %s" % code)
@@ -295,7 +461,7 @@ def main():
     cfg = os.path.join(tmp, "metricsd.yml")
     with open(cfg, "w") as f:
         f.write("server:\n  max_body_bytes: 1048576\n"
-                "limits:\n  max_samples_per_request: 1000\n  max_series_per_tenant: 50\n"
+                "limits:\n  max_samples_per_request: 1000\n  max_series_per_tenant: 50\n  max_concurrent_inserts: 2\n"
                 "track:\n  flush_interval: 1s\n  max_series: 10\n"
                 "collectors:\n  host:\n    enabled: false\n  gpu:\n    enabled: false\n")
     port = free_port()
