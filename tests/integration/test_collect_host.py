@@ -6,6 +6,7 @@ fake NVML library the build produces (tests/fakenvml) and stores DCGM-named seri
 reports the collectors. Exit 77 when metricsd cannot serve yet or node_exporter is absent."""
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -25,7 +26,28 @@ CORE = ["node_cpu_seconds_total", "node_memory_MemTotal_bytes", "node_memory_Mem
         "node_forks_total", "node_intr_total", "node_boot_time_seconds", "node_time_seconds", "node_procs_running",
         "node_procs_blocked", "node_network_receive_bytes_total", "node_network_transmit_bytes_total",
         "node_filefd_allocated", "node_filefd_maximum", "node_uname_info", "node_vmstat_pgfault",
-        "node_netstat_Tcp_CurrEstab", "node_sockstat_sockets_used"]
+        "node_netstat_Tcp_CurrEstab", "node_sockstat_sockets_used", "node_processes_threads", "node_processes_pids",
+        "node_network_receive_packets_total", "node_network_receive_errs_total", "node_network_receive_drop_total",
+        "node_network_transmit_packets_total", "node_network_transmit_errs_total", "node_network_transmit_drop_total",
+        "node_network_up", "node_network_mtu_bytes", "node_cpu_guest_seconds_total"]
+# Names that depend on the machine having a disk or a real file system: metricsd must have them
+# whenever node_exporter has them.
+IF_PRESENT = ["node_disk_reads_completed_total", "node_disk_read_bytes_total", "node_disk_written_bytes_total",
+              "node_disk_io_time_seconds_total", "node_filesystem_size_bytes", "node_filesystem_avail_bytes",
+              "node_filesystem_free_bytes", "node_filesystem_files", "node_filesystem_readonly"]
+
+
+# metricsd's device and mount filters are upstream node_exporter's defaults (diskstats: those of
+# 1.6+, which also skip zram). Debian's 1.5.0 package patches its defaults (it drops lo and
+# mounts under /run, /mnt, /media, and keeps zram), so the reference is started with upstream's.
+UPSTREAM = ["--collector.netdev.device-exclude=",
+            "--collector.filesystem.mount-points-exclude="
+            "^/(dev|proc|run/credentials/.+|sys|var/lib/docker/.+|var/lib/containers/storage/.+)($|/)",
+            "--collector.diskstats.device-exclude=^(z?ram|loop|fd|(h|s|v|xv)d[a-z]|nvme\\d+n\\d+p)\\d+$"]
+
+# Values that cannot move between two reads a second apart: (name, exact match).
+STABLE = ["node_memory_MemTotal_bytes", "node_memory_SwapTotal_bytes", "node_filefd_maximum",
+          "node_boot_time_seconds"]
 
 
 def free_port():
@@ -44,21 +66,28 @@ def get(url, timeout=10):
         return e.code, e.read().decode(errors="replace")
 
 
-def exposition_labels(text):
-    """{metric name: set of label names} from a text exposition."""
-    out = {}
+LINE = re.compile(r'([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)')
+PAIR = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def exposition_series(text):
+    """({metric name: set of label sets}, {metric name: value of its last series}) from a text
+    exposition; a label set is a frozenset of (name, value)."""
+    series, values = {}, {}
     for line in text.splitlines():
         if not line or line.startswith("#"):
             continue
-        name = line.split("{")[0].split(" ")[0]
-        labels = set()
-        if "{" in line:
-            inner = line[line.index("{") + 1:line.rindex("}")]
-            for part in inner.split('",'):
-                if "=" in part:
-                    labels.add(part.split("=")[0].strip(", "))
-        out.setdefault(name, set()).update(labels)
-    return out
+        m = LINE.match(line)
+        if not m:
+            continue
+        labels = frozenset((k, v.replace('\\"', '"').replace("\\\\", "\\")) for k, v in PAIR.findall(m.group(2) or ""))
+        series.setdefault(m.group(1), set()).add(labels)
+        values[m.group(1)] = float(m.group(3))
+    return series, values
+
+
+def show(labelsets):
+    return sorted(dict(ls) for ls in labelsets)[:3]
 
 
 def main():
@@ -79,7 +108,7 @@ def main():
         if os.path.exists(fake):
             f.write("    nvml_library: %s\n" % json.dumps(fake))
     nport, mport = free_port(), free_port()
-    node = subprocess.Popen([node_bin, "--web.listen-address=127.0.0.1:%d" % nport, "--collector.processes"],
+    node = subprocess.Popen([node_bin, "--web.listen-address=127.0.0.1:%d" % nport, "--collector.processes"] + UPSTREAM,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     log = open(os.path.join(tmp, "metricsd.log"), "wb")
     md = subprocess.Popen([binary, "--config", cfg, "--listen", "127.0.0.1:%d" % mport, "--data-dir",
@@ -105,7 +134,7 @@ def main():
         if code != 200:
             print("skip: node_exporter did not answer")
             return SKIP
-        theirs = exposition_labels(text)
+        theirs, their_values = exposition_series(text)
 
         q = urllib.parse.quote('{job="node",__name__=~"node_.*"}')
         code, body = get(base + "/api/v1/series?match[]=" + q)
@@ -115,17 +144,30 @@ def main():
         else:
             ours = {}
             for s in json.loads(body)["data"]:
-                ours.setdefault(s["__name__"], set()).update(k for k in s if k not in ("__name__", "job", "instance"))
+                ours.setdefault(s["__name__"], set()).add(
+                    frozenset((k, v) for k, v in s.items() if k not in ("__name__", "job", "instance")))
         for name in CORE:
             if name not in ours:
                 failures.append("metricsd lacks %s" % name)
             if name not in theirs:
                 failures.append("node_exporter lacks %s (test assumption)" % name)
+        for name in IF_PRESENT:
+            if name in theirs and name not in ours:
+                failures.append("metricsd lacks %s (node_exporter has it)" % name)
         for name, labels in sorted(ours.items()):
             if name not in theirs:
                 failures.append("%s: not a node_exporter name" % name)
-            elif labels != theirs[name] and theirs[name]:
-                failures.append("%s: labels %s, node_exporter has %s" % (name, sorted(labels), sorted(theirs[name])))
+            elif labels != theirs[name]:
+                # The same series: label names and values (cpu, mode, device, mountpoint, ...).
+                failures.append("%s: only metricsd has %s; only node_exporter has %s" %
+                                (name, show(labels - theirs[name]), show(theirs[name] - labels)))
+        for name in STABLE:
+            code, body = get(base + "/api/v1/query?query=" + urllib.parse.quote(name + '{job="node"}'))
+            res = json.loads(body)["data"]["result"] if code == 200 else []
+            if len(res) != 1 or name not in their_values:
+                failures.append("%s: query answered %s %s" % (name, code, body[:200]))
+            elif abs(float(res[0]["value"][1]) - their_values[name]) > (1 if name == "node_boot_time_seconds" else 0):
+                failures.append("%s: metricsd %s, node_exporter %s" % (name, res[0]["value"][1], their_values[name]))
 
         if os.path.exists(fake):
             q = urllib.parse.quote('{__name__=~"DCGM_FI_DEV_.*"}')
@@ -152,7 +194,8 @@ def main():
         print("FAILED:\n  " + "\n  ".join(failures))
         return 1
     shutil.rmtree(tmp, ignore_errors=True)
-    print("ok: %d node_* names match node_exporter" % len(ours))
+    print("ok: %d node_* names, %d series match node_exporter's (names, label names and values)" %
+          (len(ours), sum(len(v) for v in ours.values())))
     return 0
 
 
