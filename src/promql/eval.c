@@ -209,6 +209,28 @@ static int64_t at_time(ev_t *ev, const pql_node_t *n, int64_t t) {
   }
 }
 
+/* The selector's or subquery's offset, range and subquery step for this query: constants from
+ * the parser, or duration expressions over step() and range() resolved here. */
+static int node_durations(ev_t *ev, const pql_node_t *n, int64_t *offset, int64_t *range, int64_t *step) {
+  int64_t qrange = ev->qend - ev->qstart;
+  *offset = n->offset_ms;
+  if (n->offset_expr && !pql_duration_eval(n->offset_expr, ev->qstep, qrange, offset))
+    return ev_fail(ev, MD_EINVAL, "offset duration expression is out of range");
+  if (range) {
+    *range = n->range_ms;
+    if (n->range_expr && !pql_duration_eval(n->range_expr, ev->qstep, qrange, range))
+      return ev_fail(ev, MD_EINVAL, "range duration expression is out of range");
+    if (*range <= 0) return ev_fail(ev, MD_EINVAL, "duration must be greater than 0");
+  }
+  if (step) {
+    *step = n->step_ms;
+    if (n->step_expr && !pql_duration_eval(n->step_expr, ev->qstep, qrange, step))
+      return ev_fail(ev, MD_EINVAL, "subquery step duration expression is out of range");
+    if (n->step_expr && *step <= 0) return ev_fail(ev, MD_EINVAL, "duration must be greater than 0");
+  }
+  return 0;
+}
+
 /* Runs the selector's query over [mint, maxt] and calls back per series with copied labels. */
 typedef int (*series_cb)(ev_t *ev, void *ctx, lset_t ls, const int64_t *ts, const double *v, size_t n);
 
@@ -298,9 +320,11 @@ static int vsel_cb(ev_t *ev, void *vctx, lset_t ls, const int64_t *ts, const dou
 static int eval_vector_selector(ev_t *ev, const pql_node_t *n, const grid_t *g, value_t *out, bool want_ts) {
   int64_t *teff = arena_alloc(ev->a, g->n * sizeof *teff);
   if (!teff) return fail_oom(ev);
-  int64_t mint = INT64_MAX, maxt = INT64_MIN;
+  int64_t mint = INT64_MAX, maxt = INT64_MIN, offset;
+  int rc = node_durations(ev, n, &offset, NULL, NULL);
+  if (rc < 0) return rc;
   for (size_t i = 0; i < g->n; i++) {
-    teff[i] = at_time(ev, n, grid_t_at(g, i)) - n->offset_ms;
+    teff[i] = at_time(ev, n, grid_t_at(g, i)) - offset;
     if (teff[i] < mint) mint = teff[i];
     if (teff[i] > maxt) maxt = teff[i];
   }
@@ -342,18 +366,21 @@ static int msel_cb(ev_t *ev, void *vctx, lset_t ls, const int64_t *ts, const dou
 }
 
 static int eval_matrix_selector(ev_t *ev, const pql_node_t *n, const grid_t *g, value_t *out) {
+  int64_t offset, range;
+  int rc = node_durations(ev, n, &offset, &range, NULL);
+  if (rc < 0) return rc;
   out->type = PT_MATRIX;
-  out->range_ms = n->range_ms;
+  out->range_ms = range;
   out->wend = arena_alloc(ev->a, g->n * sizeof *out->wend);
   if (!out->wend) return fail_oom(ev);
   int64_t mint = INT64_MAX, maxt = INT64_MIN;
   for (size_t i = 0; i < g->n; i++) {
-    out->wend[i] = at_time(ev, n, grid_t_at(g, i)) - n->offset_ms;
+    out->wend[i] = at_time(ev, n, grid_t_at(g, i)) - offset;
     if (out->wend[i] < mint) mint = out->wend[i];
     if (out->wend[i] > maxt) maxt = out->wend[i];
   }
   msel_ctx_t c = {out, 0};
-  return select_series(ev, n, mint - n->range_ms + 1, maxt, g->step, msel_cb, &c);
+  return select_series(ev, n, mint - range + 1, maxt, g->step, msel_cb, &c);
 }
 
 static int64_t floor_div(int64_t a, int64_t b) {
@@ -363,19 +390,22 @@ static int64_t floor_div(int64_t a, int64_t b) {
 }
 
 static int eval_subquery(ev_t *ev, const pql_node_t *n, const grid_t *g, value_t *out) {
-  int64_t step = n->step_ms ? n->step_ms : ev->opt.subquery_step_ms;
+  int64_t offset, range, step;
+  int rc = node_durations(ev, n, &offset, &range, &step);
+  if (rc < 0) return rc;
+  if (!step) step = ev->opt.subquery_step_ms;
   out->type = PT_MATRIX;
-  out->range_ms = n->range_ms;
+  out->range_ms = range;
   out->wend = arena_alloc(ev->a, g->n * sizeof *out->wend);
   if (!out->wend) return fail_oom(ev);
   int64_t mint = INT64_MAX, maxt = INT64_MIN;
   for (size_t i = 0; i < g->n; i++) {
-    out->wend[i] = at_time(ev, n, grid_t_at(g, i)) - n->offset_ms;
+    out->wend[i] = at_time(ev, n, grid_t_at(g, i)) - offset;
     if (out->wend[i] < mint) mint = out->wend[i];
     if (out->wend[i] > maxt) maxt = out->wend[i];
   }
   /* Inner steps are multiples of the step after the earliest window start. */
-  int64_t s0 = mint - n->range_ms;
+  int64_t s0 = mint - range;
   int64_t first = floor_div(s0, step) * step;
   if (first <= s0) first += step;
   grid_t ig = {first, step, 0};
@@ -383,7 +413,7 @@ static int eval_subquery(ev_t *ev, const pql_node_t *n, const grid_t *g, value_t
   if (ig.n > 50000000) return ev_fail(ev, MD_ELIMIT, "subquery has too many steps");
   if (ig.n == 0) return 0;
   value_t in = {0};
-  int rc = ev_eval(ev, n->a, &ig, &in);
+  rc = ev_eval(ev, n->a, &ig, &in);
   if (rc < 0) return rc;
   out->ms = arena_alloc(ev->a, (in.nvs ? in.nvs : 1) * sizeof *out->ms);
   if (!out->ms) return fail_oom(ev);

@@ -191,6 +191,7 @@ typedef struct parser {
   promql_pos_t *epos;
   bool failed;
   int depth;
+  int in_duration; /* > 0 while parsing a duration expression: step() etc. in any case */
 } parser_t;
 
 static void perr_at(parser_t *ps, size_t pos, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -801,25 +802,165 @@ static int agg_lookup(const char *s, size_t n) {
   return -1;
 }
 
-static bool parse_duration_tok(parser_t *ps, int64_t *ms, bool allow_neg, const char *context) {
-  bool neg = false;
-  if (allow_neg && ps->tok.kind == TK_OP && (ps->tok.op == OP_SUB || ps->tok.op == OP_ADD)) {
-    neg = ps->tok.op == OP_SUB;
-    lex(ps);
+/* ---- duration expressions --------------------------------------------------------------
+ * Prometheus 3.x (experimental): a range, a subquery step and an offset may be arithmetic
+ * over numbers (seconds), durations, step(), range(), min_of() and max_of(). Inside brackets
+ * the whole arithmetic grammar applies ([2m*(10+5)]); after `offset` only a literal, a call or
+ * a parenthesised expression, optionally signed, so that `x offset 100 + 2` still adds 2 to
+ * the selector. A constant expression is folded here; one that reads step() or range() is
+ * kept on the node and resolved by the evaluator for its query. */
+
+static bool is_duration_func(const pql_func_t *f) {
+  return f && (f->id == F_STEP || f->id == F_RANGE || f->id == F_MIN_OF || f->id == F_MAX_OF);
+}
+
+/* Case-insensitive lookup of the four functions a duration expression may call. */
+static const pql_func_t *duration_func_lookup(const char *name, size_t n) {
+  static const char *const names[] = {"step", "range", "min_of", "max_of"};
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+    if (ieq(name, n, names[i])) return pql_func_lookup(names[i], strlen(names[i]));
+  return NULL;
+}
+
+/* Checks that n uses only what a duration expression allows; sets *dynamic when it reads the
+ * query's step or range. Returns the offending node, or NULL when n is valid. */
+static const pql_node_t *duration_check(const pql_node_t *n, bool *dynamic) {
+  switch (n->kind) {
+  case N_NUM: return NULL;
+  case N_PAREN:
+  case N_UNARY: return duration_check(n->a, dynamic);
+  case N_BIN: {
+    if (n->op < OP_ADD || n->op > OP_POW || n->has_matching || n->return_bool) return n;
+    const pql_node_t *bad = duration_check(n->a, dynamic);
+    return bad ? bad : duration_check(n->b, dynamic);
   }
-  if (ps->tok.kind == TK_DUR) {
-    *ms = ps->tok.dur_ms;
-  } else if (ps->tok.kind == TK_NUM && isfinite(ps->tok.num) && ps->tok.num >= 0) {
-    /* Plain numbers are seconds (3.x). */
-    double v = ps->tok.num * 1000.0;
-    if (v > 9.2e18) { perr_at(ps, ps->tok.pos, "duration out of range"); return false; }
-    *ms = (int64_t)llround(v);
-  } else {
+  case N_CALL:
+    if (!is_duration_func(n->func)) return n;
+    if (n->func->id == F_STEP || n->func->id == F_RANGE) *dynamic = true;
+    for (size_t i = 0; i < n->nargs; i++) {
+      const pql_node_t *bad = duration_check(n->args[i], dynamic);
+      if (bad) return bad;
+    }
+    return NULL;
+  default: return n;
+  }
+}
+
+static double duration_value(const pql_node_t *n, int64_t step_ms, int64_t range_ms) {
+  switch (n->kind) {
+  case N_NUM: return n->num;
+  case N_PAREN: return duration_value(n->a, step_ms, range_ms);
+  case N_UNARY: {
+    double v = duration_value(n->a, step_ms, range_ms);
+    return n->op == OP_SUB ? -v : v;
+  }
+  case N_BIN: {
+    double a = duration_value(n->a, step_ms, range_ms), b = duration_value(n->b, step_ms, range_ms);
+    switch (n->op) {
+    case OP_ADD: return a + b;
+    case OP_SUB: return a - b;
+    case OP_MUL: return a * b;
+    case OP_DIV: return a / b;
+    case OP_MOD: return fmod(a, b);
+    case OP_POW: return pow(a, b);
+    default: return NAN;
+    }
+  }
+  case N_CALL:
+    switch (n->func->id) {
+    case F_STEP: return (double)step_ms / 1000.0;
+    case F_RANGE: return (double)range_ms / 1000.0;
+    case F_MIN_OF:
+    case F_MAX_OF: {
+      double a = duration_value(n->args[0], step_ms, range_ms), b = duration_value(n->args[1], step_ms, range_ms);
+      if (isnan(a) || isnan(b)) return NAN;
+      return n->func->id == F_MIN_OF ? fmin(a, b) : fmax(a, b);
+    }
+    default: return NAN;
+    }
+  default: return NAN;
+  }
+}
+
+bool pql_duration_eval(const pql_node_t *n, int64_t step_ms, int64_t range_ms, int64_t *out_ms) {
+  double v = duration_value(n, step_ms, range_ms) * 1000.0;
+  if (!isfinite(v) || fabs(v) > 9.2e18) return false;
+  *out_ms = (int64_t)llround(v);
+  return true;
+}
+
+/* Parses the duration expression of a range, a subquery step (in_brackets) or an offset.
+ * A constant lands in *ms; one that needs the query's step or range in *expr (then *ms = 0). */
+static bool parse_duration_expr(parser_t *ps, bool in_brackets, int64_t *ms, pql_node_t **expr, const char *context) {
+  *expr = NULL;
+  size_t pos = ps->tok.pos;
+  tok_t t = ps->tok;
+  bool call = t.kind == TK_IDENT && duration_func_lookup(ps->q + t.pos, t.len);
+  bool sign = t.kind == TK_OP && (t.op == OP_ADD || t.op == OP_SUB);
+  if (t.kind != TK_DUR && t.kind != TK_NUM && t.kind != TK_LP && !call && !sign) {
     unexpected(ps, context);
     return false;
   }
-  if (neg) *ms = -*ms;
-  lex(ps);
+  ps->in_duration++;
+  pql_node_t *e = NULL;
+  if (in_brackets) {
+    e = parse_expr(ps, 0);
+  } else {
+    /* offset: [sign] (literal | call | "(" expr ")") */
+    int op = OP_NONE;
+    if (sign) {
+      op = ps->tok.op;
+      lex(ps);
+    }
+    size_t ppos = ps->tok.pos;
+    if (ps->tok.kind == TK_DUR || ps->tok.kind == TK_NUM) {
+      if ((e = node(ps, N_NUM, ppos))) {
+        e->num = ps->tok.num;
+        e->type = PT_SCALAR;
+        lex(ps);
+      }
+    } else if (ps->tok.kind == TK_LP) {
+      lex(ps);
+      pql_node_t *in = parse_expr(ps, 0);
+      if (in && expect(ps, TK_RP, "in duration expression, expected \")\"") && (e = node(ps, N_PAREN, ppos))) {
+        e->a = in;
+        e->type = in->type;
+      }
+    } else if (ps->tok.kind == TK_IDENT && duration_func_lookup(ps->q + ps->tok.pos, ps->tok.len)) {
+      const pql_func_t *f = duration_func_lookup(ps->q + ps->tok.pos, ps->tok.len);
+      lex(ps);
+      if (ps->tok.kind != TK_LP) unexpected(ps, "in duration expression, expected \"(\"");
+      else e = parse_call(ps, ppos, f);
+    } else {
+      unexpected(ps, context);
+    }
+    if (e && op != OP_NONE) {
+      pql_node_t *u = node(ps, N_UNARY, pos);
+      if (u) {
+        u->op = op;
+        u->a = e;
+        u->type = PT_SCALAR;
+      }
+      e = u;
+    }
+  }
+  ps->in_duration--;
+  if (!e || ps->failed) return false;
+  bool dynamic = false;
+  const pql_node_t *bad = duration_check(e, &dynamic);
+  if (bad || e->type != PT_SCALAR) {
+    perr_at(ps, bad ? bad->pos : e->pos, "invalid duration expression: only numbers, durations, arithmetic, step(), range(), min_of() and max_of() are allowed");
+    return false;
+  }
+  if (dynamic) {
+    *expr = e;
+    *ms = 0;
+    return true;
+  }
+  if (!pql_duration_eval(e, 0, 0, ms)) {
+    perr_at(ps, pos, "duration out of range");
+    return false;
+  }
   return true;
 }
 
@@ -830,14 +971,15 @@ static pql_node_t *parse_postfix(parser_t *ps, pql_node_t *e) {
       size_t pos = ps->tok.pos;
       lex(ps);
       int64_t range;
-      if (!parse_duration_tok(ps, &range, false, "in subquery or range selector, expected duration")) return NULL;
-      if (range == 0) { perr_at(ps, pos, "duration must be greater than 0"); return NULL; }
+      pql_node_t *range_expr, *step_expr = NULL;
+      if (!parse_duration_expr(ps, true, &range, &range_expr, "in subquery or range selector, expected duration")) return NULL;
+      if (!range_expr && range <= 0) { perr_at(ps, pos, "duration must be greater than 0"); return NULL; }
       if (ps->tok.kind == TK_COLON) {
         lex(ps);
         int64_t step = 0;
         if (ps->tok.kind != TK_RBR) {
-          if (!parse_duration_tok(ps, &step, false, "in subquery, expected duration")) return NULL;
-          if (step == 0) { perr_at(ps, pos, "duration must be greater than 0"); return NULL; }
+          if (!parse_duration_expr(ps, true, &step, &step_expr, "in subquery, expected duration")) return NULL;
+          if (!step_expr && step <= 0) { perr_at(ps, pos, "duration must be greater than 0"); return NULL; }
         }
         if (!expect(ps, TK_RBR, "in subquery, expected \"]\"")) return NULL;
         if (e->type != PT_VECTOR) {
@@ -849,6 +991,8 @@ static pql_node_t *parse_postfix(parser_t *ps, pql_node_t *e) {
         s->a = e;
         s->range_ms = range;
         s->step_ms = step;
+        s->range_expr = range_expr;
+        s->step_expr = step_expr;
         s->type = PT_MATRIX;
         e = s;
         continue;
@@ -861,6 +1005,7 @@ static pql_node_t *parse_postfix(parser_t *ps, pql_node_t *e) {
       }
       e->is_matrix = true;
       e->range_ms = range;
+      e->range_expr = range_expr;
       e->type = PT_MATRIX;
       continue;
     }
@@ -872,7 +1017,7 @@ static pql_node_t *parse_postfix(parser_t *ps, pql_node_t *e) {
         return NULL;
       }
       if (e->has_offset) { perr_at(ps, pos, "offset may not be set multiple times"); return NULL; }
-      if (!parse_duration_tok(ps, &e->offset_ms, true, "in offset, expected duration")) return NULL;
+      if (!parse_duration_expr(ps, false, &e->offset_ms, &e->offset_expr, "in offset, expected duration")) return NULL;
       e->has_offset = true;
       continue;
     }
@@ -969,6 +1114,7 @@ static pql_node_t *parse_primary(parser_t *ps) {
     }
     if (next.kind == TK_LP) {
       const pql_func_t *f = pql_func_lookup(id, idl);
+      if (!f && ps->in_duration) f = duration_func_lookup(id, idl);
       if (!f) {
         perr_at(ps, pos, "unknown function with name \"%.*s\"", (int)idl, id);
         return NULL;

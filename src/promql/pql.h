@@ -74,6 +74,9 @@ struct pql_node {
   bool has_offset;
   pql_at_t at;
   int64_t at_ms;
+  /* Duration expressions that read the query's step() or range(): resolved per query by
+   * pql_duration_eval; NULL when the duration is the constant in range_ms/step_ms/offset_ms. */
+  pql_node_t *range_expr, *step_expr, *offset_expr;
 };
 
 struct promql_expr {
@@ -103,6 +106,11 @@ enum {
   /* analytics extensions */
   F_GINI_OVER_LABELS, F__COUNT
 };
+
+/* Evaluates a duration expression (numbers are seconds) for a query with the given step and
+ * range (end - start; both 0 for an instant query). False when the result is not a finite
+ * number of milliseconds. */
+bool pql_duration_eval(const pql_node_t *n, int64_t step_ms, int64_t range_ms, int64_t *out_ms);
 
 /* Printing (print.c). */
 void pql_print_node(const pql_node_t *n, sb_t *out);

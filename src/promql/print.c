@@ -69,6 +69,22 @@ static bool is_plain_name(const char *s) {
   return true;
 }
 
+/* A duration that reads step() or range() prints as its expression, parenthesised so that it
+ * re-parses the same after `offset` and inside brackets. */
+static void print_duration_expr(const pql_node_t *expr, int64_t ms, sb_t *out) {
+  if (!expr) {
+    pql_print_duration(ms, out);
+    return;
+  }
+  if (expr->kind == N_PAREN) {
+    pql_print_node(expr, out);
+    return;
+  }
+  sb_putc(out, '(');
+  pql_print_node(expr, out);
+  sb_putc(out, ')');
+}
+
 static void print_modifiers(const pql_node_t *n, sb_t *out) {
   if (n->at == AT_TS) {
     sb_printf(out, " @ %.3f", (double)n->at_ms / 1000.0);
@@ -77,7 +93,10 @@ static void print_modifiers(const pql_node_t *n, sb_t *out) {
   } else if (n->at == AT_END) {
     sb_puts(out, " @ end()");
   }
-  if (n->has_offset && n->offset_ms != 0) {
+  if (n->offset_expr) {
+    sb_puts(out, " offset ");
+    print_duration_expr(n->offset_expr, 0, out);
+  } else if (n->has_offset && n->offset_ms != 0) {
     sb_puts(out, " offset ");
     pql_print_duration(n->offset_ms, out);
   }
@@ -102,7 +121,7 @@ static void print_selector(const pql_node_t *n, sb_t *out) {
   else if (!named) sb_puts(out, "{}");
   if (n->is_matrix) {
     sb_putc(out, '[');
-    pql_print_duration(n->range_ms, out);
+    print_duration_expr(n->range_expr, n->range_ms, out);
     sb_putc(out, ']');
   }
   print_modifiers(n, out);
@@ -179,9 +198,9 @@ void pql_print_node(const pql_node_t *n, sb_t *out) {
   case N_SUBQ:
     pql_print_node(n->a, out);
     sb_putc(out, '[');
-    pql_print_duration(n->range_ms, out);
+    print_duration_expr(n->range_expr, n->range_ms, out);
     sb_putc(out, ':');
-    if (n->step_ms) pql_print_duration(n->step_ms, out);
+    if (n->step_expr || n->step_ms) print_duration_expr(n->step_expr, n->step_ms, out);
     sb_putc(out, ']');
     print_modifiers(n, out);
     break;
@@ -263,9 +282,9 @@ static void pretty(const pql_node_t *n, int level, sb_t *out) {
   case N_SUBQ:
     pretty(n->a, level, out);
     sb_putc(out, '[');
-    pql_print_duration(n->range_ms, out);
+    print_duration_expr(n->range_expr, n->range_ms, out);
     sb_putc(out, ':');
-    if (n->step_ms) pql_print_duration(n->step_ms, out);
+    if (n->step_expr || n->step_ms) print_duration_expr(n->step_expr, n->step_ms, out);
     sb_putc(out, ']');
     print_modifiers(n, out);
     break;

@@ -164,6 +164,51 @@ static void test_pretty(void **state) {
   promql_expr_free(e);
 }
 
+/* Duration expressions: constants fold at parse time (printed as plain durations); those that
+ * read step() or range() print as their expression and re-parse to the same form. */
+static void test_duration_expressions(void **state) {
+  (void)state;
+  static const char *const cases[][2] = {
+      {"foo[26m+4m]", "foo[30m]"},
+      {"foo[2m*(10+5)]", "foo[30m]"},
+      {"foo[-5m+35m]", "foo[30m]"},
+      {"foo[1h30m % 1h]", "foo[30m]"},
+      {"foo[60*30]", "foo[30m]"},
+      {"foo[29s+1s:5s+5s]", "foo[30s:10s]"},
+      {"foo offset (2 * 2)", "foo offset 4s"},
+      {"foo offset -(1h/2)", "foo offset -30m"},
+      {"foo offset 100 + 2", "foo offset 1m40s + 2"},
+      {"foo offset 2 ^ 2", "foo offset 2s ^ 2"},
+      {"foo offset -step()*2", "foo offset (-step()) * 2"},
+      {"foo offset STEP()", "foo offset (step())"},
+      {"foo[step()+1ms]", "foo[(step() + 0.001)]"},
+      {"foo[1m:min_of(step(), 1s)]", "foo[1m:(min_of(step(), 1))]"},
+      {"foo[range()] offset max_of(range(), 1m)", "foo[(range())] offset (max_of(range(), 60))"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    char got[1024];
+    snprintf(got, sizeof got, "%s", roundtrip(cases[i][0]));
+    if (strcmp(got, cases[i][1])) fail_msg("%s: expected %s, got %s", cases[i][0], cases[i][1], got);
+    const char *again = roundtrip(got);
+    if (strcmp(again, got)) fail_msg("%s: printed form %s re-parses as %s", cases[i][0], got, again);
+  }
+  static const char *const bad[][2] = {
+      {"foo[5m-5m]", "duration must be greater than 0"},
+      {"foo[1m-2m]", "duration must be greater than 0"},
+      {"foo[bar]", "expected duration"},
+      {"foo[1m + time()]", "invalid duration expression"},
+      {"foo[1m + bar]", "invalid duration expression"},
+      {"foo[1m > bool 1]", "invalid duration expression"},
+      {"foo[1/0]", "duration out of range"},
+      {"foo offset bar", "expected duration"},
+      {"foo offset (1m", "expected \")\""},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    const char *got = roundtrip(bad[i][0]);
+    if (strncmp(got, "ERR", 3) || !strstr(got, bad[i][1])) fail_msg("%s: expected error '%s', got %s", bad[i][0], bad[i][1], got);
+  }
+}
+
 static void test_types(void **state) {
   (void)state;
   static const char *const q[][2] = {
@@ -183,6 +228,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_canonical_forms), cmocka_unit_test(test_precedence), cmocka_unit_test(test_errors),
       cmocka_unit_test(test_error_position), cmocka_unit_test(test_pretty), cmocka_unit_test(test_types),
+      cmocka_unit_test(test_duration_expressions),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
