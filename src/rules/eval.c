@@ -197,11 +197,12 @@ static int eval_recording(rules_t *r, group_t *g, rule_t *ru, int64_t ts, promql
     seen[i] = rules_labels_hash(s.ls, s.n);
     for (size_t k = 0; k < i; k++)
       if (seen[k] == seen[i]) rc = md_error(err, errlen, MD_ERR, "vector contains metrics with the same labelset after applying rule labels");
-    if (!rc && tsdb_batch_series(batch, s.ls, s.n) == 0) tsdb_batch_sample(batch, ts, v);
+    if (!rc && tsdb_batch_series(batch, s.ls, s.n) == 0) tsdb_batch_sample(batch, ts - g->query_offset_ms, v);
     labels_free(s.ls, s.n);
   }
   free(seen);
-  if (!rc) rc = write_with_staleness(r, g, ru, batch, ts);
+  /* Like Prometheus, results carry the query time (ts - query_offset), not the slot time. */
+  if (!rc) rc = write_with_staleness(r, g, ru, batch, ts - g->query_offset_ms);
 out:
   tsdb_batch_free(batch);
   return rc;
@@ -378,7 +379,8 @@ static int eval_alerting(rules_t *r, group_t *g, rule_t *ru, int64_t ts, promql_
     }
     pp = &a->next;
   }
-  /* ALERTS and ALERTS_FOR_STATE. */
+  /* ALERTS and ALERTS_FOR_STATE, at the query time like recorded samples. */
+  int64_t sample_ts = ts - g->query_offset_ms;
   tsdb_batch_t *batch = tsdb_batch_new();
   if (!batch) return MD_ENOMEM;
   for (alert_t *a = ru->alerts; a; a = a->next) {
@@ -388,14 +390,14 @@ static int eval_alerting(rules_t *r, group_t *g, rule_t *ru, int64_t ts, promql_
     lset_set(&s, "__name__", "ALERTS");
     lset_set(&s, "alertstate", a->state == ALERT_FIRING ? "firing" : "pending");
     lset_sort(&s);
-    if (tsdb_batch_series(batch, s.ls, s.n) == 0) tsdb_batch_sample(batch, ts, 1);
+    if (tsdb_batch_series(batch, s.ls, s.n) == 0) tsdb_batch_sample(batch, sample_ts, 1);
     lset_del(&s, "alertstate");
     lset_set(&s, "__name__", "ALERTS_FOR_STATE");
     lset_sort(&s);
-    if (ru->for_ms > 0 && tsdb_batch_series(batch, s.ls, s.n) == 0) tsdb_batch_sample(batch, ts, a->active_at / 1000.0);
+    if (ru->for_ms > 0 && tsdb_batch_series(batch, s.ls, s.n) == 0) tsdb_batch_sample(batch, sample_ts, a->active_at / 1000.0);
     labels_free(s.ls, s.n);
   }
-  rc = write_with_staleness(r, g, ru, batch, ts);
+  rc = write_with_staleness(r, g, ru, batch, sample_ts);
   tsdb_batch_free(batch);
   /* Notifications: state changes at once, firing alerts again every resend delay. */
   for (alert_t *a = ru->alerts; a; a = a->next) {
@@ -430,7 +432,9 @@ int group_eval(rules_t *r, group_t *g, int64_t ts) {
     ru->last_eval_ms = ts;
     ru->eval_ns = md_mono_ns() - r0;
     atomic_fetch_add(&r->evaluations, 1);
+    g->evaluations++;
     if (rc) {
+      g->failures++;
       ru->health = -1;
       snprintf(ru->last_error, sizeof ru->last_error, "%s", err);
       atomic_fetch_add(&r->failures, 1);
@@ -444,6 +448,8 @@ int group_eval(rules_t *r, group_t *g, int64_t ts) {
   if (json_array_size(to_send)) notifier_send(r->notifier, to_send);
   else json_decref(to_send);
   g->last_eval_ms = ts;
+  g->iterations++;
+  r->evaluated = true;
   g->eval_ns = md_mono_ns() - t0;
   r->last_duration_ns = g->eval_ns;
   return failed ? MD_ERR : 0;

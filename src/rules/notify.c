@@ -1,7 +1,13 @@
-/* Alert delivery: a bounded queue drained by one thread that POSTs to every Alertmanager
- * (v2 API, /api/v2/alerts) and every webhook, retrying with exponential backoff. A full
- * queue drops the oldest batch and counts it. Webhook bodies can be signed with
- * HMAC-SHA256 (header X-Metricsd-Signature: sha256=<hex>). */
+/* Alert delivery, modelled on Prometheus's notifier: a bounded queue of alerts drained by
+ * one thread, which takes up to batch_size alerts at a time and POSTs that batch to every
+ * Alertmanager (v2 API, /api/v2/alerts) and every webhook, retrying each target with
+ * exponential backoff. A full queue drops the oldest alerts (the newest state of an alert
+ * matters more than an old one); a batch no target accepted is dropped too. Both count in
+ * `dropped`. Webhook bodies can be signed with HMAC-SHA256 (header
+ * X-Metricsd-Signature: sha256=<hex of HMAC(secret, body)>).
+ *
+ * Threading: notifier_send is called by the evaluation thread; the delivery thread owns the
+ * curl handles; `mu` guards the queue and every counter. */
 #include "rules_internal.h"
 
 #include <curl/curl.h>
@@ -10,22 +16,29 @@
 #include <string.h>
 #include <time.h>
 
-#define QUEUE_MAX 1000
-#define MAX_TRIES 4
+typedef struct target {
+  char *url; /* full POST URL */
+  bool webhook;
+  uint64_t sent, errors; /* alerts delivered / alerts whose delivery failed */
+} target_t;
 
 struct notifier {
-  char **ams, **hooks;
-  size_t nams, nhooks;
+  target_t *targets;
+  size_t ntargets;
   char *secret;
   char *external_url;
+  size_t cap, batch_max;
+  int max_tries;
+  int64_t backoff_ms, timeout_ms;
   pthread_mutex_t mu;
   pthread_cond_t cv;
-  json_t *queue[QUEUE_MAX];
+  json_t **queue; /* ring of single alerts */
   size_t head, count;
   bool stopping;
   pthread_t thread;
   bool started;
-  uint64_t sent, failed, dropped;
+  uint64_t queued, dropped, batches;
+  int64_t last_latency_ns;
 };
 
 /* ---- SHA-256 and HMAC (FIPS 180-4, RFC 2104) ------------------------------------------ */
@@ -106,8 +119,6 @@ static void sha_final(sha256_t *s, uint8_t out[32]) {
   }
 }
 
-/* HMAC-SHA256 of msg under key, as lowercase hex into out (65 bytes). Exposed for tests. */
-void rules_hmac_sha256_hex(const char *key, size_t klen, const char *msg, size_t mlen, char out[65]);
 void rules_hmac_sha256_hex(const char *key, size_t klen, const char *msg, size_t mlen, char out[65]) {
   uint8_t k[64] = {0}, ipad[64], opad[64], inner[32], mac[32];
   if (klen > 64) {
@@ -142,24 +153,27 @@ void rules_hmac_sha256_hex(const char *key, size_t klen, const char *msg, size_t
 /* ---- delivery ------------------------------------------------------------------------ */
 
 static size_t discard(char *p, size_t s, size_t n, void *u) {
-  (void)p; (void)u;
+  (void)p;
+  (void)u;
   return s * n;
 }
 
-/* POSTs body; returns 0 on 2xx. 4xx other than 429 are not retried (returns 1). */
-static int post(const char *url, const char *body, const char *signature) {
+/* POSTs body; returns 0 on 2xx, 1 for a 4xx other than 429 (the receiver refuses this body:
+ * retrying cannot help), -1 for anything worth retrying. */
+static int post(const notifier_t *n, const char *url, const char *body, const char *signature) {
   CURL *c = curl_easy_init();
   if (!c) return -1;
   struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
   char sig[128];
   if (signature) {
     snprintf(sig, sizeof sig, "X-Metricsd-Signature: sha256=%s", signature);
-    h = curl_slist_append(h, sig);
+    struct curl_slist *h2 = curl_slist_append(h, sig);
+    if (h2) h = h2;
   }
   curl_easy_setopt(c, CURLOPT_URL, url);
   curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
   curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-  curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 10000L);
+  curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)n->timeout_ms);
   curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
   curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, discard);
   curl_easy_setopt(c, CURLOPT_USERAGENT, "metricsd/" METRICSD_VERSION);
@@ -174,38 +188,58 @@ static int post(const char *url, const char *body, const char *signature) {
   return -1;
 }
 
+/* Sleeps ms, waking early when the notifier stops. Returns true when stopping. */
+static bool pause_unless_stopping(notifier_t *n, int64_t ms) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  int64_t ns = ts.tv_nsec + (ms % 1000) * 1000000;
+  ts.tv_sec += ms / 1000 + ns / 1000000000;
+  ts.tv_nsec = ns % 1000000000;
+  pthread_mutex_lock(&n->mu);
+  while (!n->stopping && pthread_cond_timedwait(&n->cv, &n->mu, &ts) == 0) {
+  }
+  bool stop = n->stopping;
+  pthread_mutex_unlock(&n->mu);
+  return stop;
+}
+
 static bool deliver(notifier_t *n, const char *url, const char *body, const char *sig) {
-  int64_t backoff_ms = 200;
-  for (int attempt = 0; attempt < MAX_TRIES; attempt++) {
-    int rc = post(url, body, sig);
+  int64_t backoff_ms = n->backoff_ms;
+  for (int attempt = 0; attempt < n->max_tries; attempt++) {
+    int rc = post(n, url, body, sig);
     if (rc == 0) return true;
-    if (rc == 1) break;
-    pthread_mutex_lock(&n->mu);
-    bool stop = n->stopping;
-    pthread_mutex_unlock(&n->mu);
-    if (stop) break;
-    struct timespec ts = {backoff_ms / 1000, (backoff_ms % 1000) * 1000000};
-    nanosleep(&ts, NULL);
+    if (rc == 1 || attempt + 1 == n->max_tries) break;
+    /* On shutdown: one try per target, no waiting. */
+    if (pause_unless_stopping(n, backoff_ms)) break;
     backoff_ms *= 2;
   }
   log_warn("notifier: giving up delivering alerts to %s", url);
   return false;
 }
 
+/* The webhook envelope (docs/rules.md): Alertmanager's webhook shape, each alert with its
+ * own status; the batch is "firing" when any alert in it is. */
 static char *webhook_body(notifier_t *n, json_t *alerts) {
   bool firing = false;
+  char now[32];
+  md_format_rfc3339(md_now_ms(), now);
+  json_t *list = json_array();
   size_t i;
   json_t *a;
   json_array_foreach(alerts, i, a) {
     const char *ends = json_string_value(json_object_get(a, "endsAt"));
-    char now[32];
-    md_format_rfc3339(md_now_ms(), now);
-    if (ends && strcmp(ends, now) > 0) firing = true;
+    bool f = ends && strcmp(ends, now) > 0;
+    firing |= f;
+    json_t *c = json_copy(a);
+    if (c) {
+      json_object_set_new(c, "status", json_string(f ? "firing" : "resolved"));
+      json_array_append_new(list, c);
+    }
   }
-  json_t *o = json_pack("{s:s, s:s, s:s, s:O, s:s}", "version", "4", "receiver", "metricsd", "status",
-                        firing ? "firing" : "resolved", "alerts", alerts, "externalURL",
+  json_t *o = json_pack("{s:s, s:s, s:s, s:o, s:s}", "version", "4", "receiver", "metricsd", "status",
+                        firing ? "firing" : "resolved", "alerts", list, "externalURL",
                         n->external_url ? n->external_url : "");
-  char *s = json_dumps(o, JSON_COMPACT);
+  char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
   json_decref(o);
   return s;
 }
@@ -216,63 +250,101 @@ static void *notify_thread(void *arg) {
   for (;;) {
     while (!n->count && !n->stopping) pthread_cond_wait(&n->cv, &n->mu);
     if (!n->count && n->stopping) break;
-    json_t *alerts = n->queue[n->head];
-    n->head = (n->head + 1) % QUEUE_MAX;
-    n->count--;
-    pthread_mutex_unlock(&n->mu);
-    char *body = json_dumps(alerts, JSON_COMPACT);
-    uint64_t ok = 0, bad = 0;
-    for (size_t i = 0; body && i < n->nams; i++) {
-      sb_t url = {0};
-      sb_printf(&url, "%s/api/v2/alerts", n->ams[i]);
-      if (deliver(n, url.buf, body, NULL)) ok++;
-      else bad++;
-      sb_free(&url);
+    json_t *batch = json_array();
+    size_t nalerts = 0;
+    while (n->count && nalerts < n->batch_max) {
+      if (batch) json_array_append(batch, n->queue[n->head]);
+      json_decref(n->queue[n->head]);
+      n->head = (n->head + 1) % n->cap;
+      n->count--;
+      nalerts++;
     }
-    char *wb = n->nhooks ? webhook_body(n, alerts) : NULL;
-    for (size_t i = 0; wb && i < n->nhooks; i++) {
+    n->batches++;
+    pthread_mutex_unlock(&n->mu);
+    int64_t t0 = md_mono_ns();
+    char *body = batch ? json_dumps(batch, JSON_COMPACT) : NULL;
+    char *wb = NULL;
+    bool any_ok = false;
+    for (size_t i = 0; i < n->ntargets; i++) {
+      target_t *t = &n->targets[i];
+      const char *b = body;
       char sig[65];
-      if (n->secret) rules_hmac_sha256_hex(n->secret, strlen(n->secret), wb, strlen(wb), sig);
-      if (deliver(n, n->hooks[i], wb, n->secret ? sig : NULL)) ok++;
-      else bad++;
+      if (t->webhook) {
+        if (!wb && batch) wb = webhook_body(n, batch);
+        b = wb;
+        if (b && n->secret) rules_hmac_sha256_hex(n->secret, strlen(n->secret), b, strlen(b), sig);
+      }
+      bool ok = b && deliver(n, t->url, b, t->webhook && n->secret ? sig : NULL);
+      any_ok |= ok;
+      pthread_mutex_lock(&n->mu);
+      if (ok) t->sent += nalerts;
+      else t->errors += nalerts;
+      pthread_mutex_unlock(&n->mu);
     }
     free(wb);
     free(body);
-    json_decref(alerts);
+    json_decref(batch);
     pthread_mutex_lock(&n->mu);
-    n->sent += ok;
-    n->failed += bad;
+    if (!any_ok) n->dropped += nalerts;
+    n->last_latency_ns = md_mono_ns() - t0;
   }
   pthread_mutex_unlock(&n->mu);
   return NULL;
 }
 
-static char **copy_strs(const char *const *s, size_t n) {
-  char **c = calloc(n + 1, sizeof *c);
-  for (size_t i = 0; c && i < n; i++) {
-    c[i] = strdup(s[i]);
-    size_t l = c[i] ? strlen(c[i]) : 0;
-    while (l && c[i][l - 1] == '/') c[i][--l] = 0;
-  }
-  return c;
+static int add_target(notifier_t *n, const char *base, const char *suffix, bool webhook) {
+  sb_t url = {0};
+  size_t l = strlen(base);
+  while (suffix && l && base[l - 1] == '/') l--; /* "http://am:9093/" + "/api/v2/alerts" */
+  sb_append(&url, base, l);
+  if (suffix) sb_puts(&url, suffix);
+  char *u = sb_steal(&url);
+  if (!u) return MD_ENOMEM;
+  n->targets[n->ntargets++] = (target_t){.url = u, .webhook = webhook};
+  return 0;
 }
 
 int notifier_new(const rules_options_t *opt, notifier_t **out) {
   notifier_t *n = calloc(1, sizeof *n);
   if (!n) return MD_ENOMEM;
-  n->ams = copy_strs(opt->alertmanagers, opt->n_alertmanagers);
-  n->nams = opt->n_alertmanagers;
-  n->hooks = copy_strs(opt->webhooks, opt->n_webhooks);
-  n->nhooks = opt->n_webhooks;
-  n->secret = opt->webhook_secret ? strdup(opt->webhook_secret) : NULL;
-  n->external_url = opt->external_url ? strdup(opt->external_url) : NULL;
   pthread_mutex_init(&n->mu, NULL);
   pthread_cond_init(&n->cv, NULL);
-  if (n->nams || n->nhooks) {
-    if (pthread_create(&n->thread, NULL, notify_thread, n) == 0) n->started = true;
+  int rc = 0;
+  n->cap = opt->notify_queue_capacity ? opt->notify_queue_capacity : 10000;
+  n->batch_max = opt->notify_batch_size ? opt->notify_batch_size : 64;
+  n->max_tries = opt->notify_max_tries > 0 ? opt->notify_max_tries : 4;
+  n->backoff_ms = opt->notify_backoff_ms > 0 ? opt->notify_backoff_ms : 200;
+  n->timeout_ms = opt->notify_timeout_ms > 0 ? opt->notify_timeout_ms : 10000;
+  n->queue = calloc(n->cap, sizeof *n->queue);
+  n->targets = calloc(opt->n_alertmanagers + opt->n_webhooks + 1, sizeof *n->targets);
+  if (!n->queue || !n->targets) {
+    rc = MD_ENOMEM;
+    goto fail;
+  }
+  for (size_t i = 0; i < opt->n_alertmanagers && !rc; i++)
+    rc = add_target(n, opt->alertmanagers[i], "/api/v2/alerts", false);
+  for (size_t i = 0; i < opt->n_webhooks && !rc; i++) rc = add_target(n, opt->webhooks[i], NULL, true);
+  if (rc) goto fail;
+  if (opt->webhook_secret && !(n->secret = strdup(opt->webhook_secret))) {
+    rc = MD_ENOMEM;
+    goto fail;
+  }
+  if (opt->external_url && !(n->external_url = strdup(opt->external_url))) {
+    rc = MD_ENOMEM;
+    goto fail;
+  }
+  if (n->ntargets) {
+    if (pthread_create(&n->thread, NULL, notify_thread, n) != 0) {
+      rc = MD_ERR;
+      goto fail;
+    }
+    n->started = true;
   }
   *out = n;
   return 0;
+fail:
+  notifier_free(n);
+  return rc;
 }
 
 void notifier_send(notifier_t *n, json_t *alerts) {
@@ -281,24 +353,47 @@ void notifier_send(notifier_t *n, json_t *alerts) {
     return;
   }
   pthread_mutex_lock(&n->mu);
-  if (n->count == QUEUE_MAX) {
-    json_decref(n->queue[n->head]);
-    n->head = (n->head + 1) % QUEUE_MAX;
-    n->count--;
-    n->dropped++;
+  size_t i;
+  json_t *a;
+  json_array_foreach(alerts, i, a) {
+    if (n->count == n->cap) {
+      json_decref(n->queue[n->head]);
+      n->head = (n->head + 1) % n->cap;
+      n->count--;
+      n->dropped++;
+    }
+    n->queue[(n->head + n->count) % n->cap] = json_incref(a);
+    n->count++;
+    n->queued++;
   }
-  n->queue[(n->head + n->count) % QUEUE_MAX] = alerts;
-  n->count++;
   pthread_cond_signal(&n->cv);
+  pthread_mutex_unlock(&n->mu);
+  json_decref(alerts);
+}
+
+void notifier_stats(notifier_t *n, notifier_stats_t *out) {
+  memset(out, 0, sizeof *out);
+  pthread_mutex_lock(&n->mu);
+  for (size_t i = 0; i < n->ntargets; i++) {
+    out->sent += n->targets[i].sent;
+    out->failed += n->targets[i].errors;
+  }
+  out->dropped = n->dropped;
+  out->queued = n->queued;
+  out->batches = n->batches;
+  out->queue_length = n->count;
+  out->queue_capacity = n->cap;
+  out->last_latency_ns = n->last_latency_ns;
   pthread_mutex_unlock(&n->mu);
 }
 
-void notifier_stats(notifier_t *n, uint64_t *sent, uint64_t *failed, uint64_t *dropped) {
+size_t notifier_targets(notifier_t *n, rules_target_stats_t *out, size_t max) {
   pthread_mutex_lock(&n->mu);
-  *sent = n->sent;
-  *failed = n->failed;
-  *dropped = n->dropped;
+  size_t k = 0;
+  for (size_t i = 0; i < n->ntargets && k < max; i++, k++)
+    out[k] = (rules_target_stats_t){n->targets[i].url, n->targets[i].webhook, n->targets[i].sent, n->targets[i].errors};
   pthread_mutex_unlock(&n->mu);
+  return n->ntargets;
 }
 
 void notifier_free(notifier_t *n) {
@@ -312,13 +407,12 @@ void notifier_free(notifier_t *n) {
   }
   while (n->count) {
     json_decref(n->queue[n->head]);
-    n->head = (n->head + 1) % QUEUE_MAX;
+    n->head = (n->head + 1) % n->cap;
     n->count--;
   }
-  for (size_t i = 0; i < n->nams; i++) free(n->ams[i]);
-  for (size_t i = 0; i < n->nhooks; i++) free(n->hooks[i]);
-  free(n->ams);
-  free(n->hooks);
+  for (size_t i = 0; i < n->ntargets; i++) free(n->targets[i].url);
+  free(n->targets);
+  free(n->queue);
   free(n->secret);
   free(n->external_url);
   pthread_mutex_destroy(&n->mu);

@@ -343,6 +343,12 @@ static void carry_state(group_t **old, size_t nold, group_t **neu, size_t nneu) 
       group_t *o = old[j];
       if (!o || strcmp(o->name, g->name) || strcmp(o->file, g->file) || strcmp(o->tenant, g->tenant)) continue;
       g->next_eval_ms = o->next_eval_ms;
+      g->evaluations = o->evaluations;
+      g->failures = o->failures;
+      g->iterations = o->iterations;
+      g->missed = o->missed;
+      g->last_eval_ms = o->last_eval_ms;
+      g->eval_ns = o->eval_ns;
       for (size_t a = 0; a < g->nrules; a++) {
         for (size_t b = 0; b < o->nrules; b++) {
           rule_t *nr = g->rules[a], *orr = o->rules[b];
@@ -389,6 +395,10 @@ static int rebuild(rules_t *r, group_t **file_groups, size_t nfile, char *err, s
   free(file_groups);
   free(rt);
   carry_state(r->groups, r->ngroups, all, nfile + nrt);
+  /* As in Prometheus, `for` state is restored from ALERTS_FOR_STATE once, at start-up: a rule
+   * added or changed by a later reload starts afresh. */
+  for (size_t i = 0; r->evaluated && i < nfile + nrt; i++)
+    for (size_t j = 0; j < all[i]->nrules; j++) all[i]->rules[j]->restored = true;
   for (size_t i = 0; i < r->ngroups; i++) group_free(r->groups[i]);
   free(r->groups);
   r->groups = all;
@@ -726,7 +736,13 @@ static void *eval_thread(void *arg) {
       }
       if (g->next_eval_ms <= now) {
         group_eval(r, g, g->next_eval_ms);
-        while (g->next_eval_ms <= now) g->next_eval_ms += g->interval_ms;
+        g->next_eval_ms += g->interval_ms;
+        /* Slots that passed while this one ran (or while the thread was busy) are skipped,
+         * not caught up, as in Prometheus; count them. */
+        while (g->next_eval_ms <= now) {
+          g->next_eval_ms += g->interval_ms;
+          g->missed++;
+        }
       }
       if (g->next_eval_ms < next) next = g->next_eval_ms;
     }
@@ -786,7 +802,32 @@ void rules_get_stats(rules_t *r, rules_stats_t *out) {
   pthread_mutex_unlock(&r->mu);
   out->evaluations = atomic_load(&r->evaluations);
   out->evaluation_failures = atomic_load(&r->failures);
-  notifier_stats(r->notifier, &out->notifications_sent, &out->notifications_failed, &out->notifications_dropped);
+  notifier_stats_t ns;
+  notifier_stats(r->notifier, &ns);
+  out->notifications_sent = ns.sent;
+  out->notifications_failed = ns.failed;
+  out->notifications_dropped = ns.dropped;
+  out->notifications_queued = ns.queued;
+  out->notification_batches = ns.batches;
+  out->notification_queue_length = ns.queue_length;
+  out->notification_queue_capacity = ns.queue_capacity;
+  out->notification_latency_ns = ns.last_latency_ns;
+}
+
+void rules_foreach_group(rules_t *r, void (*cb)(void *ctx, const rules_group_stats_t *g), void *ctx) {
+  pthread_mutex_lock(&r->mu);
+  for (size_t i = 0; i < r->ngroups; i++) {
+    const group_t *g = r->groups[i];
+    rules_group_stats_t st = {g->file,       g->name,      g->tenant,       g->nrules,       g->evaluations,
+                              g->failures,   g->iterations, g->missed,      g->interval_ms,  g->last_eval_ms,
+                              g->eval_ns};
+    cb(ctx, &st);
+  }
+  pthread_mutex_unlock(&r->mu);
+}
+
+size_t rules_notify_targets(rules_t *r, rules_target_stats_t *out, size_t max) {
+  return notifier_targets(r->notifier, out, max);
 }
 
 /* ---- API bodies ---------------------------------------------------------------------- */

@@ -41,6 +41,12 @@ typedef struct rules_options {
   int64_t resend_delay_ms;          /* re-send firing alerts this often (default 1 m) */
   int64_t outage_tolerance_ms;      /* `for` state restore window (default 1 h) */
   const char *external_url;         /* generatorURL base */
+  /* Notifier tuning; 0 = default. */
+  size_t notify_queue_capacity;     /* alerts waiting to be sent (default 10000); oldest dropped */
+  size_t notify_batch_size;         /* alerts per POST (default 64) */
+  int notify_max_tries;             /* attempts per target and batch (default 4) */
+  int64_t notify_backoff_ms;        /* first retry delay, doubled each time (default 200) */
+  int64_t notify_timeout_ms;        /* per request (default 10000) */
 } rules_options_t;
 
 void rules_options_default(rules_options_t *opt);
@@ -92,9 +98,32 @@ int rules_test_file(const char *path, sb_t *out);
 typedef struct rules_stats {
   uint64_t evaluations, evaluation_failures, groups, rules;
   uint64_t alerts_firing, alerts_pending;
+  /* Notifier, counted in alerts: sent/failed are summed over targets (an alert sent to two
+   * Alertmanagers counts twice); dropped = queue overflow + batches no target accepted. */
   uint64_t notifications_sent, notifications_failed, notifications_dropped;
+  uint64_t notifications_queued, notification_batches, notification_queue_length, notification_queue_capacity;
+  int64_t notification_latency_ns; /* time the last batch took to deliver to all targets */
   int64_t last_duration_ns;
 } rules_stats_t;
 void rules_get_stats(rules_t *r, rules_stats_t *out);
+
+/* One group's counters for the self-metrics (Prometheus's prometheus_rule_group_* family).
+ * Counters survive reloads of an unchanged group (same file and name). */
+typedef struct rules_group_stats {
+  const char *file, *name, *tenant; /* valid during the callback only */
+  size_t nrules;
+  uint64_t evaluations, failures, iterations, missed;
+  int64_t interval_ms, last_eval_ms, last_duration_ns;
+} rules_group_stats_t;
+void rules_foreach_group(rules_t *r, void (*cb)(void *ctx, const rules_group_stats_t *g), void *ctx);
+
+/* One notification target (Alertmanager or webhook) and its alert counters. */
+typedef struct rules_target_stats {
+  const char *url; /* valid while r lives */
+  bool webhook;
+  uint64_t sent, errors;
+} rules_target_stats_t;
+/* Fills up to max entries; returns the number of targets. */
+size_t rules_notify_targets(rules_t *r, rules_target_stats_t *out, size_t max);
 
 #endif

@@ -66,6 +66,7 @@ typedef struct group {
   size_t nrules;
   bool runtime;
   int64_t next_eval_ms, last_eval_ms, eval_ns;
+  uint64_t evaluations, failures, iterations, missed; /* carried over reloads */
 } group_t;
 
 typedef struct notifier notifier_t;
@@ -84,6 +85,7 @@ struct rules {
   bool running, stopping;
   notifier_t *notifier;
   atomic_ullong evaluations, failures;
+  bool evaluated; /* some group has been evaluated: later (re)loads restore no `for` state */
   int64_t last_duration_ns;
 };
 
@@ -108,7 +110,14 @@ int notifier_new(const rules_options_t *opt, notifier_t **out);
 void notifier_free(notifier_t *n);
 /* Queues alerts (a JSON array in Alertmanager v2 shape; ownership passes). */
 void notifier_send(notifier_t *n, json_t *alerts);
-void notifier_stats(notifier_t *n, uint64_t *sent, uint64_t *failed, uint64_t *dropped);
+typedef struct notifier_stats {
+  uint64_t sent, failed, dropped, queued, batches, queue_length, queue_capacity;
+  int64_t last_latency_ns;
+} notifier_stats_t;
+void notifier_stats(notifier_t *n, notifier_stats_t *out);
+size_t notifier_targets(notifier_t *n, rules_target_stats_t *out, size_t max);
+/* HMAC-SHA256 of msg under key as lowercase hex (65 bytes with the NUL). */
+void rules_hmac_sha256_hex(const char *key, size_t klen, const char *msg, size_t mlen, char out[65]);
 
 /* Loads a YAML file (rule files, test files) as a JSON tree. */
 int rules_load_yaml_file(const char *path, json_t **out, char *err, size_t errlen);
