@@ -4,13 +4,18 @@
 # missing; uses sudo when not root.
 set -euo pipefail
 
-# Build: compiler, CMake and the libraries DESIGN.md names.
-build_pkgs=(build-essential cmake pkg-config clang
+# Build: compiler (gcc; its ASan/UBSan runtimes come with it), CMake, the libraries
+# DESIGN.md names, protoc-c for the generated protobuf code, git for the commit baked into
+# the binary, and curl for the README's tour.
+build_pkgs=(build-essential cmake pkg-config git curl ca-certificates
   libmicrohttpd-dev libcurl4-openssl-dev libjansson-dev libyaml-dev libsnappy-dev
   libprotobuf-c-dev protobuf-c-compiler libzstd-dev libpcre2-dev zlib1g-dev libcmocka-dev)
-# Tests: clang's sanitizer/fuzzer runtime, Python for the black-box tests, and the real
-# components the tests talk to (Prometheus, node_exporter, Alertmanager).
-test_pkgs=(libclang-rt-14-dev python3 prometheus prometheus-node-exporter prometheus-alertmanager)
+# Tests: Python for the black-box tests (standard library only), openssl for throwaway TLS
+# certificates, clang and its sanitizer/libFuzzer runtime for `make fuzz`, and the real
+# components the tests talk to: Prometheus (promtool check metrics, remote_write, PromQL
+# comparison), node_exporter, Alertmanager.
+test_pkgs=(python3 openssl clang libclang-rt-14-dev
+  prometheus prometheus-node-exporter prometheus-alertmanager)
 # Benchmarks: the peer harness's Python modules and the peers themselves.
 bench_pkgs=(python3-snappy python3-protobuf victoria-metrics influxdb)
 

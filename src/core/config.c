@@ -156,6 +156,26 @@ static const struct {
 /* METRICSD_* variables that are not settings (tools, tests) and need no warning. */
 static const char *const env_ignored[] = {"METRICSD_BIN", "METRICSD_CONFIG", NULL};
 
+bool config_setting_at(size_t i, const char **path, const char **default_text) {
+  if (i >= NSETTINGS) return false;
+  *path = settings[i].path;
+  *default_text = settings[i].def;
+  return true;
+}
+
+bool config_section_at(size_t i, const char **key) {
+  if (i >= NRAW) return false;
+  *key = raw_sections[i].key;
+  return true;
+}
+
+bool config_env_alias_at(size_t i, const char **env, const char **path) {
+  if (i >= NALIASES) return false;
+  *env = env_aliases[i].env;
+  *path = env_aliases[i].path;
+  return true;
+}
+
 static const char *const agg_types[] = {"avg", "sum", "min", "max", "count", "last", NULL};
 
 /* ---- small parsers ------------------------------------------------------------------ */

@@ -159,4 +159,13 @@ const char *config_roles_str(unsigned roles, char *buf, size_t n);
 /* The environment variable name for a key path ("server.listen" → METRICSD_SERVER_LISTEN). */
 void config_env_name(const char *path, char *buf, size_t n);
 
+/* The tables behind config_load, for tools and for the test that keeps
+ * docs/configuration.md true. Each returns false once i is past the end.
+ *   config_setting_at:  the i-th typed setting's key path and default as text (NULL = unset);
+ *   config_section_at:  the i-th top-level section passed through raw (scrape_configs...);
+ *   config_env_alias_at: the i-th extra environment variable (seed names) and its key path. */
+bool config_setting_at(size_t i, const char **path, const char **default_text);
+bool config_section_at(size_t i, const char **key);
+bool config_env_alias_at(size_t i, const char **env, const char **path);
+
 #endif

@@ -111,10 +111,11 @@ class Server:
     args: extra command-line arguments. env: extra environment variables.
     auth: default headers for every request (e.g. {"Authorization": "Bearer x"}).
     https: talk HTTPS (pass the TLS settings in config/args; certificates are not verified).
+    preexec: a function run in the child before exec (resource limits, signal dispositions).
     """
 
     def __init__(self, config=None, args=(), env=None, auth=None, data_dir=None, ready_timeout=60,
-                 port=None, check_exit=True, https=False):
+                 port=None, check_exit=True, https=False, preexec=None):
         self.bin = bin_path()
         self.tmp = tempfile.mkdtemp(prefix="metricsd-test-")
         self.data_dir = data_dir or os.path.join(self.tmp, "data")
@@ -135,6 +136,7 @@ class Server:
         # With a context manager, a non-zero exit after SIGTERM (a crash at shutdown, or
         # AddressSanitizer reporting leaks) fails the test.
         self.check_exit = check_exit
+        self.preexec = preexec
 
     def write_config(self, text):
         with open(self.config_path, "w") as f:
@@ -146,7 +148,8 @@ class Server:
             cmd += ["--config", self.config_path]
         cmd += self.args
         self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=self.env)
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=self.env,
+                                     preexec_fn=self.preexec)
         deadline = time.time() + self.ready_timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:

@@ -246,16 +246,177 @@ def test_sighup_reload():
 
 
 def test_sigterm_graceful():
+    import socket
     srv = mdtest.Server()
     srv.start()
+    conns = []
     try:
         assert srv.get("/health").status == 200
-        code, took = srv.stop(timeout=10)
+        # an idle keep-alive connection and a client trickling a body must not hold the stop up
+        idle = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+        idle.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert idle.recv(4096).startswith(b"HTTP/1.1 200")
+        slow = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+        slow.sendall(b"POST /api/v1/import/prometheus HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\nx 1\n")
+        conns += [idle, slow]
+        time.sleep(0.3)
+        code, took = srv.stop(timeout=15)
         assert code == 0, (code, srv.logs())
-        assert took < 5, took
+        assert took < 5, "stop took %.1fs" % took
         assert "stopped" in srv.logs()
+        assert "storage closed" in srv.logs()  # flushed and closed, not abandoned
     finally:
+        for c in conns:
+            c.close()
         srv.close()
+
+
+def _fill_disk_limit():
+    """In the child: files may grow to 4 MiB (the soft limit, which the test raises later)
+    and writes past it fail with EFBIG instead of killing the process: a full disk."""
+    import resource
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4 << 20, resource.RLIM_INFINITY))
+
+
+def test_health_down_when_storage_fails():
+    import resource
+    with mdtest.Server(args=["--set", "server.self_interval=0"], preexec=_fill_disk_limit) as srv:
+        h = srv.get("/health")
+        assert h.status == 200 and h.json()["dependencies"]["storage"] == "ok", h
+        failed = None
+        for i in range(200):
+            body = "".join('fill_%d{n="%d"} %d\n' % (i, j, j) for j in range(2000)).encode()
+            r = srv.post("/api/v1/import/prometheus", body)
+            if r.status >= 300:
+                failed = r
+                break
+        assert failed is not None, "4 MiB file limit never reached"
+        assert failed.status == 503 and failed.header("retry-after"), failed
+        h = srv.get("/health")
+        assert h.status == 503, h
+        body = h.json()
+        assert body["status"] == "down" and body["dependencies"]["storage"] == "down", body
+        assert body["dependencies"]["wal"] == "down" and "error" in body, body
+        assert h.header("retry-after"), h.headers
+        assert srv.get("/ready").status == 200  # still serving
+        r = srv.get("/api/v1/query", params={"query": "fill_0"})
+        assert r.status in (200, 404), r  # reads keep working (404: PromQL not built in)
+        # space returns: writes succeed again and /health recovers
+        resource.prlimit(srv.proc.pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        deadline = time.time() + 15
+        while time.time() < deadline:
+            r = srv.post("/api/v1/import/prometheus", b'after_full{a="1"} 1\n')
+            if r.status < 300:
+                break
+            time.sleep(0.3)
+        assert r.status < 300, r
+        h = srv.get("/health")
+        assert h.status == 200 and h.json()["status"] == "ok", h
+
+
+def test_max_connections():
+    import socket
+    with mdtest.Server(args=["--set", "server.max_connections=3"]) as srv:
+        held = []
+        try:
+            for _ in range(3):  # three keep-alive connections, each known to be accepted
+                c = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+                held.append(c)
+                c.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert c.recv(4096).startswith(b"HTTP/1.1 200")
+            # the fourth connection is closed at once (libmicrohttpd accepts and drops it)
+            refused = False
+            try:
+                r = srv.get("/health", timeout=10)
+                refused = False
+            except (ConnectionError, OSError):
+                refused = True
+            assert refused, "a connection past server.max_connections was served: %r" % (r,)
+        finally:
+            for c in held:
+                c.close()
+        deadline = time.time() + 10
+        ok = False
+        while time.time() < deadline and not ok:
+            try:
+                ok = srv.get("/health", timeout=5).status == 200
+            except (ConnectionError, OSError):
+                time.sleep(0.2)
+        assert ok, "connections are served again once the held ones close"
+
+
+def test_json_logs():
+    with mdtest.Server(args=["--log-level", "debug"]) as srv:
+        srv.get("/health", headers={"X-Request-ID": "log-test-1"})
+        srv.get("/no/such/route")
+        assert srv.wait_log("log-test-1")
+        time.sleep(0.2)
+        text = srv.logs()
+    lines = [l for l in text.splitlines() if l.strip()]
+    assert lines
+    parsed = []
+    for l in lines:
+        if l.startswith("==") or l.startswith("    #"):  # sanitizer reports are not log lines
+            continue
+        rec = __import__("json").loads(l)  # every line is one JSON object
+        for k in ("timestamp", "level", "service", "message"):
+            assert k in rec, (k, rec)
+        assert rec["service"] == "metricsd" and rec["level"] in ("debug", "info", "warn", "error"), rec
+        assert rec["timestamp"].endswith("Z") and "T" in rec["timestamp"], rec
+        parsed.append(rec)
+    access = [r for r in parsed if r.get("request_id") == "log-test-1"]
+    assert access, "no access-log line carries the request id"
+    f = access[0]["fields"]
+    assert f["method"] == "GET" and f["path"] == "/health" and f["status"] == 200, f
+    assert "duration_ms" in f and f["remote"] == "127.0.0.1", f
+    assert any(r.get("fields", {}).get("status") == 404 for r in parsed), "404 not access-logged"
+    # at info level there is no access log
+    with mdtest.Server() as srv:
+        srv.get("/health", headers={"X-Request-ID": "log-test-2"})
+        time.sleep(0.3)
+        assert "log-test-2" not in srv.logs()
+
+
+def test_cors():
+    with mdtest.Server() as srv:  # off by default
+        r = srv.get("/health", headers={"Origin": "https://grafana.example"})
+        assert r.header("access-control-allow-origin") is None, r.headers
+    with mdtest.Server(args=["--set", "server.cors_origin=https://grafana.example"]) as srv:
+        r = srv.get("/health", headers={"Origin": "https://grafana.example"})
+        assert r.header("access-control-allow-origin") == "https://grafana.example", r.headers
+        r = srv.get("/health", headers={"Origin": "https://evil.example"})
+        assert r.header("access-control-allow-origin") is None, r.headers
+        r = srv.request("OPTIONS", "/api/v1/query", None,
+                        {"Origin": "https://grafana.example", "Access-Control-Request-Method": "POST"})
+        assert r.status == 204, r
+        assert "GET" in r.header("access-control-allow-methods", ""), r.headers
+        assert r.header("access-control-allow-origin") == "https://grafana.example", r.headers
+
+
+def test_request_encodings():
+    import gzip
+    import zlib
+    with mdtest.Server() as srv:
+        text = b'enc_probe{via="gzip"} 1\n'
+        r = srv.post("/api/v1/import/prometheus", gzip.compress(text), headers={"Content-Encoding": "gzip"})
+        if r.status == 404:
+            raise mdtest.Skip("ingest endpoints not built in")
+        assert r.status < 300, r
+        r = srv.post("/api/v1/import/prometheus", zlib.compress(b'enc_probe{via="deflate"} 1\n'),
+                     headers={"Content-Encoding": "deflate"})
+        assert r.status < 300, r
+        for enc in ("gzip", "zstd", "snappy", "deflate"):
+            r = srv.post("/api/v1/import/prometheus", b"\x00\x01definitely not " + enc.encode(),
+                         headers={"Content-Encoding": enc})
+            assert r.status == 400 and enc in r.json()["error"], (enc, r)
+        r = srv.post("/api/v1/import/prometheus", b"x", headers={"Content-Encoding": "br"})
+        assert r.status == 415, r
+        # a small bomb: 8 MiB of zeros in a few KiB of gzip, past a 1 MiB limit
+        with mdtest.Server(args=["--set", "server.max_body_bytes=1MiB"]) as small:
+            r = small.post("/api/v1/import/prometheus", gzip.compress(b"0" * (8 << 20)),
+                           headers={"Content-Encoding": "gzip"})
+            assert r.status == 413, r
 
 
 def test_command_line():
