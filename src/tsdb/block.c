@@ -61,6 +61,7 @@ typedef struct {
 struct block {
   atomic_int refs;
   atomic_bool deleted;
+  atomic_bool damaged; /* a read failed a check: the database quarantines the block */
   char *path;
   int64_t mint, maxt, res;
   int level, parts;
@@ -452,6 +453,7 @@ int block_open(const char *path, block_t **out, char *err, size_t errlen) {
   if (!b) return md_error(err, errlen, MD_ENOMEM, "out of memory");
   atomic_init(&b->refs, 1);
   atomic_init(&b->deleted, false);
+  atomic_init(&b->damaged, false);
   json_t *meta = NULL;
   int rc;
   b->path = strdup(path);
@@ -486,6 +488,15 @@ void block_unref(block_t *b) {
 }
 
 void block_mark_deleted(block_t *b) { atomic_store(&b->deleted, true); }
+bool block_is_damaged(const block_t *b) { return atomic_load(&b->damaged); }
+
+/* Passes rc through, remembering damage found while reading (the block is immutable, so
+ * a failed check will fail again: the block must go, not be retried). */
+static int note_damage(const block_t *b, int rc) {
+  if (rc == MD_ECORRUPT && !atomic_exchange(&((block_t *)b)->damaged, true))
+    log_error("block %s: damaged chunk data found while reading", b->path);
+  return rc;
+}
 int64_t block_mint(const block_t *b) { return b->mint; }
 int64_t block_maxt(const block_t *b) { return b->maxt; }
 int block_level(const block_t *b) { return b->level; }
@@ -837,10 +848,10 @@ int block_iter_next(block_iter_t *it) {
     it->pos = s + 1;
     it->cur = s;
     int rc = parse_series(it->b, it->t, s, it->labels, &it->nlabels, &it->chunks, &it->nchunks, &it->capchunks);
-    if (rc) return rc;
+    if (rc) return note_damage(it->b, rc);
     const uint8_t *frame = NULL;
     rc = series_in_range(it, &frame);
-    if (rc < 0) return rc;
+    if (rc < 0) return note_damage(it->b, rc);
     if (rc) return 1;
   }
 }
@@ -871,15 +882,15 @@ int block_iter_samples(block_iter_t *it, block_agg_t agg, const int64_t **ts, co
     if (c->maxt < it->mint || c->mint > it->maxt) continue;
     if (!frame) {
       int rc = frame_load(it->b, &it->fc, it->t->sframe[it->cur], &frame);
-      if (rc) return rc;
+      if (rc) return note_damage(it->b, rc);
     }
     int nd = decode_chunk(frame, c, part, &it->dts, &it->dv, &it->dcap);
-    if (nd < 0) return nd;
+    if (nd < 0) return note_damage(it->b, nd);
     int rc = grow2(&it->ts, &it->v, &it->cap, total + (size_t)nd);
     if (rc) return rc;
     for (int i = 0; i < nd; i++) {
       if (it->dts[i] < it->mint || it->dts[i] > it->maxt) continue;
-      if (total && it->dts[i] <= it->ts[total - 1]) return MD_ECORRUPT;
+      if (total && it->dts[i] <= it->ts[total - 1]) return note_damage(it->b, MD_ECORRUPT);
       it->ts[total] = it->dts[i];
       it->v[total] = it->dv[i];
       total++;
@@ -931,7 +942,7 @@ int block_series_labels(const block_t *b, size_t t, size_t s, tsdb_label_t *lab)
   if (t >= b->ntenants || s >= b->tenants[t].nseries) return MD_EINVAL;
   size_t n = 0;
   int rc = parse_series(b, &b->tenants[t], (uint32_t)s, lab, &n, NULL, NULL, NULL);
-  return rc ? rc : (int)n;
+  return rc ? note_damage(b, rc) : (int)n;
 }
 
 int block_series_read(const block_t *b, size_t t, size_t s, int64_t **ts_out, double **v_out) {
@@ -997,7 +1008,7 @@ int block_series_read(const block_t *b, size_t t, size_t s, int64_t **ts_out, do
   if (rc) {
     free(ts);
     for (int p = 0; p < BLOCK_ROLLUP_PARTS; p++) free(v[p]);
-    return rc;
+    return note_damage(b, rc);
   }
   *ts_out = ts;
   for (int p = 0; p < b->parts; p++) v_out[p] = v[p];

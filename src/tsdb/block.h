@@ -53,6 +53,9 @@ int block_open(const char *path, block_t **out, char *err, size_t errlen);
 void block_ref(block_t *b);
 void block_unref(block_t *b);      /* the last unref closes (and deletes when marked) */
 void block_mark_deleted(block_t *b);
+/* True once a read of the block failed a check (MD_ECORRUPT): its data cannot be trusted and
+ * the database moves it to quarantine/ at the next maintenance round. */
+bool block_is_damaged(const block_t *b);
 
 int64_t block_mint(const block_t *b);
 int64_t block_maxt(const block_t *b);

@@ -85,6 +85,7 @@ int blocks_acquire(tsdb_t *db, int64_t mint, int64_t maxt, block_t ***out, size_
   for (size_t i = 0; i < db->nblocks; i++) {
     block_t *b = db->blocks[i];
     if (block_maxt(b) < mint || block_mint(b) > maxt) continue;
+    if (block_is_damaged(b)) continue; /* on its way to quarantine: never read it again */
     block_ref(b);
     arr[k++] = b;
   }
@@ -101,6 +102,33 @@ static void quarantine(tsdb_t *db, const char *path, const char *name, const cha
   snprintf(dst, sizeof dst, "%s/%s", qdir, name);
   if (rename(path, dst) == 0) log_error("tsdb: block %s is damaged (%s): moved to %s", path, why, dst);
   else log_error("tsdb: block %s is damaged (%s) and could not be moved: %s", path, why, strerror(errno));
+}
+
+/* Moves blocks found damaged while reading to quarantine/ and out of the list (maint_mu
+ * held). Returns how many. Queries already skip them (blocks_acquire); running ones keep
+ * their reference to the mapping, which the rename does not disturb. */
+static size_t quarantine_damaged(tsdb_t *db) {
+  pthread_rwlock_wrlock(&db->blocks_lock);
+  size_t k = 0, nd = 0;
+  block_t **gone = malloc((db->nblocks ? db->nblocks : 1) * sizeof *gone);
+  if (!gone) {
+    pthread_rwlock_unlock(&db->blocks_lock);
+    return 0;
+  }
+  for (size_t i = 0; i < db->nblocks; i++) {
+    if (block_is_damaged(db->blocks[i])) gone[nd++] = db->blocks[i];
+    else db->blocks[k++] = db->blocks[i];
+  }
+  db->nblocks = k;
+  pthread_rwlock_unlock(&db->blocks_lock);
+  for (size_t i = 0; i < nd; i++) {
+    const char *path = block_path(gone[i]);
+    const char *name = strrchr(path, '/');
+    quarantine(db, path, name ? name + 1 : path, "a chunk failed its checksum or decoding while being read");
+    block_unref(gone[i]);
+  }
+  free(gone);
+  return nd;
 }
 
 int blocks_load(tsdb_t *db, char *err, size_t errlen) {
@@ -962,6 +990,7 @@ int tsdb_compact(tsdb_t *db) {
   /* A block is dropped whole, so compacted blocks must stay well below the raw retention
    * (as Prometheus caps block ranges) or retention and downsampling would lag behind. */
   int64_t raw_keep = db->opt.raw_retention_ms > 0 ? db->opt.raw_retention_ms : db->opt.retention_ms;
+  quarantine_damaged(db);
   for (int level = 1; level <= 3 && rc >= 0; level++) {
     w *= 6;
     if (raw_keep > 0 && w > raw_keep / 2) break;
@@ -969,6 +998,8 @@ int tsdb_compact(tsdb_t *db) {
       rc = compact_window_level(db, w, level > 1);
       if (rc <= 0) break;
     }
+    /* A damaged input fails the merge once; without it the window compacts next round. */
+    if (rc == MD_ECORRUPT && quarantine_damaged(db)) rc = 0;
   }
   retention(db);
   pthread_mutex_unlock(&db->maint_mu);

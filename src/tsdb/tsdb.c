@@ -8,8 +8,10 @@
  * samples under the series' stripe lock, and encode the accepted ones into one WAL samples
  * record. One wal_enqueue + wal_wait per batch: the return means "written" (and fsynced
  * under fsync=always). Samples are applied to the head before the WAL write; when the write
- * fails the call returns MD_ENOSPC/MD_EIO and the caller must not acknowledge (a retry is
- * then a same-value duplicate, a no-op).
+ * fails the call returns MD_ENOSPC/MD_EIO and the caller must not acknowledge; a retry is
+ * then a same-value duplicate, a no-op for the head that is still logged, so the retry's
+ * acknowledgement is backed by the WAL. (Such unacknowledged head samples may be queried
+ * and persisted before the retry: at-least-once, never lost once acknowledged.)
  */
 #include "tsdb_int.h"
 
@@ -334,7 +336,7 @@ int tsdb_append(tsdb_t *db, const char *tenant_name, const tsdb_batch_t *b, tsdb
     }
     if (nsm == 0) continue;
     sb_reset(&grp);
-    size_t added = 0;
+    size_t added = 0, logged = 0;
     int64_t prev_ts = 0;
     pthread_mutex_t *mu = stripe_of(db, s->id.ref);
     pthread_mutex_lock(mu);
@@ -343,19 +345,26 @@ int tsdb_append(tsdb_t *db, const char *tenant_name, const tsdb_batch_t *b, tsdb
     int64_t min_valid = atomic_load(&db->min_valid);
     for (size_t k = 0; k < nsm; k++) {
       int r = series_append(s, sm[k].ts, sm[k].v, min_valid, ooo);
-      if (r == HEAD_ADDED) {
+      if (r == HEAD_ADDED || r == HEAD_SAME) {
+        /* A same-value duplicate is a no-op for the head but is logged all the same: the
+         * sample it repeats may come from an append whose WAL write failed (disk full) or
+         * is still in flight in another thread, and this call's success acknowledges it.
+         * Replay treats the repeat as the no-op it is. */
         if (!have_base) {
           base = sm[k].ts;
           have_base = true;
         }
-        wal_put_varint(&grp, sm[k].ts - (added ? prev_ts : base));
+        wal_put_varint(&grp, sm[k].ts - (logged ? prev_ts : base));
         wal_put_value(&grp, sm[k].v);
         prev_ts = sm[k].ts;
+        logged++;
+        if (r == HEAD_SAME) {
+          res->samples_duplicate_ignored++;
+          continue;
+        }
         added++;
         if (sm[k].ts < bmin) bmin = sm[k].ts;
         if (sm[k].ts > bmax) bmax = sm[k].ts;
-      } else if (r == HEAD_SAME) {
-        res->samples_duplicate_ignored++;
       } else if (r == HEAD_TOO_OLD) {
         res->samples_rejected++;
         add_error(res, i, TSDB_REJECT_TOO_OLD, sm[k].ts, "sample is too old (out of bounds)");
@@ -369,11 +378,11 @@ int tsdb_append(tsdb_t *db, const char *tenant_name, const tsdb_batch_t *b, tsdb
       }
     }
     pthread_mutex_unlock(mu);
-    if (added) {
+    if (logged) {
       if (rec.len == 0) wal_put_varint(&rec, base);
       wal_put_varint(&rec, (int64_t)s->id.ref - (int64_t)prev_ref);
       prev_ref = s->id.ref;
-      wal_put_uvarint(&rec, added);
+      wal_put_uvarint(&rec, logged);
       sb_append(&rec, grp.buf, grp.len);
       res->samples_added += added;
     }

@@ -716,7 +716,8 @@ int wal_checkpoint(wal_t *w, int (*fill)(void *ctx, wal_ckpt_t *ck), void *ctx, 
   while (w->writing) pthread_cond_wait(&w->cv, &w->mu);
   w->writing = true;
   if (w->done_lsn < w->enq_lsn || w->requeue.len) writer_round(w);
-  int rc = w->requeue.len ? MD_EIO : 0;
+  /* Series records that could not be written yet (disk full) must precede the checkpoint. */
+  int rc = w->requeue.len ? (w->last_error ? w->last_error : MD_EIO) : 0;
   if (!rc) rc = rotate(w);
   if (rc) w->need_rotate = true;
   uint32_t n = w->seg_no;
@@ -736,7 +737,7 @@ int wal_checkpoint(wal_t *w, int (*fill)(void *ctx, wal_ckpt_t *ck), void *ctx, 
   if (!rc && io_fsync(ck.fd) != 0) rc = errno_code(errno);
   close(ck.fd);
   sb_free(&ck.buf);
-  if (!rc && rename(tmp, final) != 0) rc = MD_EIO;
+  if (!rc && rename(tmp, final) != 0) rc = errno_code(errno);
   if (!rc) rc = md_fsync_dir(w->dir);
   if (rc) {
     unlink(tmp);
