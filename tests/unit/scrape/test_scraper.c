@@ -23,7 +23,7 @@ static char addr[64], inst[80];
 
 static scrape_manager_t *start(const char *config_fmt, recorder_t *rec, const char *data_dir) {
   char cfg[4096];
-  snprintf(cfg, sizeof cfg, config_fmt, addr, addr, addr, addr, addr);
+  snprintf(cfg, sizeof cfg, config_fmt, addr, addr, addr, addr, addr, addr, addr, addr);
   json_error_t je;
   json_t *j = json_loads(cfg, 0, &je);
   if (!j) fprintf(stderr, "bad test config: %s\n%s\n", je.text, cfg);
@@ -211,7 +211,7 @@ static void test_formats_and_auth(void **state) {
 
 static void test_failures_and_limits(void **state) {
   recorder_t *rec = recorder_new();
-  mini_http_set_body(srv, "a 1\nb 2\nc{x=\"1\",y=\"2\",z=\"3\"} 3\n");
+  mini_http_set_body(srv, "a 1\nb 2\nc{x=\"1\",y=\"2\",long_label_name=\"a-rather-long-value\"} 3\n");
   scrape_manager_t *m =
       start("[{\"job_name\":\"slow\",\"scrape_interval\":\"1s\",\"scrape_timeout\":\"300ms\",\"metrics_"
             "path\":\"/slow\",\"static_configs\":[{\"targets\":[\"%s\"]}]},"
@@ -222,11 +222,28 @@ static void test_failures_and_limits(void **state) {
             "{\"job_name\":\"limit\",\"scrape_interval\":\"200ms\",\"sample_limit\":2,\"static_configs\":[{"
             "\"targets\":[\"%s\"]}]},"
             "{\"job_name\":\"labels\",\"scrape_interval\":\"200ms\",\"label_limit\":4,\"static_configs\":[{"
-            "\"targets\":[\"%s\"]}]}]",
+            "\"targets\":[\"%s\"]}]},"
+            "{\"job_name\":\"namelen\",\"scrape_interval\":\"200ms\",\"label_name_length_limit\":12,"
+            "\"static_configs\":[{\"targets\":[\"%s\"]}]},"
+            "{\"job_name\":\"valuelen\",\"scrape_interval\":\"200ms\",\"label_value_length_limit\":18,"
+            "\"static_configs\":[{\"targets\":[\"%s\"]}]},"
+            /* Every limit set, none reached: the scrape succeeds. */
+            "{\"job_name\":\"within\",\"scrape_interval\":\"200ms\",\"sample_limit\":3,\"label_limit\":6,"
+            "\"label_name_length_limit\":15,\"label_value_length_limit\":19,"
+            "\"static_configs\":[{\"targets\":[\"%s\"]}]}]",
             rec, NULL);
-  const char *jobs[] = {"job=slow", "job=fail", "job=huge", "job=limit", "job=labels"};
-  const char *errs[] = {"deadline", "HTTP status 500", "body size limit", "sample_limit", "label_limit"};
-  for (int i = 0; i < 5; i++) {
+  const char *jobs[] = {"job=slow",   "job=fail",    "job=huge",    "job=limit",
+                        "job=labels", "job=namelen", "job=valuelen"};
+  const char *errs[] = {"deadline",
+                        "HTTP status 500",
+                        "body size limit",
+                        "sample_limit",
+                        "label_limit",
+                        "label_name_length_limit exceeded (label long_label_name)",
+                        "label_value_length_limit exceeded (label long_label_name)"};
+  assert_true(recorder_wait(rec, 1, 6000, "__name__=c", "job=within", "long_label_name=a-rather-long-value"));
+  assert_true(wait_health(m, "within", "up", 3000));
+  for (int i = 0; i < 7; i++) {
     assert_true(recorder_wait(rec, 1, 6000, "__name__=up", jobs[i], NULL));
     assert_true(wait_health(m, jobs[i] + 4, "down", 3000));
   }
@@ -234,8 +251,8 @@ static void test_failures_and_limits(void **state) {
   scrape_targets_json(m, NULL, &js);
   json_t *doc = json_loads(js.buf, 0, NULL);
   json_t *act = json_object_get(doc, "activeTargets");
-  assert_int_equal(json_array_size(act), 5);
-  for (int i = 0; i < 5; i++) {
+  assert_int_equal(json_array_size(act), 8);
+  for (int i = 0; i < 7; i++) {
     double v;
     assert_true(recorder_find(rec, &v, NULL, "__name__=up", jobs[i], NULL) >= 1);
     assert_true(v == 0);
@@ -322,6 +339,19 @@ static void test_file_sd_and_reload(void **state) {
   usleep(400 * 1000);
   scrape_manager_stats(m, &ss);
   assert_int_equal(ss.targets_active, 2);
+  /* The file is fixed with other content: re-read, the old group's series go stale. */
+  f = fopen(jpath, "w");
+  fprintf(f, "[{\"targets\":[\"%s\"],\"labels\":{\"group\":\"three\"}}]", addr);
+  fclose(f);
+  assert_true(recorder_wait(rec, 1, 5000, "__name__=sd_metric", "group=three", NULL));
+  size_t st2 = 0;
+  for (int i = 0; i < 100 && !st2; i++) {
+    recorder_find(rec, NULL, &st2, "__name__=sd_metric", "group=two", NULL);
+    if (!st2) usleep(50 * 1000);
+  }
+  assert_int_equal(st2, 1);
+  scrape_manager_stats(m, &ss);
+  assert_int_equal(ss.targets_active, 2);
   /* The YAML file goes away: its target is removed and its series go stale. */
   unlink(path);
   size_t st = 0;
@@ -345,7 +375,7 @@ static void test_file_sd_and_reload(void **state) {
   assert_true(recorder_wait(rec, 1, 5000, "__name__=sd_metric", "job=new", NULL));
   st = 0;
   for (int waited = 0; waited < 5000 && !st; waited += 50) {
-    recorder_find(rec, NULL, &st, "__name__=up", "group=two", NULL);
+    recorder_find(rec, NULL, &st, "__name__=up", "group=three", NULL);
     if (!st) usleep(50 * 1000);
   }
   assert_int_equal(st, 1);
