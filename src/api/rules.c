@@ -181,6 +181,23 @@ int api_start_rules(api_t *api) {
     if (url && nhooks < 32) hooks[nhooks++] = keep(st, url);
     if (secret) opt.webhook_secret = keep(st, secret);
   }
+  /* metricsd's notifier settings beside them (Prometheus has them as flags). */
+  const json_t *al = cfg->alerting;
+  int64_t ms;
+  if (!config_parse_duration(json_object_get(al, "resend_delay"), &ms) && ms > 0) opt.resend_delay_ms = ms;
+  if (!config_parse_duration(json_object_get(al, "for_outage_tolerance"), &ms) && ms > 0) opt.outage_tolerance_ms = ms;
+  if (!config_parse_duration(json_object_get(al, "notification_backoff"), &ms) && ms > 0) opt.notify_backoff_ms = ms;
+  if (!config_parse_duration(json_object_get(al, "notification_timeout"), &ms) && ms > 0) opt.notify_timeout_ms = ms;
+  json_t *num;
+  if (json_is_integer(num = json_object_get(al, "notification_queue_capacity")) && json_integer_value(num) > 0)
+    opt.notify_queue_capacity = (size_t)json_integer_value(num);
+  if (json_is_integer(num = json_object_get(al, "notification_batch_size")) && json_integer_value(num) > 0)
+    opt.notify_batch_size = (size_t)json_integer_value(num);
+  if (json_is_integer(num = json_object_get(al, "notification_max_tries")) && json_integer_value(num) > 0 &&
+      json_integer_value(num) < 100)
+    opt.notify_max_tries = (int)json_integer_value(num);
+  const char *ext_url = json_string_value(json_object_get(al, "external_url"));
+  if (ext_url) opt.external_url = keep(st, ext_url);
   opt.alertmanagers = ams;
   opt.n_alertmanagers = nams;
   opt.webhooks = hooks;

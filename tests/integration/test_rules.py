@@ -203,6 +203,141 @@ def test_alertmanager_round_trip():
         shutil.rmtree(d)
 
 
+class FakeAlertmanager:
+    """Records every POST /api/v2/alerts: (arrival time, list of alerts)."""
+
+    def __init__(self):
+        self.posts = []
+        self.lock = threading.Lock()
+        outer = self
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                ok = self.path == "/api/v2/alerts"
+                if ok:
+                    with outer.lock:
+                        outer.posts.append((time.time(), json.loads(body)))
+                self.send_response(200 if ok else 404)
+                self.end_headers()
+
+            def log_message(self, *a):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.port = self.httpd.server_address[1]
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def snapshot(self):
+        with self.lock:
+            return list(self.posts)
+
+    def deliveries(self, instance):
+        """Arrival times of the firing alert Many{instance=...}."""
+        return [t for t, alerts in self.snapshot() for a in alerts
+                if a["labels"].get("alertname") == "Many" and a["labels"].get("instance") == instance]
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+NOTIFY_RULES = """groups:
+  - name: notify
+    rules:
+      - record: broken
+        expr: '{__name__=~"nt_value|nt_other"}'
+      - alert: Many
+        expr: nt_value > 0
+        annotations:
+          summary: "{{ $labels.instance }} is {{ $value }}"
+"""
+
+
+def metric_value(text, name, **labels):
+    total, found = 0.0, False
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        if all(('%s="%s"' % kv) in line for kv in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+            found = True
+    return total if found else None
+
+
+def test_several_alertmanagers_batches_resend_and_self_metrics():
+    ams = [FakeAlertmanager(), FakeAlertmanager()]
+    d = tempfile.mkdtemp()
+    try:
+        rp = os.path.join(d, "notify.yml")
+        with open(rp, "w") as f:
+            f.write(NOTIFY_RULES)
+        extra = ("alerting:\n  resend_delay: 3s\n  notification_batch_size: 2\n  alertmanagers:\n"
+                 "    - static_configs:\n        - targets: ['127.0.0.1:%d', '127.0.0.1:%d']\n"
+                 % (ams[0].port, ams[1].port))
+        with mdtest.Server(config=config_with(rp, extra)) as srv:
+            push(srv, 'nt_value{instance="a"} 1\nnt_value{instance="b"} 2\nnt_value{instance="c"} 3\n'
+                      'nt_other{instance="a"} 1\n')
+            for am in ams:
+                wait_for(lambda: all(len(am.deliveries(i)) >= 3 for i in "abc"), timeout=60,
+                         what="three deliveries of each alert to each Alertmanager")
+            # keep the samples fresh is unnecessary: the lookback is 5 m
+            for am in ams:
+                posts = am.snapshot()
+                # batched: never more than notification_batch_size alerts in one POST, and the
+                # three alerts of one evaluation need two POSTs
+                assert all(len(alerts) <= 2 for _, alerts in posts), [len(a) for _, a in posts]
+                assert any(len(alerts) == 2 for _, alerts in posts), [len(a) for _, a in posts]
+                # resend interval 3 s with 1 s evaluations: consecutive deliveries of a firing
+                # alert are about 3 s apart, not 1 s
+                times = am.deliveries("a")
+                gaps = [b - a for a, b in zip(times, times[1:])]
+                assert all(g > 2.0 for g in gaps), gaps
+                first = posts[0][1][0]
+                assert first["labels"]["alertname"] == "Many" and "summary" in first["annotations"], first
+                assert first["startsAt"] and first["endsAt"] and "generatorURL" in first, first
+            m = srv.get("/metrics").text
+            group = "%s;notify" % rp
+            evals = metric_value(m, "prometheus_rule_evaluations_total", rule_group=group)
+            fails = metric_value(m, "prometheus_rule_evaluation_failures_total", rule_group=group)
+            assert evals and evals >= 6, m
+            # the broken recording rule fails every time, and the loop goes on
+            assert fails and fails >= 3 and fails * 2 <= evals + 2, (evals, fails)
+            assert metric_value(m, "prometheus_rule_group_last_duration_seconds", rule_group=group) is not None, m
+            last = metric_value(m, "prometheus_rule_group_last_evaluation_timestamp_seconds", rule_group=group)
+            assert last and abs(last - time.time()) < 30, last
+            assert metric_value(m, "prometheus_rule_group_interval_seconds", rule_group=group) == 1.0, m
+            assert metric_value(m, "prometheus_rule_group_rules", rule_group=group) == 2.0, m
+            assert metric_value(m, "prometheus_rule_group_iterations_total", rule_group=group) >= 3, m
+            for am in ams:
+                url = "http://127.0.0.1:%d/api/v2/alerts" % am.port
+                sent = metric_value(m, "prometheus_notifications_sent_total", alertmanager=url)
+                assert sent and sent >= 9, (url, sent)
+                assert metric_value(m, "prometheus_notifications_errors_total", alertmanager=url) == 0.0, m
+            assert metric_value(m, "prometheus_notifications_dropped_total") == 0.0, m
+            assert metric_value(m, "prometheus_notifications_queue_length") is not None, m
+            assert metric_value(m, "prometheus_notifications_queue_capacity") == 10000.0, m
+            assert metric_value(m, "prometheus_notifications_alertmanagers_discovered") == 2.0, m
+            assert metric_value(m, "metricsd_rules_alerts", state="firing") == 3.0, m
+            # resolution reaches both Alertmanagers with endsAt in the past
+            push(srv, 'nt_value{instance="a"} 0\n')
+
+            def resolved(am):
+                now = time.time()
+                for t, alerts in am.snapshot():
+                    for a in alerts:
+                        if a["labels"].get("instance") == "a" and a["endsAt"] < time.strftime(
+                                "%Y-%m-%dT%H:%M:%S", time.gmtime(now + 1)):
+                            return True
+                return False
+            for am in ams:
+                wait_for(lambda: resolved(am), what="resolved alert delivered")
+    finally:
+        for am in ams:
+            am.close()
+        shutil.rmtree(d)
+
+
 def _ok(url):
     try:
         return mdtest.request(url, timeout=2).status == 200
