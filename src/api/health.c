@@ -1,13 +1,15 @@
 /*
  * Built-in endpoints: GET /health (seed 004 shape), GET /ready, the Prometheus-style
  * /-/healthy and /-/ready, GET /metrics/stats (seed 004 shape, from live counters),
- * POST|PUT /-/reload, and GET /metrics with the self-metrics registry (a feature module may
- * replace /metrics with a richer handler by registering the same route).
+ * POST|PUT /-/reload, GET /-/routes (the route table, which docs/api.md must match), and
+ * GET /metrics with the self-metrics registry (a feature module may replace /metrics with a
+ * richer handler by registering the same route).
  *
  * Threading: handlers run on HTTP worker threads and only read shared state through the
  * api accessors and tsdb_get_stats.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "server_internal.h"
@@ -166,6 +168,78 @@ static void h_metrics(http_req_t *req, http_resp_t *resp, void *ctx) {
                                   : "text/plain; version=0.0.4; charset=utf-8");
 }
 
+typedef struct route_row {
+  const char *method, *pattern;
+  http_role_t role;
+  unsigned flags;
+} route_row_t;
+
+typedef struct route_list {
+  route_row_t *rows;
+  size_t n, cap;
+  bool oom;
+} route_list_t;
+
+static void collect_route(void *ctx, const char *method, const char *pattern, http_role_t role, unsigned flags) {
+  route_list_t *l = ctx;
+  if (l->oom) return;
+  if (l->n == l->cap) {
+    size_t cap = l->cap ? 2 * l->cap : 128;
+    route_row_t *n = realloc(l->rows, cap * sizeof *n);
+    if (!n) {
+      l->oom = true;
+      return;
+    }
+    l->rows = n;
+    l->cap = cap;
+  }
+  l->rows[l->n++] = (route_row_t){method, pattern, role, flags};
+}
+
+static int route_cmp(const void *a, const void *b) {
+  const route_row_t *x = a, *y = b;
+  int c = strcmp(x->pattern, y->pattern);
+  return c ? c : strcmp(x->method, y->method);
+}
+
+static const char *role_name(http_role_t r) {
+  switch (r) {
+  case HTTP_ROLE_NONE: return "public";
+  case HTTP_ROLE_READ: return "read";
+  case HTTP_ROLE_WRITE: return "write";
+  case HTTP_ROLE_ADMIN: return "admin";
+  }
+  return "?";
+}
+
+/* GET /-/routes: every route the router holds, sorted by path and method, with the role it
+ * needs — the live form of docs/api.md's route table (a test compares the two). */
+static void h_routes(http_req_t *req, http_resp_t *resp, void *ctx) {
+  (void)req;
+  api_t *api = ctx;
+  route_list_t l = {0};
+  http_router_foreach(api->router, collect_route, &l);
+  if (l.oom) {
+    free(l.rows);
+    http_resp_error(resp, 500, "out of memory");
+    return;
+  }
+  if (l.n) qsort(l.rows, l.n, sizeof *l.rows, route_cmp);
+  sb_t *o = http_resp_body(resp);
+  sb_puts(o, "{\"routes\":[");
+  for (size_t i = 0; i < l.n; i++) {
+    const route_row_t *r = &l.rows[i];
+    sb_puts(o, i ? ",{\"method\":" : "{\"method\":");
+    put_str(o, r->method);
+    sb_puts(o, ",\"path\":");
+    put_str(o, r->pattern);
+    sb_printf(o, ",\"role\":\"%s\",\"insert_limited\":%s}", role_name(r->role),
+              r->flags & HTTP_ROUTE_INSERT ? "true" : "false");
+  }
+  sb_printf(o, "],\"total\":%zu}", l.n);
+  free(l.rows);
+}
+
 int api_register_builtin(api_t *api, http_router_t *r) {
   int rc = 0;
   rc |= http_route_add(r, "GET", "/health", HTTP_ROLE_NONE, 0, h_health, api);
@@ -175,6 +249,7 @@ int api_register_builtin(api_t *api, http_router_t *r) {
   rc |= http_route_add(r, "GET", "/metrics/stats", HTTP_ROLE_READ, 0, h_stats, api);
   rc |= http_route_add(r, "POST", "/-/reload", HTTP_ROLE_ADMIN, 0, h_reload, api);
   rc |= http_route_add(r, "PUT", "/-/reload", HTTP_ROLE_ADMIN, 0, h_reload, api);
+  rc |= http_route_add(r, "GET", "/-/routes", HTTP_ROLE_READ, 0, h_routes, api);
   if (api->cfg->server.prometheus_enabled)
     rc |= http_route_add(r, "GET", "/metrics", HTTP_ROLE_READ, 0, h_metrics, api);
   return rc ? MD_ENOMEM : 0;

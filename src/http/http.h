@@ -74,6 +74,12 @@ void http_router_free(http_router_t *r);
 int http_route_add(http_router_t *r, const char *method, const char *pattern, http_role_t role,
                    unsigned flags, http_handler_fn fn, void *ctx);
 
+/* Calls fn for every route, in registration order (a replaced route keeps its place):
+ * what the server answers, for GET /-/routes and the test that keeps docs/api.md true. */
+typedef void (*http_route_visit_fn)(void *ctx, const char *method, const char *pattern, http_role_t role,
+                                    unsigned flags);
+void http_router_foreach(const http_router_t *r, http_route_visit_fn fn, void *ctx);
+
 /* ---- server ------------------------------------------------------------------------- */
 
 typedef struct http_auth_key {

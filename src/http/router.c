@@ -118,6 +118,11 @@ fail:
   return rc;
 }
 
+void http_router_foreach(const http_router_t *r, http_route_visit_fn fn, void *ctx) {
+  for (size_t i = 0; r && i < r->n; i++)
+    fn(ctx, r->routes[i].method, r->routes[i].pattern, r->routes[i].role, r->routes[i].flags);
+}
+
 /* Segment ranks for precedence: 2 literal, 1 param, 0 rest. Returns whether the route
  * matches; fills rank[] (one per path segment). */
 static bool route_matches(const http_route_t *rt, char **segs, size_t nsegs, unsigned char *rank) {

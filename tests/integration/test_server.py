@@ -466,5 +466,40 @@ def test_env_and_flag_precedence():
         srv.close()
 
 
+def test_route_table_matches_docs():
+    """docs/api.md's route table is THE API reference: it must list exactly the routes the
+    server registers (GET /-/routes), each with the role the server enforces."""
+    import re
+    doc_path = os.path.join(mdtest.source_dir(), "docs", "api.md")
+    with open(doc_path) as f:
+        text = f.read()
+    section = text.split("## Every route", 1)[1].split("\n## ", 1)[0]
+    documented = {}
+    for line in section.splitlines():
+        m = re.match(r"^\| `([A-Z]+)` \| `([^`]+)` \| (\w+) \|", line)
+        if m:
+            key = (m.group(1), m.group(2))
+            assert key not in documented, "docs/api.md lists %s %s twice" % key
+            documented[key] = m.group(3)
+    assert len(documented) > 20, "route table not found in docs/api.md"
+    with mdtest.Server() as srv:
+        r = srv.get("/-/routes")
+        assert r.status == 200, r
+        body = r.json()
+        served = {(x["method"], x["path"]): x["role"] for x in body["routes"]}
+        assert body["total"] == len(body["routes"]) == len(served), body["total"]
+    missing = sorted(set(served) - set(documented))
+    stale = sorted(set(documented) - set(served))
+    wrong_role = sorted((k, documented[k], served[k]) for k in set(served) & set(documented)
+                        if served[k] != documented[k])
+    assert not missing, "routes served but not in docs/api.md: %s" % missing
+    assert not stale, "routes in docs/api.md the server does not register: %s" % stale
+    assert not wrong_role, "role in docs/api.md differs from the server's (route, doc, server): %s" % wrong_role
+    # and the role is what auth enforces: a read key may GET /-/routes, no key may not
+    with mdtest.Server(config="server:\n  auth_keys: [{token: r, roles: [read]}]\n") as srv:
+        assert srv.get("/-/routes").status == 401
+        assert srv.get("/-/routes", headers={"X-API-Key": "r"}).status == 200
+
+
 if __name__ == "__main__":
     mdtest.main(globals())
