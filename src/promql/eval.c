@@ -628,6 +628,79 @@ static lset_t result_labels(ev_t *ev, const pql_node_t *n, const lset_t *l, cons
   return o;
 }
 
+/* The output series of a vector-vector operation, found or created by its labels. */
+typedef struct vv_out {
+  hmap_t map;          /* label hash -> index in out->vs */
+  int64_t *step;       /* last step each output got a value: duplicate detection */
+  size_t cap;
+} vv_out_t;
+
+static int vv_out_index(ev_t *ev, vv_out_t *vo, value_t *out, lset_t rl, bool d, size_t nsteps, int32_t *oi) {
+  uint64_t h = lset_hash(&rl) ^ (d ? 0x5555 : 0);
+  size_t osl = hmap_slot(&vo->map, h);
+  if (vo->map.v[osl] >= 0) {
+    *oi = vo->map.v[osl];
+    return 0;
+  }
+  if (!ev_vec_add(ev, out, rl, d, nsteps)) return fail_oom(ev);
+  *oi = (int32_t)(out->nvs - 1);
+  if (out->nvs * 2 + 2 > vo->map.cap) {
+    /* grow: rebuild */
+    hmap_t nm;
+    if (hmap_init(ev, &nm, out->nvs * 2) < 0) return fail_oom(ev);
+    for (size_t q = 0; q < vo->map.cap; q++)
+      if (vo->map.v[q] >= 0) {
+        size_t s2 = hmap_slot(&nm, vo->map.k[q]);
+        nm.k[s2] = vo->map.k[q], nm.v[s2] = vo->map.v[q];
+      }
+    vo->map = nm;
+    osl = hmap_slot(&vo->map, h);
+  }
+  vo->map.k[osl] = h;
+  vo->map.v[osl] = *oi;
+  return 0;
+}
+
+static int vv_out_set(ev_t *ev, const pql_node_t *n, vv_out_t *vo, value_t *out, int32_t oi, size_t i, double v) {
+  if ((size_t)oi >= vo->cap) {
+    size_t nc = vo->cap ? vo->cap * 2 : 64;
+    while (nc <= (size_t)oi) nc *= 2;
+    int64_t *ns = arena_alloc(ev->a, nc * sizeof *ns);
+    if (!ns) return fail_oom(ev);
+    if (vo->cap) memcpy(ns, vo->step, vo->cap * sizeof *ns);
+    for (size_t q = vo->cap; q < nc; q++) ns[q] = -1;
+    vo->step = ns, vo->cap = nc;
+  }
+  if (vo->step[oi] == (int64_t)i) {
+    return ev_fail(ev, MD_ERR, n->card == CARD_ONE_TO_ONE
+                                   ? "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)"
+                                   : "multiple matches for labels: grouping labels must ensure unique matches");
+  }
+  vo->step[oi] = (int64_t)i;
+  vser_t *o = &out->vs[oi];
+  o->v[i] = v;
+  o->ok[i] = 1;
+  return 0;
+}
+
+/* The matching signature's labels as a label set: what a series synthesised by fill_left()
+ * carries (Prometheus gives a filled side exactly the labels it was matched on). */
+static lset_t sig_labels(ev_t *ev, const lset_t *ls, const pql_node_t *n) {
+  lset_t o = {arena_alloc(ev->a, (ls->n + 1) * sizeof(tsdb_label_t)), 0};
+  if (!o.l) return o;
+  for (size_t i = 0; i < ls->n; i++) {
+    const char *nm = ls->l[i].name;
+    bool use = n->on ? in_list(nm, n->mlabels, n->nmlabels)
+                     : (strcmp(nm, "__name__") && !in_list(nm, n->mlabels, n->nmlabels));
+    if (use) o.l[o.n++] = ls->l[i];
+  }
+  return o;
+}
+
+/* Vector-vector arithmetic and comparison. With group_right the operands swap roles: `many`
+ * is the side whose labels the result keeps. fill_right() supplies the value of a missing
+ * `one`-side match and fill_left() that of a missing `many`-side one; like Prometheus, the
+ * two keep those roles under group_right as well. */
 static int eval_vector_vector(ev_t *ev, const pql_node_t *n, const grid_t *g, value_t *l, value_t *r, value_t *out) {
   out->type = PT_VECTOR;
   bool swap = n->card == CARD_ONE_TO_MANY;
@@ -637,16 +710,20 @@ static int eval_vector_vector(ev_t *ev, const pql_node_t *n, const grid_t *g, va
   int32_t *cache_one = arena_alloc(ev->a, (many->nvs + 1) * sizeof *cache_one);
   int32_t *cache_out = arena_alloc(ev->a, (many->nvs + 1) * sizeof *cache_out);
   int32_t *matched = arena_alloc(ev->a, (one->nvs + 1) * sizeof *matched);
-  if (!msig || !osig || !cache_one || !cache_out || !matched) return fail_oom(ev);
+  int32_t *fill_out = n->fill_left ? arena_alloc(ev->a, (one->nvs + 1) * sizeof *fill_out) : NULL;
+  if (!msig || !osig || !cache_one || !cache_out || !matched || (n->fill_left && !fill_out)) return fail_oom(ev);
   for (size_t k = 0; k < many->nvs; k++) msig[k] = sig_hash(&many->vs[k].ls, n), cache_one[k] = -1;
-  for (size_t k = 0; k < one->nvs; k++) osig[k] = sig_hash(&one->vs[k].ls, n);
-  hmap_t m, outm, seen;
-  if (hmap_init(ev, &m, one->nvs) < 0 || hmap_init(ev, &outm, many->nvs) < 0 || hmap_init(ev, &seen, many->nvs) < 0)
+  for (size_t k = 0; k < one->nvs; k++) {
+    osig[k] = sig_hash(&one->vs[k].ls, n);
+    if (fill_out) fill_out[k] = -1;
+  }
+  hmap_t m, seen;
+  vv_out_t vo = {0};
+  if (hmap_init(ev, &m, one->nvs) < 0 || hmap_init(ev, &vo.map, many->nvs) < 0 || hmap_init(ev, &seen, many->nvs) < 0)
     return fail_oom(ev);
-  int64_t *out_step = NULL; /* last step each output got a value: duplicate detection */
-  size_t out_cap = 0;
   bool cmp = is_cmp_op(n->op);
   bool drop = !cmp || n->return_bool;
+  int rc;
   for (size_t i = 0; i < g->n; i++) {
     if ((i & 63) == 0 && ev_check(ev) < 0) return MD_ECANCELED;
     hmap_clear(&m);
@@ -659,10 +736,10 @@ static int eval_vector_vector(ev_t *ev, const pql_node_t *n, const grid_t *g, va
         sb_t a = {0}, b = {0};
         lset_format(&one->vs[m.v[sl]].ls, &a);
         lset_format(&one->vs[k].ls, &b);
-        int rc = ev_fail(ev, MD_ERR,
-                         "found duplicate series for the match group %s on the %s hand-side of the operation: [%s, %s]"
-                         ";many-to-many matching not allowed: matching labels must be unique on one side",
-                         sb.buf ? sb.buf : "{}", swap ? "left" : "right", a.buf ? a.buf : "", b.buf ? b.buf : "");
+        rc = ev_fail(ev, MD_ERR,
+                     "found duplicate series for the match group %s on the %s hand-side of the operation: [%s, %s]"
+                     ";many-to-many matching not allowed: matching labels must be unique on one side",
+                     sb.buf ? sb.buf : "{}", swap ? "left" : "right", a.buf ? a.buf : "", b.buf ? b.buf : "");
         sb_free(&sb), sb_free(&a), sb_free(&b);
         return rc;
       }
@@ -676,7 +753,7 @@ static int eval_vector_vector(ev_t *ev, const pql_node_t *n, const grid_t *g, va
       if (!ms->ok[i]) continue;
       size_t sl = hmap_slot(&m, msig[k]);
       int32_t j = m.v[sl];
-      if (j < 0) continue;
+      if (j < 0 && !n->fill_right) continue;
       if (n->card == CARD_ONE_TO_ONE) {
         size_t ss = hmap_slot(&seen, msig[k]);
         if (seen.v[ss] >= 0)
@@ -684,67 +761,46 @@ static int eval_vector_vector(ev_t *ev, const pql_node_t *n, const grid_t *g, va
         seen.k[ss] = msig[k];
         seen.v[ss] = 1;
       }
-      vser_t *os = &one->vs[j];
-      double lv = swap ? os->v[i] : ms->v[i], rv = swap ? ms->v[i] : os->v[i];
+      const vser_t *os = j >= 0 ? &one->vs[j] : NULL;
+      if (os) matched[j] = 1;
+      double ov = os ? os->v[i] : n->fill_right_value;
+      double lv = swap ? ov : ms->v[i], rv = swap ? ms->v[i] : ov;
       bool keep;
       double v = binop_value(n->op, lv, rv, &keep);
-      if (cmp) {
-        if (n->return_bool) { v = keep ? 1 : 0; keep = true; }
-      }
+      if (cmp && n->return_bool) { v = keep ? 1 : 0; keep = true; }
       if (!keep) continue;
-      int32_t oi;
-      if (cache_one[k] == j) {
+      int32_t oi, jkey = j >= 0 ? j : -2; /* -2: filled, -1: nothing cached yet */
+      if (cache_one[k] == jkey) {
         oi = cache_out[k];
       } else {
-        const vser_t *ls = swap ? os : ms, *rs = swap ? ms : os;
-        lset_t rl = result_labels(ev, n, &ms->ls, &os->ls);
-        (void)ls, (void)rs;
+        static const lset_t none = {NULL, 0};
+        lset_t rl = result_labels(ev, n, &ms->ls, os ? &os->ls : &none);
         if (!rl.l) return fail_oom(ev);
-        bool d = ms->drop || drop;
-        uint64_t h = lset_hash(&rl) ^ (d ? 0x5555 : 0);
-        size_t osl = hmap_slot(&outm, h);
-        if (outm.v[osl] >= 0) {
-          oi = outm.v[osl];
-        } else {
-          vser_t *o = ev_vec_add(ev, out, rl, d, g->n);
-          if (!o) return fail_oom(ev);
-          oi = (int32_t)(out->nvs - 1);
-          if (out->nvs * 2 + 2 > outm.cap) {
-            /* grow: rebuild */
-            hmap_t nm;
-            if (hmap_init(ev, &nm, out->nvs * 2) < 0) return fail_oom(ev);
-            for (size_t q = 0; q < outm.cap; q++)
-              if (outm.v[q] >= 0) {
-                size_t s2 = hmap_slot(&nm, outm.k[q]);
-                nm.k[s2] = outm.k[q], nm.v[s2] = outm.v[q];
-              }
-            outm = nm;
-            osl = hmap_slot(&outm, h);
-          }
-          outm.k[osl] = h;
-          outm.v[osl] = oi;
-        }
-        cache_one[k] = j;
+        if ((rc = vv_out_index(ev, &vo, out, rl, ms->drop || drop, g->n, &oi)) < 0) return rc;
+        cache_one[k] = jkey;
         cache_out[k] = oi;
       }
-      if ((size_t)oi >= out_cap) {
-        size_t nc = out_cap ? out_cap * 2 : 64;
-        while (nc <= (size_t)oi) nc *= 2;
-        int64_t *ns = arena_alloc(ev->a, nc * sizeof *ns);
-        if (!ns) return fail_oom(ev);
-        if (out_cap) memcpy(ns, out_step, out_cap * sizeof *ns);
-        for (size_t q = out_cap; q < nc; q++) ns[q] = -1;
-        out_step = ns, out_cap = nc;
+      if ((rc = vv_out_set(ev, n, &vo, out, oi, i, v)) < 0) return rc;
+    }
+    if (!n->fill_left) continue;
+    /* one-side series without a partner: the many side takes the fill_left() value. */
+    for (size_t k = 0; k < one->nvs; k++) {
+      vser_t *os = &one->vs[k];
+      if (!os->ok[i] || matched[k] == 1) continue;
+      double mv = n->fill_left_value;
+      double lv = swap ? os->v[i] : mv, rv = swap ? mv : os->v[i];
+      bool keep;
+      double v = binop_value(n->op, lv, rv, &keep);
+      if (cmp && n->return_bool) { v = keep ? 1 : 0; keep = true; }
+      if (!keep) continue;
+      if (fill_out[k] < 0) {
+        lset_t sl = sig_labels(ev, &os->ls, n);
+        if (!sl.l) return fail_oom(ev);
+        lset_t rl = result_labels(ev, n, &sl, &os->ls);
+        if (!rl.l) return fail_oom(ev);
+        if ((rc = vv_out_index(ev, &vo, out, rl, drop, g->n, &fill_out[k])) < 0) return rc;
       }
-      vser_t *o = &out->vs[oi];
-      if (out_step[oi] == (int64_t)i) {
-        return ev_fail(ev, MD_ERR, n->card == CARD_ONE_TO_ONE
-                                       ? "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)"
-                                       : "multiple matches for labels: grouping labels must ensure unique matches");
-      }
-      out_step[oi] = (int64_t)i;
-      o->v[i] = v;
-      o->ok[i] = 1;
+      if ((rc = vv_out_set(ev, n, &vo, out, fill_out[k], i, v)) < 0) return rc;
     }
   }
   return 0;

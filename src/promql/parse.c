@@ -1170,6 +1170,44 @@ static pql_node_t *parse_primary(parser_t *ps) {
   return parse_postfix(ps, e);
 }
 
+/* fill(v), fill_left(v), fill_right(v) after a binary operator's matching clauses. They are
+ * keywords only when "(" follows: `a + fill` still names a metric called fill. */
+static bool parse_fill_modifiers(parser_t *ps, pql_node_t *b) {
+  for (;;) {
+    int which;
+    if (tok_is(ps, "fill")) which = 3;
+    else if (tok_is(ps, "fill_left")) which = 1;
+    else if (tok_is(ps, "fill_right")) which = 2;
+    else return true;
+    size_t pos = ps->tok.pos, save_p = ps->p;
+    tok_t save = ps->tok;
+    lex(ps);
+    if (ps->tok.kind != TK_LP) {
+      ps->p = save_p, ps->tok = save;
+      return true;
+    }
+    if (((which & 1) && b->fill_left) || ((which & 2) && b->fill_right)) {
+      perr_at(ps, pos, "fill value for the %s side may not be set multiple times", which == 2 ? "right" : "left");
+      return false;
+    }
+    lex(ps);
+    bool neg = false;
+    if (ps->tok.kind == TK_OP && (ps->tok.op == OP_SUB || ps->tok.op == OP_ADD)) {
+      neg = ps->tok.op == OP_SUB;
+      lex(ps);
+    }
+    if (ps->tok.kind != TK_NUM && ps->tok.kind != TK_DUR) {
+      unexpected(ps, "in fill modifier, expected number");
+      return false;
+    }
+    double v = neg ? -ps->tok.num : ps->tok.num;
+    lex(ps);
+    if (!expect(ps, TK_RP, "in fill modifier, expected \")\"")) return false;
+    if (which & 1) b->fill_left = true, b->fill_left_value = v;
+    if (which & 2) b->fill_right = true, b->fill_right_value = v;
+  }
+}
+
 static pql_node_t *parse_expr(parser_t *ps, int min_prec) {
   pql_node_t *lhs = parse_primary(ps);
   while (lhs && !ps->failed && ps->tok.kind == TK_OP) {
@@ -1204,6 +1242,7 @@ static pql_node_t *parse_expr(parser_t *ps, int min_prec) {
           return NULL;
       }
     }
+    if (!parse_fill_modifiers(ps, b)) return NULL;
     pql_node_t *rhs = parse_expr(ps, op == OP_POW ? prec : prec + 1);
     if (!rhs) return NULL;
     b->a = lhs, b->b = rhs;
@@ -1219,6 +1258,10 @@ static pql_node_t *parse_expr(parser_t *ps, int min_prec) {
     }
     if (is_cmp(op) && !b->return_bool && lt == PT_SCALAR && rt == PT_SCALAR) {
       perr_at(ps, lhs->pos, "comparisons between scalars must use BOOL modifier");
+      return NULL;
+    }
+    if ((b->fill_left || b->fill_right) && (lt != PT_VECTOR || rt != PT_VECTOR || is_setop(op))) {
+      perr_at(ps, opos, "fill modifiers are only allowed on arithmetic and comparison operations between instant vectors");
       return NULL;
     }
     if (b->has_matching && (lt != PT_VECTOR || rt != PT_VECTOR)) {

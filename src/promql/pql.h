@@ -58,6 +58,10 @@ struct pql_node {
   pql_card_t card;
   const char **mlabels; size_t nmlabels;
   const char **include; size_t ninclude;
+  /* fill()/fill_left()/fill_right() (Prometheus 3.x, experimental): a missing operand of a
+   * vector-vector operation takes this value instead of dropping the match. */
+  bool fill_left, fill_right;
+  double fill_left_value, fill_right_value;
   /* N_AGG */
   bool without, has_grouping;
   const char **grouping; size_t ngrouping;

@@ -140,6 +140,24 @@ static void print_binop_head(const pql_node_t *n, sb_t *out) {
       sb_putc(out, ')');
     }
   }
+  bool same = n->fill_left && n->fill_right &&
+              (n->fill_left_value == n->fill_right_value || (isnan(n->fill_left_value) && isnan(n->fill_right_value)));
+  if (same) {
+    sb_puts(out, " fill (");
+    print_number(n->fill_left_value, out);
+    sb_putc(out, ')');
+    return;
+  }
+  if (n->fill_left) {
+    sb_puts(out, " fill_left (");
+    print_number(n->fill_left_value, out);
+    sb_putc(out, ')');
+  }
+  if (n->fill_right) {
+    sb_puts(out, " fill_right (");
+    print_number(n->fill_right_value, out);
+    sb_putc(out, ')');
+  }
 }
 
 static void print_agg_head(const pql_node_t *n, sb_t *out) {

@@ -228,13 +228,66 @@ static void test_warnings(void **state) {
   promql_result_free(r);
 }
 
+/* Value of the series of r whose label k is v ("" = the series without k). */
+static double value_where(promql_result_t *r, const char *k, const char *v) {
+  for (size_t i = 0; i < promql_result_series_count(r); i++) {
+    size_t nl;
+    const tsdb_label_t *l = promql_result_labels(r, i, &nl);
+    const char *got = "";
+    for (size_t j = 0; j < nl; j++)
+      if (!strcmp(l[j].name, k)) got = l[j].value;
+    if (strcmp(got, v)) continue;
+    const int64_t *ts;
+    const double *vv;
+    assert_int_equal(promql_result_points(r, i, &ts, &vv), 1);
+    return vv[0];
+  }
+  fail_msg("no series with %s=\"%s\"", k, v);
+  return NAN;
+}
+
+/* fill()/fill_left()/fill_right() and duration expressions that read the query's step. */
+static void test_fill_and_duration_expressions(void **state) {
+  fixture_t *f = *state;
+  /* on(job): load has no job, so it matches neither req_total series. */
+  promql_result_t *r = instant(f, "t1", "req_total + on(job) fill(0) load", 600000);
+  assert_int_equal(promql_result_series_count(r), 3);
+  assert_true(value_where(r, "job", "a") == 400);
+  assert_true(value_where(r, "job", "b") == 800);
+  assert_true(value_where(r, "job", "") == 1);
+  promql_result_free(r);
+  r = instant(f, "t1", "req_total + on(job) fill_right(-1) load", 600000);
+  assert_int_equal(promql_result_series_count(r), 2);
+  assert_true(value_where(r, "job", "a") == 399);
+  promql_result_free(r);
+  r = instant(f, "t1", "req_total + on(job) fill_left(7) load", 600000);
+  assert_int_equal(promql_result_series_count(r), 1);
+  assert_true(value_where(r, "job", "") == 8);
+  promql_result_free(r);
+  r = instant(f, "t1", "req_total + on(job) load", 600000);
+  assert_int_equal(promql_result_series_count(r), 0);
+  promql_result_free(r);
+  r = instant(f, "t1", "req_total{job=\"a\"} offset (1m*2)", 600000);
+  assert_true(only_value(r) == 320);
+  promql_result_free(r);
+  char err[512];
+  const char *q = "req_total{job=\"a\"} offset step()";
+  assert_int_equal(promql_query_range(f->db, "t1", q, strlen(q), 600000, 600000, 30000, NULL, &r, err, sizeof err), 0);
+  assert_true(only_value(r) == 380);
+  promql_result_free(r);
+  /* A range that the query's step makes empty fails at evaluation, not at parsing. */
+  q = "rate(req_total[step() - 30s])";
+  assert_true(promql_query_range(f->db, "t1", q, strlen(q), 600000, 600000, 30000, NULL, &r, err, sizeof err) < 0);
+  assert_non_null(strstr(err, "greater than 0"));
+}
+
 int main(void) {
   log_set_level(LOG_ERROR);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_selector_and_lookback), cmocka_unit_test(test_rate_and_aggregation),
       cmocka_unit_test(test_tenants_are_separate), cmocka_unit_test(test_range_query_and_json),
       cmocka_unit_test(test_execution_errors), cmocka_unit_test(test_limits_and_cancel),
-      cmocka_unit_test(test_warnings),
+      cmocka_unit_test(test_warnings), cmocka_unit_test(test_fill_and_duration_expressions),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -184,6 +184,12 @@ static void test_duration_expressions(void **state) {
       {"foo[step()+1ms]", "foo[(step() + 0.001)]"},
       {"foo[1m:min_of(step(), 1s)]", "foo[1m:(min_of(step(), 1))]"},
       {"foo[range()] offset max_of(range(), 1m)", "foo[(range())] offset (max_of(range(), 60))"},
+      {"a + fill(0) b", "a + fill (0) b"},
+      {"a + fill_left(1) fill_right(-2) b", "a + fill_left (1) fill_right (-2) b"},
+      {"a + fill_left(1) fill_right(1) b", "a + fill (1) b"},
+      {"a == bool on(x) group_left(y) fill_right(NaN) b", "a == bool on (x) group_left (y) fill_right (NaN) b"},
+      {"a + fill", "a + fill"},
+      {"fill + fill_right(0) fill_right", "fill + fill_right (0) fill_right"},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     char got[1024];
@@ -202,6 +208,10 @@ static void test_duration_expressions(void **state) {
       {"foo[1/0]", "duration out of range"},
       {"foo offset bar", "expected duration"},
       {"foo offset (1m", "expected \")\""},
+      {"a and fill(0) b", "fill modifiers are only allowed"},
+      {"a + fill(0) 1", "fill modifiers are only allowed"},
+      {"a + fill(0) fill_left(1) b", "may not be set multiple times"},
+      {"a + fill(b) c", "in fill modifier, expected number"},
   };
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     const char *got = roundtrip(bad[i][0]);
