@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
 """Black-box scraping tests: metricsd scrapes test targets served by a Python http.server on
-127.0.0.1 (ok, slow, timeout, huge, malformed, gzip, basic auth, 500) and a real
-prometheus-node-exporter when installed; /api/v1/targets reports each target's health and
-error; runtime sources (/metrics/sources) are added, changed, listed with health, deleted,
-and survive a restart. Exit 77 (skipped) when the metricsd binary cannot serve yet."""
+127.0.0.1 (ok, slow, timeout, huge, malformed, gzip, OpenMetrics, basic and bearer auth, 500,
+a series that disappears, file SD in YAML and JSON) and a real prometheus-node-exporter when
+installed; the request headers (Accept negotiation, gzip, timeout), report series, staleness
+markers (a series disappears, a source is deleted) and /api/v1/targets's shape (active and
+dropped targets) are checked; runtime sources (/metrics/sources) are added, changed, listed with
+health, deleted, and survive a restart. Exit 77 (skipped) when the metricsd binary cannot serve
+yet."""
 import gzip
 import http.server
 import json
@@ -31,6 +34,10 @@ def free_port():
 
 
 BODY = "# TYPE t_metric gauge\nt_metric{k=\"v\"} 42\nt_other_total 7\n"
+OM_BODY = "# TYPE om_events counter\nom_events_total 3\nom_events_created 1700000000\n# EOF\n"
+# Request headers of the last scrape of /metrics, and whether /vary still serves vary_metric.
+SEEN = {}
+VARY = {"on": True}
 
 
 class Target(http.server.BaseHTTPRequestHandler):
@@ -53,7 +60,18 @@ class Target(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         p = self.path.split("?")[0]
         if p == "/metrics":
+            SEEN.update({k: self.headers.get(k, "") for k in
+                         ("Accept", "Accept-Encoding", "X-Prometheus-Scrape-Timeout-Seconds", "User-Agent")})
             self.send_text(BODY)
+        elif p == "/om":
+            self.send_text(OM_BODY, ctype="application/openmetrics-text; version=1.0.0; charset=utf-8")
+        elif p == "/bearer":
+            if self.headers.get("Authorization") == "Bearer tok3n":
+                self.send_text(BODY)
+            else:
+                self.send_text("no\n", status=401)
+        elif p == "/vary":
+            self.send_text(BODY + ("vary_metric 1\n" if VARY["on"] else ""))
         elif p == "/slow":
             time.sleep(1.0)
             self.send_text(BODY)
@@ -175,6 +193,11 @@ def main():
         node_proc = subprocess.Popen([node_bin, "--web.listen-address=" + node_addr],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
+    tmp = tempfile.mkdtemp(prefix="md-collect-it-")
+    sd_yaml, sd_json = os.path.join(tmp, "sd.yml"), os.path.join(tmp, "sd.json")
+    with open(sd_yaml, "w") as f:
+        f.write("- targets: ['%s']\n  labels:\n    sd: yaml\n" % taddr)
+
     def job(name, path, **extra):
         j = {"job_name": name, "scrape_interval": "1s", "scrape_timeout": "900ms", "metrics_path": path,
              "static_configs": [{"targets": [taddr], "labels": {"suite": "collect"}}]}
@@ -189,13 +212,18 @@ def main():
             job("auth", "/auth", basic_auth={"username": "user", "password": "pass"}),
             job("noauth", "/auth"), job("fail", "/fail"),
             job("relabeled", "/metrics", metric_relabel_configs=[
-                {"source_labels": ["__name__"], "regex": "t_other_total", "action": "drop"}])]
+                {"source_labels": ["__name__"], "regex": "t_other_total", "action": "drop"}]),
+            job("om", "/om"), job("bearer", "/bearer", authorization={"credentials": "tok3n"}),
+            job("vary", "/vary"),
+            job("dropped", "/metrics", relabel_configs=[
+                {"source_labels": ["suite"], "regex": "elsewhere", "action": "keep"}]),
+            {"job_name": "filesd", "scrape_interval": "1s", "scrape_timeout": "900ms",
+             "file_sd_configs": [{"files": [sd_yaml, sd_json]}]}]
     if node_addr:
         jobs.append({"job_name": "node", "scrape_interval": "2s", "scrape_timeout": "2s",
                      "static_configs": [{"targets": [node_addr]}]})
     config = "collectors:\n  gpu:\n    enabled: false\nscrape_configs: " + json.dumps(jobs) + "\n"
 
-    tmp = tempfile.mkdtemp(prefix="md-collect-it-")
     data_dir = os.path.join(tmp, "data")
     os.makedirs(data_dir)
     md = Metricsd(binary, data_dir, config)
@@ -211,7 +239,8 @@ def main():
 
         want = {"ok": ("up", ""), "slow": ("up", ""), "timeout": ("down", "deadline"), "huge": ("up", ""),
                 "huge_limited": ("down", "sample_limit"), "malformed": ("down", ""), "gzip": ("up", ""),
-                "auth": ("up", ""), "noauth": ("down", "401"), "fail": ("down", "500"), "relabeled": ("up", "")}
+                "auth": ("up", ""), "noauth": ("down", "401"), "fail": ("down", "500"), "relabeled": ("up", ""),
+                "om": ("up", ""), "bearer": ("up", ""), "vary": ("up", ""), "filesd": ("up", "")}
         if node_addr:
             want["node"] = ("up", "")
 
@@ -231,12 +260,42 @@ def main():
                     failures.append("%s: lastError %r lacks %r" % (name, t["lastError"], err))
                 if health == "up" and t["lastError"]:
                     failures.append("%s: up with an error %r" % (name, t["lastError"]))
-                if t["labels"].get("job") != name and name != "node":
+                if t["labels"].get("job") != name and name not in ("node", "filesd"):
                     failures.append("%s: labels %r" % (name, t["labels"]))
             if pools["ok"]["labels"].get("instance") != taddr or pools["ok"]["labels"].get("suite") != "collect":
                 failures.append("ok: target labels %r" % pools["ok"]["labels"])
             if pools["ok"]["scrapeUrl"] != "http://%s/metrics" % taddr:
                 failures.append("ok: scrapeUrl %r" % pools["ok"]["scrapeUrl"])
+            # Prometheus's shape, key by key.
+            keys = {"discoveredLabels", "labels", "scrapePool", "scrapeUrl", "globalUrl", "lastError", "lastScrape",
+                    "lastScrapeDuration", "health", "scrapeInterval", "scrapeTimeout"}
+            t = pools["ok"]
+            if not keys <= set(t):
+                failures.append("activeTargets entry lacks %s" % sorted(keys - set(t)))
+            elif (t["discoveredLabels"].get("__address__") != taddr or t["scrapeInterval"] != "1s" or
+                  t["scrapeTimeout"] != "900ms" or not isinstance(t["lastScrapeDuration"], (int, float)) or
+                  not t["lastScrape"].startswith("20")):
+                failures.append("ok: targets entry %r" % t)
+            if pools["filesd"]["labels"].get("sd") != "yaml" or \
+                    pools["filesd"]["discoveredLabels"].get("__meta_filepath") != sd_yaml:
+                failures.append("file SD target labels %r" % pools["filesd"])
+        data = targets(md)
+        dropped = [d for d in data.get("droppedTargets", []) if d["discoveredLabels"].get("job") == "dropped"]
+        if len(dropped) != 1 or data.get("droppedTargetCounts", {}).get("dropped") != 1:
+            failures.append("dropped target: %r %r" % (dropped, data.get("droppedTargetCounts")))
+        if "dropped" in by_pool(data):
+            failures.append("a dropped target is active")
+
+        # Request headers: Accept negotiates OpenMetrics first, then text 0.0.4; gzip accepted.
+        accept = SEEN.get("Accept", "")
+        if not accept.startswith("application/openmetrics-text") or "text/plain;version=0.0.4" not in accept:
+            failures.append("Accept header %r" % accept)
+        if "gzip" not in SEEN.get("Accept-Encoding", ""):
+            failures.append("Accept-Encoding %r" % SEEN.get("Accept-Encoding"))
+        if SEEN.get("X-Prometheus-Scrape-Timeout-Seconds") != "0.9":
+            failures.append("X-Prometheus-Scrape-Timeout-Seconds %r" % SEEN.get("X-Prometheus-Scrape-Timeout-Seconds"))
+        if not SEEN.get("User-Agent", "").startswith("metricsd/"):
+            failures.append("User-Agent %r" % SEEN.get("User-Agent"))
 
         # The scraped series reached the storage, with target labels.
         def series(match):
@@ -256,6 +315,50 @@ def main():
             failures.append("node_exporter's node_cpu_seconds_total not stored")
         if series('huge_metric{job="huge_limited"}'):
             failures.append("a scrape over sample_limit stored samples")
+
+        def query(q):
+            code, body = call("GET", md.base + "/api/v1/query?query=" + urllib.request.quote(q))
+            return body["data"]["result"] if code == 200 and isinstance(body, dict) else None
+
+        def value(q):
+            r = query(q)
+            return float(r[0]["value"][1]) if r and len(r) == 1 else None
+
+        # Report series of one target (2 samples exposed, 1 left after metric relabeling).
+        rep = {"up": 1, "scrape_samples_scraped": 2, "scrape_samples_post_metric_relabeling": 1}
+        for name, want_v in rep.items():
+            got_v = value('%s{job="relabeled",instance="%s"}' % (name, taddr))
+            if got_v != want_v:
+                failures.append("%s{job=relabeled} = %r, want %r" % (name, got_v, want_v))
+        d = value('scrape_duration_seconds{job="relabeled"}')
+        if d is None or not 0 < d < 1:
+            failures.append("scrape_duration_seconds{job=relabeled} = %r" % d)
+        if value('scrape_series_added{job="relabeled"}') is None:
+            failures.append("scrape_series_added{job=relabeled} missing")
+        if value('om_events_total{job="om"}') != 3:
+            failures.append("OpenMetrics target: om_events_total = %r" % query('om_events_total'))
+        if not wait_for(lambda: value('t_metric{job="bearer"}') == 42, timeout=10):
+            failures.append("bearer target's t_metric not stored")
+
+        # A series that disappears from its target gets a staleness marker: gone from instant
+        # queries at once, not after the 5 minute lookback.
+        if value('vary_metric{job="vary"}') != 1:
+            failures.append("vary_metric not stored: %r" % query('vary_metric'))
+        VARY["on"] = False
+        if not wait_for(lambda: query('vary_metric{job="vary"}') == [], timeout=10):
+            failures.append("vary_metric not marked stale: %r" % query('vary_metric{job="vary"}'))
+        if value('t_metric{job="vary"}') != 42:
+            failures.append("t_metric{job=vary} went away with vary_metric")
+
+        # File SD: a JSON file appears beside the YAML one, then the YAML one goes away.
+        with open(sd_json + ".tmp", "w") as f:
+            json.dump([{"targets": [taddr], "labels": {"sd": "json"}}], f)
+        os.rename(sd_json + ".tmp", sd_json)
+        if not wait_for(lambda: value('t_metric{job="filesd",sd="json"}') == 42, timeout=20):
+            failures.append("file SD JSON target not scraped: %r" % query('t_metric{job="filesd"}'))
+        os.unlink(sd_yaml)
+        if not wait_for(lambda: query('up{job="filesd",sd="yaml"}') == [], timeout=20):
+            failures.append("file SD YAML target removed but not stale: %r" % query('up{job="filesd"}'))
 
         # Runtime sources: add, list, get, update, delete, persist.
         code, created = call("POST", md.base + "/metrics/sources",
@@ -297,8 +400,13 @@ def main():
                               {"id": "keeper", "targets": [taddr], "scrape_interval": "1s"})
             if code != 201:
                 failures.append("POST keeper: %s %r" % (code, keep))
+            if not query('t_metric{job="rt"}'):
+                failures.append("rt source's series not there before DELETE")
             if call("DELETE", md.base + "/metrics/sources/" + sid)[0] != 204:
                 failures.append("DELETE failed")
+            # Its series (and report series) are marked stale at once.
+            if not wait_for(lambda: query('{job="rt"}') == [], timeout=10):
+                failures.append("deleted source's series not stale: %r" % query('{job="rt"}'))
             if call("DELETE", md.base + "/metrics/sources/" + sid)[0] != 404:
                 failures.append("second DELETE not 404")
 
