@@ -21,13 +21,16 @@ build: deps
 run: build
 	./$(BUILD)/metricsd --listen $(LISTEN) --data-dir $(DATA)
 
-# The whole suite, under AddressSanitizer and UndefinedBehaviorSanitizer.
+# The whole suite, under AddressSanitizer and UndefinedBehaviorSanitizer; then what was
+# skipped and why, and the slowest tests (scripts/test-report.sh). TESTS=regex runs a subset.
+TESTS ?= .
 test:
 	@scripts/install-deps.sh test
 	@cmake -S . -B $(DEBUG_BUILD) -DCMAKE_BUILD_TYPE=Debug -DMETRICSD_SANITIZE=ON >/dev/null
 	@cmake --build $(DEBUG_BUILD) -j $(JOBS)
 	@cd $(DEBUG_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-	  ctest --output-on-failure -j $(JOBS)
+	  ctest --output-on-failure -j $(JOBS) -R '$(TESTS)'; rc=$$?; \
+	  cd $(CURDIR) && scripts/test-report.sh $(DEBUG_BUILD); exit $$rc
 
 debug:
 	@scripts/install-deps.sh build

@@ -501,5 +501,52 @@ def test_route_table_matches_docs():
         assert srv.get("/-/routes", headers={"X-API-Key": "r"}).status == 200
 
 
+def test_readme_tour():
+    """README's 5-minute tour works verbatim: every command of its sh block runs with bash
+    against a fresh server (localhost:8012 pointed at the test's port), every "# → ..." line
+    matches the output of the command above it ("…" matches anything), and the last steps
+    show what they promise."""
+    import re
+    import shutil
+    if not shutil.which("curl"):
+        raise mdtest.Skip("curl not installed (Debian package curl; scripts/install-deps.sh installs it)")
+    with open(os.path.join(mdtest.source_dir(), "README.md")) as f:
+        readme = f.read()
+    block = readme.split("## A 5-minute tour", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    steps, cmd = [], ""  # [command, expected output pattern or None]
+    for line in block.splitlines():
+        if line.startswith("# → "):
+            assert steps, "an expected output before any command"
+            steps[-1][1] = line[len("# → "):]
+        elif line.startswith("#") or not line.strip():
+            continue
+        else:
+            cmd += line[:-1] + " " if line.endswith("\\") else line
+            if not line.endswith("\\"):
+                steps.append([cmd, None])
+                cmd = ""
+    assert len(steps) >= 5, steps
+    with mdtest.Server() as srv:
+        outs = []
+        for command, expected in steps:
+            command = command.replace("localhost:8012", "127.0.0.1:%d" % srv.port)
+            assert "8012" not in command, command
+            p = subprocess.run(["bash", "-c", command], stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+            out = p.stdout.decode()
+            assert p.returncode == 0, (command, p.returncode, out, p.stderr)
+            if expected:
+                pattern = ".*".join(re.escape(part) for part in expected.split("…"))
+                assert re.fullmatch(pattern, out.strip()), (command, expected, out)
+            outs.append((command, out))
+        joined = {c: o for c, o in outs}
+        metrics = [o for c, o in outs if "/metrics |" in c]
+        assert metrics and "api_requests_total" in metrics[0] and "room_temperature_celsius" in metrics[0] \
+            and "http_requests_total" in metrics[0], metrics
+        health = [o for c, o in outs if c.rstrip().endswith("/health")]
+        assert health and __import__("json").loads(health[0])["status"] == "ok", joined
+        stats = [o for c, o in outs if c.rstrip().endswith("/metrics/stats")]
+        assert stats and __import__("json").loads(stats[0])["collector"]["total_points"] > 0, joined
+
+
 if __name__ == "__main__":
     mdtest.main(globals())
