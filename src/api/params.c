@@ -160,7 +160,7 @@ int api_parse_selector(arena_t *a, const char *s, api_selector_t *out, char *err
     }
   }
   if (!narrowing)
-    return md_error(err, errlen, MD_EINVAL, "invalid parameter \"match[]\": vector selector must contain at least one non-empty matcher");
+    return md_error(err, errlen, MD_EINVAL, "invalid parameter \"match[]\": match[] must contain at least one non-empty matcher");
   out->m = arena_alloc(a, n * sizeof *out->m);
   if (!out->m) return MD_ENOMEM;
   memcpy(out->m, tmp, n * sizeof *tmp);
@@ -189,7 +189,9 @@ int api_time_param(http_req_t *req, const char *name, int64_t dflt, int64_t *out
     return 0;
   }
   if (md_parse_time(v, strlen(v), out))
-    return md_error(err, errlen, MD_EINVAL, "invalid parameter \"%s\": cannot parse \"%s\" to a valid timestamp", name, v);
+    return md_error(err, errlen, MD_EINVAL,
+                    "invalid parameter \"%s\": Invalid time value for '%s': cannot parse \"%s\" to a valid timestamp", name,
+                    name, v);
   return 0;
 }
 

@@ -29,7 +29,7 @@ static prom_state_t *state(api_t *api) { return api_slot(api, "prom"); }
 
 static void bad_data(http_resp_t *resp, const char *msg) { http_resp_prom_error(resp, 400, "bad_data", "%s", msg); }
 
-/* Maps an engine status to the Prometheus API's status code and errorType. */
+/* Maps an engine or storage status to the Prometheus API's status code and errorType. */
 static void query_error(http_resp_t *resp, int rc, const char *err) {
   switch (rc) {
   case MD_EINVAL: http_resp_prom_error(resp, 400, "bad_data", "%s", err); break;
@@ -42,7 +42,16 @@ static void query_error(http_resp_t *resp, int rc, const char *err) {
   }
 }
 
-static void query_options(api_t *api, http_req_t *req, promql_options_t *opt, int64_t *timeout_ms) {
+/* The engine answers MD_EINVAL only for a query it cannot parse or type-check, which
+ * Prometheus reports against the parameter. */
+static void engine_error(http_resp_t *resp, int rc, const char *err) {
+  if (rc == MD_EINVAL) http_resp_prom_error(resp, 400, "bad_data", "invalid parameter \"query\": %s", err);
+  else query_error(resp, rc, err);
+}
+
+/* Options from the configuration and the request; 0, or MD_EINVAL with err for a `timeout`
+ * Prometheus would refuse. */
+static int query_options(api_t *api, http_req_t *req, promql_options_t *opt, char *err, size_t errlen) {
   const config_t *cfg = api_config(api);
   promql_options_default(opt);
   opt->timeout_ms = cfg->query.timeout_ms;
@@ -50,11 +59,9 @@ static void query_options(api_t *api, http_req_t *req, promql_options_t *opt, in
   opt->max_series = cfg->query.max_series;
   if (cfg->query.lookback_delta_ms > 0) opt->lookback_ms = cfg->query.lookback_delta_ms;
   int64_t t;
-  char err[64];
-  if (api_duration_param(req, "timeout", 0, &t, err, sizeof err) == 0 && t > 0 &&
-      (opt->timeout_ms == 0 || t < opt->timeout_ms))
-    opt->timeout_ms = t;
-  if (timeout_ms) *timeout_ms = opt->timeout_ms;
+  if (api_duration_param(req, "timeout", 0, &t, err, errlen)) return MD_EINVAL;
+  if (t > 0 && (opt->timeout_ms == 0 || t < opt->timeout_ms)) opt->timeout_ms = t;
+  return 0;
 }
 
 static bool enter_query(api_t *api, http_resp_t *resp) {
@@ -93,18 +100,17 @@ static void h_query(http_req_t *req, http_resp_t *resp, void *ctx) {
     bad_data(resp, "invalid parameter \"query\": 1:1: parse error: no expression found in input");
     return;
   }
-  if (api_time_param(req, "time", md_now_ms(), &t, err, sizeof err)) {
+  promql_options_t opt;
+  if (api_time_param(req, "time", md_now_ms(), &t, err, sizeof err) || query_options(api, req, &opt, err, sizeof err)) {
     bad_data(resp, err);
     return;
   }
-  promql_options_t opt;
-  query_options(api, req, &opt, NULL);
   if (!enter_query(api, resp)) return;
   promql_result_t *res = NULL;
   err[0] = 0;
   int rc = promql_query_instant(api_db(api), api_tenant(req, NULL), q, strlen(q), t, &opt, &res, err, sizeof err);
   leave_query(api);
-  if (rc) query_error(resp, rc, err);
+  if (rc) engine_error(resp, rc, err);
   else write_result(resp, res);
   promql_result_free(res);
 }
@@ -132,6 +138,10 @@ static void h_query_range(http_req_t *req, http_resp_t *resp, void *ctx) {
     bad_data(resp, "invalid parameter \"end\": end timestamp must not be before start time");
     return;
   }
+  if (!http_req_query(req, "step")) {
+    bad_data(resp, "invalid parameter \"step\": cannot parse \"\" to a valid duration");
+    return;
+  }
   if (step <= 0) {
     bad_data(resp, "invalid parameter \"step\": zero or negative query resolution step widths are not accepted. Try a positive integer");
     return;
@@ -145,14 +155,17 @@ static void h_query_range(http_req_t *req, http_resp_t *resp, void *ctx) {
     return;
   }
   promql_options_t opt;
-  query_options(api, req, &opt, NULL);
+  if (query_options(api, req, &opt, err, sizeof err)) {
+    bad_data(resp, err);
+    return;
+  }
   if (!enter_query(api, resp)) return;
   promql_result_t *res = NULL;
   err[0] = 0;
   int rc = promql_query_range(api_db(api), api_tenant(req, NULL), q, strlen(q), start, end, step, &opt, &res, err,
                               sizeof err);
   leave_query(api);
-  if (rc) query_error(resp, rc, err);
+  if (rc) engine_error(resp, rc, err);
   else write_result(resp, res);
   promql_result_free(res);
 }
@@ -349,7 +362,8 @@ static void h_format_query(http_req_t *req, http_resp_t *resp, void *ctx) {
   char err[512];
   promql_expr_t *e;
   if (!q || promql_parse(q, strlen(q), &e, NULL, err, sizeof err)) {
-    bad_data(resp, q ? err : "invalid parameter \"query\": 1:1: parse error: no expression found in input");
+    if (q) http_resp_prom_error(resp, 400, "bad_data", "invalid parameter \"query\": %s", err);
+    else bad_data(resp, "invalid parameter \"query\": 1:1: parse error: no expression found in input");
     return;
   }
   sb_t f = {0}, data = {0};

@@ -811,6 +811,9 @@ def test_api():
         ("/api/v1/query", {"query": "sum("}),
         ("/api/v1/query", {}),
         ("/api/v1/query", {"query": "up", "time": "yesterday"}),
+        ("/api/v1/query", {"query": "up", "timeout": "soon"}),
+        ("/api/v1/query_range", {"query": "up", "start": "%.0f" % s, "end": "%.0f" % e, "step": "1m", "timeout": "x"}),
+        ("/api/v1/query_range", {"query": "sum(", "start": "%.0f" % s, "end": "%.0f" % e, "step": "60"}),
         ("/api/v1/query", {"query": "rate(node_load1)"}),
         ("/api/v1/query", {"query": 'node_load1{instance=~"("}'}),
         ("/api/v1/query", {"query": '{instance=~".*"}'}),
@@ -835,6 +838,11 @@ def test_api():
                 jb.get("errorType"), jb.get("error")))
         elif ja.get("status") == "error" and not ja.get("error"):
             problems.append("error %s %s: no message" % (path, params))
+        elif jb.get("error", "").startswith("invalid parameter"):
+            # Grafana shows the message: it names the parameter as Prometheus's does
+            want = jb["error"].split(":")[0]
+            if not ja.get("error", "").startswith(want):
+                problems.append("error %s %s: ours %r, prometheus %r" % (path, params, ja.get("error"), jb["error"]))
     if problems:
         print("API differences:\n  " + "\n  ".join(problems))
     assert not problems, "%d API differences from Prometheus" % len(problems)
