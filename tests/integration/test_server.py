@@ -448,12 +448,41 @@ def test_command_line():
         tmp.close()
 
 
+def test_documented_configs_are_valid():
+    """Every YAML example in docs/configuration.md and the shipped deploy/metricsd.yml pass
+    `metricsd check-config` (a user copying them gets a working file)."""
+    import re
+    import tempfile
+    src = mdtest.source_dir()
+    with open(os.path.join(src, "docs", "configuration.md")) as f:
+        blocks = re.findall(r"```yaml\n(.*?)```", f.read(), re.S)
+    assert len(blocks) >= 2, "no YAML examples found in docs/configuration.md"
+    files = [os.path.join(src, "deploy", "metricsd.yml")]
+    d = tempfile.mkdtemp(prefix="metricsd-doc-config-")
+    try:
+        for i, b in enumerate(blocks):
+            files.append(os.path.join(d, "example%d.yml" % i))
+            with open(files[-1], "w") as f:
+                f.write(b)
+        for path in files:
+            p = subprocess.run([mdtest.bin_path(), "check-config", path], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, timeout=30)
+            assert p.returncode == 0, (path, p.stdout, p.stderr, open(path).read())
+    finally:
+        import shutil
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def test_env_and_flag_precedence():
     # the environment asks for one port, the flag (from mdtest) for another: the flag wins
+    # and both beat the file (which names a third port and another log level)
     env = {"METRICSD_SERVER_LISTEN": "127.0.0.1:%d" % mdtest.free_port(), "METRICSD_SERVER_LOG_LEVEL": "debug"}
-    with mdtest.Server(env=env) as srv:
-        assert srv.get("/health").status == 200
-        assert srv.wait_log(r'"level":"debug"'), "env log level not applied"
+    cfg = "server: {listen: '127.0.0.1:%d', log_level: error}\nstorage: {retention: 3d}\n" % mdtest.free_port()
+    with mdtest.Server(env=env, config=cfg) as srv:
+        assert srv.get("/health").status == 200  # on the flag's port
+        assert srv.wait_log(r'"level":"debug"'), "env log level not applied over the file's"
+        if srv.get("/api/v1/status/runtimeinfo").status == 200:  # the file's own setting applies
+            assert srv.get("/api/v1/status/runtimeinfo").json()["data"]["storageRetention"] == "3d"
     # an invalid environment value stops start-up with a message naming the variable
     srv = mdtest.Server(env={"METRICSD_STORAGE_RETENTION": "forever"})
     try:
