@@ -14,6 +14,13 @@
  *
  * Usage: bench_tsdb [--hosts N] [--hours H] [--interval S] [--batch N] [--threads T]
  *                   [--dir PATH] [--fsync always|interval] [--keep]
+ *        bench_tsdb --replay-series N [--replay-samples K]
+ *
+ * --replay-series: WAL replay memory. One child process appends N node-exporter-like series
+ * x K samples (15 s apart) and reports its RSS; a second, fresh child opens the same data
+ * (replaying the WAL) and reports RSS after the open and its peak (VmHWM) during it. Both
+ * are deltas over the child's RSS before tsdb_open. Replay must not need more than the head
+ * held in steady state.
  */
 #include <dirent.h>
 #include <inttypes.h>
@@ -23,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -140,6 +148,17 @@ static long rss_kib(void) {
   return kb;
 }
 
+static long hwm_kib(void) {
+  FILE *f = fopen("/proc/self/status", "r");
+  if (!f) return 0;
+  char line[256];
+  long kb = 0;
+  while (fgets(line, sizeof line, f))
+    if (strncmp(line, "VmHWM:", 6) == 0) kb = atol(line + 6);
+  fclose(f);
+  return kb;
+}
+
 static uint64_t du(const char *path) {
   struct stat st;
   if (lstat(path, &st) != 0) return 0;
@@ -247,7 +266,143 @@ static void select_bench(tsdb_t *db, const char *what, const tsdb_matcher_t *m, 
          (double)series / reps, (double)samples / cpu / 1e6, wall * 1000 / reps);
 }
 
+/* ---- WAL replay memory ------------------------------------------------------------- */
+
+typedef struct {
+  long rss_kib, hwm_kib;
+  double seconds, cpu_s;
+  uint64_t series, samples, wal_bytes, head_bytes;
+} replay_report_t;
+
+static double process_cpu_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Child body: phase 0 appends, phase 1 reopens. Writes its report to fd. */
+static int replay_child(const char *dir, int phase, int nseries, int nsamples, int fd) {
+  tsdb_options_t o;
+  tsdb_options_default(&o);
+  o.background = false;
+  o.retention_ms = 0;
+  replay_report_t r = {0};
+  long rss0 = rss_kib();
+  double t0 = wall_s(), c0 = process_cpu_s();
+  tsdb_t *db;
+  char err[256];
+  if (tsdb_open(dir, &o, &db, err, sizeof err)) {
+    fprintf(stderr, "open: %s\n", err);
+    return 1;
+  }
+  if (phase == 0) {
+    int hosts = (nseries + SERIES_PER_HOST - 1) / SERIES_PER_HOST;
+    host_t *hs = malloc((size_t)hosts * sizeof *hs);
+    if (!hs) return 1;
+    for (int h = 0; h < hosts; h++) host_init(&hs[h], h);
+    tsdb_batch_t *b = tsdb_batch_new();
+    tsdb_label_t ls[16];
+    char buf[16][64];
+    double v[SERIES_PER_HOST];
+    int64_t start = 1700000000000LL - 1700000000000LL % (3600 * 1000);
+    for (int step = 0; step < nsamples; step++) {
+      int done = 0;
+      for (int h = 0; h < hosts; h++) {
+        if (h % 56 == 0) tsdb_batch_reset(b);
+        host_step(&hs[h], v);
+        for (int k = 0; k < SERIES_PER_HOST && done < nseries; k++, done++) {
+          size_t n = host_labels(h, k, ls, buf);
+          tsdb_batch_series(b, ls, n);
+          tsdb_batch_sample(b, start + (int64_t)step * 15000 + hs[h].phase_ms, v[k]);
+        }
+        if (h % 56 == 55 || h == hosts - 1) {
+          tsdb_append_result_t res;
+          if (tsdb_append(db, "", b, &res) || res.samples_rejected) {
+            fprintf(stderr, "append failed\n");
+            return 1;
+          }
+        }
+      }
+    }
+    tsdb_batch_free(b);
+    free(hs);
+  }
+  r.seconds = wall_s() - t0;
+  r.cpu_s = process_cpu_s() - c0;
+  tsdb_stats_t st;
+  tsdb_get_stats(db, &st);
+  r.rss_kib = rss_kib() - rss0;
+  r.hwm_kib = hwm_kib() - rss0;
+  r.series = st.series;
+  r.samples = st.head_samples;
+  r.wal_bytes = st.wal_bytes;
+  r.head_bytes = st.head_memory_bytes;
+  if (write(fd, &r, sizeof r) != (ssize_t)sizeof r) return 1;
+  /* Phase 0 ends like a crash: no close, the WAL is all there is. */
+  if (phase == 0) _exit(0);
+  tsdb_close(db);
+  return 0;
+}
+
+static int run_replay_child(const char *dir, int phase, int nseries, int nsamples, replay_report_t *r) {
+  int p[2];
+  if (pipe(p) != 0) return 1;
+  pid_t pid = fork();
+  if (pid < 0) return 1;
+  if (pid == 0) {
+    close(p[0]);
+    _exit(replay_child(dir, phase, nseries, nsamples, p[1]));
+  }
+  close(p[1]);
+  ssize_t k = read(p[0], r, sizeof *r);
+  close(p[0]);
+  int status;
+  waitpid(pid, &status, 0);
+  return k == (ssize_t)sizeof *r && WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : 1;
+}
+
+static int replay_bench(int nseries, int nsamples) {
+  log_set_level(LOG_WARN);
+  char dirbuf[] = "/tmp/bench-tsdb-replay-XXXXXX";
+  const char *dir = mkdtemp(dirbuf);
+  if (!dir) return 1;
+  replay_report_t a, b;
+  if (run_replay_child(dir, 0, nseries, nsamples, &a) || run_replay_child(dir, 1, nseries, nsamples, &b)) {
+    fprintf(stderr, "replay bench failed\n");
+    md_rm_rf(dir);
+    return 1;
+  }
+  printf("\nmetricsd tsdb WAL replay memory: %d series x %d samples (15 s apart), WAL %.1f MiB\n\n", nseries,
+         nsamples, (double)a.wal_bytes / 1048576.0);
+  printf("| %-32s | %10s | %12s | %12s | %10s | %10s | %10s |\n", "phase", "series", "samples", "head est.",
+         "RSS", "peak RSS", "CPU s");
+  printf("|----------------------------------|------------|--------------|--------------|------------|------------|"
+         "------------|\n");
+  const replay_report_t *rs[2] = {&a, &b};
+  const char *names[2] = {"ingest (steady state, no close)", "restart + WAL replay"};
+  for (int i = 0; i < 2; i++)
+    printf("| %-32s | %10" PRIu64 " | %12" PRIu64 " | %8.1f MiB | %6.1f MiB | %6.1f MiB | %10.2f |\n", names[i],
+           rs[i]->series, rs[i]->samples, (double)rs[i]->head_bytes / 1048576.0, rs[i]->rss_kib / 1024.0,
+           rs[i]->hwm_kib / 1024.0, rs[i]->cpu_s);
+  printf("\nreplay peak / ingest RSS = %.2f; replay RSS / ingest RSS = %.2f; replay %.2f s wall "
+         "(%.0f k series/s)\n",
+         (double)b.hwm_kib / (double)(a.rss_kib ? a.rss_kib : 1), (double)b.rss_kib / (double)(a.rss_kib ? a.rss_kib : 1),
+         b.seconds, (double)b.series / b.seconds / 1e3);
+  md_rm_rf(dir);
+  return 0;
+}
+
 int main(int argc, char **argv) {
+  for (int i = 1; i + 1 < argc; i++) {
+    if (!strcmp(argv[i], "--replay-series")) {
+      int k = 8;
+      for (int j = 1; j + 1 < argc; j++)
+        if (!strcmp(argv[j], "--replay-samples")) k = atoi(argv[j + 1]);
+      int n = atoi(argv[i + 1]);
+      if (n < 1 || k < 1) return 2;
+      return replay_bench(n, k);
+    }
+  }
   cfg_t c = {.hosts = 1000, .hours = 3, .interval_s = 15, .batch = 1000, .threads = 1, .dir = NULL};
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *nx = i + 1 < argc ? argv[i + 1] : NULL;

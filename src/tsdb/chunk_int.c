@@ -481,7 +481,7 @@ int chunk_iseq_encode(chunk_buf_t *o, const int64_t *x, size_t n, bool try_grid)
     return 0;
   }
   int64_t *r = malloc(n * sizeof *r);
-  uint64_t *u = malloc(n * sizeof *u);
+  uint64_t *u = calloc(n, sizeof *u); /* zeroed only to quiet gcc -O2 -Wmaybe-uninitialized */
   int rc = MD_ENOMEM;
   if (!r || !u) goto out;
   /* All steps equal (a steady scrape): first value and step are the whole story. */

@@ -739,7 +739,11 @@ void tsdb_get_stats(tsdb_t *db, tsdb_stats_t *out) {
     if (block_maxt(db->blocks[i]) > bmax) bmax = block_maxt(db->blocks[i]);
   }
   pthread_rwlock_unlock(&db->blocks_lock);
-  int64_t mn = atomic_load(&db->min_time), mx = atomic_load(&db->max_time);
+  /* min_time only ever falls as samples arrive; head_min rises as the head is persisted and
+   * retention drops blocks, so the head's part is bounded by both (none when it is empty). */
+  int64_t mn = atomic_load(&db->min_time), mx = atomic_load(&db->max_time), hm = atomic_load(&db->head_min);
+  if (hm > mn) mn = hm;
+  if (out->head_samples == 0) mn = INT64_MAX;
   out->min_time = mn < bmin ? mn : bmin;
   out->max_time = mx > bmax ? mx : bmax;
 }

@@ -258,6 +258,31 @@ static void seglist_free(seglist_t *sl) {
 
 static void seg_path(char *out, size_t n, const char *dir, uint32_t no) { snprintf(out, n, "%s/%08" PRIu32, dir, no); }
 
+/* Replay reads files through a private read-only mapping. Pages already parsed are dropped
+ * from the mapping as replay moves on, so replay's resident memory is the head being rebuilt
+ * plus a few MiB, not the head plus the whole log (a 1 M-series WAL is hundreds of MiB). */
+#define REPLAY_RELEASE_BYTES (8u << 20)
+
+typedef struct {
+  wal_record_fn fn;
+  void *ctx;
+  const uint8_t *map;
+  size_t released; /* bytes of the mapping already given back */
+  size_t page;
+} release_ctx_t;
+
+static int release_fn(void *ctx, uint8_t type, const uint8_t *p, size_t n) {
+  release_ctx_t *r = ctx;
+  int rc = r->fn ? r->fn(r->ctx, type, p, n) : 0;
+  size_t done = (size_t)(p - r->map);
+  if (done - r->released >= REPLAY_RELEASE_BYTES) {
+    size_t upto = done / r->page * r->page;
+    madvise((void *)(r->map + r->released), upto - r->released, MADV_DONTNEED);
+    r->released = upto;
+  }
+  return rc;
+}
+
 /* Replays one file; cuts a damaged tail. skip_magic: segments start with WAL_MAGIC. */
 static int replay_file(const char *path, wal_record_fn fn, void *ctx, wal_replay_stats_t *st, char *err,
                        size_t errlen) {
@@ -280,7 +305,9 @@ static int replay_file(const char *path, wal_record_fn fn, void *ctx, wal_replay
   size_t start = 0, good = 0;
   if (size >= WAL_MAGIC_LEN && memcmp(map, WAL_MAGIC, WAL_MAGIC_LEN) == 0) {
     start = WAL_MAGIC_LEN;
-    rc = wal_parse(map + start, size - start, fn, ctx, &good);
+    long pg = sysconf(_SC_PAGESIZE);
+    release_ctx_t rel = {fn, ctx, map, 0, pg > 0 ? (size_t)pg : 4096};
+    rc = wal_parse(map + start, size - start, release_fn, &rel, &good);
     good += start;
   }
   if (st) st->bytes += good;
@@ -347,7 +374,9 @@ int wal_replay(const char *dir, wal_record_fn fn, void *ctx, wal_replay_stats_t 
         goto out;
       }
       size_t good;
-      rc = wal_parse(map, (size_t)sbuf.st_size, count_fn, &cc, &good);
+      long pg = sysconf(_SC_PAGESIZE);
+      release_ctx_t rel = {count_fn, &cc, map, 0, pg > 0 ? (size_t)pg : 4096};
+      rc = wal_parse(map, (size_t)sbuf.st_size, release_fn, &rel, &good);
       munmap(map, (size_t)sbuf.st_size);
       if (rc < 0) {
         close(fd);

@@ -1,6 +1,8 @@
 /* Engine tests: append/select, out-of-order and duplicates, limits, metadata, delete,
  * flush + compaction equivalence, retention, snapshot, reopen (WAL replay). */
+#include <dirent.h>
 #include <math.h>
+#include <sys/stat.h>
 
 #include "tsdb_test_util.h"
 
@@ -401,6 +403,115 @@ static void test_retention_time_blocks(void **state) {
   free(dir);
 }
 
+/* Sum of the file sizes of each block directory, oldest first (names sort by time). */
+static size_t block_sizes(const char *dir, uint64_t *sizes, size_t max) {
+  char bd[512];
+  snprintf(bd, sizeof bd, "%s/blocks", dir);
+  DIR *d = opendir(bd);
+  assert_non_null(d);
+  char *names[64];
+  size_t n = 0;
+  struct dirent *e;
+  while ((e = readdir(d)) && n < 64 && n < max)
+    if (e->d_name[0] != '.') names[n++] = strdup(e->d_name);
+  closedir(d);
+  for (size_t i = 1; i < n; i++)
+    for (size_t j = i; j > 0 && strcmp(names[j - 1], names[j]) > 0; j--) {
+      char *t = names[j];
+      names[j] = names[j - 1];
+      names[j - 1] = t;
+    }
+  static const char *files[] = {"meta.json", "index", "chunks"};
+  for (size_t i = 0; i < n; i++) {
+    sizes[i] = 0;
+    for (int f = 0; f < 3; f++) {
+      char p[1024];
+      snprintf(p, sizeof p, "%s/%s/%s", bd, names[i], files[f]);
+      struct stat st;
+      assert_int_equal(stat(p, &st), 0);
+      sizes[i] += (uint64_t)st.st_size;
+    }
+    free(names[i]);
+  }
+  return n;
+}
+
+/* Retention drops exactly the whole blocks it should: by age, every raw block ending more
+ * than retention before the newest sample and no other; by size, the oldest blocks until the
+ * rest fits the budget. Everything kept reads back unchanged. */
+static void test_retention_exact(void **state) {
+  (void)state;
+  char *dir = tu_tmpdir();
+  tsdb_options_t o;
+  tsdb_options_default(&o);
+  o.background = false;
+  o.block_span_ms = 3600 * 1000;
+  o.retention_ms = 3 * 3600 * 1000; /* compaction windows (6 h) exceed half of it: none */
+  o.tier1_resolution_ms = 0;
+  o.tier2_resolution_ms = 0;
+  tsdb_t *db = tu_open(dir, &o);
+  int64_t start = 1700000000000 - 1700000000000 % 3600000;
+  tsdb_batch_t *b = tsdb_batch_new();
+  for (int i = 0; i < 10 * 60; i++) {
+    tsdb_batch_reset(b);
+    for (int s = 0; s < 5; s++) {
+      char v[8];
+      snprintf(v, sizeof v, "%d", s);
+      tsdb_label_t ls[] = {{"__name__", "metric"}, {"s", v}};
+      assert_int_equal(tsdb_batch_series(b, ls, 2), 0);
+      assert_int_equal(tsdb_batch_sample(b, start + i * 60000LL, s + i * 0.25), 0);
+    }
+    assert_int_equal(tsdb_append(db, "", b, NULL), 0);
+  }
+  tsdb_batch_free(b);
+  int64_t newest = start + (10 * 60 - 1) * 60000LL;
+  assert_int_equal(tsdb_flush(db), 0);
+  tsdb_stats_t st;
+  tsdb_get_stats(db, &st);
+  assert_int_equal(st.blocks, 10);
+  /* Blocks end at start + k h - 1; those ending before newest - 3 h go: k <= 6. */
+  int64_t cut = start + 6 * 3600000LL;
+  assert_true(cut - 1 < newest - 3 * 3600000LL && cut + 3600000LL - 1 >= newest - 3 * 3600000LL);
+  size_t ns, nsm_keep0, nsm;
+  char *keep0 = tu_dump(db, "", NULL, 0, cut, INT64_MAX, &ns, &nsm_keep0);
+  assert_int_equal(nsm_keep0, 5 * 4 * 60);
+  assert_int_equal(tsdb_compact(db), 0);
+  tsdb_get_stats(db, &st);
+  assert_int_equal(st.blocks, 4);
+  assert_int_equal(st.min_time, cut);
+  char *keep1 = tu_dump(db, "", NULL, 0, cut, INT64_MAX, &ns, &nsm);
+  assert_string_equal(keep0, keep1);
+  free(tu_dump(db, "", NULL, 0, INT64_MIN, cut - 1, &ns, &nsm));
+  assert_int_equal(nsm, 0);
+  free(keep0);
+  free(keep1);
+  tsdb_close(db);
+  /* Size: a budget between the newest two and three blocks keeps exactly the newest two. */
+  uint64_t sz[64];
+  size_t nb = block_sizes(dir, sz, 64);
+  assert_int_equal(nb, 4);
+  /* (The age limit stays: it keeps compaction windows short, so no merge interferes.) */
+  o.retention_bytes = sz[3] + sz[2] + sz[1] / 2;
+  db = tu_open(dir, &o);
+  int64_t cut2 = start + 8 * 3600000LL;
+  keep0 = tu_dump(db, "", NULL, 0, cut2, INT64_MAX, &ns, &nsm);
+  assert_int_equal(tsdb_compact(db), 0);
+  tsdb_get_stats(db, &st);
+  assert_int_equal(st.blocks, 2);
+  assert_true(st.block_bytes <= o.retention_bytes);
+  keep1 = tu_dump(db, "", NULL, 0, INT64_MIN, INT64_MAX, &ns, &nsm);
+  if (strcmp(keep0, keep1)) {
+    size_t i = 0;
+    while (keep0[i] == keep1[i]) i++;
+    fail_msg("size retention kept other data, at %zu: want %.80s got %.80s", i, keep0 + i, keep1 + i);
+  }
+  free(keep0);
+  free(keep1);
+  tsdb_close(db);
+  md_rm_rf(dir);
+  free(dir);
+}
+
 static void test_snapshot(void **state) {
   (void)state;
   char *dir = tu_tmpdir();
@@ -531,6 +642,7 @@ int main(void) {
       cmocka_unit_test(test_series_limit),   cmocka_unit_test(test_metadata),
       cmocka_unit_test(test_flush_compact_equivalence), cmocka_unit_test(test_delete),
       cmocka_unit_test(test_retention),      cmocka_unit_test(test_retention_time_blocks),
+      cmocka_unit_test(test_retention_exact),
       cmocka_unit_test(test_snapshot),       cmocka_unit_test(test_series_gc),
       cmocka_unit_test(test_downsampling_tiers),
   };
