@@ -141,7 +141,9 @@ static const struct {
     {"ACCESS_MAX_METRIC_SERIES", "limits.max_series_per_tenant"},
     {"ACCESS_MAX_POINTS_PER_SERIES", "limits.max_points_per_series"},
     {"ACCESS_AGGREGATION_WINDOW_SECONDS", "aggregation.window_seconds"},
+    {"LOG_LEVEL", "server.log_level"}, /* seeds 000 and 001 (LOG_LEVEL=INFO) */
     {"PROMETHEUS_ENABLED", "server.prometheus_enabled"},
+    {"GPU_METRICS_ENABLED", "collectors.gpu.enabled"}, /* seed 000 */
     {"GPU_COLLECTION_INTERVAL", "collectors.gpu.interval"},
     {"TIMESERIES_BACKEND", "storage.backend"},
     {"METRICSD_LOG_LEVEL", "server.log_level"},

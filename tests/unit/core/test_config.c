@@ -148,12 +148,15 @@ static void test_precedence(void **state) {
   /* canonical name beats the alias whatever the order in the environment */
   char *envp2[] = {"METRICSD_AGGREGATION_WINDOW_SECONDS=30", "METRICSD_AGGREGATION_WINDOW=90",
                    "GPU_COLLECTION_INTERVAL=10", "PROMETHEUS_ENABLED=false", "TIMESERIES_BACKEND=local",
-                   "METRICSD_SERVER_AUTH_KEYS=tok1:t1:read+write,tok2::admin", NULL};
+                   "METRICSD_SERVER_AUTH_KEYS=tok1:t1:read+write,tok2::admin", "LOG_LEVEL=DEBUG",
+                   "GPU_METRICS_ENABLED=false", NULL};
   c = load_yaml(NULL, envp2, NULL, 0, err, sizeof err);
   if (!c) fail_msg("%s", err);
   assert_int_equal(c->aggregation.window_seconds, 30);
   assert_int_equal(c->collectors.gpu_interval_ms, 10000);
   assert_false(c->server.prometheus_enabled);
+  assert_string_equal(c->server.log_level, "debug"); /* seeds 000/001 spell it LOG_LEVEL=INFO */
+  assert_false(c->collectors.gpu_enabled);           /* seed 000 */
   assert_int_equal(c->server.n_auth_keys, 2);
   assert_string_equal(c->server.auth_keys[0].tenant, "t1");
   assert_int_equal(c->server.auth_keys[0].roles, CONFIG_ROLE_READ | CONFIG_ROLE_WRITE);
