@@ -290,26 +290,19 @@ int rules_load_yaml_file(const char *path, json_t **out, char *err, size_t errle
   return 0;
 }
 
-/* Loads every group of one rule file, appending to *groups. */
-static int load_file(const char *path, int64_t default_interval, group_t ***groups, size_t *n, char *err,
-                     size_t errlen) {
-  json_t *doc;
-  int rc = rules_load_yaml_file(path, &doc, err, errlen);
-  if (rc) return rc;
+static int parse_doc(json_t *doc, const char *path, int64_t default_interval, group_t ***groups, size_t *n,
+                     char *err, size_t errlen) {
   json_t *gs = json_object_get(doc, "groups");
-  if (!json_is_object(doc) || (json_object_size(doc) != 1 && gs) || !json_is_array(gs)) {
-    json_decref(doc);
+  if (!json_is_object(doc) || (json_object_size(doc) != 1 && gs) || !json_is_array(gs))
     return md_error(err, errlen, MD_EINVAL, "%s: a rule file must be a map with a 'groups' list", path);
-  }
   size_t i;
   json_t *go;
+  int rc = 0;
   json_array_foreach(gs, i, go) {
     const char *gname = json_string_value(json_object_get(go, "name"));
     for (size_t j = 0; gname && j < *n; j++) {
-      if (!strcmp((*groups)[j]->file, path) && !strcmp((*groups)[j]->name, gname)) {
-        json_decref(doc);
+      if (!strcmp((*groups)[j]->file, path) && !strcmp((*groups)[j]->name, gname))
         return md_error(err, errlen, MD_EINVAL, "%s: groupname: \"%s\" is repeated in the same file", path, gname);
-      }
     }
     group_t *g;
     rc = group_from_json(go, path, "default", default_interval, &g, err, errlen);
@@ -323,7 +316,29 @@ static int load_file(const char *path, int64_t default_interval, group_t ***grou
     *groups = ng;
     ng[(*n)++] = g;
   }
+  return rc;
+}
+
+int rules_parse_file_text(const char *text, size_t len, const char *name, int64_t default_interval,
+                          group_t ***groups, size_t *n, char *err, size_t errlen) {
+  json_t *doc;
+  char yerr[256];
+  int rc = config_yaml_to_json(text, len, &doc, yerr, sizeof yerr);
+  if (rc) return md_error(err, errlen, rc, "%s: %s", name, yerr);
+  rc = parse_doc(doc, name, default_interval, groups, n, err, errlen);
   json_decref(doc);
+  return rc;
+}
+
+/* Loads every group of one rule file, appending to *groups. */
+static int load_file(const char *path, int64_t default_interval, group_t ***groups, size_t *n, char *err,
+                     size_t errlen) {
+  char *text;
+  size_t len;
+  int rc = md_read_file(path, &text, &len);
+  if (rc) return md_error(err, errlen, rc, "%s: cannot read file", path);
+  rc = rules_parse_file_text(text, len, path, default_interval, groups, n, err, errlen);
+  free(text);
   return rc;
 }
 

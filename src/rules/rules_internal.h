@@ -119,6 +119,16 @@ size_t notifier_targets(notifier_t *n, rules_target_stats_t *out, size_t max);
 /* HMAC-SHA256 of msg under key as lowercase hex (65 bytes with the NUL). */
 void rules_hmac_sha256_hex(const char *key, size_t klen, const char *msg, size_t mlen, char out[65]);
 
+/* testfile.c: checks a promtool-format test file (as JSON) without running it: every
+ * series, value sequence, duration and expression it holds parses, and no test needs more
+ * than a million evaluation steps. Appends problems to out. Also the fuzz entry point. */
+int rules_test_check(const json_t *doc, sb_t *out);
+
+/* rules.c: parses the text of one rule file (name used in messages), appending its groups;
+ * the rule-file loader behind rules_load_files and rules_check_files, and the fuzz entry. */
+int rules_parse_file_text(const char *text, size_t len, const char *name, int64_t default_interval,
+                          group_t ***groups, size_t *n, char *err, size_t errlen);
+
 /* Loads a YAML file (rule files, test files) as a JSON tree. */
 int rules_load_yaml_file(const char *path, json_t **out, char *err, size_t errlen);
 

@@ -413,6 +413,136 @@ out:
   return failed;
 }
 
+/* Evaluation steps one test may take (15 s × 10^6 ≈ 174 days of simulated time). */
+#define MAX_STEPS 1000000
+
+static bool is_string_map(const json_t *o) {
+  if (!o || json_is_null(o)) return true;
+  if (!json_is_object(o)) return false;
+  const char *k;
+  json_t *v;
+  json_object_foreach((json_t *)o, k, v) if (!json_is_string(v)) return false;
+  return true;
+}
+
+int rules_test_check(const json_t *doc, sb_t *out) {
+  int bad = 0;
+  if (!json_is_object(doc)) {
+    sb_puts(out, "  FAILED: a test file must be a map\n");
+    return MD_EINVAL;
+  }
+  json_t *rf = json_object_get(doc, "rule_files");
+  if (rf && !json_is_array(rf)) {
+    sb_puts(out, "  FAILED: rule_files must be a list\n");
+    bad = 1;
+  }
+  size_t i;
+  json_t *v;
+  json_array_foreach(rf, i, v) if (!json_is_string(v)) {
+    sb_printf(out, "  FAILED: rule_files[%zu] must be a string\n", i);
+    bad = 1;
+  }
+  int64_t eval_interval = 60000;
+  json_t *ei = json_object_get(doc, "evaluation_interval");
+  if (ei && (config_parse_duration(ei, &eval_interval) || eval_interval <= 0)) {
+    sb_puts(out, "  FAILED: invalid evaluation_interval\n");
+    return MD_EINVAL;
+  }
+  json_t *tests = json_object_get(doc, "tests");
+  if (!json_is_array(tests)) {
+    sb_puts(out, "  FAILED: 'tests' must be a list\n");
+    return MD_EINVAL;
+  }
+  json_t *t;
+  json_array_foreach(tests, i, t) {
+    if (!json_is_object(t)) {
+      sb_printf(out, "  FAILED: test #%zu must be a map\n", i + 1);
+      bad = 1;
+      continue;
+    }
+    int64_t interval = eval_interval, max_t = 0;
+    json_t *iv = json_object_get(t, "interval");
+    if (iv && (config_parse_duration(iv, &interval) || interval <= 0 || interval > INT64_MAX / 200000)) {
+      sb_printf(out, "  FAILED: test #%zu: invalid interval\n", i + 1);
+      bad = 1;
+      continue;
+    }
+    size_t j;
+    json_t *s;
+    json_array_foreach(json_object_get(t, "input_series"), j, s) {
+      const char *series = json_string_value(json_object_get(s, "series"));
+      json_t *vj = json_object_get(s, "values");
+      char *values = vj ? (json_is_string(vj) ? strdup(json_string_value(vj)) : json_dumps(vj, JSON_ENCODE_ANY))
+                        : strdup("");
+      tsdb_label_t ls[128];
+      size_t nl = 0;
+      static double vals[100000];
+      static bool present[100000];
+      long nv = values ? expand_values(values, vals, present, 100000) : -1;
+      int ps = series ? parse_series(series, ls, 128, &nl) : -1;
+      free_labels(ls, nl);
+      free(values);
+      if (ps || nv < 0) {
+        sb_printf(out, "  FAILED: test #%zu: bad input series %s\n", i + 1, series ? series : "(none)");
+        bad = 1;
+      } else if (nv > 0 && (nv - 1) * interval > max_t) {
+        max_t = (nv - 1) * interval;
+      }
+    }
+    json_t *c;
+    json_array_foreach(json_object_get(t, "alert_rule_test"), j, c) {
+      int64_t et = 0;
+      if (config_parse_duration(json_object_get(c, "eval_time"), &et) ||
+          !json_is_string(json_object_get(c, "alertname"))) {
+        sb_printf(out, "  FAILED: test #%zu: alert_rule_test #%zu needs eval_time and alertname\n", i + 1, j + 1);
+        bad = 1;
+        continue;
+      }
+      if (et > max_t) max_t = et;
+      size_t k;
+      json_t *e;
+      json_t *exp = json_object_get(c, "exp_alerts");
+      if (exp && !json_is_array(exp) && !json_is_null(exp)) bad = 1;
+      json_array_foreach(exp, k, e) {
+        if (!is_string_map(json_object_get(e, "exp_labels")) || !is_string_map(json_object_get(e, "exp_annotations"))) {
+          sb_printf(out, "  FAILED: test #%zu: exp_labels and exp_annotations must map names to strings\n", i + 1);
+          bad = 1;
+        }
+      }
+    }
+    json_array_foreach(json_object_get(t, "promql_expr_test"), j, c) {
+      const char *expr = json_string_value(json_object_get(c, "expr"));
+      promql_expr_t *pe = NULL;
+      char perr[256];
+      if (!expr || promql_parse(expr, strlen(expr), &pe, NULL, perr, sizeof perr)) {
+        sb_printf(out, "  FAILED: test #%zu: promql_expr_test #%zu: bad expr\n", i + 1, j + 1);
+        bad = 1;
+      }
+      promql_expr_free(pe);
+      int64_t et = 0;
+      if (config_parse_duration(json_object_get(c, "eval_time"), &et)) et = 0;
+      if (et > max_t) max_t = et;
+      size_t k;
+      json_t *e;
+      json_array_foreach(json_object_get(c, "exp_samples"), k, e) {
+        const char *ls = json_string_value(json_object_get(e, "labels"));
+        tsdb_label_t l[128];
+        size_t nl = 0;
+        if (ls && parse_series(ls, l, 128, &nl)) {
+          sb_printf(out, "  FAILED: test #%zu: bad exp_samples labels %s\n", i + 1, ls);
+          bad = 1;
+        }
+        free_labels(l, nl);
+      }
+    }
+    if (max_t / eval_interval > MAX_STEPS) {
+      sb_printf(out, "  FAILED: test #%zu: more than %d evaluation steps\n", i + 1, MAX_STEPS);
+      bad = 1;
+    }
+  }
+  return bad ? MD_EINVAL : 0;
+}
+
 int rules_test_file(const char *path, sb_t *out) {
   json_t *doc;
   char err[512];
@@ -442,9 +572,12 @@ int rules_test_file(const char *path, sb_t *out) {
   if (ei) config_parse_duration(ei, &eval_interval);
   if (eval_interval <= 0) eval_interval = 60000;
   sb_printf(out, "Unit Testing: %s\n", path);
-  int failed = 0;
+  int failed = rules_test_check(doc, out) != 0;
   json_t *t;
-  json_array_foreach(json_object_get(doc, "tests"), i, t) failed |= run_test(t, i, rf, nrf, eval_interval, out);
+  json_array_foreach(json_object_get(doc, "tests"), i, t) {
+    if (failed) break; /* a malformed file runs nothing */
+    failed |= run_test(t, i, rf, nrf, eval_interval, out);
+  }
   sb_puts(out, failed ? "  FAILED\n" : "  SUCCESS\n");
   for (size_t k = 0; k < nrf; k++) free(rf_owned[k]);
   free(pcopy);
