@@ -96,8 +96,9 @@ int scrape_manager_start(scrape_manager_t *m, char *err, size_t errlen);
 /* Replaces the configured jobs (reload). Targets that remain keep their state; targets that
  * go away get staleness markers. MD_EINVAL leaves the old jobs running. */
 int scrape_manager_apply(scrape_manager_t *m, const json_t *scrape_configs, char *err, size_t errlen);
-/* Stops all threads (a scrape in flight is aborted), writes staleness markers for every
- * target's series, and frees. NULL is a no-op. */
+/* Stops all threads (a scrape in flight is aborted) and frees. No staleness markers are
+ * written (as in Prometheus on shutdown): a restart continues the series without a gap.
+ * NULL is a no-op. */
 void scrape_manager_free(scrape_manager_t *m);
 
 typedef struct scrape_stats {
