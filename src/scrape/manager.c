@@ -1075,8 +1075,54 @@ int scrape_targets_json(scrape_manager_t *m, const char *state, sb_t *out) {
 }
 
 /* One source with its health (mu held). */
+/* Secrets a source may carry: shown as "<secret>" (Prometheus's placeholder) because reading
+ * sources needs only the read role, while the credentials are the admin's. A PUT that sends
+ * the placeholder back keeps the stored value, so GET-modify-PUT works. sources.json keeps
+ * the real values (the scraper needs them). */
+#define SECRET_MARK "<secret>"
+static const char *const SECRETS[][2] = {
+    {"basic_auth", "password"}, {"authorization", "credentials"}, {NULL, "bearer_token"}};
+#define NSECRETS (sizeof SECRETS / sizeof SECRETS[0])
+
+/* The object holding secret k of o (o itself or its SECRETS[k][0] member), or NULL. */
+static json_t *secret_parent(const json_t *o, size_t k) {
+  json_t *p = SECRETS[k][0] ? json_object_get(o, SECRETS[k][0]) : (json_t *)o;
+  return json_is_object(p) ? p : NULL;
+}
+
+/* A new reference to obj with its secrets replaced by the placeholder (a copy only when
+ * there is something to hide). NULL on allocation failure. */
+static json_t *redacted(const json_t *obj) {
+  json_t *copy = NULL;
+  for (size_t k = 0; k < NSECRETS; k++) {
+    json_t *p = secret_parent(obj, k);
+    if (!p || !json_object_get(p, SECRETS[k][1])) continue;
+    if (!copy && !(copy = json_deep_copy(obj))) return NULL;
+    if (json_object_set_new(secret_parent(copy, k), SECRETS[k][1], json_string(SECRET_MARK))) {
+      json_decref(copy);
+      return NULL;
+    }
+  }
+  return copy ? copy : json_incref((json_t *)obj);
+}
+
+/* In nw (a private copy), every secret sent back as the placeholder takes old's value. */
+static int restore_secrets(json_t *nw, const json_t *old) {
+  for (size_t k = 0; k < NSECRETS; k++) {
+    json_t *np = secret_parent(nw, k), *op = secret_parent(old, k);
+    const char *v = np ? json_string_value(json_object_get(np, SECRETS[k][1])) : NULL;
+    if (!v || strcmp(v, SECRET_MARK) != 0) continue;
+    json_t *ov = op ? json_object_get(op, SECRETS[k][1]) : NULL;
+    if (!ov) continue; /* nothing stored: the placeholder stays and is taken literally */
+    if (json_object_set(np, SECRETS[k][1], ov)) return MD_ENOMEM;
+  }
+  return 0;
+}
+
 static void source_json(scrape_manager_t *m, const source_t *s, sb_t *out) {
-  char *text = json_dumps(s->obj, JSON_COMPACT | JSON_SORT_KEYS);
+  json_t *shown = redacted(s->obj);
+  char *text = shown ? json_dumps(shown, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+  json_decref(shown);
   size_t tl = text ? strlen(text) : 0;
   /* The stored object without its closing brace, then the health object. */
   if (text && tl >= 2) {
@@ -1214,18 +1260,28 @@ int scrape_source_update(scrape_manager_t *m, const char *id, const json_t *src,
   const char *given = json_string_value(json_object_get(src, "id"));
   if (given && strcmp(given, id) != 0)
     return md_error(err, errlen, MD_EINVAL, "id in the body differs from the path");
-  scrape_job_t *j;
-  int rc = source_job(m, src, id, &j, err, errlen);
-  if (rc) return rc;
   json_t *obj = json_deep_copy(src);
   if (!obj || json_object_set_new(obj, "id", json_string(id))) {
     json_decref(obj);
-    scrape_job_unref(j);
     return md_error(err, errlen, MD_ENOMEM, "out of memory");
   }
   json_object_del(obj, "health");
   pthread_mutex_lock(&m->mu);
   long i = find_source(m, id);
+  int rc = i >= 0 ? restore_secrets(obj, m->sources[i].obj) : 0;
+  pthread_mutex_unlock(&m->mu);
+  if (rc) {
+    json_decref(obj);
+    return md_error(err, errlen, MD_ENOMEM, "out of memory");
+  }
+  scrape_job_t *j;
+  rc = source_job(m, obj, id, &j, err, errlen);
+  if (rc) {
+    json_decref(obj);
+    return rc;
+  }
+  pthread_mutex_lock(&m->mu);
+  i = find_source(m, id);
   if (i < 0) {
     pthread_mutex_unlock(&m->mu);
     json_decref(obj);

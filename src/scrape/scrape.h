@@ -120,7 +120,8 @@ int scrape_targets_json(scrape_manager_t *m, const char *state, sb_t *out);
  * (default true). Sources are persisted to <data_dir>/sources.json on every change. */
 
 /* JSON array of all sources, each with its health: {"id",...,"health":{"status":"up|down|
- * unknown","last_scrape","last_error","last_duration_seconds","targets":[...]}}. */
+ * unknown","last_scrape","last_error","last_duration_seconds","targets":[...]}}. Secrets
+ * (basic_auth.password, authorization.credentials, bearer_token) read "<secret>". */
 int scrape_sources_json(scrape_manager_t *m, sb_t *out);
 /* One source; MD_ENOTFOUND when absent. */
 int scrape_source_json(scrape_manager_t *m, const char *id, sb_t *out);
@@ -128,7 +129,8 @@ int scrape_source_json(scrape_manager_t *m, const char *id, sb_t *out);
  * copied into id_out). MD_EINVAL (bad source) or MD_ELIMIT (id taken) with err. */
 int scrape_source_add(scrape_manager_t *m, const json_t *src, char *id_out, size_t idlen, char *err,
                       size_t errlen);
-/* Replaces source id. MD_ENOTFOUND, MD_EINVAL. */
+/* Replaces source id; a secret given as "<secret>" keeps its stored value. MD_ENOTFOUND,
+ * MD_EINVAL. */
 int scrape_source_update(scrape_manager_t *m, const char *id, const json_t *src, char *err, size_t errlen);
 /* Removes source id (its targets get staleness markers). MD_ENOTFOUND. */
 int scrape_source_delete(scrape_manager_t *m, const char *id, char *err, size_t errlen);

@@ -199,6 +199,62 @@ static void test_crud_and_persistence(void **state) {
   recorder_free(rec);
 }
 
+/* Credentials are shown as "<secret>"; sending the placeholder back keeps them. */
+static void test_secrets_hidden(void **state) {
+  int port = mini_http_port(srv);
+  recorder_t *rec = recorder_new();
+  scrape_manager_t *m = manager(rec);
+  char id[80], err[256];
+  json_t *s = obj("{\"id\":\"authd\",\"url\":\"http://127.0.0.1:%d/auth\",\"scrape_interval\":\"200ms\","
+                  "\"basic_auth\":{\"username\":\"u\",\"password\":\"p\"},\"labels\":{\"v\":\"1\"}}",
+                  port);
+  assert_int_equal(scrape_source_add(m, s, id, sizeof id, err, sizeof err), 0);
+  json_decref(s);
+  assert_true(recorder_wait(rec, 1, 5000, "__name__=src_metric", "job=authd", "v=1"));
+  sb_t sb = {0};
+  assert_int_equal(scrape_source_json(m, "authd", &sb), 0);
+  json_t *shown = json_loads(sb.buf, 0, NULL);
+  sb_free(&sb);
+  assert_non_null(shown);
+  json_t *ba = json_object_get(shown, "basic_auth");
+  assert_string_equal(json_string_value(json_object_get(ba, "password")), "<secret>");
+  assert_string_equal(json_string_value(json_object_get(ba, "username")), "u");
+  /* GET, change a label, PUT back: the stored password is kept and the scrape still passes. */
+  json_object_del(shown, "health");
+  json_object_set_new(json_object_get(shown, "labels"), "v", json_string("2"));
+  assert_int_equal(scrape_source_update(m, "authd", shown, err, sizeof err), 0);
+  json_decref(shown);
+  assert_true(recorder_wait(rec, 1, 5000, "__name__=src_metric", "job=authd", "v=2"));
+  double up = 0;
+  for (int waited = 0; waited < 3000; waited += 50) {
+    recorder_find(rec, &up, NULL, "__name__=up", "job=authd", "v=2", NULL);
+    if (up == 1) break;
+    usleep(50 * 1000);
+  }
+  assert_true(up == 1);
+  /* On disk the real value stays; a bearer token is hidden the same way. */
+  char path[128];
+  snprintf(path, sizeof path, "%s/sources.json", dir);
+  char *text = NULL;
+  size_t len;
+  assert_int_equal(md_read_file(path, &text, &len), 0);
+  assert_null(strstr(text, "<secret>"));
+  free(text);
+  s = obj("{\"id\":\"tok\",\"targets\":[\"127.0.0.1:%d\"],\"authorization\":{\"credentials\":\"sekret\"}}",
+          port);
+  assert_int_equal(scrape_source_add(m, s, id, sizeof id, err, sizeof err), 0);
+  json_decref(s);
+  sb = (sb_t){0};
+  assert_int_equal(scrape_sources_json(m, &sb), 0);
+  assert_null(strstr(sb.buf, "sekret"));
+  assert_null(strstr(sb.buf, "\"p\""));
+  sb_free(&sb);
+  assert_int_equal(scrape_source_delete(m, "tok", err, sizeof err), 0);
+  assert_int_equal(scrape_source_delete(m, "authd", err, sizeof err), 0);
+  scrape_manager_free(m);
+  recorder_free(rec);
+}
+
 static int setup(void **state) {
   srv = mini_http_start();
   if (!srv) return -1;
@@ -214,6 +270,7 @@ static int teardown(void **state) {
 }
 
 int main(void) {
-  const struct CMUnitTest tests[] = {cmocka_unit_test(test_crud_and_persistence)};
+  const struct CMUnitTest tests[] = {cmocka_unit_test(test_crud_and_persistence),
+                                     cmocka_unit_test(test_secrets_hidden)};
   return cmocka_run_group_tests(tests, setup, teardown);
 }
