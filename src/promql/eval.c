@@ -1092,6 +1092,177 @@ static int eval_aggregate(ev_t *ev, const pql_node_t *n, const grid_t *g, value_
 
 /* ---- dispatch ------------------------------------------------------------------------------ */
 
+/* ---- info() --------------------------------------------------------------------------------
+ * info(v [, selector]) (Prometheus 3.x, experimental) adds to each series of v the data labels
+ * of the info series that share its identifying labels (instance, job) at the same step.
+ * Info series are chosen by the selector's __name__ matchers (target_info when there are none;
+ * only *_info metrics when all are negative); its other matchers both filter info series and
+ * name the data labels to copy (all but __name__, instance and job when there are none). A
+ * series of v that is itself an info metric by the positive name matchers stays as it is, as
+ * does one without identifying labels. Where no info series matches, the series stays
+ * unenriched if every data matcher accepts the empty value and is dropped otherwise. Base labels
+ * win over data labels; two info series giving one label different values is an error. */
+
+#define INFO_MAX_MATCHERS 64
+
+typedef struct info_ctx {
+  const tsdb_matcher_t *name_m[INFO_MAX_MATCHERS];
+  core_regex_t *name_re[INFO_MAX_MATCHERS];
+  size_t nname;
+  bool positive_name;           /* some __name__ matcher is = or =~ */
+  const char *data_names[INFO_MAX_MATCHERS];
+  size_t ndata;
+  bool data_accept_empty;       /* every data matcher matches "" */
+} info_ctx_t;
+
+static bool matcher_matches(const tsdb_matcher_t *m, const core_regex_t *re, const char *v) {
+  switch (m->type) {
+  case TSDB_MATCH_EQ: return !strcmp(m->value, v);
+  case TSDB_MATCH_NEQ: return strcmp(m->value, v) != 0;
+  case TSDB_MATCH_RE: return re && core_regex_match(re, v, strlen(v));
+  case TSDB_MATCH_NRE: return re && !core_regex_match(re, v, strlen(v));
+  }
+  return false;
+}
+
+static uint64_t info_key(const lset_t *ls, bool *any) {
+  const char *inst = lset_get(ls, "instance"), *job = lset_get(ls, "job");
+  *any = (inst && *inst) || (job && *job);
+  uint64_t h = md_hash64(inst ? inst : "", inst ? strlen(inst) : 0, 11);
+  return md_hash_mix(h, md_hash64(job ? job : "", job ? strlen(job) : 0, 12));
+}
+
+static bool info_is_data_label(info_ctx_t *c, const char *name) {
+  if (!strcmp(name, "__name__")) return false;
+  if (c->ndata) return in_list(name, c->data_names, c->ndata);
+  return strcmp(name, "instance") && strcmp(name, "job");
+}
+
+/* True when another series of the same info metric with the same identifying labels has a
+ * newer sample at step i: the info metric's labels changed, and only its latest state counts. */
+static bool info_superseded(const value_t *info, const uint64_t *ikey, size_t q, size_t i) {
+  const vser_t *s = &info->vs[q];
+  const char *name = lset_get(&s->ls, "__name__");
+  for (size_t r = 0; r < info->nvs; r++) {
+    const vser_t *o = &info->vs[r];
+    if (r == q || !o->ok[i] || ikey[r] != ikey[q] || o->tsv[i] < s->tsv[i] || (o->tsv[i] == s->tsv[i] && r > q)) continue;
+    const char *on = lset_get(&o->ls, "__name__");
+    if (strcmp(on ? on : "", name ? name : "")) continue;
+    const char *a = lset_get(&s->ls, "instance"), *b = lset_get(&o->ls, "instance");
+    const char *c = lset_get(&s->ls, "job"), *d = lset_get(&o->ls, "job");
+    if (!strcmp(a ? a : "", b ? b : "") && !strcmp(c ? c : "", d ? d : "")) return true;
+  }
+  return false;
+}
+
+static int eval_info(ev_t *ev, const pql_node_t *n, const grid_t *g, value_t *out) {
+  info_ctx_t c = {.data_accept_empty = true};
+  value_t base = {0}, info = {0};
+  int rc = ev_eval(ev, n->args[0], g, &base);
+  if (rc < 0) return rc;
+  const pql_node_t *sel = n->nargs > 1 ? n->args[1] : NULL;
+  size_t nsel = sel ? sel->nmatchers : 0;
+  if (nsel + 1 > INFO_MAX_MATCHERS) return ev_fail(ev, MD_EINVAL, "too many matchers in info() selector");
+  tsdb_matcher_t *m = arena_alloc(ev->a, (nsel + 1) * sizeof *m);
+  if (!m) return fail_oom(ev);
+  size_t nm = 0;
+  for (size_t i = 0; i < nsel; i++) {
+    const tsdb_matcher_t *x = &sel->matchers[i];
+    m[nm++] = *x;
+    if (!strcmp(x->name, "__name__")) {
+      core_regex_t *re = NULL;
+      if ((x->type == TSDB_MATCH_RE || x->type == TSDB_MATCH_NRE) &&
+          core_regex_compile(x->value, strlen(x->value), &re, NULL, 0) < 0) {
+        rc = ev_fail(ev, MD_EINVAL, "invalid regular expression in info() selector: %s", x->value);
+        goto out;
+      }
+      c.name_m[c.nname] = x;
+      c.name_re[c.nname++] = re;
+      if (x->type == TSDB_MATCH_EQ || x->type == TSDB_MATCH_RE) c.positive_name = true;
+      continue;
+    }
+    if (!in_list(x->name, c.data_names, c.ndata)) c.data_names[c.ndata++] = x->name;
+    core_regex_t *re = NULL;
+    if ((x->type == TSDB_MATCH_RE || x->type == TSDB_MATCH_NRE) &&
+        core_regex_compile(x->value, strlen(x->value), &re, NULL, 0) < 0) {
+      rc = ev_fail(ev, MD_EINVAL, "invalid regular expression in info() selector: %s", x->value);
+      goto out;
+    }
+    if (!matcher_matches(x, re, "")) c.data_accept_empty = false;
+    core_regex_free(re);
+  }
+  if (!c.nname) m[nm++] = (tsdb_matcher_t){TSDB_MATCH_EQ, "__name__", "target_info"};
+  else if (!c.positive_name) m[nm++] = (tsdb_matcher_t){TSDB_MATCH_RE, "__name__", ".+_info"};
+  pql_node_t isel = {.kind = N_SEL, .type = PT_VECTOR, .matchers = m, .nmatchers = nm};
+  if ((rc = eval_vector_selector(ev, &isel, g, &info, true)) < 0) goto out;
+  uint64_t *ikey = arena_alloc(ev->a, (info.nvs + 1) * sizeof *ikey);
+  if (!ikey) { rc = fail_oom(ev); goto out; }
+  for (size_t k = 0; k < info.nvs; k++) {
+    bool any;
+    ikey[k] = info_key(&info.vs[k].ls, &any);
+  }
+  out->type = PT_VECTOR;
+  vv_out_t vo = {0};
+  if (hmap_init(ev, &vo.map, base.nvs) < 0) { rc = fail_oom(ev); goto out; }
+  for (size_t k = 0; k < base.nvs; k++) {
+    vser_t *b = &base.vs[k];
+    const char *name = lset_get(&b->ls, "__name__");
+    bool is_info = c.positive_name;
+    for (size_t j = 0; j < c.nname && is_info; j++) is_info = matcher_matches(c.name_m[j], c.name_re[j], name ? name : "");
+    bool any;
+    uint64_t key = info_key(&b->ls, &any);
+    int32_t plain = -1; /* output index of the unenriched series */
+    for (size_t i = 0; i < g->n; i++) {
+      if (!b->ok[i]) continue;
+      if ((rc = ev_check(ev)) < 0) goto out;
+      lset_t ls = b->ls;
+      bool found = false;
+      if (!is_info && any) {
+        for (size_t q = 0; q < info.nvs; q++) {
+          vser_t *is = &info.vs[q];
+          if (!is->ok[i] || ikey[q] != key) continue;
+          const char *bi = lset_get(&b->ls, "instance"), *bj = lset_get(&b->ls, "job");
+          const char *ii = lset_get(&is->ls, "instance"), *ij = lset_get(&is->ls, "job");
+          if (strcmp(bi ? bi : "", ii ? ii : "") || strcmp(bj ? bj : "", ij ? ij : "")) continue;
+          if (info_superseded(&info, ikey, q, i)) continue;
+          found = true;
+          for (size_t l = 0; l < is->ls.n; l++) {
+            const tsdb_label_t *dl = &is->ls.l[l];
+            if (!info_is_data_label(&c, dl->name)) continue;
+            if (lset_get(&b->ls, dl->name)) continue; /* the base series' own label wins */
+            const char *have = lset_get(&ls, dl->name);
+            if (have && strcmp(have, dl->value)) {
+              rc = ev_fail(ev, MD_ERR, "conflicting label: %s has values \"%s\" and \"%s\" in the info series matching one series",
+                           dl->name, have, dl->value);
+              goto out;
+            }
+            if (!have && !(ls = lset_set(ev, &ls, dl->name, dl->value)).l) { rc = fail_oom(ev); goto out; }
+          }
+        }
+        if (!found && !c.data_accept_empty) continue;
+      }
+      int32_t oi;
+      if (ls.l == b->ls.l && plain >= 0) {
+        oi = plain;
+      } else {
+        if ((rc = vv_out_index(ev, &vo, out, ls, b->drop, g->n, &oi)) < 0) goto out;
+        if (ls.l == b->ls.l) plain = oi;
+      }
+      vser_t *o = &out->vs[oi];
+      if (o->ok[i]) {
+        rc = ev_fail(ev, MD_ERR, "vector cannot contain metrics with the same labelset");
+        goto out;
+      }
+      o->v[i] = b->v[i];
+      o->ok[i] = 1;
+    }
+  }
+  rc = 0;
+out:
+  for (size_t j = 0; j < c.nname; j++) core_regex_free(c.name_re[j]);
+  return rc;
+}
+
 int ev_eval(ev_t *ev, const pql_node_t *n, const grid_t *g, value_t *out) {
   memset(out, 0, sizeof *out);
   int rc = ev_check(ev);
@@ -1129,7 +1300,7 @@ int ev_eval(ev_t *ev, const pql_node_t *n, const grid_t *g, value_t *out) {
     return 0;
   case N_BIN: return eval_binary(ev, n, g, out);
   case N_AGG: return eval_aggregate(ev, n, g, out);
-  case N_CALL: return ev_call(ev, n, g, out);
+  case N_CALL: return n->func->id == F_INFO ? eval_info(ev, n, g, out) : ev_call(ev, n, g, out);
   case N_SEL:
     if (n->is_matrix) return eval_matrix_selector(ev, n, g, out);
     return eval_vector_selector(ev, n, g, out, false);

@@ -95,6 +95,7 @@ static const pql_func_t funcs[] = {
     {"sort_by_label", {V, STR}, 2, -1, V, F_SORT_BY_LABEL},
     {"sort_by_label_desc", {V, STR}, 2, -1, V, F_SORT_BY_LABEL_DESC},
     {"sqrt", {V}, 1, 0, V, F_SQRT},
+    {"info", {V, V}, 2, 1, V, F_INFO},
     {"step", {S}, 0, 0, S, F_STEP},
     {"start", {S}, 0, 0, S, F_START},
     {"end", {S}, 0, 0, S, F_END},
@@ -192,6 +193,7 @@ typedef struct parser {
   bool failed;
   int depth;
   int in_duration; /* > 0 while parsing a duration expression: step() etc. in any case */
+  bool info_selector; /* the next selector is info()'s: it may match the empty label set */
 } parser_t;
 
 static void perr_at(parser_t *ps, size_t pos, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -682,7 +684,9 @@ static pql_node_t *parse_selector(parser_t *ps, size_t pos, const char *name) {
     }
     }
   }
-  if (!nonempty) {
+  bool info_selector = ps->info_selector;
+  ps->info_selector = false;
+  if (!nonempty && !info_selector) {
     perr_at(ps, pos, "vector selector must contain at least one non-empty matcher");
     return NULL;
   }
@@ -699,7 +703,10 @@ static pql_node_t *parse_call(parser_t *ps, size_t pos, const pql_func_t *f) {
   pql_node_t **args = arena_alloc(ps->a, cap * sizeof *args);
   if (!args) return NULL;
   while (ps->tok.kind != TK_RP) {
+    /* info()'s second argument selects info series; {data=~".*"} is a valid one there. */
+    ps->info_selector = f->id == F_INFO && n == 1;
     pql_node_t *e = parse_expr(ps, 0);
+    ps->info_selector = false;
     if (!e) return NULL;
     if (n == cap) {
       pql_node_t **na = arena_alloc(ps->a, cap * 2 * sizeof *na);
@@ -727,6 +734,12 @@ static pql_node_t *parse_call(parser_t *ps, size_t pos, const pql_func_t *f) {
       perr_at(ps, pos, "expected at least %d argument(s) in call to \"%s\", got %zu", min, f->name, n);
     else
       perr_at(ps, pos, "expected at most %d argument(s) in call to \"%s\", got %zu", max, f->name, n);
+    return NULL;
+  }
+  if (f->id == F_INFO && n == 2 &&
+      (args[1]->kind != N_SEL || args[1]->is_matrix || args[1]->has_offset || args[1]->at)) {
+    perr_at(ps, args[1]->pos, "expected label selectors as the second argument to \"info\" function, got %s",
+            pql_type_name(args[1]->type));
     return NULL;
   }
   for (size_t i = 0; i < n; i++) {

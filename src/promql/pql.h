@@ -108,7 +108,7 @@ enum {
   F_TS_OF_MIN_OVER_TIME, F_TS_OF_LAST_OVER_TIME, F_TS_OF_FIRST_OVER_TIME, F_HISTOGRAM_COUNT,
   F_HISTOGRAM_SUM, F_HISTOGRAM_AVG, F_HISTOGRAM_STDDEV, F_HISTOGRAM_STDVAR, F_STEP, F_RANGE, F_START, F_END, F_MIN_OF, F_MAX_OF, F_HISTOGRAM_QUANTILES,
   /* analytics extensions */
-  F_GINI_OVER_LABELS, F__COUNT
+  F_GINI_OVER_LABELS, F_INFO, F__COUNT
 };
 
 /* Evaluates a duration expression (numbers are seconds) for a query with the given step and

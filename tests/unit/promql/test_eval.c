@@ -281,6 +281,40 @@ static void test_fill_and_duration_expressions(void **state) {
   assert_non_null(strstr(err, "greater than 0"));
 }
 
+/* info(): data labels of target_info join on instance/job; a data matcher that rejects the empty
+ * value drops series without an info partner. Own tenant, so other tests see no info series. */
+static void test_info_function(void **state) {
+  fixture_t *f = *state;
+  add_series(f->db, "t3", "req_total", "job", "a", 41, 0, 10);
+  add_series(f->db, "t3", "req_total", "job", "b", 41, 0, 20);
+  tsdb_batch_t *b = tsdb_batch_new();
+  tsdb_label_t l[3] = {{"__name__", "target_info"}, {"job", "a"}, {"version", "1.2"}};
+  assert_int_equal(tsdb_batch_series(b, l, 3), 0);
+  for (int i = 0; i < 41; i++) assert_int_equal(tsdb_batch_sample(b, (int64_t)i * 15000, 1), 0);
+  tsdb_append_result_t res;
+  assert_int_equal(tsdb_append(f->db, "t3", b, &res), 0);
+  tsdb_batch_free(b);
+  promql_result_t *r = instant(f, "t3", "info(req_total)", 600000);
+  assert_int_equal(promql_result_series_count(r), 2);
+  assert_true(value_where(r, "version", "1.2") == 400);
+  assert_true(value_where(r, "version", "") == 800);
+  promql_result_free(r);
+  r = instant(f, "t3", "info(req_total, {version=~\".+\"})", 600000);
+  assert_int_equal(promql_result_series_count(r), 1);
+  assert_true(value_where(r, "job", "a") == 400);
+  promql_result_free(r);
+  r = instant(f, "t3", "info(req_total, {__name__=\"none_info\"})", 600000);
+  assert_int_equal(promql_result_series_count(r), 2);
+  assert_true(value_where(r, "job", "a") == 400);
+  assert_true(value_where(r, "job", "b") == 800);
+  for (size_t i = 0; i < 2; i++) {
+    size_t nl;
+    const tsdb_label_t *ls = promql_result_labels(r, i, &nl);
+    for (size_t j = 0; j < nl; j++) assert_string_not_equal(ls[j].name, "version");
+  }
+  promql_result_free(r);
+}
+
 int main(void) {
   log_set_level(LOG_ERROR);
   const struct CMUnitTest tests[] = {
@@ -288,6 +322,7 @@ int main(void) {
       cmocka_unit_test(test_tenants_are_separate), cmocka_unit_test(test_range_query_and_json),
       cmocka_unit_test(test_execution_errors), cmocka_unit_test(test_limits_and_cancel),
       cmocka_unit_test(test_warnings), cmocka_unit_test(test_fill_and_duration_expressions),
+      cmocka_unit_test(test_info_function),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -190,6 +190,8 @@ static void test_duration_expressions(void **state) {
       {"a == bool on(x) group_left(y) fill_right(NaN) b", "a == bool on (x) group_left (y) fill_right (NaN) b"},
       {"a + fill", "a + fill"},
       {"fill + fill_right(0) fill_right", "fill + fill_right (0) fill_right"},
+      {"info(up, {data=~\".*\"})", "info(up, {data=~\".*\"})"},
+      {"info(up)", "info(up)"},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     char got[1024];
@@ -212,6 +214,9 @@ static void test_duration_expressions(void **state) {
       {"a + fill(0) 1", "fill modifiers are only allowed"},
       {"a + fill(0) fill_left(1) b", "may not be set multiple times"},
       {"a + fill(b) c", "in fill modifier, expected number"},
+      {"info(up, rate(x[5m]))", "expected label selectors as the second argument"},
+      {"info(up, x offset 1m)", "expected label selectors as the second argument"},
+      {"up + {data=~\".*\"}", "at least one non-empty matcher"},
   };
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     const char *got = roundtrip(bad[i][0]);
