@@ -755,6 +755,9 @@ static int save_sources(scrape_manager_t *m) {
   sb_printf(&path, "%s/sources.json", m->data_dir);
   int rc = path.oom ? MD_ENOMEM : md_mkdir_p(m->data_dir);
   if (rc == 0) rc = md_write_file_atomic(path.buf, text, strlen(text));
+  /* The file holds scrape credentials: owner only. (md_write_file_atomic creates 0644; the
+   * core helper takes no mode, so the file is briefly readable until this chmod.) */
+  if (rc == 0 && chmod(path.buf, 0600) != 0) log_warn("cannot restrict %s to its owner", path.buf);
   if (rc) log_error("cannot write %s: error %d", path.buf ? path.buf : "sources.json", rc);
   sb_free(&path);
   free(text);

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/core.h"
@@ -240,6 +241,9 @@ static void test_secrets_hidden(void **state) {
   assert_int_equal(md_read_file(path, &text, &len), 0);
   assert_null(strstr(text, "<secret>"));
   free(text);
+  struct stat stt;
+  assert_int_equal(stat(path, &stt), 0);
+  assert_int_equal(stt.st_mode & 0777, 0600);
   s = obj("{\"id\":\"tok\",\"targets\":[\"127.0.0.1:%d\"],\"authorization\":{\"credentials\":\"sekret\"}}",
           port);
   assert_int_equal(scrape_source_add(m, s, id, sizeof id, err, sizeof err), 0);
