@@ -194,6 +194,7 @@ typedef struct parser {
   int depth;
   int in_duration; /* > 0 while parsing a duration expression: step() etc. in any case */
   bool info_selector; /* the next selector is info()'s: it may match the empty label set */
+  int open[3];        /* ( { [ opened and not yet closed, for Prometheus's end-of-input messages */
 } parser_t;
 
 static void perr_at(parser_t *ps, size_t pos, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -349,12 +350,12 @@ static void lex(parser_t *ps) {
     p++;
     char d = p < n ? q[p] : 0;
     switch (c) {
-    case '(': t->kind = TK_LP; break;
-    case ')': t->kind = TK_RP; break;
-    case '{': t->kind = TK_LB; break;
-    case '}': t->kind = TK_RB; break;
-    case '[': t->kind = TK_LBR; break;
-    case ']': t->kind = TK_RBR; break;
+    case '(': t->kind = TK_LP; ps->open[0]++; break;
+    case ')': t->kind = TK_RP; ps->open[0]--; break;
+    case '{': t->kind = TK_LB; ps->open[1]++; break;
+    case '}': t->kind = TK_RB; ps->open[1]--; break;
+    case '[': t->kind = TK_LBR; ps->open[2]++; break;
+    case ']': t->kind = TK_RBR; ps->open[2]--; break;
     case ',': t->kind = TK_COMMA; break;
     case ':': t->kind = TK_COLON; break;
     case '@': t->kind = TK_AT; break;
@@ -423,7 +424,13 @@ static const char *tok_desc(parser_t *ps, char *buf, size_t n) {
 static void unexpected(parser_t *ps, const char *context) {
   char b[160];
   if (ps->tok.kind == TK_ERR) return;
-  if (ps->tok.kind == TK_EOF)
+  if (ps->tok.kind == TK_EOF && ps->open[1] > 0)
+    perr_at(ps, ps->tok.pos, "unexpected end of input inside braces");
+  else if (ps->tok.kind == TK_EOF && ps->open[0] > 0)
+    perr_at(ps, ps->tok.pos, "unclosed left parenthesis");
+  else if (ps->tok.kind == TK_EOF && ps->open[2] > 0)
+    perr_at(ps, ps->tok.pos, "unclosed left bracket");
+  else if (ps->tok.kind == TK_EOF)
     perr_at(ps, ps->tok.pos, "unexpected end of input%s%s", context ? " " : "", context ? context : "");
   else
     perr_at(ps, ps->tok.pos, "unexpected %s%s%s", tok_desc(ps, b, sizeof b), context ? " " : "", context ? context : "");
@@ -1115,9 +1122,11 @@ static pql_node_t *parse_primary(parser_t *ps) {
     /* Look ahead one token without losing this one. */
     size_t save_p = ps->p;
     tok_t save = ps->tok;
+    int save_open[3] = {ps->open[0], ps->open[1], ps->open[2]};
     lex(ps);
     tok_t next = ps->tok;
     ps->p = save_p, ps->tok = save;
+    memcpy(ps->open, save_open, sizeof save_open);
     int agg = agg_lookup(id, idl);
     if (agg >= 0 && (next.kind == TK_LP || (next.kind == TK_IDENT &&
         ((next.len == 2 && !strncasecmp(ps->q + next.pos, "by", 2)) ||
@@ -1194,9 +1203,11 @@ static bool parse_fill_modifiers(parser_t *ps, pql_node_t *b) {
     else return true;
     size_t pos = ps->tok.pos, save_p = ps->p;
     tok_t save = ps->tok;
+    int save_open[3] = {ps->open[0], ps->open[1], ps->open[2]};
     lex(ps);
     if (ps->tok.kind != TK_LP) {
       ps->p = save_p, ps->tok = save;
+      memcpy(ps->open, save_open, sizeof save_open);
       return true;
     }
     if (((which & 1) && b->fill_left) || ((which & 2) && b->fill_right)) {
