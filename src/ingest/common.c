@@ -305,7 +305,7 @@ void ictx_error(ictx_t *c, size_t where, const char *fmt, ...) {
  * JSON-escaped where they are sent). */
 #define SHOW(n) (int)((n) > 64 ? 64 : (n))
 
-int ictx_series(ictx_t *c, const ilabel_t *l, size_t n, char *err, size_t errlen) {
+static int validate(ictx_t *c, const ilabel_t *l, size_t n, char *err, size_t errlen) {
   const ingest_limits_t *lim = &c->lim;
   size_t nextra = c->o ? c->o->n_extra_labels : 0;
   if (n == 0 || !ingest_valid_metric_name(l[0].value, l[0].vlen))
@@ -343,6 +343,28 @@ int ictx_series(ictx_t *c, const ilabel_t *l, size_t n, char *err, size_t errlen
     if (l[i].nlen == 8 && memcmp(l[i].name, "__name__", 8) == 0)
       return md_error(err, errlen, MD_EINVAL, "duplicate label __name__");
   }
+  return 0;
+}
+
+int ictx_check(ictx_t *c, const ilabel_t *l, size_t n, char *err, size_t errlen) {
+  int rc = validate(c, l, n, err, errlen);
+  if (rc) return rc;
+  /* n is within max_labels_per_series here (64 by default): pairwise is cheapest. */
+  for (size_t i = 1; i < n; i++)
+    for (size_t j = i + 1; j < n; j++)
+      if (l[i].nlen == l[j].nlen && memcmp(l[i].name, l[j].name, l[i].nlen) == 0)
+        return md_error(err, errlen, MD_EINVAL, "duplicate label name \"%.*s\"", SHOW(l[i].nlen), l[i].name);
+  return 0;
+}
+
+int ictx_series(ictx_t *c, const ilabel_t *l, size_t n, char *err, size_t errlen) {
+  int vrc = validate(c, l, n, err, errlen);
+  if (vrc) return vrc;
+  return ictx_series_checked(c, l, n, err, errlen);
+}
+
+int ictx_series_checked(ictx_t *c, const ilabel_t *l, size_t n, char *err, size_t errlen) {
+  size_t nextra = c->o ? c->o->n_extra_labels : 0;
   tsdb_batch_series_begin(c->b);
   int rc = tsdb_batch_label(c->b, "__name__", 8, l[0].value, l[0].vlen);
   for (size_t i = 1; i < n && rc == 0; i++) {

@@ -35,6 +35,11 @@ void ictx_error(ictx_t *c, size_t where, const char *fmt, ...) __attribute__((fo
 /* Validates and opens a series. l[0] must be __name__ (metric name). Returns 0, MD_EINVAL
  * (err says why; nothing added) or MD_ENOMEM. */
 int ictx_series(ictx_t *c, const ilabel_t *l, size_t n, char *err, size_t errlen);
+/* The checks of ictx_series, duplicate label names included, without adding anything (for
+ * parsers that validate a series once and add it later). */
+int ictx_check(ictx_t *c, const ilabel_t *l, size_t n, char *err, size_t errlen);
+/* ictx_series for labels that already passed ictx_check (no second validation). */
+int ictx_series_checked(ictx_t *c, const ilabel_t *l, size_t n, char *err, size_t errlen);
 /* Adds a sample to the open series; MD_ELIMIT past max_samples_per_request. */
 int ictx_sample(ictx_t *c, int64_t ts, double v);
 /* Final status for the parser's return. */

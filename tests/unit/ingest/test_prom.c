@@ -73,6 +73,43 @@ static void test_valid(void **state) {
   expect(edge, true, "e{} 1 @5000\n");
 }
 
+/* Lines repeating a series text are grouped into one series of the batch, samples in line
+ * order; a bad series text is reported on each line that repeats it, in line order. */
+static void test_grouping(void **state) {
+  (void)state;
+  expect("a{x=\"1\"} 1 10\nb 2 10\na{x=\"1\"} 3 20\nb 4 20\na{x=\"1\"} 5 30\n", false,
+         "a{x=\"1\"} 1 @10\na{x=\"1\"} 3 @20\na{x=\"1\"} 5 @30\nb{} 2 @10\nb{} 4 @20\n");
+  /* Different bytes for one series stay separate groups; the engine merges them. */
+  expect("a{x=\"1\",y=\"2\"} 1 10\na{y=\"2\",x=\"1\"} 2 20\n", false,
+         "a{x=\"1\",y=\"2\"} 1 @10\na{x=\"1\",y=\"2\"} 2 @20\n");
+  /* Escaped values re-lexed in pass 2 keep their unescaped bytes. */
+  expect("e{v=\"a\\\"b\"} 1 1\nf{w=\"x\\ny\"} 2 1\ne{v=\"a\\\"b\"} 3 2\n", false,
+         "e{v=\"a\"b\"} 1 @1\ne{v=\"a\"b\"} 3 @2\nf{w=\"x\ny\"} 2 @1\n");
+  int rc;
+  ingest_result_t res;
+  char *got = parse("ok 1 1\nbad{a=\"1\",a=\"2\"} 1 1\nok 2 2\nbad{a=\"1\",a=\"2\"} 2 2\nok x 3\n", false, &rc,
+                    &res, NULL);
+  assert_int_equal(rc, MD_EINVAL);
+  assert_string_equal(got, "ok{} 1 @1\nok{} 2 @2\n");
+  assert_int_equal(res.rejected, 3);
+  assert_int_equal(res.nerrors, 3);
+  assert_int_equal(res.errors[0].where, 2);
+  assert_int_equal(res.errors[1].where, 4);
+  assert_int_equal(res.errors[2].where, 5);
+  assert_non_null(strstr(res.errors[0].message, "duplicate label name \"a\""));
+  assert_string_equal(res.errors[0].message, res.errors[1].message);
+  assert_non_null(strstr(res.errors[2].message, "invalid value"));
+  assert_int_equal(res.series, 1);
+  assert_int_equal(res.samples, 2);
+  free(got);
+  /* A good series text whose value is bad on one line keeps its other lines. */
+  got = parse("m{a=\"1\"} 1 1\nm{a=\"1\"} zz 2\nm{a=\"1\"} 3 3\n", false, &rc, &res, NULL);
+  assert_int_equal(rc, MD_EINVAL);
+  assert_string_equal(got, "m{a=\"1\"} 1 @1\nm{a=\"1\"} 3 @3\n");
+  assert_int_equal(res.errors[0].where, 2);
+  free(got);
+}
+
 static void test_openmetrics_detect(void **state) {
   (void)state;
   const char *om = "a 1\n# EOF\n";
@@ -316,7 +353,7 @@ static void test_parse_double(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_valid),
-      cmocka_unit_test(test_openmetrics_detect),
+      cmocka_unit_test(test_grouping), cmocka_unit_test(test_openmetrics_detect),
       cmocka_unit_test(test_extra_labels_and_partial),
       cmocka_unit_test(test_limits),
       cmocka_unit_test(test_bad_inputs),
