@@ -128,7 +128,9 @@ int analytics_forecast_holt_winters(const double *y, size_t n, size_t period, si
                                     double confidence, analytics_forecast_point_t *out,
                                     analytics_fit_t *fit);
 /* Fits the linear model and, when period >= 2 and n >= 2 * period, Holt-Winters too, and
- * keeps the one with the lower AIC (ties go to linear, the simpler model). */
+ * keeps the one with the lower AIC computed on the same residuals, the one-step-ahead errors
+ * of y[period..n-1] (the line refitted on the points before each one); ties go to linear,
+ * the simpler model. fit->aic is the chosen model's own (in-sample for the line). */
 int analytics_forecast_auto(const double *y, size_t n, size_t period, size_t horizon,
                             double confidence, analytics_forecast_point_t *out,
                             analytics_fit_t *fit);

@@ -87,6 +87,59 @@ static void test_holt_winters_seasonal(void **state) {
   assert_int_equal(fit.model, ANALYTICS_MODEL_LINEAR);
 }
 
+/* Noise only (no trend, no season) over many seeds, as /metrics/trends sees it: 4 days of
+ * hourly points with a daily period offered. The chooser must not invent structure (the
+ * line, with a slope near 0, wins), the forecast stays at the noise's mean, and the 95 %
+ * intervals cover about 95 % of the next day's actual values. */
+static void test_noise_only_forecast(void **state) {
+  (void)state;
+  enum { N = 96, H = 24, REPS = 200 };
+  double y[N + H];
+  analytics_forecast_point_t f[H];
+  analytics_fit_t fit;
+  int linear = 0, covered = 0, total = 0;
+  double worst_centre = 0;
+  for (int rep = 0; rep < REPS; rep++) {
+    test_rng_t r = {(uint64_t)rep * 2654435761u + 1};
+    for (int t = 0; t < N + H; t++) y[t] = 50.0 + 4.0 * test_gauss(&r);
+    assert_int_equal(analytics_forecast_auto(y, N, 24, H, 0.95, f, &fit), 0);
+    linear += fit.model == ANALYTICS_MODEL_LINEAR;
+    worst_centre = fmax(worst_centre, fabs(f[0].value - 50.0));
+    for (int h = 0; h < H; h++) {
+      assert_true(f[h].lower < f[h].value && f[h].value < f[h].upper);
+      covered += f[h].lower <= y[N + h] && y[N + h] <= f[h].upper;
+      total++;
+    }
+  }
+  print_message("noise only: linear chosen %d/%d, interval coverage %.1f %%, worst |f1 - mean| %.2f (sd 4)\n",
+                linear, REPS, 100.0 * covered / total, worst_centre);
+  assert_true(linear >= REPS * 95 / 100);
+  assert_in_range(covered, total * 90 / 100, total * 99 / 100);
+  assert_true(worst_centre < 4.0); /* the line's start point: within one noise sd */
+}
+
+/* Seasonal with a trend, the case each model alone gets wrong: Holt-Winters is chosen over
+ * many seeds, and its intervals cover the next day. */
+static void test_seasonal_many_seeds(void **state) {
+  (void)state;
+  enum { N = 96, H = 24, REPS = 30 };
+  double y[N + H];
+  analytics_forecast_point_t f[H];
+  analytics_fit_t fit;
+  int hw = 0, covered = 0, total = 0;
+  for (int rep = 0; rep < REPS; rep++) {
+    test_rng_t r = {(uint64_t)rep + 1000};
+    for (int t = 0; t < N + H; t++) y[t] = seasonal_truth(t) + 0.5 * test_gauss(&r);
+    assert_int_equal(analytics_forecast_auto(y, N, 24, H, 0.95, f, &fit), 0);
+    hw += fit.model == ANALYTICS_MODEL_HOLT_WINTERS;
+    for (int h = 0; h < H; h++, total++) covered += f[h].lower <= y[N + h] && y[N + h] <= f[h].upper;
+  }
+  print_message("seasonal: holt_winters chosen %d/%d, interval coverage %.1f %%\n", hw, REPS,
+                100.0 * covered / total);
+  assert_int_equal(hw, REPS);
+  assert_true(covered >= total * 85 / 100);
+}
+
 static void test_auto_prefers_line_for_linear_data(void **state) {
   (void)state;
   test_rng_t r = {21};
@@ -155,6 +208,8 @@ int main(void) {
       cmocka_unit_test(test_linear_forecast_interval),
       cmocka_unit_test(test_holt_winters_seasonal),
       cmocka_unit_test(test_auto_prefers_line_for_linear_data),
+      cmocka_unit_test(test_noise_only_forecast),
+      cmocka_unit_test(test_seasonal_many_seeds),
       cmocka_unit_test(test_robust_z),
       cmocka_unit_test(test_seasonal_baseline),
   };

@@ -185,6 +185,67 @@ static void test_mk_noise_is_stable(void **state) {
   assert_in_range(alarms, 25, 75); /* 5 % of 1000, with room for sampling error */
 }
 
+/* The false-alarm rate of the trend decision on trendless data, measured over many seeds,
+ * lengths and noise shapes: Gaussian, heavy-tailed (exponential: skewed request latencies)
+ * and small integer counts (many ties, which the tie correction must absorb). Each rate must
+ * stay near alpha = 5 %: at most 5 % + 4.5 standard errors (a test that said "increasing"
+ * too often would fail here) and not absurdly low (a test that never fires is useless; the
+ * continuity correction makes short series slightly conservative). */
+static double noise_value(test_rng_t *r, int shape) {
+  switch (shape) {
+  case 0: return 100.0 + 5.0 * test_gauss(r);
+  case 1: return -log(test_uniform(r)); /* exponential(1) */
+  default: return floor(3.0 * test_uniform(r)); /* 0, 1 or 2: heavy ties */
+  }
+}
+
+static void test_mk_false_alarm_rate(void **state) {
+  (void)state;
+  static const size_t lens[] = {12, 24, 48, 168};
+  static const char *const shapes[] = {"gaussian", "exponential", "ties{0,1,2}"};
+  double y[168];
+  analytics_mk_t mk;
+  for (int shape = 0; shape < 3; shape++)
+    for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++) {
+      size_t n = lens[li];
+      int reps = n > 100 ? 1000 : 2000; /* O(n^2) a series: keep the test short */
+      int alarms = 0, up = 0;
+      for (int rep = 0; rep < reps; rep++) {
+        test_rng_t r = {(uint64_t)(rep + 1) * 7919u + (uint64_t)n * 104729u + (uint64_t)shape};
+        for (size_t i = 0; i < n; i++) y[i] = noise_value(&r, shape);
+        assert_int_equal(analytics_mann_kendall(NULL, y, n, &mk), 0);
+        alarms += mk.trend != ANALYTICS_TREND_STABLE;
+        up += mk.trend == ANALYTICS_TREND_INCREASING;
+      }
+      double rate = (double)alarms / reps;
+      double se = sqrt(ANALYTICS_TREND_ALPHA * (1 - ANALYTICS_TREND_ALPHA) / reps);
+      print_message("noise %-12s n=%3zu: false alarms %5.2f %% (%d up, %d down) over %d seeds\n",
+                    shapes[shape], n, 100.0 * rate, up, alarms - up, reps);
+      assert_true(rate <= ANALYTICS_TREND_ALPHA + 4.5 * se);
+      assert_true(rate >= 0.02);
+      /* no direction is favoured */
+      assert_true(abs(2 * up - alarms) <= 4 * (int)sqrt((double)alarms + 1) + 4);
+    }
+}
+
+/* Power: the same decision does find a modest trend (half a noise standard deviation per
+ * day over a day of hourly points) most of the time, so "stable" on noise is not bought by
+ * a test that never fires. */
+static void test_mk_power(void **state) {
+  (void)state;
+  double y[24];
+  analytics_mk_t mk;
+  int found = 0;
+  for (int rep = 0; rep < 500; rep++) {
+    test_rng_t r = {(uint64_t)rep + 77};
+    for (int i = 0; i < 24; i++) y[i] = 100.0 + 0.1 * i + test_gauss(&r);
+    assert_int_equal(analytics_mann_kendall(NULL, y, 24, &mk), 0);
+    found += mk.trend == ANALYTICS_TREND_INCREASING;
+  }
+  print_message("trend 0.1 sd/step, n=24: detected in %d of 500\n", found);
+  assert_true(found >= 300);
+}
+
 static void test_mk_large_sampled_sen(void **state) {
   (void)state;
   size_t n = 2500; /* 3.1 M pairs: over the cap, Sen's slope samples pairs */
@@ -217,6 +278,7 @@ int main(void) {
       cmocka_unit_test(test_linreg),           cmocka_unit_test(test_mk_known_values),
       cmocka_unit_test(test_mk_linear_series), cmocka_unit_test(test_mk_noise_is_stable),
       cmocka_unit_test(test_mk_large_sampled_sen), cmocka_unit_test(test_change_percent),
+      cmocka_unit_test(test_mk_false_alarm_rate), cmocka_unit_test(test_mk_power),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
