@@ -439,6 +439,40 @@ def run(srv):
     s = trend('/metrics/trends/cpu_util?hours=24&' + urllib.parse.urlencode({'match[]': '{host="h2"}'}))
     check('trends' not in s and s.get('labels', {}).get('host') == 'h2', 'match[] narrows to one series')
 
+    # The seed's trend example itself: three hourly values 85, 92, 98 (its own tenant, read
+    # as averages with type=gauge). change_percent is 100 * 13 / 85 = 15.29 (the seed prints
+    # 15.5, which its numbers do not give), and three points cannot carry a 95 % Mann-Kendall
+    # decision (S = 3, p = 0.30): a real test says "stable" where the seed says "increasing".
+    # The same rise kept up for 24 hours is "increasing".
+    ex_end = (int(time.time()) // 3600) * 3600 * 1000 - 1800000
+    hdr = {'X-Scope-OrgID': 'seed-example', 'Content-Type': 'text/plain'}
+    body = ''.join('api_requests_total{service="gateway"} %g %d\n' % (v, ex_end - (3 - i) * 3600000)
+                   for i, v in enumerate([85, 92, 98]))
+    st, _, _ = srv.request('POST', '/api/v1/import/prometheus', body.encode(), hdr)
+    check(st in (200, 204), 'seed example import: %d' % st)
+    ex = trend('/metrics/trends/api_requests_total?hours=3&type=gauge&tenant_id=seed-example&end=%d' % (ex_end // 1000))
+    check([p['value'] for p in ex.get('data_points', [])] == [85, 92, 98], 'seed example data_points %r' % ex.get('data_points'))
+    check([p['timestamp'][11:16] for p in ex.get('data_points', [])] ==
+          [time.strftime('%H:%M', time.gmtime(ex_end / 1000 - (3 - i) * 3600)) for i in range(3)],
+          'seed example hourly timestamps %r' % ex.get('data_points'))
+    check(ex.get('change_percent') == 15.29, 'seed example change_percent 15.29: %r' % ex.get('change_percent'))
+    check(ex.get('trend') == 'stable' and abs(ex.get('p_value', 0) - 0.2963) < 1e-3,
+          'seed example: 3 points are not significant: %r p=%r' % (ex.get('trend'), ex.get('p_value')))
+    check(abs(ex.get('slope_per_hour', 0) - 6.5) < 1e-9, 'seed example Sen slope 6.5/h: %r' % ex.get('slope_per_hour'))
+    vals = [85 + 6.5 * (i - 21) + rnd.gauss(0, 3) for i in range(21)] + [85, 92, 98]
+    body = ''.join('api_requests_total{service="gateway"} %r %d\n' % (v, ex_end - (24 - i) * 3600000)
+                   for i, v in enumerate(vals))
+    hdr['X-Scope-OrgID'] = 'seed-example-24h'
+    st, _, _ = srv.request('POST', '/api/v1/import/prometheus', body.encode(), hdr)
+    check(st in (200, 204), 'seed example 24 h import: %d' % st)
+    ex = trend('/metrics/trends/api_requests_total?hours=24&type=gauge&tenant_id=seed-example-24h&end=%d' % (ex_end // 1000))
+    check(ex.get('trend') == 'increasing' and len(ex.get('data_points', [])) == 24 and ex.get('confidence', 0) > 0.99,
+          'seed example over 24 h: %r, %d points, confidence %r' % (ex.get('trend'), len(ex.get('data_points', [])), ex.get('confidence')))
+    # Accept: application/json negotiates the JSON export
+    st, hdrs, js = srv.get('/metrics?name=room_temperature_celsius', headers={'Accept': 'application/json'})
+    check(st == 200 and hdrs.get('content-type', '').startswith('application/json') and
+          json.loads(js).get('total') == 1, 'Accept negotiation to JSON: %r' % js[:200])
+
     st, _, _ = srv.get('/metrics/trends/no_such_metric?hours=24')
     check(st == 404, 'unknown metric -> 404 (%d)' % st)
     for bad in ('hours=-1', 'hours=abc', 'step=0', 'aggregate=median', 'forecast=-2', 'hours=24&step=1s'):
