@@ -550,6 +550,7 @@ static val_t humanize(exec_t *x, double v, int base1024) {
 static val_t humanize_duration(exec_t *x, double v) {
   if (isnan(v) || isinf(v)) return vfmt(x, "%.4g", v);
   if (v == 0) return vstr(x, "0s", 2);
+  if (fabs(v) >= 9e18) return vfmt(x, "%.4gs", v); /* past long long: no day/hour split */
   if (fabs(v) >= 1) {
     const char *sign = v < 0 ? "-" : "";
     v = fabs(v);
@@ -607,6 +608,7 @@ static val_t go_printf(exec_t *x, const val_t *args, size_t nargs) {
       spec[sl + 2] = verb == 'c' ? 'd' : verb;
       spec[sl + 3] = 0;
       if (!ok) sb_printf(&out, "%%!%c(string=%.*s)", verb, (int)a.n, a.s);
+      else if (!(d > -9e18 && d < 9e18)) sb_printf(&out, "%%!%c(float64=%g)", verb, d); /* no integer */
       else sb_printf(&out, spec, (long long)d);
       break;
     }
@@ -770,7 +772,8 @@ static val_t call(exec_t *x, const char *fn, val_t *args, size_t n) {
   if (!strcmp(fn, "humanizePercentage")) return vfmt(x, "%.4g%%", v * 100);
   if (!strcmp(fn, "humanizeDuration")) return humanize_duration(x, v);
   if (!strcmp(fn, "humanizeTimestamp")) {
-    if (isnan(v) || isinf(v)) return vfmt(x, "%.4g", v);
+    /* Beyond year 9999 (or before year 0) there is no RFC 3339 form: print the number. */
+    if (!(v >= -62167219200.0 && v <= 253402300799.0)) return vfmt(x, "%.4g", v);
     char ts[32];
     md_format_rfc3339((int64_t)llround(v * 1000), ts);
     /* Go prints "2006-01-02 15:04:05.999 +0000 UTC" */

@@ -81,8 +81,20 @@ static void test_errors(void **s) {
   assert_non_null(strstr(expand("{{ humanize \"abc\" }}", 0), "EXEC ERROR"));
 }
 
+/* Values no integer or date can hold (found by fuzz_rules_template under UBSan). */
+static void test_out_of_range_values(void **s) {
+  (void)s;
+  assert_string_equal(expand("{{ humanizeDuration $value }}", 1e300), "1e+300s");
+  assert_string_equal(expand("{{ printf \"%d\" $value }}", 1e300), "%!d(float64=1e+300)");
+  assert_string_equal(expand("{{ printf \"%d\" $value }}", NAN), "%!d(float64=nan)");
+  assert_string_equal(expand("{{ humanizeTimestamp $value }}", 1e300), "1e+300");
+  assert_string_equal(expand("{{ humanizeTimestamp $value }}", -1e300), "-1e+300");
+  assert_string_equal(expand("{{ humanizeTimestamp $value }}", 1700000000), "2023-11-14 22:13:20 +0000 UTC");
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {cmocka_unit_test(test_variables), cmocka_unit_test(test_humanize),
-                                     cmocka_unit_test(test_printf_if), cmocka_unit_test(test_errors)};
+                                     cmocka_unit_test(test_printf_if), cmocka_unit_test(test_errors),
+                                     cmocka_unit_test(test_out_of_range_values)};
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
