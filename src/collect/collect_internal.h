@@ -10,4 +10,10 @@
 int collect_emit(tsdb_batch_t *b, const char *job, const char *instance, const char *name,
                  const tsdb_label_t *extra, size_t nextra, int64_t ts, double v);
 
+/* Replaces statvfs for the host collector's file systems (tests simulate a mount that hangs).
+ * NULL restores statvfs. */
+struct statvfs;
+typedef int (*collect_statvfs_fn)(const char *path, struct statvfs *st);
+void collect_host_set_statvfs(collect_host_t *h, collect_statvfs_fn fn);
+
 #endif

@@ -7,7 +7,16 @@
  * KiB. Device filters are node_exporter's defaults (partitions, loop and ram devices are not
  * disks; pseudo file systems and /dev, /proc, /sys mount points are not file systems).
  *
- * Threading: a collect_host_t belongs to one thread at a time (it reuses one read buffer).
+ * A statvfs on a dead NFS server or a failing disk can block for ever, so (like
+ * node_exporter's --collector.filesystem.mount-timeout) each one runs on a short-lived helper
+ * thread and the round waits at most filesystem_timeout_ms: a mount point that does not
+ * answer is reported with node_filesystem_device_error 1 and is not asked again until its
+ * pending call returns. The helper may outlive the round and the collector, so the set of
+ * stuck mount points and each call's state are reference counted.
+ *
+ * Threading: a collect_host_t belongs to one thread at a time (it reuses one read buffer);
+ * helper threads touch only their call and the stuck set (each with its own mutex; lock
+ * order: call, then set).
  */
 #include "collect_internal.h"
 
@@ -15,6 +24,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,12 +36,22 @@
 #define USER_HZ 100.0
 #define SECTOR_BYTES 512.0
 
+/* Mount points whose statvfs has not returned yet. */
+typedef struct stuck_set {
+  pthread_mutex_t mu;
+  int refs; /* the collector + one per pending helper */
+  char **mounts;
+  size_t n, cap;
+} stuck_set_t;
+
 struct collect_host {
   char *root; /* "" for "/", else without trailing slash */
   char *job, *instance;
   collect_host_options_t opt;
   sb_t buf;  /* reused file buffer */
   sb_t path; /* reused path buffer */
+  stuck_set_t *stuck;
+  collect_statvfs_fn statvfs_fn;
 };
 
 void collect_host_options_default(collect_host_options_t *opt) {
@@ -40,6 +60,7 @@ void collect_host_options_default(collect_host_options_t *opt) {
   opt->job = "node";
   opt->cpu = opt->memory = opt->loadavg = opt->disk = opt->filesystem = opt->network = opt->netstat = true;
   opt->vmstat = opt->filefd = opt->processes = opt->uname = opt->time = true;
+  opt->filesystem_timeout_ms = 5000;
 }
 
 /* node_exporter's default exclusions (collector/diskstats_linux.go, filesystem_linux.go),
@@ -131,7 +152,11 @@ int collect_host_new(const collect_host_options_t *opt, collect_host_t **out, ch
     host[sizeof host - 1] = 0;
     h->instance = strdup(host);
   }
-  if (!h->root || !h->job || !h->instance) goto oom;
+  h->statvfs_fn = statvfs;
+  h->stuck = calloc(1, sizeof *h->stuck);
+  if (!h->root || !h->job || !h->instance || !h->stuck) goto oom;
+  pthread_mutex_init(&h->stuck->mu, NULL);
+  h->stuck->refs = 1;
   *out = h;
   return 0;
 oom:
@@ -139,8 +164,22 @@ oom:
   return md_error(err, errlen, MD_ENOMEM, "out of memory");
 }
 
+static void stuck_unref(stuck_set_t *s) {
+  if (!s) return;
+  pthread_mutex_lock(&s->mu);
+  int left = --s->refs;
+  pthread_mutex_unlock(&s->mu);
+  if (left) return;
+  for (size_t i = 0; i < s->n; i++)
+    free(s->mounts[i]);
+  free(s->mounts);
+  pthread_mutex_destroy(&s->mu);
+  free(s);
+}
+
 void collect_host_free(collect_host_t *h) {
   if (!h) return;
+  stuck_unref(h->stuck); /* pending helpers hold their own references */
   free(h->root);
   free(h->job);
   free(h->instance);
@@ -570,6 +609,152 @@ static void unescape_octal(char *s) {
   *w = 0;
 }
 
+void collect_host_set_statvfs(collect_host_t *h, collect_statvfs_fn fn) {
+  h->statvfs_fn = fn ? fn : statvfs;
+}
+
+static bool stuck_has(stuck_set_t *s, const char *mnt) {
+  pthread_mutex_lock(&s->mu);
+  bool found = false;
+  for (size_t i = 0; i < s->n && !found; i++)
+    found = strcmp(s->mounts[i], mnt) == 0;
+  pthread_mutex_unlock(&s->mu);
+  return found;
+}
+
+/* One statvfs on a helper thread. */
+typedef struct stat_call {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int refs; /* the waiting round + the helper */
+  bool done, gave_up;
+  int rc;
+  struct statvfs st;
+  collect_statvfs_fn fn;
+  stuck_set_t *stuck; /* counted reference */
+  char *path, *mount;
+} stat_call_t;
+
+static void stat_call_unref(stat_call_t *c) {
+  pthread_mutex_lock(&c->mu);
+  int left = --c->refs;
+  pthread_mutex_unlock(&c->mu);
+  if (left) return;
+  stuck_unref(c->stuck);
+  pthread_cond_destroy(&c->cv);
+  pthread_mutex_destroy(&c->mu);
+  free(c->path);
+  free(c->mount);
+  free(c);
+}
+
+static void *stat_helper(void *arg) {
+  stat_call_t *c = arg;
+  struct statvfs st;
+  memset(&st, 0, sizeof st);
+  int rc = c->fn(c->path, &st);
+  pthread_mutex_lock(&c->mu);
+  c->rc = rc;
+  c->st = st;
+  c->done = true;
+  if (c->gave_up) { /* the round went on without us: the mount point may be asked again */
+    stuck_set_t *s = c->stuck;
+    pthread_mutex_lock(&s->mu);
+    for (size_t i = 0; i < s->n; i++)
+      if (strcmp(s->mounts[i], c->mount) == 0) {
+        free(s->mounts[i]);
+        s->mounts[i] = s->mounts[--s->n];
+        break;
+      }
+    pthread_mutex_unlock(&s->mu);
+  }
+  pthread_cond_signal(&c->cv);
+  pthread_mutex_unlock(&c->mu);
+  stat_call_unref(c);
+  return NULL;
+}
+
+/* statvfs(path) waiting at most timeout_ms. Returns 0, -1 (the call failed), MD_ECANCELED
+ * (timed out: mnt is now stuck) or MD_ENOMEM. */
+static int statvfs_bounded(collect_host_t *h, const char *path, const char *mnt, struct statvfs *st) {
+  int64_t timeout_ms = h->opt.filesystem_timeout_ms;
+  if (timeout_ms <= 0) return h->statvfs_fn(path, st) == 0 ? 0 : -1;
+  stat_call_t *c = calloc(1, sizeof *c);
+  if (!c) return MD_ENOMEM;
+  c->path = strdup(path);
+  c->mount = strdup(mnt);
+  if (!c->path || !c->mount) {
+    free(c->path);
+    free(c->mount);
+    free(c);
+    return MD_ENOMEM;
+  }
+  pthread_mutex_init(&c->mu, NULL);
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&c->cv, &ca);
+  pthread_condattr_destroy(&ca);
+  c->fn = h->statvfs_fn;
+  c->stuck = h->stuck;
+  pthread_mutex_lock(&h->stuck->mu);
+  h->stuck->refs++;
+  pthread_mutex_unlock(&h->stuck->mu);
+  c->refs = 2;
+  pthread_attr_t ta;
+  pthread_t th;
+  pthread_attr_init(&ta);
+  pthread_attr_setdetachstate(&ta, PTHREAD_CREATE_DETACHED);
+  pthread_attr_setstacksize(&ta, 64 * 1024);
+  int trc = pthread_create(&th, &ta, stat_helper, c);
+  pthread_attr_destroy(&ta);
+  if (trc != 0) { /* no thread to spare: ask directly rather than not at all */
+    c->refs = 1;
+    stat_call_unref(c);
+    return h->statvfs_fn(path, st) == 0 ? 0 : -1;
+  }
+  struct timespec dl;
+  clock_gettime(CLOCK_MONOTONIC, &dl);
+  dl.tv_sec += timeout_ms / 1000;
+  dl.tv_nsec += (timeout_ms % 1000) * 1000000L;
+  if (dl.tv_nsec >= 1000000000L) {
+    dl.tv_sec++;
+    dl.tv_nsec -= 1000000000L;
+  }
+  int rc = 0;
+  pthread_mutex_lock(&c->mu);
+  while (!c->done && pthread_cond_timedwait(&c->cv, &c->mu, &dl) != ETIMEDOUT) {
+  }
+  if (c->done) {
+    rc = c->rc == 0 ? 0 : -1;
+    *st = c->st;
+  } else {
+    /* Marked stuck under both locks, so the helper either sees gave_up and clears the mark,
+     * or has not finished: the mark cannot outlive the call. */
+    c->gave_up = true;
+    rc = MD_ECANCELED;
+    stuck_set_t *s = h->stuck;
+    pthread_mutex_lock(&s->mu);
+    if (s->n == s->cap) {
+      size_t nc = s->cap ? s->cap * 2 : 4;
+      char **nm = realloc(s->mounts, nc * sizeof *nm);
+      if (nm) {
+        s->mounts = nm;
+        s->cap = nc;
+      }
+    }
+    char *m = s->n < s->cap ? strdup(mnt) : NULL;
+    if (m) s->mounts[s->n++] = m;
+    pthread_mutex_unlock(&s->mu);
+  }
+  pthread_mutex_unlock(&c->mu);
+  stat_call_unref(c);
+  if (rc == MD_ECANCELED)
+    log_warn("host collector: statvfs(%s) did not answer in %lld ms; reported as device_error until it does",
+             mnt, (long long)timeout_ms);
+  return rc;
+}
+
 static int gather_filesystems(collect_host_t *h, tsdb_batch_t *b, int64_t ts) {
   char *cur = h->buf.buf, *line;
   size_t len;
@@ -607,15 +792,18 @@ static int gather_filesystems(collect_host_t *h, tsdb_batch_t *b, int64_t ts) {
     tsdb_label_t l[3] = {{"device", dev}, {"fstype", fstype}, {"mountpoint", mnt}};
     bool ro = opts && (strncmp(opts, "ro,", 3) == 0 || strcmp(opts, "ro") == 0);
     struct statvfs st;
-    sb_t p = {0};
-    sb_puts(&p, h->root);
-    sb_puts(&p, mnt);
-    if (p.oom) {
-      rc = MD_ENOMEM;
-      break;
+    int sr = -1;
+    if (!stuck_has(h->stuck, mnt)) { /* a stuck one is not asked again until it answers */
+      sb_t p = {0};
+      sb_puts(&p, h->root);
+      sb_puts(&p, mnt);
+      sr = p.oom ? MD_ENOMEM : statvfs_bounded(h, p.buf, mnt, &st);
+      sb_free(&p);
+      if (sr == MD_ENOMEM) {
+        rc = sr;
+        break;
+      }
     }
-    int sr = statvfs(p.buf, &st);
-    sb_free(&p);
     if (sr != 0) {
       rc = collect_emit(b, h->job, h->instance, "node_filesystem_device_error", l, 3, ts, 1);
       continue;

@@ -7,13 +7,16 @@
 #include <cmocka.h>
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "batch_util.h"
 #include "collect/collect.h"
+#include "collect/collect_internal.h"
 #include "core/core.h"
 
 static char fixture[4096];
@@ -209,6 +212,67 @@ static void test_parts_switch_off(void **state) {
   collect_host_free(h);
 }
 
+/* A statvfs that hangs on /data (a dead NFS server), counting its calls. */
+static atomic_int slow_calls, slow_done, slow_ms = 800;
+static int slow_statvfs(const char *path, struct statvfs *st) {
+  size_t n = strlen(path);
+  if (n >= 5 && strcmp(path + n - 5, "/data") == 0) {
+    atomic_fetch_add(&slow_calls, 1);
+    usleep((useconds_t)atomic_load(&slow_ms) * 1000);
+    int rc = statvfs(path, st);
+    atomic_fetch_add(&slow_done, 1);
+    return rc;
+  }
+  return statvfs(path, st);
+}
+
+static void test_stuck_mount(void **state) {
+  collect_host_options_t opt;
+  collect_host_options_default(&opt);
+  opt.filesystem_timeout_ms = 100;
+  collect_host_t *h = fixture_host(&opt);
+  collect_host_set_statvfs(h, slow_statvfs);
+  tsdb_batch_t *b = tsdb_batch_new();
+  /* Round 1: /data times out (device_error 1, no sizes); the others are reported. */
+  int64_t t0 = md_mono_ns();
+  assert_int_equal(collect_host_gather(h, b, 1000, NULL), 0);
+  assert_true(md_mono_ns() - t0 < 600 * 1000000LL);
+  assert_value(b, 1, 1, "node_filesystem_device_error", "mountpoint", "/data", NULL);
+  assert_value(b, 0, 0, "node_filesystem_size_bytes", "mountpoint", "/data", NULL);
+  assert_value(b, 0, 1, "node_filesystem_device_error", "mountpoint", "/", NULL);
+  assert_int_equal(bu_find(b, NULL, "node_filesystem_size_bytes", "mountpoint", "/", NULL), 1);
+  assert_int_equal(atomic_load(&slow_calls), 1);
+  /* Round 2 while the call hangs: /data is not asked again. */
+  tsdb_batch_reset(b);
+  t0 = md_mono_ns();
+  assert_int_equal(collect_host_gather(h, b, 2000, NULL), 0);
+  assert_true(md_mono_ns() - t0 < 300 * 1000000LL);
+  assert_value(b, 1, 1, "node_filesystem_device_error", "mountpoint", "/data", NULL);
+  assert_int_equal(atomic_load(&slow_calls), 1);
+  /* Once the call returns, /data is asked again and answers in time. */
+  for (int waited = 0; waited < 5000 && atomic_load(&slow_done) < 1; waited += 20)
+    usleep(20 * 1000);
+  atomic_store(&slow_ms, 0);
+  /* The helper clears the mark just after its call returns: a round or two may still skip. */
+  for (int tries = 0; tries < 100 && atomic_load(&slow_calls) < 2; tries++) {
+    usleep(20 * 1000);
+    tsdb_batch_reset(b);
+    assert_int_equal(collect_host_gather(h, b, 3000, NULL), 0);
+  }
+  assert_int_equal(atomic_load(&slow_calls), 2);
+  assert_value(b, 0, 1, "node_filesystem_device_error", "mountpoint", "/data", NULL);
+  assert_int_equal(bu_find(b, NULL, "node_filesystem_size_bytes", "mountpoint", "/data", NULL), 1);
+  /* The collector may go away while a call hangs: the helper finishes on its own. */
+  atomic_store(&slow_ms, 300);
+  tsdb_batch_reset(b);
+  assert_int_equal(collect_host_gather(h, b, 4000, NULL), 0);
+  collect_host_free(h);
+  tsdb_batch_free(b);
+  for (int waited = 0; waited < 5000 && atomic_load(&slow_done) < 3; waited += 20)
+    usleep(20 * 1000);
+  usleep(50 * 1000); /* the helper frees its state after the call */
+}
+
 static void test_bad_root_and_missing_files(void **state) {
   collect_host_options_t opt;
   collect_host_options_default(&opt);
@@ -263,9 +327,8 @@ int main(void) {
   const char *src = getenv("SOURCE_DIR");
   snprintf(fixture, sizeof fixture, "%s/tests/fixtures/proc", src ? src : ".");
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_fixture_values),
-      cmocka_unit_test(test_parts_switch_off),
-      cmocka_unit_test(test_bad_root_and_missing_files),
+      cmocka_unit_test(test_fixture_values), cmocka_unit_test(test_parts_switch_off),
+      cmocka_unit_test(test_stuck_mount),    cmocka_unit_test(test_bad_root_and_missing_files),
       cmocka_unit_test(test_live_machine),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
