@@ -284,7 +284,7 @@ static void handle_export(http_req_t *req, http_resp_t *resp, void *ctx) {
       size_t len = c ? (size_t)(c - p) : strlen(p);
       unsigned bit = seed_agg_parse(p, len);
       if (!bit) {
-        http_resp_error(resp, 400, "types: unknown aggregation %.*s (avg, sum, min, max, count)", (int)len, p);
+        http_resp_error(resp, 400, "types: unknown aggregation %.*s (avg, sum, min, max, count, last)", (int)len, p);
         return;
       }
       aggs |= bit;

@@ -47,8 +47,10 @@ enum {
   SEED_AGG_MIN = 1u << 2,
   SEED_AGG_MAX = 1u << 3,
   SEED_AGG_COUNT = 1u << 4,
+  SEED_AGG_LAST = 1u << 5, /* not in the default set; aggregation.types may name it */
 };
-/* "avg" → SEED_AGG_AVG ...; 0 for an unknown name. */
+#define SEED_AGG_KINDS 6
+/* "avg" → SEED_AGG_AVG ... "last" → SEED_AGG_LAST; 0 for an unknown name. */
 unsigned seed_agg_parse(const char *name, size_t n);
 
 typedef struct seed_export_options {

@@ -277,7 +277,7 @@ int seed_parse_selector(const char *s, size_t n, arena_t *a, seed_selector_t *ou
 unsigned seed_agg_parse(const char *name, size_t n) {
   static const struct { const char *name; unsigned bit; } aggs[] = {
       {"avg", SEED_AGG_AVG}, {"sum", SEED_AGG_SUM}, {"min", SEED_AGG_MIN},
-      {"max", SEED_AGG_MAX}, {"count", SEED_AGG_COUNT},
+      {"max", SEED_AGG_MAX}, {"count", SEED_AGG_COUNT}, {"last", SEED_AGG_LAST},
   };
   for (size_t i = 0; i < sizeof aggs / sizeof *aggs; i++)
     if (strlen(aggs[i].name) == n && memcmp(aggs[i].name, name, n) == 0) return aggs[i].bit;
@@ -386,7 +386,7 @@ enum { KIND_GAUGE = 0, KIND_COUNTER = 1, KIND_DIST = 2 };
 
 typedef struct agg_raw {
   const char *name, *labels;
-  double min, max, sum, count, increase;
+  double min, max, sum, count, increase, last;
   int64_t t_first, t_last;
   unsigned flags;
 } agg_raw_t;
@@ -396,7 +396,7 @@ typedef struct agg_out {
   int kind;
   bool histogram; /* KIND_DIST: histogram (has buckets) or summary */
   double dsum, dcount;
-  double v[5]; /* avg, sum, min, max, count; NaN = not available */
+  double v[SEED_AGG_KINDS]; /* avg, sum, min, max, count, last; NaN = not available */
 } agg_out_t;
 
 typedef struct agg_scan {
@@ -421,6 +421,7 @@ static int agg_collect(void *ctx, const tsdb_label_t *l, size_t nl, const int64_
     r.t_last = ts[i];
     r.count += 1;
     r.sum += x;
+    r.last = x;
     if (x < r.min) r.min = x;
     if (x > r.max) r.max = x;
     /* a drop means a counter reset: the new value is the increase since the reset */
@@ -453,7 +454,7 @@ static int cmp_agg_out(const void *a, const void *b) {
   return c ? c : strcmp(x->labels, y->labels);
 }
 
-static const char *const agg_names[5] = {"avg", "sum", "min", "max", "count"};
+static const char *const agg_names[SEED_AGG_KINDS] = {"avg", "sum", "min", "max", "count", "last"};
 
 static void agg_help(sb_t *sb, const agg_out_t *o, int agg, double window_s) {
   const char *what = o->base;
@@ -470,6 +471,7 @@ static void agg_help(sb_t *sb, const agg_out_t *o, int agg, double window_s) {
     break;
   case 2: sb_printf(sb, "Minimum of %s over the last %gs", what, window_s); break;
   case 3: sb_printf(sb, "Maximum of %s over the last %gs", what, window_s); break;
+  case 5: sb_printf(sb, "Last sample of %s in the last %gs", what, window_s); break;
   default:
     if (o->kind == KIND_DIST) sb_printf(sb, "Number of %s observations in the last %gs", what, window_s);
     else sb_printf(sb, "Number of %s samples in the last %gs", what, window_s);
@@ -567,6 +569,7 @@ int seed_export_aggregated(tsdb_t *db, const char *tenant, const seed_selector_t
     a->v[2] = r->min;
     a->v[3] = r->max;
     a->v[4] = r->count;
+    a->v[5] = r->last;
     if (seed_counter_like(o->types, r->name)) {
       a->kind = KIND_COUNTER;
       double span_min = (double)(r->t_last - r->t_first) / 60000.0;
@@ -583,7 +586,7 @@ int seed_export_aggregated(tsdb_t *db, const char *tenant, const seed_selector_t
     if (d->kind != KIND_DIST) continue;
     d->v[0] = (d->dcount > 0 && !isnan(d->dsum)) ? d->dsum / d->dcount : NAN;
     d->v[1] = d->dsum;
-    d->v[2] = d->v[3] = NAN;
+    d->v[2] = d->v[3] = d->v[5] = NAN;
     d->v[4] = d->dcount;
   }
   qsort(outs, nouts, sizeof *outs, cmp_agg_out);
@@ -591,7 +594,7 @@ int seed_export_aggregated(tsdb_t *db, const char *tenant, const seed_selector_t
   double window_s = (double)o->window_ms / 1000.0;
   /* one allocation up front instead of a dozen doublings of a 30 MB buffer */
   size_t estimate = 0;
-  for (size_t i = 0; i < nouts; i++) estimate += 5 * (strlen(outs[i].base) + strlen(outs[i].labels) + 32);
+  for (size_t i = 0; i < nouts; i++) estimate += SEED_AGG_KINDS * (strlen(outs[i].base) + strlen(outs[i].labels) + 32);
   sb_reserve(out, estimate);
   if (o->format == SEED_FMT_JSON) {
     for (size_t i = 0; i < nouts; i++) {
@@ -607,7 +610,7 @@ int seed_export_aggregated(tsdb_t *db, const char *tenant, const seed_selector_t
       sb_puts(out, a->labels);
       sb_puts(out, ",\"aggregates\":{");
       bool first = true;
-      for (int k = 0; k < 5; k++) {
+      for (int k = 0; k < SEED_AGG_KINDS; k++) {
         if (!(o->aggs & (1u << k)) || isnan(a->v[k])) continue;
         if (!first) sb_putc(out, ',');
         first = false;
@@ -621,7 +624,7 @@ int seed_export_aggregated(tsdb_t *db, const char *tenant, const seed_selector_t
     for (size_t g = 0; g < nouts;) {
       size_t e = g + 1;
       while (e < nouts && strcmp(outs[e].base, outs[g].base) == 0) e++;
-      for (int k = 0; k < 5; k++) {
+      for (int k = 0; k < SEED_AGG_KINDS; k++) {
         if (!(o->aggs & (1u << k))) continue;
         bool any = false;
         for (size_t i = g; i < e && !any; i++) any = !isnan(outs[i].v[k]);

@@ -128,7 +128,8 @@ def main():
         run(srv)
     finally:
         srv.stop()
-    srv = Server(extra_args=['--set', 'track.flush_interval=1s'])
+    srv = Server(extra_args=['--set', 'track.flush_interval=1s',
+                             '--set', 'aggregation.types=avg,sum,min,max,count,last'])
     try:
         run_restart(srv)
     finally:
@@ -636,6 +637,9 @@ def run_restart(srv):
     a0, s0, t0 = snapshot()
     check(a0.get(('restart_gauge_avg', lab(k='g', suite='restart'))) == 8.0 and
           a0.get(('restart_gauge_count', lab(k='g', suite='restart'))) == 4, 'restart: gauge aggregates before: %r' % a0)
+    check(a0.get(('restart_gauge_last', lab(k='g', suite='restart'))) == 11.0 and
+          a0.get(('restart_events_total_last', lab(k='c', suite='restart'))) == 160.0,
+          'restart: aggregation.types with last from the configuration: %r' % a0)
     check(a0.get(('restart_events_total_avg', lab(k='c', suite='restart'))) == 30.0,
           'restart: counter per-minute rate 30: %r' % a0)
     ra = a0.get(('restart_latency_seconds_avg', lab(k='h', suite='restart')))

@@ -239,6 +239,23 @@ static void test_aggregated(void **state) {
   assert_null(json_object_get(json_object_get(item, "aggregates"), "avg"));
   json_decref(arr);
   sb_free(&wrapped);
+
+  /* "last" (aggregation.types may name it): the newest raw sample in the window, for
+   * gauges and counters; histogram averages have none */
+  seed_selector_t all[2];
+  assert_int_equal(seed_agg_parse("last", 4), SEED_AGG_LAST);
+  assert_int_equal(seed_agg_parse("median", 6), 0);
+  assert_int_equal(seed_parse_selector("{service=~\"g.*\"}", 16, a, &all[0], err, sizeof err), 0);
+  assert_int_equal(seed_parse_selector("temperature", 11, a, &all[1], err, sizeof err), 0);
+  o.aggs = SEED_AGG_LAST;
+  o.format = SEED_FMT_PROMETHEUS;
+  sb_reset(&out);
+  assert_int_equal(seed_export_aggregated(f->db, "t1", all, 2, &o, &out, &lines, err, sizeof err), 0);
+  assert_non_null(strstr(out.buf, "# TYPE temperature_last gauge\ntemperature_last{room=\"a\\\"b\"} 24.5\n"));
+  assert_non_null(strstr(out.buf, "api_requests_total_last{endpoint=\"/api/v1/instruments\",service=\"gateway\"} 47\n"));
+  assert_null(strstr(out.buf, "rt_seconds_last"));
+  assert_int_equal(lines, 2);
+  seed_selector_release(all, 2);
   seed_selector_release(&s, 1);
   arena_free(a);
   sb_free(&out);
