@@ -281,6 +281,68 @@ static void test_config_errors(void **state) {
   assert_non_null(strstr(err, "quantile"));
 }
 
+/* Batches take a jansson-free fast path when they are plain; an escaped string anywhere sends
+ * them through jansson. Both must answer alike and leave the registry alike: each body is
+ * sent as is and with an escaped unknown key added to its first event. */
+static void test_batch_fast_path_matches_jansson(void **state) {
+  (void)state;
+  static const char *const bodies[] = {
+      "[{\"name\":\"req_total\",\"value\":1,\"type\":\"counter\",\"labels\":{\"a\":\"x\",\"b\":\"y\"},"
+      "\"service\":\"gw\",\"tenant_id\":\"t1\",\"help\":\"Requests.\"},"
+      "{\"name\":\"req_total\",\"value\":2.5e0,\"type\":\"counter\",\"labels\":{\"b\":\"y\",\"a\":\"x\"},"
+      "\"service\":\"gw\",\"tenant_id\":\"t1\"},"
+      "{\"name\":\"temp\",\"value\":-3.25,\"labels\":{\"room\":\"küche\"}},"
+      "{\"name\":\"lat\",\"value\":0.042,\"type\":\"histogram\",\"labels\":null,\"service\":null},"
+      "{\"name\":\"sz\",\"value\":7,\"type\":\"summary\",\"timestamp\":1795305611121,\"x\":true,\"y\":null}]",
+      "[{\"name\":\"c\",\"value\":-1,\"type\":\"counter\"},{\"value\":1},{\"name\":\"\",\"value\":1},"
+      "{\"name\":\"n\"},{\"name\":\"n\",\"value\":1,\"type\":\"meter\"},{\"name\":\"g\",\"value\":1},"
+      "{\"name\":\"g\",\"value\":1,\"type\":\"counter\"},{\"name\":\"h\",\"value\":1,\"type\":\"histogram\","
+      "\"labels\":{\"le\":\"1\"}},{\"name\":\"bad name\",\"value\":1},{\"name\":\"u\",\"value\":1,"
+      "\"labels\":{\"__x\":\"1\"}},{\"name\":\"ok\",\"value\":1e300,\"labels\":{\"é\":\"v\"}}]",
+      "[]",
+      "[{}]",
+      " [ { \"name\" : \"sp\" , \"value\" : 0 } ] ",
+      "[{\"name\":\"d\",\"name\":\"e\",\"value\":1}]",
+      "[{\"name\":\"d\",\"value\":1,\"q\":1,\"q\":2}]",
+      "[{\"name\":\"big\",\"value\":123456789012345678901234567890}]",
+      "[{\"name\":\"x\",\"value\":1,\"labels\":{\"a\":1}}]",
+      "[{\"name\":\"x\",\"value\":1}",
+      "[{\"name\":\"x\",\"value\":01}]",
+  };
+  for (size_t i = 0; i < sizeof bodies / sizeof bodies[0]; i++) {
+    char slow_body[2048];
+    const char *brace = strchr(bodies[i], '{');
+    if (brace) {
+      snprintf(slow_body, sizeof slow_body, "%.*s{\"zz\":\"\\u0041\",%s", (int)(brace - bodies[i]), bodies[i],
+               brace + 1);
+      if (strstr(slow_body, ",}")) { /* "[{}]" became "[{...,}]" */
+        snprintf(slow_body, sizeof slow_body, "[{\"zz\":\"\\u0041\"}]");
+      }
+    } else {
+      snprintf(slow_body, sizeof slow_body, "%s", bodies[i]);
+    }
+    ingest_track_t *fast = new_reg(), *slow = new_reg();
+    sb_t a = {0}, b = {0}, ea = {0}, eb = {0};
+    size_t oka, faila, okb, failb;
+    int rca = ingest_track_json(fast, bodies[i], strlen(bodies[i]), true, "default", true, 1000, &a, &oka, &faila);
+    int rcb = ingest_track_json(slow, slow_body, strlen(slow_body), true, "default", true, 1000, &b, &okb, &failb);
+    bool json_error = a.buf && strstr(a.buf, "invalid JSON");
+    if (rca != rcb || (!json_error && (strcmp(a.buf, b.buf) != 0 || oka != okb || faila != failb))) {
+      print_error("body %zu: fast rc %d %s\nslow rc %d %s\n", i, rca, a.buf, rcb, b.buf);
+      fail();
+    }
+    assert_int_equal(ingest_track_expose(fast, NULL, &ea, INGEST_EXPOSE_PROMETHEUS), 0);
+    assert_int_equal(ingest_track_expose(slow, NULL, &eb, INGEST_EXPOSE_PROMETHEUS), 0);
+    if (strcmp(ea.buf ? ea.buf : "", eb.buf ? eb.buf : "") != 0) {
+      print_error("body %zu: registries differ:\n%s\n---\n%s\n", i, ea.buf, eb.buf);
+      fail();
+    }
+    sb_free(&a), sb_free(&b), sb_free(&ea), sb_free(&eb);
+    ingest_track_free(fast);
+    ingest_track_free(slow);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_seed_shapes),
@@ -290,6 +352,7 @@ int main(void) {
       cmocka_unit_test(test_batch_partial_and_limits),
       cmocka_unit_test(test_bad_events),
       cmocka_unit_test(test_config_errors),
+      cmocka_unit_test(test_batch_fast_path_matches_jansson),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
