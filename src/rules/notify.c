@@ -6,8 +6,10 @@
  * `dropped`. Webhook bodies can be signed with HMAC-SHA256 (header
  * X-Metricsd-Signature: sha256=<hex of HMAC(secret, body)>).
  *
- * Threading: notifier_send is called by the evaluation thread; the delivery thread owns the
- * curl handles; `mu` guards the queue and every counter. */
+ * Threading: notifier_send is called by the evaluation thread. The delivery thread takes a
+ * batch and delivers it to all targets at once, one short-lived thread per extra target
+ * (joined before the next batch), each with its own curl handle. `mu` guards the queue,
+ * `stopping` and every counter. */
 #include "rules_internal.h"
 
 #include <curl/curl.h>
@@ -36,7 +38,7 @@ struct notifier {
   size_t head, count;
   bool stopping;
   pthread_t thread;
-  bool started;
+  bool started, curl_init;
   uint64_t queued, dropped, batches;
   int64_t last_latency_ns;
 };
@@ -244,6 +246,67 @@ static char *webhook_body(notifier_t *n, json_t *alerts) {
   return s;
 }
 
+/* One target's delivery of one batch; targets of a batch run in parallel threads so that a
+ * slow or dead target (retrying with backoff) does not delay the others. */
+typedef struct job {
+  notifier_t *n;
+  const target_t *t;
+  const char *body;
+  char sig[65];
+  bool has_sig, ok;
+} job_t;
+
+static void *deliver_job(void *arg) {
+  job_t *j = arg;
+  j->ok = j->body && deliver(j->n, j->t->url, j->body, j->has_sig ? j->sig : NULL);
+  return NULL;
+}
+
+static void deliver_batch(notifier_t *n, json_t *batch, size_t nalerts) {
+  char *body = batch ? json_dumps(batch, JSON_COMPACT) : NULL;
+  char *wb = NULL;
+  job_t *jobs = calloc(n->ntargets, sizeof *jobs);
+  pthread_t *th = calloc(n->ntargets, sizeof *th);
+  bool *started = calloc(n->ntargets, sizeof *started);
+  bool any_ok = false;
+  if (!jobs || !th || !started) goto out; /* counted as failed below */
+  for (size_t i = 0; i < n->ntargets; i++) {
+    job_t *j = &jobs[i];
+    j->n = n;
+    j->t = &n->targets[i];
+    j->body = body;
+    if (j->t->webhook) {
+      if (!wb && batch) wb = webhook_body(n, batch);
+      j->body = wb;
+      if (wb && n->secret) {
+        rules_hmac_sha256_hex(n->secret, strlen(n->secret), wb, strlen(wb), j->sig);
+        j->has_sig = true;
+      }
+    }
+  }
+  for (size_t i = 1; i < n->ntargets; i++) started[i] = pthread_create(&th[i], NULL, deliver_job, &jobs[i]) == 0;
+  deliver_job(&jobs[0]);
+  for (size_t i = 1; i < n->ntargets; i++) {
+    if (started[i]) pthread_join(th[i], NULL);
+    else deliver_job(&jobs[i]); /* no thread: deliver here, in turn */
+  }
+out:
+  pthread_mutex_lock(&n->mu);
+  for (size_t i = 0; i < n->ntargets; i++) {
+    bool ok = jobs && jobs[i].ok;
+    any_ok |= ok;
+    if (ok) n->targets[i].sent += nalerts;
+    else n->targets[i].errors += nalerts;
+  }
+  if (!any_ok) n->dropped += nalerts;
+  pthread_mutex_unlock(&n->mu);
+  free(started);
+  free(th);
+  free(jobs);
+  free(wb);
+  free(body);
+}
+
 static void *notify_thread(void *arg) {
   notifier_t *n = arg;
   pthread_mutex_lock(&n->mu);
@@ -262,30 +325,9 @@ static void *notify_thread(void *arg) {
     n->batches++;
     pthread_mutex_unlock(&n->mu);
     int64_t t0 = md_mono_ns();
-    char *body = batch ? json_dumps(batch, JSON_COMPACT) : NULL;
-    char *wb = NULL;
-    bool any_ok = false;
-    for (size_t i = 0; i < n->ntargets; i++) {
-      target_t *t = &n->targets[i];
-      const char *b = body;
-      char sig[65];
-      if (t->webhook) {
-        if (!wb && batch) wb = webhook_body(n, batch);
-        b = wb;
-        if (b && n->secret) rules_hmac_sha256_hex(n->secret, strlen(n->secret), b, strlen(b), sig);
-      }
-      bool ok = b && deliver(n, t->url, b, t->webhook && n->secret ? sig : NULL);
-      any_ok |= ok;
-      pthread_mutex_lock(&n->mu);
-      if (ok) t->sent += nalerts;
-      else t->errors += nalerts;
-      pthread_mutex_unlock(&n->mu);
-    }
-    free(wb);
-    free(body);
+    deliver_batch(n, batch, nalerts);
     json_decref(batch);
     pthread_mutex_lock(&n->mu);
-    if (!any_ok) n->dropped += nalerts;
     n->last_latency_ns = md_mono_ns() - t0;
   }
   pthread_mutex_unlock(&n->mu);
@@ -334,6 +376,13 @@ int notifier_new(const rules_options_t *opt, notifier_t **out) {
     goto fail;
   }
   if (n->ntargets) {
+    /* Delivery threads call curl_easy_init concurrently: initialise libcurl first
+     * (reference-counted by libcurl; undone in notifier_free). */
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+      rc = MD_ERR;
+      goto fail;
+    }
+    n->curl_init = true;
     if (pthread_create(&n->thread, NULL, notify_thread, n) != 0) {
       rc = MD_ERR;
       goto fail;
@@ -415,6 +464,7 @@ void notifier_free(notifier_t *n) {
   free(n->queue);
   free(n->secret);
   free(n->external_url);
+  if (n->curl_init) curl_global_cleanup();
   pthread_mutex_destroy(&n->mu);
   pthread_cond_destroy(&n->cv);
   free(n);

@@ -797,6 +797,43 @@ static void test_notify_retries_with_backoff(void **state) {
   receiver_stop(&refuse);
 }
 
+static void test_notify_dead_target_does_not_delay_others(void **state) {
+  fixture_t *f = *state;
+  receiver_t dead, ok;
+  receiver_start(&dead);
+  receiver_start(&ok);
+  for (int i = 0; i < MAX_REQ; i++) dead.codes[i] = 503;
+  char u1[64], u2[64];
+  snprintf(u1, sizeof u1, "http://127.0.0.1:%u", dead.port);
+  snprintf(u2, sizeof u2, "http://127.0.0.1:%u", ok.port);
+  const char *ams[] = {u1, u2}; /* the failing one first */
+  rules_options_t opt;
+  rules_options_default(&opt);
+  opt.alertmanagers = ams;
+  opt.n_alertmanagers = 2;
+  opt.notify_max_tries = 4;
+  opt.notify_backoff_ms = 150;
+  f->r = new_rules(f, &opt);
+  load_ok(f, five_alerts);
+  put(f, "m", "job", "a", T0, 1);
+  assert_int_equal(rules_eval_all(f->r, T0), 0);
+  wait_notifier_idle(f->r, 2);
+  assert_int_equal(receiver_count(&dead), 4);
+  assert_int_equal(receiver_count(&ok), 1);
+  /* Targets are served in parallel: the healthy one got the batch before the failing one's
+   * last retry (150 + 300 + 600 ms of backoff after its first try). */
+  assert_true(ok.at_ms[0] < dead.at_ms[3]);
+  rules_stats_t st;
+  rules_get_stats(f->r, &st);
+  assert_int_equal(st.notifications_sent, 1);
+  assert_int_equal(st.notifications_failed, 1);
+  assert_int_equal(st.notifications_dropped, 0);
+  rules_free(f->r);
+  f->r = NULL;
+  receiver_stop(&dead);
+  receiver_stop(&ok);
+}
+
 static void test_notify_bounded_queue_drops_oldest(void **state) {
   fixture_t *f = *state;
   /* A port nobody listens on: every try fails fast, and the backoff keeps the delivery
@@ -891,6 +928,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_template_errors_name_the_rule, setup, teardown),
       cmocka_unit_test_setup_teardown(test_notify_several_alertmanagers_batched, setup, teardown),
       cmocka_unit_test_setup_teardown(test_notify_retries_with_backoff, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_notify_dead_target_does_not_delay_others, setup, teardown),
       cmocka_unit_test_setup_teardown(test_notify_bounded_queue_drops_oldest, setup, teardown),
       cmocka_unit_test_setup_teardown(test_webhook_signed, setup, teardown),
   };
