@@ -317,6 +317,57 @@ static int vsel_cb(ev_t *ev, void *vctx, lset_t ls, const int64_t *ts, const dou
   return 0;
 }
 
+bool ev_smoothed_value(const int64_t *ts, const double *v, size_t n, int64_t t, bool counter, double *out) {
+  ptrdiff_t p = last_le(ts, n, t);
+  if (p >= 0 && ts[p] == t) {
+    *out = v[p];
+    return true;
+  }
+  size_t nx = (size_t)(p + 1);
+  if (p < 0 && nx >= n) return false;
+  if (p < 0) {
+    *out = v[nx];
+    return true;
+  }
+  if (nx >= n) {
+    *out = v[p];
+    return true;
+  }
+  double f = (double)(t - ts[p]) / (double)(ts[nx] - ts[p]);
+  if (counter && v[nx] < v[p]) *out = v[nx] * f;
+  else *out = v[p] + (v[nx] - v[p]) * f;
+  return true;
+}
+
+/* `x smoothed`: per step, the value interpolated at the step's time between the samples around
+ * it, within a lookback on either side; like a plain selector, nothing without a sample in the
+ * lookback before. Stale markers end the series as usual. */
+typedef struct ssel_ctx {
+  const grid_t *g;
+  const int64_t *teff;
+  value_t *out;
+} ssel_ctx_t;
+
+static int ssel_cb(ev_t *ev, void *vctx, lset_t ls, const int64_t *ts, const double *v, size_t n) {
+  ssel_ctx_t *c = vctx;
+  vser_t *s = NULL;
+  int64_t lb = ev->opt.lookback_ms;
+  for (size_t i = 0; i < c->g->n; i++) {
+    int64_t t = c->teff[i];
+    ptrdiff_t j = last_le(ts, n, t);
+    if (j < 0 || ts[j] <= t - lb || tsdb_is_stale_nan(v[j])) continue;
+    size_t hi = (size_t)j + 1;
+    if (hi < n && (ts[hi] > t + lb || tsdb_is_stale_nan(v[hi]))) hi = (size_t)j; /* no usable right neighbour */
+    else if (hi < n) hi++;
+    double val;
+    if (!ev_smoothed_value(ts + j, v + j, hi - (size_t)j, t, false, &val)) continue;
+    if (!s && !(s = ev_vec_add(ev, c->out, ls, false, c->g->n))) return fail_oom(ev);
+    s->v[i] = val;
+    s->ok[i] = 1;
+  }
+  return 0;
+}
+
 static int eval_vector_selector(ev_t *ev, const pql_node_t *n, const grid_t *g, value_t *out, bool want_ts) {
   int64_t *teff = arena_alloc(ev->a, g->n * sizeof *teff);
   if (!teff) return fail_oom(ev);
@@ -329,6 +380,10 @@ static int eval_vector_selector(ev_t *ev, const pql_node_t *n, const grid_t *g, 
     if (teff[i] > maxt) maxt = teff[i];
   }
   out->type = PT_VECTOR;
+  if (n->ext == EXT_SMOOTHED) {
+    ssel_ctx_t sc = {g, teff, out};
+    return select_series(ev, n, mint - ev->opt.lookback_ms + 1, maxt + ev->opt.lookback_ms, g->step, ssel_cb, &sc);
+  }
   vsel_ctx_t c = {g, teff, n->at != AT_NONE, want_ts, out};
   return select_series(ev, n, mint - ev->opt.lookback_ms + 1, maxt, g->step, vsel_cb, &c);
 }
@@ -380,6 +435,10 @@ static int eval_matrix_selector(ev_t *ev, const pql_node_t *n, const grid_t *g, 
     if (out->wend[i] > maxt) maxt = out->wend[i];
   }
   msel_ctx_t c = {out, 0};
+  out->ext = n->ext;
+  /* Extended windows look a lookback past their edges for the anchor / interpolation points. */
+  int64_t lb = ev->opt.lookback_ms;
+  if (n->ext) return select_series(ev, n, mint - range - lb + 1, maxt + (n->ext == EXT_SMOOTHED ? lb : 0), g->step, msel_cb, &c);
   return select_series(ev, n, mint - range + 1, maxt, g->step, msel_cb, &c);
 }
 

@@ -55,6 +55,8 @@ typedef struct value {
   size_t nms;
   int64_t range_ms;     /* PT_MATRIX: window (wend[i] - range, wend[i]] */
   int64_t *wend;
+  int ext;              /* PT_MATRIX from an anchored/smoothed selector: samples reach back a
+                         * lookback before each window (and, smoothed, a lookback after it) */
   bool ordered;         /* vector series are in a meaningful order (sort, topk) for 1 step */
 } value_t;
 
@@ -101,5 +103,9 @@ void fmt_float_plain(double v, char *buf, size_t n); /* Go FormatFloat(v, 'f', -
 /* Removes __name__ from series marked drop, then fails on series that became equal at the
  * same step; series equal but disjoint in time are merged. */
 int ev_drop_names(ev_t *ev, value_t *v, size_t nsteps);
+/* Value of a smoothed selector at t from samples ts/v: the sample at t, else linear
+ * interpolation between its neighbours (counter: across a reset the counter is taken to restart
+ * from 0 at the earlier one), else the one neighbour there is. False with no sample at all. */
+bool ev_smoothed_value(const int64_t *ts, const double *v, size_t n, int64_t t, bool counter, double *out);
 
 #endif

@@ -328,6 +328,55 @@ static bool range_fn(ev_t *ev, int id, const win_t *w, double *out, double **scr
   }
 }
 
+/* rate/increase/delta/changes/resets over an anchored or smoothed window (start, end] of the
+ * series' samples ts/v, which reach a lookback beyond the window. The window becomes a sequence
+ * of points: anchored, the last sample in the lookback before start (if any) and the samples
+ * in the window, of which there must be one; smoothed, the values interpolated at start and end
+ * around the samples inside, which needs data on both sides of the window's edges. No
+ * extrapolation: increase is last - first plus the counter resets' corrections. */
+static bool ext_range_fn(ev_t *ev, int id, int ext, const mser_t *s, int64_t start, int64_t end, int64_t range_ms,
+                         double *out) {
+  int64_t lb = ev->opt.lookback_ms;
+  size_t lo = first_gt(s->ts, s->n, start), hi = first_gt(s->ts, s->n, end);
+  double first, last;
+  const double *inner = s->v + lo;
+  size_t ninner = hi - lo;
+  bool counter = id == F_RATE || id == F_INCREASE;
+  if (ext == EXT_ANCHORED) {
+    if (ninner == 0) return false;
+    bool anchor = lo > 0 && s->ts[lo - 1] > start - lb;
+    first = anchor ? s->v[lo - 1] : inner[0];
+    last = inner[ninner - 1];
+    if (!anchor) inner++, ninner--;
+  } else {
+    size_t from = first_gt(s->ts, s->n, start - lb), to = first_gt(s->ts, s->n, end + lb);
+    if (from >= to || s->ts[from] > end || s->ts[to - 1] <= start) return false;
+    if (!ev_smoothed_value(s->ts + from, s->v + from, to - from, start, counter, &first) ||
+        !ev_smoothed_value(s->ts + from, s->v + from, to - from, end, counter, &last))
+      return false;
+    if (ninner && s->ts[hi - 1] == end) ninner--; /* the end point is that sample */
+  }
+  double prev = first, result = 0;
+  size_t changes = 0, resets = 0;
+  for (size_t i = 0; i <= ninner; i++) {
+    double cur = i < ninner ? inner[i] : last;
+    if (cur != prev && !(isnan(cur) && isnan(prev))) changes++;
+    if (cur < prev) {
+      resets++;
+      result += prev;
+    }
+    prev = cur;
+  }
+  switch (id) {
+  case F_INCREASE: *out = last - first + result; return true;
+  case F_RATE: *out = (last - first + result) / ((double)range_ms / 1000.0); return true;
+  case F_DELTA: *out = last - first; return true;
+  case F_CHANGES: *out = (double)changes; return true;
+  case F_RESETS: *out = (double)resets; return true;
+  default: return false;
+  }
+}
+
 static bool is_counter_name(const char *nm) {
   size_t l = strlen(nm);
   static const char *const suf[] = {"_total", "_sum", "_count", "_bucket"};
@@ -422,7 +471,8 @@ static int eval_range_fn(ev_t *ev, const pql_node_t *n, const grid_t *g, value_t
       win_t w = {s->ts + lo, s->v + lo, hi - lo, start, end, m.range_ms, p1.sc ? p1.sc[i] : 0, p2.sc ? p2.sc[i] : 0,
                    grid_t_at(g, i)};
       double v;
-      if (!range_fn(ev, id, &w, &v, &scratch, &scap)) continue;
+      if (m.ext ? !ext_range_fn(ev, id, m.ext, s, start, end, m.range_ms, &v) : !range_fn(ev, id, &w, &v, &scratch, &scap))
+        continue;
       if (!o) {
         if (!(o = ev_vec_add(ev, out, s->ls, keep_name ? s->drop : true, g->n))) return fail_oom(ev);
         if (counter_fn) {
@@ -1041,6 +1091,17 @@ int ev_call(ev_t *ev, const pql_node_t *n, const grid_t *g, value_t *out) {
   int id = n->func->id;
   int rc;
   memset(out, 0, sizeof *out);
+  /* Prometheus rejects misplaced extended selectors when evaluating, with these words. */
+  for (size_t i = 0; i < n->nargs; i++) {
+    const pql_node_t *a = n->args[i];
+    while (a->kind == N_PAREN) a = a->a;
+    if (a->kind != N_SEL || !a->is_matrix || !a->ext) continue;
+    if (a->ext == EXT_SMOOTHED && id != F_DELTA && id != F_INCREASE && id != F_RATE)
+      return ev_fail(ev, MD_EINVAL, "smoothed modifier can only be used with: delta, increase, rate - not with %s", n->func->name);
+    if (a->ext == EXT_ANCHORED && id != F_CHANGES && id != F_DELTA && id != F_INCREASE && id != F_RATE && id != F_RESETS)
+      return ev_fail(ev, MD_EINVAL, "anchored modifier can only be used with: changes, delta, increase, rate, resets - not with %s",
+                     n->func->name);
+  }
   switch (id) {
   case F_TIME:
   case F_PI:

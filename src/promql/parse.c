@@ -1018,7 +1018,7 @@ static pql_node_t *parse_postfix(parser_t *ps, pql_node_t *e) {
         continue;
       }
       if (!expect(ps, TK_RBR, "in range selector, expected \"]\"")) return NULL;
-      if (e->kind != N_SEL || e->is_matrix || e->has_offset || e->at) {
+      if (e->kind != N_SEL || e->is_matrix || e->has_offset || e->at || e->ext) {
         perr_at(ps, pos, e->kind == N_SEL ? "no offset or @ modifiers allowed before range"
                                           : "ranges only allowed for vector selectors");
         return NULL;
@@ -1027,6 +1027,17 @@ static pql_node_t *parse_postfix(parser_t *ps, pql_node_t *e) {
       e->range_ms = range;
       e->range_expr = range_expr;
       e->type = PT_MATRIX;
+      continue;
+    }
+    if ((tok_is(ps, "anchored") || tok_is(ps, "smoothed")) && e->kind == N_SEL) {
+      bool anchored = tok_is(ps, "anchored");
+      if (e->ext) { perr_at(ps, ps->tok.pos, "anchored and smoothed may be given once per selector"); return NULL; }
+      if (anchored && !e->is_matrix) {
+        perr_at(ps, ps->tok.pos, "anchored modifier can only be used with range vector selectors");
+        return NULL;
+      }
+      e->ext = anchored ? EXT_ANCHORED : EXT_SMOOTHED;
+      lex(ps);
       continue;
     }
     if (tok_is(ps, "offset")) {

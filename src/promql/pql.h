@@ -33,6 +33,9 @@ typedef enum {
 
 typedef enum { CARD_ONE_TO_ONE, CARD_MANY_TO_ONE, CARD_ONE_TO_MANY, CARD_MANY_TO_MANY } pql_card_t;
 typedef enum { AT_NONE = 0, AT_TS, AT_START, AT_END } pql_at_t;
+/* Prometheus 3.x's experimental extended selectors: `anchored` closes a window on the last
+ * sample at or before its start; `smoothed` interpolates values at both window edges. */
+enum { EXT_NONE = 0, EXT_ANCHORED, EXT_SMOOTHED };
 
 typedef struct pql_func {
   const char *name;
@@ -78,6 +81,7 @@ struct pql_node {
   bool has_offset;
   pql_at_t at;
   int64_t at_ms;
+  int ext;                 /* N_SEL: EXT_ANCHORED / EXT_SMOOTHED range modifier, 0 = none */
   /* Duration expressions that read the query's step() or range(): resolved per query by
    * pql_duration_eval; NULL when the duration is the constant in range_ms/step_ms/offset_ms. */
   pql_node_t *range_expr, *step_expr, *offset_expr;

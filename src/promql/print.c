@@ -125,6 +125,7 @@ static void print_selector(const pql_node_t *n, sb_t *out) {
     sb_putc(out, ']');
   }
   print_modifiers(n, out);
+  if (n->ext) sb_puts(out, n->ext == EXT_ANCHORED ? " anchored" : " smoothed");
 }
 
 static void print_binop_head(const pql_node_t *n, sb_t *out) {

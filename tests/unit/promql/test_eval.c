@@ -315,6 +315,32 @@ static void test_info_function(void **state) {
   promql_result_free(r);
 }
 
+/* anchored / smoothed windows: req_total{job="a"} is 10 per 15 s (0 at 0 s, 400 at 600 s). */
+static void test_extended_range_selectors(void **state) {
+  fixture_t *f = *state;
+  /* (547.5 s, 607.5 s]: anchor 360 (540 s), last 400 (600 s); no extrapolation. */
+  promql_result_t *r = instant(f, "t1", "increase(req_total{job=\"a\"}[1m] anchored)", 607500);
+  assert_true(only_value(r) == 40);
+  promql_result_free(r);
+  /* smoothed: 365 interpolated at 547.5 s, 400 held after the last sample at 607.5 s. */
+  r = instant(f, "t1", "increase(req_total{job=\"a\"}[1m] smoothed)", 607500);
+  assert_true(fabs(only_value(r) - 35) < 1e-9);
+  promql_result_free(r);
+  r = instant(f, "t1", "rate(req_total{job=\"a\"}[1m] smoothed)", 607500);
+  assert_true(fabs(only_value(r) - 35.0 / 60) < 1e-12);
+  promql_result_free(r);
+  r = instant(f, "t1", "changes(req_total{job=\"a\"}[1m] anchored)", 607500);
+  assert_true(only_value(r) == 4);
+  promql_result_free(r);
+  r = instant(f, "t1", "req_total{job=\"a\"} smoothed", 7500);
+  assert_true(fabs(only_value(r) - 5) < 1e-12);
+  promql_result_free(r);
+  char err[512];
+  const char *q = "max_over_time(req_total[1m] smoothed)";
+  assert_true(promql_query_instant(f->db, "t1", q, strlen(q), 600000, NULL, &r, err, sizeof err) < 0);
+  assert_string_equal(err, "smoothed modifier can only be used with: delta, increase, rate - not with max_over_time");
+}
+
 int main(void) {
   log_set_level(LOG_ERROR);
   const struct CMUnitTest tests[] = {
@@ -322,7 +348,7 @@ int main(void) {
       cmocka_unit_test(test_tenants_are_separate), cmocka_unit_test(test_range_query_and_json),
       cmocka_unit_test(test_execution_errors), cmocka_unit_test(test_limits_and_cancel),
       cmocka_unit_test(test_warnings), cmocka_unit_test(test_fill_and_duration_expressions),
-      cmocka_unit_test(test_info_function),
+      cmocka_unit_test(test_info_function), cmocka_unit_test(test_extended_range_selectors),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

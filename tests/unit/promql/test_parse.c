@@ -194,6 +194,10 @@ static void test_duration_expressions(void **state) {
       {"fill + fill_right(0) fill_right", "fill + fill_right (0) fill_right"},
       {"info(up, {data=~\".*\"})", "info(up, {data=~\".*\"})"},
       {"info(up)", "info(up)"},
+      {"rate(foo[5m] anchored)", "rate(foo[5m] anchored)"},
+      {"increase(foo[5m] offset 1m smoothed)", "increase(foo[5m] offset 1m smoothed)"},
+      {"foo @ 100 smoothed", "foo @ 100.000 smoothed"},
+      {"smoothed + anchored", "smoothed + anchored"},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     char got[1024];
@@ -218,6 +222,9 @@ static void test_duration_expressions(void **state) {
       {"a + fill(0) fill_left(1) b", "may not be set multiple times"},
       {"a + fill(b) c", "in fill modifier, expected number"},
       {"info(up, rate(x[5m]))", "expected label selectors as the second argument"},
+      {"foo anchored", "anchored modifier can only be used with range vector selectors"},
+      {"foo[1m] anchored smoothed", "once per selector"},
+      {"foo smoothed[1m]", "before range"},
       {"info(up, x offset 1m)", "expected label selectors as the second argument"},
       {"up + {data=~\".*\"}", "at least one non-empty matcher"},
   };
