@@ -258,9 +258,29 @@ int group_from_json(const json_t *obj, const char *file, const char *tenant, int
   }
   size_t i;
   json_t *ro;
+  /* Group labels (Prometheus 3): added to every rule's labels; a rule's own label of the
+   * same name wins. Merged into a copy of the rule so that validation is the rule's own. */
+  json_t *glabels = json_object_get(obj, "labels");
+  if (glabels && !json_is_null(glabels) && !json_is_object(glabels)) {
+    rc = md_error(err, errlen, MD_EINVAL, "%s: group %s: labels must be a map", file, name);
+    goto fail;
+  }
   json_array_foreach(rs, i, ro) {
     char rerr[512];
-    rc = rule_from_json(ro, &g->rules[g->nrules], rerr, sizeof rerr);
+    json_t *merged = NULL;
+    if (json_object_size(glabels) && json_is_object(ro)) {
+      merged = json_deep_copy(ro);
+      json_t *rl = json_object_get(merged, "labels");
+      if (merged && !rl) json_object_set_new(merged, "labels", rl = json_object());
+      if (!merged || !json_is_object(rl)) {
+        json_decref(merged);
+        merged = NULL; /* rule_from_json reports a bad 'labels' */
+      } else {
+        json_object_update_missing(rl, glabels);
+      }
+    }
+    rc = rule_from_json(merged ? merged : ro, &g->rules[g->nrules], rerr, sizeof rerr);
+    json_decref(merged);
     if (rc) {
       md_error(err, errlen, rc, "%s: group %s, rule %zu: %s", file, name, i + 1, rerr);
       goto fail;

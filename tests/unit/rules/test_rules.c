@@ -307,6 +307,28 @@ static void test_ordering_recording_then_alert(void **state) {
   assert_int_equal(st.evaluation_failures, 0);
 }
 
+static void test_group_labels(void **state) {
+  fixture_t *f = *state;
+  f->r = new_rules(f, NULL);
+  load_ok(f, "groups:\n"
+             "  - name: g\n"
+             "    labels: {team: db, tier: '2'}\n"
+             "    rules:\n"
+             "      - record: m:copy\n"
+             "        expr: m\n"
+             "      - alert: Up\n"
+             "        expr: m > 0\n"
+             "        labels: {tier: '1'}\n");
+  put(f, "m", "job", "a", T0, 1);
+  assert_int_equal(rules_eval_all(f->r, T0), 0);
+  tsdb_matcher_t m[] = {{TSDB_MATCH_EQ, "__name__", "m:copy"}, {TSDB_MATCH_EQ, "team", "db"}, {TSDB_MATCH_EQ, "tier", "2"}};
+  assert_true(value_at(f, m, 3, T0) == 1);
+  alert_t *a = find_alert(f->r, "Up", NULL, NULL);
+  assert_non_null(a);
+  assert_string_equal(label(a, "team"), "db");
+  assert_string_equal(label(a, "tier"), "1"); /* the rule's own label wins */
+}
+
 static void test_group_limit(void **state) {
   fixture_t *f = *state;
   f->r = new_rules(f, NULL);
@@ -919,6 +941,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_for_pending_firing_resolved, setup, teardown),
       cmocka_unit_test_setup_teardown(test_keep_firing_for, setup, teardown),
       cmocka_unit_test_setup_teardown(test_ordering_recording_then_alert, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_group_labels, setup, teardown),
       cmocka_unit_test_setup_teardown(test_group_limit, setup, teardown),
       cmocka_unit_test_setup_teardown(test_query_offset, setup, teardown),
       cmocka_unit_test_setup_teardown(test_failures_do_not_stop_the_loop, setup, teardown),
