@@ -6,6 +6,7 @@ sections against the real binary and checks shapes and values; then checks what 
 examples leave implicit: aggregated export values computed from storage, filters, tenants,
 formats, cursor pagination, and trends decided by the Mann-Kendall test on known series.
 """
+import http.server
 import json
 import math
 import os
@@ -15,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 
@@ -37,9 +39,9 @@ def check(cond, what):
 class Server:
     """mdtest.Server (the foundation's helper) behind the small interface this test uses."""
 
-    def __init__(self, extra_args=()):
+    def __init__(self, extra_args=(), config=None):
         try:
-            self.s = mdtest.Server(args=list(extra_args))
+            self.s = mdtest.Server(args=list(extra_args), config=config)
             self.s.start()
         except mdtest.Skip as e:
             print('skipping: %s' % e)
@@ -128,12 +130,21 @@ def main():
         run(srv)
     finally:
         srv.stop()
+    # a scrape target for the restart phase: aggregates work on scraped data too
+    target = http.server.ThreadingHTTPServer(('127.0.0.1', 0), ScrapeTarget)
+    target.daemon_threads = True
+    threading.Thread(target=target.serve_forever, daemon=True).start()
+    job = {"job_name": "seedscrape", "scrape_interval": "1s", "scrape_timeout": "900ms",
+           "static_configs": [{"targets": ["127.0.0.1:%d" % target.server_address[1]]}]}
     srv = Server(extra_args=['--set', 'track.flush_interval=1s',
-                             '--set', 'aggregation.types=avg,sum,min,max,count,last'])
+                             '--set', 'aggregation.types=avg,sum,min,max,count,last'],
+                 config='scrape_configs: %s\n' % json.dumps([job]))
     try:
         run_restart(srv)
     finally:
         srv.stop()
+        target.shutdown()
+        target.server_close()
     srv = Server(extra_args=['--set', 'server.auth_keys=key-a:ta:read+write,key-b:tb:read+write'])
     try:
         run_auth(srv)
@@ -597,6 +608,25 @@ def run_prometheus(srv):
                 sys.stderr.write('---- prometheus log (tail) ----\n%s\n' % f.read()[-3000:].decode('utf-8', 'replace'))
 
 
+class ScrapeTarget(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = b'# TYPE scraped_temp_celsius gauge\nscraped_temp_celsius{room="r1"} 21.5\n'
+        self.send_response(200)
+        self.send_header('Content-Type', 'text/plain; version=0.0.4')
+        self.send_header('Content-Length', str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def scraped_aggregates(srv):
+    st, _, text = srv.get('/metrics?aggregated=true&window=1h&name=scraped_temp_celsius')
+    a, _ = parse_exposition(text) if st == 200 else ({}, {})
+    return a
+
+
 def run_restart(srv):
     """Window aggregates, series and trends come from storage: the same answers after a
     clean restart (SIGTERM) and after a crash (SIGKILL, WAL replay)."""
@@ -645,6 +675,18 @@ def run_restart(srv):
     ra = a0.get(('restart_latency_seconds_avg', lab(k='h', suite='restart')))
     check(ra is not None and abs(ra - 0.25) < 1e-9, 'restart: histogram average 0.25: %r' % ra)
     check(len(s0) >= 2 and t0.get('data_points'), 'restart: series and trend before: %r %r' % (s0[:2], t0))
+    # scraped data: wait for two scrapes, then the window aggregates of the target's gauge
+    deadline, sa = time.time() + 30, {}
+    while time.time() < deadline:
+        sa = scraped_aggregates(srv)
+        if any(n == 'scraped_temp_celsius_count' and v >= 2 for (n, _), v in sa.items()):
+            break
+        time.sleep(0.5)
+    sc = [v for (n, _), v in sa.items() if n == 'scraped_temp_celsius_count']
+    check(sc and sc[0] >= 2 and [v for (n, _), v in sa.items() if n == 'scraped_temp_celsius_avg'] == [21.5],
+          'aggregates of scraped data: %r' % sa)
+    check(any(n == 'scraped_temp_celsius_avg' and ('job', 'seedscrape') in l for (n, l) in sa),
+          'scraped series carry the job label: %r' % list(sa))
     for how, sig in (('SIGTERM', signal.SIGTERM), ('SIGKILL', signal.SIGKILL)):
         code, _ = srv.s.stop(sig=sig)
         if sig == signal.SIGTERM:
@@ -654,6 +696,10 @@ def run_restart(srv):
         check(a1 == a0, 'aggregates after %s restart: %r vs %r' % (how, sorted(a1.items()), sorted(a0.items())))
         check(s1 == s0, 'series after %s restart' % how)
         check(t1 == t0, 'trend after %s restart: %r vs %r' % (how, t1, t0))
+        sa1 = scraped_aggregates(srv)
+        check([v for (n, _), v in sa1.items() if n == 'scraped_temp_celsius_avg'] == [21.5] and
+              [v for (n, _), v in sa1.items() if n == 'scraped_temp_celsius_count'][0] >= sc[0],
+              'scraped aggregates after %s restart: %r' % (how, sa1))
 
 
 def run_auth(srv):
