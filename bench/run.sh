@@ -5,6 +5,7 @@
 #   bench/run.sh [BUILD_DIR]
 #   BENCH_HOSTS=200 BENCH_HOURS=1 bench/run.sh     smaller dataset
 #   BENCH_PEERS=0 bench/run.sh                      microbenchmarks only
+#   BENCH_QUERY_HOSTS=200 bench/run.sh              smaller PromQL query benchmark (default 600 hosts)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${1:-build}
@@ -21,8 +22,19 @@ for b in bench_chunk bench_block bench_tsdb bench_ingest bench_promql bench_expo
   fi
 done
 
-SHARED=../shared/bench
 if [ "${BENCH_PEERS:-1}" = 0 ]; then exit 0; fi
+
+# PromQL query latency (issue 5): metricsd, VictoriaMetrics and Prometheus on one dataset
+# (gen.py's model + a classic histogram), one run, ratios in promql.md.
+if command -v victoria-metrics >/dev/null && command -v prometheus >/dev/null && command -v promtool >/dev/null; then
+  echo "== PromQL queries: metricsd, VictoriaMetrics, Prometheus (${BENCH_QUERY_HOSTS:-600} hosts, ${HOURS} h)"
+  python3 bench/promql_bench.py --bin "$BUILD/metricsd" --hosts "${BENCH_QUERY_HOSTS:-600}" --hours "$HOURS" \
+    --reps "${BENCH_QUERY_REPS:-7}" --out "$OUT" || echo "promql_bench.py failed"
+else
+  echo "== PromQL queries skipped: victoria-metrics, prometheus and promtool are needed"
+fi
+
+SHARED=../shared/bench
 if [ ! -d "$SHARED" ]; then
   echo "== peer harness skipped: $SHARED is absent"
   exit 0

@@ -806,6 +806,44 @@ def test_api():
         if a.json().get("data") != b.json().get("data"):
             problems.append("format_query %r: ours %r, prometheus %r" % (q, a.json().get("data"), b.json().get("data")))
 
+    # Status pages: the keys Prometheus answers (Grafana and promtool read them).
+    for path in ("/api/v1/status/runtimeinfo", "/api/v1/status/tsdb", "/api/v1/status/flags",
+                 "/api/v1/status/config"):
+        a, b = both(path)
+        da, db = a.json().get("data"), b.json().get("data")
+        if a.status != 200 or not isinstance(da, dict):
+            problems.append("%s: %s %s" % (path, a.status, a.text[:200]))
+            continue
+        if path.endswith("flags"):
+            if not all(isinstance(v, str) for v in da.values()):
+                problems.append("%s: flag values must be strings: %s" % (path, da))
+            continue
+        missing = set(db) - set(da)
+        if missing:
+            problems.append("%s lacks %s" % (path, sorted(missing)))
+        if path.endswith("tsdb"):
+            if set(db["headStats"]) - set(da.get("headStats", {})):
+                problems.append("status/tsdb headStats lacks %s" % sorted(set(db["headStats"]) - set(da["headStats"])))
+            top = da.get("seriesCountByMetricName") or [{}]
+            if set(top[0]) != {"name", "value"} or top[0]["name"] != "http_request_duration_seconds_bucket" or top[0]["value"] != HOSTS * len(HANDLERS) * len(LE):
+                problems.append("status/tsdb seriesCountByMetricName: %s" % top[:2])
+    a, b = both("/federate", {"match[]": "node_load1"})
+    if a.status != b.status or not a.header("content-type", "").startswith("text/plain"):
+        problems.append("federate: %s %s vs prometheus %s" % (a.status, a.header("content-type"), b.status))
+
+    # limit (Prometheus >= 2.49, so checked on metricsd alone): that many results and a warning.
+    for path, params in [("/api/v1/series", {"match[]": "node_load1", "limit": "3"}),
+                         ("/api/v1/labels", {"limit": "2"}), ("/api/v1/label/instance/values", {"limit": "5"})]:
+        full = md.get(path, dict((k, v) for k, v in params.items() if k != "limit")).json()
+        r = md.get(path, params).json()
+        n = int(params["limit"])
+        if len(r.get("data", [])) != n or r.get("warnings") != ["results truncated due to limit"] or \
+                any(x not in full["data"] for x in r["data"]):
+            problems.append("limit %s %s: %s" % (path, params, json.dumps(r)[:300]))
+        r = md.get(path, dict(params, limit=str(len(full["data"])))).json()
+        if r.get("warnings") or len(r["data"]) != len(full["data"]):
+            problems.append("limit = result size %s: %s" % (path, json.dumps(r)[:300]))
+
     # Errors: status code and errorType agree with Prometheus.
     errors = [
         ("/api/v1/query", {"query": "sum("}),
