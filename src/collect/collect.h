@@ -44,9 +44,10 @@ typedef struct collect_host_options {
   bool processes;  /* node_processes_pids/threads */
   bool uname;      /* node_uname_info */
   bool time;       /* node_time_seconds */
-  /* Longest wait for one mount point's statvfs (default 5000, node_exporter's mount-timeout).
-   * One that does not answer is reported as node_filesystem_device_error 1 and not asked
-   * again until its call returns. 0: call statvfs directly (it may block the round). */
+  /* Longest wait for the mount points' statvfs calls, made in parallel (default 5000,
+   * node_exporter's mount-timeout). One that does not answer is reported as
+   * node_filesystem_device_error 1 and not asked again until its call returns. 0: call
+   * statvfs directly, one after the other (a hung mount then blocks the round). */
   int64_t filesystem_timeout_ms;
 } collect_host_options_t;
 

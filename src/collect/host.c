@@ -9,7 +9,8 @@
  *
  * A statvfs on a dead NFS server or a failing disk can block for ever, so (like
  * node_exporter's --collector.filesystem.mount-timeout) each one runs on a short-lived helper
- * thread and the round waits at most filesystem_timeout_ms: a mount point that does not
+ * thread, all started at once, and the round waits for them at most filesystem_timeout_ms
+ * in all: a mount point that does not
  * answer is reported with node_filesystem_device_error 1 and is not asked again until its
  * pending call returns. The helper may outlive the round and the collector, so the set of
  * stuck mount points and each call's state are reference counted.
@@ -674,20 +675,20 @@ static void *stat_helper(void *arg) {
   return NULL;
 }
 
-/* statvfs(path) waiting at most timeout_ms. Returns 0, -1 (the call failed), MD_ECANCELED
- * (timed out: mnt is now stuck) or MD_ENOMEM. */
-static int statvfs_bounded(collect_host_t *h, const char *path, const char *mnt, struct statvfs *st) {
-  int64_t timeout_ms = h->opt.filesystem_timeout_ms;
-  if (timeout_ms <= 0) return h->statvfs_fn(path, st) == 0 ? 0 : -1;
+/* Starts statvfs(path) on a helper thread. NULL with *direct set to the outcome (0 or -1)
+ * when no thread could be started and the call was made here instead; NULL with *direct =
+ * MD_ENOMEM on allocation failure. */
+static stat_call_t *stat_start(collect_host_t *h, const char *path, const char *mnt, struct statvfs *st,
+                               int *direct) {
   stat_call_t *c = calloc(1, sizeof *c);
-  if (!c) return MD_ENOMEM;
-  c->path = strdup(path);
-  c->mount = strdup(mnt);
-  if (!c->path || !c->mount) {
+  if (c && (!(c->path = strdup(path)) || !(c->mount = strdup(mnt)))) {
     free(c->path);
-    free(c->mount);
     free(c);
-    return MD_ENOMEM;
+    c = NULL;
+  }
+  if (!c) {
+    *direct = MD_ENOMEM;
+    return NULL;
   }
   pthread_mutex_init(&c->mu, NULL);
   pthread_condattr_t ca;
@@ -711,19 +712,18 @@ static int statvfs_bounded(collect_host_t *h, const char *path, const char *mnt,
   if (trc != 0) { /* no thread to spare: ask directly rather than not at all */
     c->refs = 1;
     stat_call_unref(c);
-    return h->statvfs_fn(path, st) == 0 ? 0 : -1;
+    *direct = h->statvfs_fn(path, st) == 0 ? 0 : -1;
+    return NULL;
   }
-  struct timespec dl;
-  clock_gettime(CLOCK_MONOTONIC, &dl);
-  dl.tv_sec += timeout_ms / 1000;
-  dl.tv_nsec += (timeout_ms % 1000) * 1000000L;
-  if (dl.tv_nsec >= 1000000000L) {
-    dl.tv_sec++;
-    dl.tv_nsec -= 1000000000L;
-  }
+  return c;
+}
+
+/* Waits for c until the monotonic deadline dl and drops the round's reference. Returns 0
+ * (filled *st), -1 (the call failed) or MD_ECANCELED (timed out: its mount is now stuck). */
+static int stat_finish(collect_host_t *h, stat_call_t *c, const struct timespec *dl, struct statvfs *st) {
   int rc = 0;
   pthread_mutex_lock(&c->mu);
-  while (!c->done && pthread_cond_timedwait(&c->cv, &c->mu, &dl) != ETIMEDOUT) {
+  while (!c->done && pthread_cond_timedwait(&c->cv, &c->mu, dl) != ETIMEDOUT) {
   }
   if (c->done) {
     rc = c->rc == 0 ? 0 : -1;
@@ -743,25 +743,35 @@ static int statvfs_bounded(collect_host_t *h, const char *path, const char *mnt,
         s->cap = nc;
       }
     }
-    char *m = s->n < s->cap ? strdup(mnt) : NULL;
+    char *m = s->n < s->cap ? strdup(c->mount) : NULL;
     if (m) s->mounts[s->n++] = m;
     pthread_mutex_unlock(&s->mu);
+    log_warn("host collector: statvfs(%s) did not answer in %lld ms; reported as device_error until it does",
+             c->mount, (long long)h->opt.filesystem_timeout_ms);
   }
   pthread_mutex_unlock(&c->mu);
   stat_call_unref(c);
-  if (rc == MD_ECANCELED)
-    log_warn("host collector: statvfs(%s) did not answer in %lld ms; reported as device_error until it does",
-             mnt, (long long)timeout_ms);
   return rc;
 }
 
+/* One mount point of a round. */
+typedef struct fs_entry {
+  char *dev, *mnt, *fstype; /* into h->buf */
+  bool ro;
+  stat_call_t *call; /* pending, or NULL when rc is known */
+  int rc;            /* 0 ok, else device error */
+  struct statvfs st;
+} fs_entry_t;
+
+/* Two passes: every mount point's statvfs is started (in parallel, on helpers), then all are
+ * awaited against one deadline, so hung mounts cost one timeout per round, not one each. */
 static int gather_filesystems(collect_host_t *h, tsdb_batch_t *b, int64_t ts) {
   char *cur = h->buf.buf, *line;
   size_t len;
-  /* A mount point can be listed twice (bind mounts, containers): report it once. */
-  char **seen = NULL;
-  size_t nseen = 0, capseen = 0;
+  fs_entry_t *e = NULL;
+  size_t n = 0, cap = 0;
   int rc = 0;
+  bool bounded = h->opt.filesystem_timeout_ms > 0;
   while (rc == 0 && (line = next_line(&cur, &len))) {
     char *save = NULL;
     char *dev = strtok_r(line, " ", &save);
@@ -773,54 +783,73 @@ static int gather_filesystems(collect_host_t *h, tsdb_batch_t *b, int64_t ts) {
     unescape_octal(mnt);
     if (fs_type_excluded(fstype)) continue;
     if (mount_excluded(mnt)) continue;
+    /* A mount point can be listed twice (bind mounts, containers): report it once. */
     bool dup = false;
-    for (size_t i = 0; i < nseen && !dup; i++)
-      dup = strcmp(seen[i], mnt) == 0;
+    for (size_t i = 0; i < n && !dup; i++)
+      dup = strcmp(e[i].mnt, mnt) == 0;
     if (dup) continue;
-    if (nseen == capseen) {
-      size_t nc = capseen ? capseen * 2 : 16;
-      char **np = realloc(seen, nc * sizeof *np);
-      if (!np) {
+    if (n == cap) {
+      size_t nc = cap ? cap * 2 : 16;
+      fs_entry_t *ne = realloc(e, nc * sizeof *ne);
+      if (!ne) {
         rc = MD_ENOMEM;
         break;
       }
-      seen = np;
-      capseen = nc;
+      e = ne;
+      cap = nc;
     }
-    seen[nseen++] = mnt; /* points into h->buf, stable during this loop */
-
-    tsdb_label_t l[3] = {{"device", dev}, {"fstype", fstype}, {"mountpoint", mnt}};
-    bool ro = opts && (strncmp(opts, "ro,", 3) == 0 || strcmp(opts, "ro") == 0);
-    struct statvfs st;
-    int sr = -1;
-    if (!stuck_has(h->stuck, mnt)) { /* a stuck one is not asked again until it answers */
-      sb_t p = {0};
-      sb_puts(&p, h->root);
-      sb_puts(&p, mnt);
-      sr = p.oom ? MD_ENOMEM : statvfs_bounded(h, p.buf, mnt, &st);
-      sb_free(&p);
-      if (sr == MD_ENOMEM) {
-        rc = sr;
-        break;
-      }
-    }
-    if (sr != 0) {
+    fs_entry_t *f = &e[n++];
+    memset(f, 0, sizeof *f);
+    f->dev = dev;
+    f->mnt = mnt;
+    f->fstype = fstype;
+    f->ro = opts && (strncmp(opts, "ro,", 3) == 0 || strcmp(opts, "ro") == 0);
+    f->rc = -1;
+    if (stuck_has(h->stuck, mnt)) continue; /* not asked again until its call returns */
+    sb_t p = {0};
+    sb_puts(&p, h->root);
+    sb_puts(&p, mnt);
+    if (p.oom)
+      rc = MD_ENOMEM;
+    else if (bounded)
+      f->call = stat_start(h, p.buf, mnt, &f->st, &f->rc);
+    else
+      f->rc = h->statvfs_fn(p.buf, &f->st) == 0 ? 0 : -1;
+    sb_free(&p);
+    if (!f->call && f->rc == MD_ENOMEM) rc = MD_ENOMEM;
+  }
+  struct timespec dl;
+  clock_gettime(CLOCK_MONOTONIC, &dl);
+  int64_t tmo = h->opt.filesystem_timeout_ms;
+  dl.tv_sec += tmo / 1000;
+  dl.tv_nsec += (tmo % 1000) * 1000000L;
+  if (dl.tv_nsec >= 1000000000L) {
+    dl.tv_sec++;
+    dl.tv_nsec -= 1000000000L;
+  }
+  /* Every started call is awaited (or given up on), also when the round fails. */
+  for (size_t i = 0; i < n; i++)
+    if (e[i].call) e[i].rc = stat_finish(h, e[i].call, &dl, &e[i].st);
+  for (size_t i = 0; i < n && rc == 0; i++) {
+    const fs_entry_t *f = &e[i];
+    tsdb_label_t l[3] = {{"device", f->dev}, {"fstype", f->fstype}, {"mountpoint", f->mnt}};
+    if (f->rc != 0) {
       rc = collect_emit(b, h->job, h->instance, "node_filesystem_device_error", l, 3, ts, 1);
       continue;
     }
-    double bs = (double)st.f_frsize;
+    double bs = (double)f->st.f_frsize;
 #define FS(name, v)                                                                                          \
   if (rc == 0) rc = collect_emit(b, h->job, h->instance, name, l, 3, ts, (v))
     FS("node_filesystem_device_error", 0);
-    FS("node_filesystem_size_bytes", (double)st.f_blocks * bs);
-    FS("node_filesystem_free_bytes", (double)st.f_bfree * bs);
-    FS("node_filesystem_avail_bytes", (double)st.f_bavail * bs);
-    FS("node_filesystem_files", (double)st.f_files);
-    FS("node_filesystem_files_free", (double)st.f_ffree);
-    FS("node_filesystem_readonly", (ro || (st.f_flag & ST_RDONLY)) ? 1 : 0);
+    FS("node_filesystem_size_bytes", (double)f->st.f_blocks * bs);
+    FS("node_filesystem_free_bytes", (double)f->st.f_bfree * bs);
+    FS("node_filesystem_avail_bytes", (double)f->st.f_bavail * bs);
+    FS("node_filesystem_files", (double)f->st.f_files);
+    FS("node_filesystem_files_free", (double)f->st.f_ffree);
+    FS("node_filesystem_readonly", (f->ro || (f->st.f_flag & ST_RDONLY)) ? 1 : 0);
 #undef FS
   }
-  free(seen);
+  free(e);
   return rc;
 }
 

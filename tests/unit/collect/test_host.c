@@ -273,6 +273,39 @@ static void test_stuck_mount(void **state) {
   usleep(50 * 1000); /* the helper frees its state after the call */
 }
 
+/* Every mount hangs: they are waited for together, one timeout for the round. */
+static atomic_int hang_started, hang_done;
+static int hang_statvfs(const char *path, struct statvfs *st) {
+  atomic_fetch_add(&hang_started, 1);
+  usleep(1000 * 1000);
+  int rc = statvfs(path, st);
+  atomic_fetch_add(&hang_done, 1);
+  return rc;
+}
+
+static void test_stuck_mounts_wait_together(void **state) {
+  collect_host_options_t opt;
+  collect_host_options_default(&opt);
+  opt.filesystem_timeout_ms = 400;
+  collect_host_t *h = fixture_host(&opt);
+  collect_host_set_statvfs(h, hang_statvfs);
+  tsdb_batch_t *b = tsdb_batch_new();
+  int64_t t0 = md_mono_ns();
+  assert_int_equal(collect_host_gather(h, b, 1000, NULL), 0);
+  int64_t ms = (md_mono_ns() - t0) / 1000000;
+  /* Three mount points (/, /data, /missing): one after the other would take 1.2 s. */
+  assert_int_equal(atomic_load(&hang_started), 3);
+  if (ms >= 750) fprintf(stderr, "round took %lld ms\n", (long long)ms);
+  assert_true(ms < 750);
+  assert_int_equal(bu_find(b, NULL, "node_filesystem_device_error", NULL), 3);
+  assert_int_equal(bu_count_prefix(b, "node_filesystem_size"), 0);
+  collect_host_free(h);
+  tsdb_batch_free(b);
+  for (int waited = 0; waited < 5000 && atomic_load(&hang_done) < 3; waited += 20)
+    usleep(20 * 1000);
+  usleep(50 * 1000);
+}
+
 static void test_bad_root_and_missing_files(void **state) {
   collect_host_options_t opt;
   collect_host_options_default(&opt);
@@ -327,8 +360,11 @@ int main(void) {
   const char *src = getenv("SOURCE_DIR");
   snprintf(fixture, sizeof fixture, "%s/tests/fixtures/proc", src ? src : ".");
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_fixture_values), cmocka_unit_test(test_parts_switch_off),
-      cmocka_unit_test(test_stuck_mount),    cmocka_unit_test(test_bad_root_and_missing_files),
+      cmocka_unit_test(test_fixture_values),
+      cmocka_unit_test(test_parts_switch_off),
+      cmocka_unit_test(test_stuck_mount),
+      cmocka_unit_test(test_stuck_mounts_wait_together),
+      cmocka_unit_test(test_bad_root_and_missing_files),
       cmocka_unit_test(test_live_machine),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
