@@ -109,12 +109,18 @@ void lset_format(const lset_t *ls, sb_t *out) {
   sb_putc(out, '}');
 }
 
+/* __type__ and __unit__ (Prometheus 3.x type-and-unit labels) describe the metric name and
+ * go wherever it goes: dropped with it, ignored by matching like it. */
+static bool is_name_label(const char *nm) {
+  return nm[0] == '_' && nm[1] == '_' && (!strcmp(nm, "__name__") || !strcmp(nm, "__type__") || !strcmp(nm, "__unit__"));
+}
+
 lset_t lset_without_name(ev_t *ev, const lset_t *ls) {
   lset_t r = {0};
   r.l = arena_alloc(ev->a, (ls->n + 1) * sizeof *r.l);
   if (!r.l) return r;
   for (size_t i = 0; i < ls->n; i++)
-    if (strcmp(ls->l[i].name, "__name__")) r.l[r.n++] = ls->l[i];
+    if (!is_name_label(ls->l[i].name)) r.l[r.n++] = ls->l[i];
   return r;
 }
 
@@ -571,7 +577,7 @@ static uint64_t sig_hash(const lset_t *ls, const pql_node_t *n) {
   for (size_t i = 0; i < ls->n; i++) {
     const char *nm = ls->l[i].name;
     bool use = n->on ? in_list(nm, n->mlabels, n->nmlabels)
-                     : (strcmp(nm, "__name__") && !in_list(nm, n->mlabels, n->nmlabels));
+                     : (!is_name_label(nm) && !in_list(nm, n->mlabels, n->nmlabels));
     if (!use) continue;
     h = md_hash_mix(h, md_hash64(nm, strlen(nm), 1));
     h = md_hash_mix(h, md_hash64(ls->l[i].value, strlen(ls->l[i].value), 2));
@@ -585,7 +591,7 @@ static void sig_format(const lset_t *ls, const pql_node_t *n, sb_t *out) {
   for (size_t i = 0; i < ls->n; i++) {
     const char *nm = ls->l[i].name;
     bool use = n->on ? in_list(nm, n->mlabels, n->nmlabels)
-                     : (strcmp(nm, "__name__") && !in_list(nm, n->mlabels, n->nmlabels));
+                     : (!is_name_label(nm) && !in_list(nm, n->mlabels, n->nmlabels));
     if (!use) continue;
     if (!first) sb_puts(out, ", ");
     first = false;
@@ -750,7 +756,7 @@ static lset_t sig_labels(ev_t *ev, const lset_t *ls, const pql_node_t *n) {
   for (size_t i = 0; i < ls->n; i++) {
     const char *nm = ls->l[i].name;
     bool use = n->on ? in_list(nm, n->mlabels, n->nmlabels)
-                     : (strcmp(nm, "__name__") && !in_list(nm, n->mlabels, n->nmlabels));
+                     : (!is_name_label(nm) && !in_list(nm, n->mlabels, n->nmlabels));
     if (use) o.l[o.n++] = ls->l[i];
   }
   return o;
@@ -886,7 +892,7 @@ static lset_t group_labels(ev_t *ev, const pql_node_t *n, const lset_t *ls) {
   for (size_t i = 0; i < ls->n; i++) {
     const char *nm = ls->l[i].name;
     bool in = in_list(nm, n->grouping, n->ngrouping);
-    if (n->without ? (in || !strcmp(nm, "__name__")) : !in) continue;
+    if (n->without ? (in || is_name_label(nm)) : !in) continue;
     o.l[o.n++] = ls->l[i];
   }
   return o;

@@ -341,6 +341,27 @@ static void test_extended_range_selectors(void **state) {
   assert_string_equal(err, "smoothed modifier can only be used with: delta, increase, rate - not with max_over_time");
 }
 
+/* __type__/__unit__ go with __name__: dropped where it is dropped, ignored by matching. */
+static void test_type_and_unit_labels(void **state) {
+  fixture_t *f = *state;
+  add_series(f->db, "t4", "m", "__type__", "counter", 41, 0, 1);
+  add_series(f->db, "t4", "n", "__type__", "gauge", 41, 0, 2);
+  promql_result_t *r = instant(f, "t4", "m", 600000);
+  size_t nl;
+  promql_result_labels(r, 0, &nl);
+  assert_int_equal(nl, 2);
+  promql_result_free(r);
+  r = instant(f, "t4", "-m", 600000);
+  promql_result_labels(r, 0, &nl);
+  assert_int_equal(nl, 0);
+  assert_true(only_value(r) == -40);
+  promql_result_free(r);
+  /* The two differ only in name and type, so they match one-to-one. */
+  r = instant(f, "t4", "n / m", 600000);
+  assert_true(only_value(r) == 2);
+  promql_result_free(r);
+}
+
 int main(void) {
   log_set_level(LOG_ERROR);
   const struct CMUnitTest tests[] = {
@@ -349,6 +370,7 @@ int main(void) {
       cmocka_unit_test(test_execution_errors), cmocka_unit_test(test_limits_and_cancel),
       cmocka_unit_test(test_warnings), cmocka_unit_test(test_fill_and_duration_expressions),
       cmocka_unit_test(test_info_function), cmocka_unit_test(test_extended_range_selectors),
+      cmocka_unit_test(test_type_and_unit_labels),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
