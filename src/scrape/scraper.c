@@ -40,12 +40,13 @@ static const char ACCEPT[] =
 int scrape_worker_init(scrape_worker_t *w, const atomic_bool *stopping) {
   memset(w, 0, sizeof *w);
   w->stopping = stopping;
-  w->curl = curl_easy_init();
+  /* The curl handle comes with the first fetch: a worker made only to write staleness
+   * markers for a removed target never needs one. */
   w->parsed = tsdb_batch_new();
   w->out = tsdb_batch_new();
   w->old = tsdb_batch_new();
   w->ls = scrape_labels_new();
-  if (!w->curl || !w->parsed || !w->out || !w->old || !w->ls) {
+  if (!w->parsed || !w->out || !w->old || !w->ls) {
     scrape_worker_destroy(w);
     return MD_ENOMEM;
   }
@@ -113,6 +114,8 @@ static int on_progress(void *ctx, curl_off_t dt, curl_off_t dn, curl_off_t ut, c
 /* Fetches t's URL into w->body. Returns 0 or fills err. */
 static int fetch(scrape_worker_t *w, const scrape_target_t *t, const scrape_job_t *j, bool *openmetrics,
                  char *err, size_t errlen) {
+  if (!w->curl && !(w->curl = curl_easy_init()))
+    return md_error(err, errlen, MD_ENOMEM, "cannot create a curl handle");
   CURL *c = w->curl;
   curl_easy_reset(c);
   sb_reset(&w->body);
