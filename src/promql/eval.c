@@ -918,6 +918,43 @@ static int cmp_asc_nan_last(const void *a, const void *b) {
   return x->idx < y->idx ? -1 : x->idx > y->idx;
 }
 
+/* Label names are UTF-8 in Prometheus 3.x: any valid, non-empty UTF-8 string. */
+static bool utf8_valid(const char *s, size_t n) {
+  const unsigned char *p = (const unsigned char *)s;
+  for (size_t i = 0; i < n;) {
+    unsigned c = p[i];
+    size_t len;
+    uint32_t cp;
+    if (c < 0x80) { i++; continue; }
+    if (c >= 0xC2 && c <= 0xDF) len = 2, cp = c & 0x1F;
+    else if (c >= 0xE0 && c <= 0xEF) len = 3, cp = c & 0x0F;
+    else if (c >= 0xF0 && c <= 0xF4) len = 4, cp = c & 0x07;
+    else return false;
+    if (i + len > n) return false;
+    for (size_t k = 1; k < len; k++) {
+      if ((p[i + k] & 0xC0) != 0x80) return false;
+      cp = (cp << 6) | (p[i + k] & 0x3F);
+    }
+    if ((len == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) || (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)))
+      return false;
+    i += len;
+  }
+  return true;
+}
+
+/* Go's %q for an error message: printable ASCII as is, bytes outside it as \xNN. */
+static void go_quote(const char *s, sb_t *out) {
+  sb_putc(out, '"');
+  for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+    if (*p == '"' || *p == '\\') sb_printf(out, "\\%c", *p);
+    else if (*p >= 0x20 && *p < 0x7F) sb_putc(out, (char)*p);
+    else if (*p == '\n') sb_puts(out, "\\n");
+    else if (*p == '\t') sb_puts(out, "\\t");
+    else sb_printf(out, "\\x%02x", *p);
+  }
+  sb_putc(out, '"');
+}
+
 static int eval_aggregate(ev_t *ev, const pql_node_t *n, const grid_t *g, value_t *out) {
   value_t in = {0}, par = {0};
   int rc = ev_eval(ev, n->a, g, &in);
@@ -998,10 +1035,13 @@ static int eval_aggregate(ev_t *ev, const pql_node_t *n, const grid_t *g, value_
   }
   if (op == AGG_COUNT_VALUES) {
     const char *lname = par.str;
-    if (!lname || !*lname) return ev_fail(ev, MD_ERR, "invalid label name \"%s\"", lname ? lname : "");
-    for (const char *p = lname; *p; p++)
-      if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || *p == '_' || (p != lname && *p >= '0' && *p <= '9')))
-        return ev_fail(ev, MD_ERR, "invalid label name \"%s\"", lname);
+    if (!lname || !*lname || !utf8_valid(lname, strlen(lname))) {
+      sb_t q = {0};
+      go_quote(lname ? lname : "", &q);
+      int rc = ev_fail(ev, MD_ERR, "invalid label name %s", q.buf ? q.buf : "\"\"");
+      sb_free(&q);
+      return rc;
+    }
     hmap_t om;
     if (hmap_init(ev, &om, 64) < 0) return fail_oom(ev);
     for (size_t i = 0; i < steps; i++) {

@@ -362,6 +362,22 @@ static void test_type_and_unit_labels(void **state) {
   promql_result_free(r);
 }
 
+/* count_values label names: any valid UTF-8 (3.x); invalid bytes quoted like Go's %q. */
+static void test_count_values_label_names(void **state) {
+  fixture_t *f = *state;
+  promql_result_t *r = instant(f, "t1", "count_values(\"caf\u00e9-x\", load)", 600000);
+  assert_true(only_value(r) == 1);
+  size_t nl;
+  const tsdb_label_t *l = promql_result_labels(r, 0, &nl);
+  assert_int_equal(nl, 1);
+  assert_string_equal(l[0].name, "caf\xc3\xa9-x");
+  promql_result_free(r);
+  char err[512];
+  const char *q = "count_values(\"a\\xc5z\", load)";
+  assert_true(promql_query_instant(f->db, "t1", q, strlen(q), 600000, NULL, &r, err, sizeof err) < 0);
+  assert_string_equal(err, "invalid label name \"a\\xc5z\"");
+}
+
 int main(void) {
   log_set_level(LOG_ERROR);
   const struct CMUnitTest tests[] = {
@@ -370,7 +386,7 @@ int main(void) {
       cmocka_unit_test(test_execution_errors), cmocka_unit_test(test_limits_and_cancel),
       cmocka_unit_test(test_warnings), cmocka_unit_test(test_fill_and_duration_expressions),
       cmocka_unit_test(test_info_function), cmocka_unit_test(test_extended_range_selectors),
-      cmocka_unit_test(test_type_and_unit_labels),
+      cmocka_unit_test(test_type_and_unit_labels), cmocka_unit_test(test_count_values_label_names),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
