@@ -189,11 +189,53 @@ static int range_params(http_req_t *req, int64_t *start, int64_t *end, char *err
   return 0;
 }
 
-static size_t limit_param(http_req_t *req) {
+/* `limit` as Prometheus reads it: absent or 0 = no limit; anything but a non-negative integer
+ * is refused (MD_EINVAL with err). */
+static int limit_param(http_req_t *req, size_t *out, char *err, size_t errlen) {
   const char *l = http_req_query(req, "limit");
-  if (!l) return 0;
-  long long v = strtoll(l, NULL, 10);
-  return v > 0 ? (size_t)v : 0;
+  *out = 0;
+  if (!l || !*l) return 0;
+  char *end;
+  errno = 0;
+  long long v = strtoll(l, &end, 10);
+  if (*end || errno || end == l)
+    return md_error(err, errlen, MD_EINVAL, "invalid parameter \"limit\": cannot parse \"%s\" to a valid limit", l);
+  if (v < 0) return md_error(err, errlen, MD_EINVAL, "invalid parameter \"limit\": limit must be non-negative");
+  *out = (size_t)v;
+  return 0;
+}
+
+/* A set of 64-bit label-set hashes (open addressing; 0 stands for the empty slot, so a
+ * hash of 0 is stored as 1: a collision costs at worst one series shown once too few). */
+typedef struct hash_set {
+  uint64_t *slot;
+  size_t cap, n;
+} hash_set_t;
+
+/* Adds h; returns 1 if it was new, 0 if present, -1 when out of memory. */
+static int hash_set_add(hash_set_t *hs, uint64_t h) {
+  if (!h) h = 1;
+  if (2 * (hs->n + 1) > hs->cap) {
+    size_t nc = hs->cap ? hs->cap * 2 : 1024;
+    uint64_t *ns = calloc(nc, sizeof *ns);
+    if (!ns) return -1;
+    for (size_t i = 0; i < hs->cap; i++) {
+      if (!hs->slot[i]) continue;
+      size_t j = hs->slot[i] & (nc - 1);
+      while (ns[j]) j = (j + 1) & (nc - 1);
+      ns[j] = hs->slot[i];
+    }
+    free(hs->slot);
+    hs->slot = ns, hs->cap = nc;
+  }
+  size_t j = h & (hs->cap - 1);
+  while (hs->slot[j]) {
+    if (hs->slot[j] == h) return 0;
+    j = (j + 1) & (hs->cap - 1);
+  }
+  hs->slot[j] = h;
+  hs->n++;
+  return 1;
 }
 
 static void h_series(http_req_t *req, http_resp_t *resp, void *ctx) {
@@ -202,7 +244,8 @@ static void h_series(http_req_t *req, http_resp_t *resp, void *ctx) {
   api_selector_t sel[MAX_MATCH];
   int nsel = api_parse_match_params(req, sel, MAX_MATCH, err, sizeof err);
   int64_t start, end;
-  if (nsel < 0 || range_params(req, &start, &end, err, sizeof err)) {
+  size_t limit;
+  if (nsel < 0 || range_params(req, &start, &end, err, sizeof err) || limit_param(req, &limit, err, sizeof err)) {
     bad_data(resp, err);
     return;
   }
@@ -210,42 +253,39 @@ static void h_series(http_req_t *req, http_resp_t *resp, void *ctx) {
     bad_data(resp, "no match[] parameter provided");
     return;
   }
-  size_t limit = limit_param(req);
   sb_t data = {0};
   sb_putc(&data, '[');
   size_t count = 0;
   bool truncated = false;
   /* Series from several selectors may repeat: remember what was written by label hash. */
-  uint64_t *seen = NULL;
-  size_t nseen = 0, capseen = 0;
+  hash_set_t seen = {0};
   for (int s = 0; s < nsel && !truncated; s++) {
     tsdb_query_t *q;
     int rc = tsdb_select(api_db(api), api_tenant(req, NULL), sel[s].m, sel[s].n, start, end, NULL, &q, err, sizeof err);
     if (rc) {
       sb_free(&data);
-      free(seen);
+      free(seen.slot);
       query_error(resp, rc, err);
       return;
     }
     while (tsdb_query_next(q) == 1) {
       size_t nl;
       const tsdb_label_t *ls = tsdb_query_labels(q, &nl);
-      uint64_t h = 0;
-      for (size_t i = 0; i < nl; i++) {
-        h = md_hash64(ls[i].name, strlen(ls[i].name), h);
-        h = md_hash64(ls[i].value, strlen(ls[i].value), h + 1);
-      }
-      bool dup = false;
-      for (size_t i = 0; nsel > 1 && i < nseen && !dup; i++) dup = seen[i] == h;
-      if (dup) continue;
       if (nsel > 1) {
-        if (nseen == capseen) {
-          capseen = capseen ? capseen * 2 : 256;
-          uint64_t *ns = realloc(seen, capseen * sizeof *ns);
-          if (!ns) break;
-          seen = ns;
+        uint64_t h = 0;
+        for (size_t i = 0; i < nl; i++) {
+          h = md_hash64(ls[i].name, strlen(ls[i].name), h);
+          h = md_hash64(ls[i].value, strlen(ls[i].value), h + 1);
         }
-        seen[nseen++] = h;
+        int added = hash_set_add(&seen, h);
+        if (added < 0) {
+          tsdb_query_free(q);
+          sb_free(&data);
+          free(seen.slot);
+          http_resp_prom_error(resp, 500, "internal", "out of memory");
+          return;
+        }
+        if (!added) continue;
       }
       if (limit && count == limit) {
         truncated = true;
@@ -256,7 +296,7 @@ static void h_series(http_req_t *req, http_resp_t *resp, void *ctx) {
     }
     tsdb_query_free(q);
   }
-  free(seen);
+  free(seen.slot);
   sb_putc(&data, ']');
   const char *warn[] = {"results truncated due to limit"};
   api_prom_success(resp, data.buf, data.len, warn, truncated ? 1 : 0, NULL, 0);
@@ -265,18 +305,20 @@ static void h_series(http_req_t *req, http_resp_t *resp, void *ctx) {
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
-/* Writes a sorted, de-duplicated JSON array of the strings gathered from one or more lists. */
-static void strings_json(sb_t *b, tsdb_strings_t *lists, size_t nlists, size_t limit, bool *truncated) {
+/* Writes a sorted, de-duplicated JSON array of the strings gathered from one or more lists.
+ * Returns MD_ENOMEM (b untouched) when the merge buffer cannot be allocated. */
+static int strings_json(sb_t *b, tsdb_strings_t *lists, size_t nlists, size_t limit, bool *truncated) {
   size_t total = 0;
   for (size_t i = 0; i < nlists; i++) total += lists[i].n;
   char **all = malloc((total + 1) * sizeof *all);
+  if (!all) return MD_ENOMEM;
   size_t k = 0;
-  for (size_t i = 0; all && i < nlists; i++)
+  for (size_t i = 0; i < nlists; i++)
     for (size_t j = 0; j < lists[i].n; j++) all[k++] = lists[i].items[j];
-  if (all && nlists > 1) qsort(all, k, sizeof *all, cmp_str);
+  if (nlists > 1) qsort(all, k, sizeof *all, cmp_str);
   sb_putc(b, '[');
   size_t written = 0;
-  for (size_t i = 0; all && i < k; i++) {
+  for (size_t i = 0; i < k; i++) {
     if (i && !strcmp(all[i], all[i - 1])) continue;
     if (limit && written == limit) {
       *truncated = true;
@@ -287,6 +329,7 @@ static void strings_json(sb_t *b, tsdb_strings_t *lists, size_t nlists, size_t l
   }
   sb_putc(b, ']');
   free(all);
+  return 0;
 }
 
 static void labels_or_values(http_req_t *req, http_resp_t *resp, api_t *api, const char *name) {
@@ -294,7 +337,8 @@ static void labels_or_values(http_req_t *req, http_resp_t *resp, api_t *api, con
   api_selector_t sel[MAX_MATCH];
   int nsel = api_parse_match_params(req, sel, MAX_MATCH, err, sizeof err);
   int64_t start, end;
-  if (nsel < 0 || range_params(req, &start, &end, err, sizeof err)) {
+  size_t limit;
+  if (nsel < 0 || range_params(req, &start, &end, err, sizeof err) || limit_param(req, &limit, err, sizeof err)) {
     bad_data(resp, err);
     return;
   }
@@ -316,8 +360,13 @@ static void labels_or_values(http_req_t *req, http_resp_t *resp, api_t *api, con
   }
   sb_t data = {0};
   bool truncated = false;
-  strings_json(&data, lists, nl, limit_param(req), &truncated);
+  rc = strings_json(&data, lists, nl, limit, &truncated);
   for (size_t i = 0; i < nl; i++) tsdb_strings_free(&lists[i]);
+  if (rc) {
+    sb_free(&data);
+    http_resp_prom_error(resp, 500, "internal", "out of memory");
+    return;
+  }
   const char *warn[] = {"results truncated due to limit"};
   api_prom_success(resp, data.buf, data.len, warn, truncated ? 1 : 0, NULL, 0);
   sb_free(&data);
@@ -459,7 +508,12 @@ static void counts_json(sb_t *d, const char *key, const tsdb_count_t *c, size_t 
 
 static void h_status_tsdb(http_req_t *req, http_resp_t *resp, void *ctx) {
   api_t *api = ctx;
-  size_t limit = limit_param(req);
+  size_t limit;
+  char err[128];
+  if (limit_param(req, &limit, err, sizeof err)) {
+    bad_data(resp, err);
+    return;
+  }
   if (!limit) limit = 10;
   tsdb_cardinality_t c;
   memset(&c, 0, sizeof c);

@@ -753,6 +753,7 @@ def test_api():
     same_set("/api/v1/series", {"match[]": ['node_cpu_seconds_total{mode="idle",cpu="0"}', 'node_load5{region="eu-west"}'],
                                 "start": rfc(s), "end": rfc(e)})
     same_set("/api/v1/series", dict(window, **{"match[]": '{__name__=~"http_.*_sum", handler="/api"}'}), post=True)
+    same_set("/api/v1/series", {"match[]": ["node_load1", '{__name__=~"node_load.*"}', 'node_load5{region="eu-west"}']})
     same_set("/api/v1/labels")
     same_set("/api/v1/labels", dict(window, **{"match[]": "node_load1"}))
     same_set("/api/v1/labels", {"match[]": "http_request_duration_seconds_bucket"}, post=True)
@@ -843,6 +844,14 @@ def test_api():
         r = md.get(path, dict(params, limit=str(len(full["data"])))).json()
         if r.get("warnings") or len(r["data"]) != len(full["data"]):
             problems.append("limit = result size %s: %s" % (path, json.dumps(r)[:300]))
+        r = md.get(path, dict(params, limit="0")).json()
+        if r.get("warnings") or len(r["data"]) != len(full["data"]):
+            problems.append("limit=0 means no limit %s: %s" % (path, json.dumps(r)[:300]))
+        for bad in ("-1", "ten"):
+            r = md.get(path, dict(params, limit=bad))
+            if r.status != 400 or r.json().get("errorType") != "bad_data" or \
+                    not r.json().get("error", "").startswith('invalid parameter "limit"'):
+                problems.append("limit=%s %s: %s %s" % (bad, path, r.status, r.text[:200]))
 
     # Errors: status code and errorType agree with Prometheus.
     errors = [
