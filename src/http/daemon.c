@@ -21,7 +21,8 @@
  *
  * Locks: `auth_lock` (rwlock) protects the key table, swapped on reload. Counters are
  * atomics. Shutdown: quiesce (close the listening socket), set `stopping` (streams end),
- * wait for in-flight requests (bounded), then MHD_stop_daemon.
+ * wait for the requests being handled (bounded; not for bodies still arriving), then
+ * MHD_stop_daemon.
  */
 #include "http_internal.h"
 #include "core/config.h"
@@ -51,7 +52,8 @@ struct http_server {
   uint64_t max_body;
   unsigned max_inserts;
   _Atomic unsigned inserts;
-  _Atomic long inflight;
+  _Atomic long inflight;  /* requests from their headers to their completion */
+  _Atomic long handling;  /* of those, the ones whose body is in and handler started */
   _Atomic bool stopping;
   _Atomic uint64_t next_id;
   uint32_t id_salt;
@@ -73,6 +75,7 @@ typedef struct req_ctx {
   bool queued;
   bool streaming;
   bool too_large;       /* a chunked body outgrew the limit: draining it */
+  bool handling;        /* counted in srv->handling */
   size_t discarded;
   size_t sent_bytes;
 } req_ctx_t;
@@ -525,6 +528,8 @@ static enum MHD_Result first_call(http_server_t *s, struct MHD_Connection *conn,
 static enum MHD_Result last_call(http_server_t *s, struct MHD_Connection *conn, req_ctx_t *c) {
   http_req_t *req = &c->req;
   const http_route_t *rt = req->route;
+  c->handling = true;
+  atomic_fetch_add(&s->handling, 1);
   if (c->too_large) {
     char msg[160];
     snprintf(msg, sizeof msg, "request body exceeds the limit of %llu bytes", (unsigned long long)s->max_body);
@@ -663,6 +668,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     sb_free(&f);
   }
   if (req->insert_held) atomic_fetch_sub(&s->inserts, 1);
+  if (c->handling) atomic_fetch_sub(&s->handling, 1);
   free(req->body);
   free(c->raw);
   http_resp_cleanup(&c->resp);
@@ -812,12 +818,14 @@ void http_server_stop(http_server_t *s) {
   if (!s) return;
   http_server_quiesce(s);
   atomic_store(&s->stopping, true);
-  /* Let in-flight requests (and streams, now told to end) finish, for up to 3 s: a stop
-   * must complete within 5 s (systemd, Kubernetes and our tests expect it), and what is
-   * still in flight after 3 s is a client trickling a body or a stalled reader, whose
-   * connection MHD_stop_daemon then closes. A handler that is running is never cut:
-   * MHD_stop_daemon joins its thread. */
-  for (int i = 0; i < 300 && atomic_load(&s->inflight) > 0; i++) {
+  /* Let the requests being handled (and streams, now told to end) finish sending their
+   * answers, for up to 3 s: a stop must complete within 5 s (systemd, Kubernetes and our
+   * tests expect it). A request whose body is still arriving gets 1 s to complete it (then
+   * it is handled and waited for); past that it has not been acted on and is cut off, so a
+   * client trickling a body cannot hold the stop. MHD_stop_daemon then closes what is left;
+   * a handler still running is never cut (MHD_stop_daemon joins its thread). */
+  for (int i = 0; i < 300; i++) {
+    if (atomic_load(&s->handling) == 0 && (atomic_load(&s->inflight) == 0 || i >= 100)) break;
     struct timespec ts = {0, 10 * 1000 * 1000};
     nanosleep(&ts, NULL);
   }
