@@ -4,8 +4,8 @@
  * (/alerts/rules[/{id}]) and /alerts/active. Rule files come from the configuration's
  * `rule_files` (globs, relative to the configuration file), notification targets from
  * `alerting` (Prometheus's alertmanagers static_configs, plus metricsd's `webhooks`).
- * Rule-evaluation and notifier self-metrics are published under Prometheus's names
- * (prometheus_rule_*, prometheus_notifications_*) by a registry collector.
+ * Rule-evaluation and notifier self-metrics (prometheus_rule_*, prometheus_notifications_*)
+ * are written into the server's registry by the rules module as it works.
  */
 #include <libgen.h>
 #include <stdio.h>
@@ -58,87 +58,6 @@ static size_t rule_globs(api_t *api, rules_state_t *st, const char **out, size_t
   return n;
 }
 
-/* ---- self-metrics --------------------------------------------------------------------- */
-
-/* The rules module keeps plain counters; the registry's counters follow them by adding the
- * difference at each exposition (counters only go up; a smaller value means a fresh group). */
-static void follow_counter(metrics_counter_t *c, double now) {
-  double d = now - metrics_counter_get(c);
-  if (d > 0) metrics_counter_add(c, d);
-}
-
-static void group_metrics(void *ctx, const rules_group_stats_t *g) {
-  metrics_registry_t *m = ctx;
-  sb_t key = {0};
-  /* Prometheus's rule_group label is "<file>;<group>". */
-  sb_printf(&key, "%s;%s", g->file, g->name);
-  const char *kv[] = {"rule_group", key.buf ? key.buf : ""};
-  follow_counter(metrics_counter_v(m, "prometheus_rule_evaluations_total", "The total number of rule evaluations.", kv, 1),
-                 (double)g->evaluations);
-  follow_counter(metrics_counter_v(m, "prometheus_rule_evaluation_failures_total",
-                                   "The total number of rule evaluation failures.", kv, 1),
-                 (double)g->failures);
-  follow_counter(metrics_counter_v(m, "prometheus_rule_group_iterations_total",
-                                   "The total number of scheduled rule group evaluations, whether executed or missed.",
-                                   kv, 1),
-                 (double)(g->iterations + g->missed));
-  follow_counter(metrics_counter_v(m, "prometheus_rule_group_iterations_missed_total",
-                                   "The total number of rule group evaluations missed due to slow rule group evaluation.",
-                                   kv, 1),
-                 (double)g->missed);
-  metrics_gauge_set(metrics_gauge_v(m, "prometheus_rule_group_last_duration_seconds",
-                                    "The duration of the last rule group evaluation.", kv, 1),
-                    (double)g->last_duration_ns / 1e9);
-  metrics_gauge_set(metrics_gauge_v(m, "prometheus_rule_group_last_evaluation_timestamp_seconds",
-                                    "The timestamp of the last rule group evaluation in seconds.", kv, 1),
-                    g->last_eval_ms ? (double)g->last_eval_ms / 1000.0 : 0);
-  metrics_gauge_set(metrics_gauge_v(m, "prometheus_rule_group_interval_seconds",
-                                    "The interval of a rule group.", kv, 1),
-                    (double)g->interval_ms / 1000.0);
-  metrics_gauge_set(metrics_gauge_v(m, "prometheus_rule_group_rules", "The number of rules.", kv, 1),
-                    (double)g->nrules);
-  sb_free(&key);
-}
-
-static void rules_self_metrics(metrics_registry_t *m, void *ctx) {
-  rules_t *r = get_rules(ctx);
-  if (!r) return; /* stopped: the last values stay exposed */
-  rules_foreach_group(r, group_metrics, m);
-  rules_stats_t st;
-  rules_get_stats(r, &st);
-  rules_target_stats_t t[64];
-  size_t nt = rules_notify_targets(r, t, 64);
-  size_t nams = 0;
-  for (size_t i = 0; i < nt && i < 64; i++) {
-    nams += !t[i].webhook;
-    /* Prometheus labels by the Alertmanager's POST URL; webhooks are metricsd's own. */
-    const char *kv[] = {t[i].webhook ? "webhook" : "alertmanager", t[i].url};
-    follow_counter(metrics_counter_v(m, "prometheus_notifications_sent_total",
-                                     "Total number of alerts sent.", kv, 1),
-                   (double)t[i].sent);
-    follow_counter(metrics_counter_v(m, "prometheus_notifications_errors_total",
-                                     "Total number of alerts affected by errors when sending them.", kv, 1),
-                   (double)t[i].errors);
-  }
-  follow_counter(metrics_counter(m, "prometheus_notifications_dropped_total",
-                                 "Total number of alerts dropped due to errors when sending to Alertmanager or a full queue.",
-                                 NULL),
-                 (double)st.notifications_dropped);
-  metrics_gauge_set(metrics_gauge(m, "prometheus_notifications_queue_length",
-                                  "The number of alert notifications in the queue.", NULL),
-                    (double)st.notification_queue_length);
-  metrics_gauge_set(metrics_gauge(m, "prometheus_notifications_queue_capacity", "The capacity of the alert notifications queue.",
-                                  NULL),
-                    (double)st.notification_queue_capacity);
-  metrics_gauge_set(metrics_gauge(m, "prometheus_notifications_alertmanagers_discovered",
-                                  "The number of alertmanagers discovered and active.", NULL),
-                    (double)nams);
-  metrics_gauge_set(metrics_gauge(m, "metricsd_rules_alerts", "Alerts by state.", "state", "firing", NULL),
-                    (double)st.alerts_firing);
-  metrics_gauge_set(metrics_gauge(m, "metricsd_rules_alerts", "Alerts by state.", "state", "pending", NULL),
-                    (double)st.alerts_pending);
-}
-
 int api_start_rules(api_t *api) {
   rules_state_t *st = calloc(1, sizeof *st);
   if (!st) return MD_ENOMEM;
@@ -147,6 +66,7 @@ int api_start_rules(api_t *api) {
   rules_options_default(&opt);
   opt.db = api_db(api);
   opt.data_dir = api_data_dir(api);
+  opt.metrics = api_metrics(api); /* freed after the stop hooks: outlives the rules */
   if (cfg->global.evaluation_interval_ms > 0) opt.default_interval_ms = cfg->global.evaluation_interval_ms;
   tsdb_label_t ext[64];
   size_t next = 0;
@@ -219,10 +139,7 @@ int api_start_rules(api_t *api) {
     return rc;
   }
   api_set_health(api, "notifiers", nams + nhooks ? "ok" : "disabled", NULL);
-  rc = api_set_slot(api, "rules", st);
-  /* ctx is api, not st: the registry outlives this module's state (final self-scrape). */
-  if (!rc) metrics_add_collector(api_metrics(api), rules_self_metrics, api);
-  return rc;
+  return api_set_slot(api, "rules", st);
 }
 
 void api_stop_rules(api_t *api) {

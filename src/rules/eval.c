@@ -413,9 +413,73 @@ static int eval_alerting(rules_t *r, group_t *g, rule_t *ru, int64_t ts, promql_
   return rc;
 }
 
+/* Prometheus's label for a group: "<file>;<group>". */
+static void group_key(const group_t *g, char *buf, size_t n) { snprintf(buf, n, "%s;%s", g->file, g->name); }
+
+void rules_metrics_missed(rules_t *r, group_t *g, uint64_t missed) {
+  if (!r->opt.metrics || !missed) return;
+  char key[512];
+  group_key(g, key, sizeof key);
+  const char *kv[] = {"rule_group", key};
+  metrics_counter_add(metrics_counter_v(r->opt.metrics, "prometheus_rule_group_iterations_missed_total",
+                                        "The total number of rule group evaluations missed due to slow rule group evaluation.",
+                                        kv, 1),
+                      (double)missed);
+  metrics_counter_add(metrics_counter_v(r->opt.metrics, "prometheus_rule_group_iterations_total",
+                                        "The total number of scheduled rule group evaluations, whether executed or missed.",
+                                        kv, 1),
+                      (double)missed);
+}
+
+/* Self-metrics after one evaluation of g (caller holds r->mu). */
+static void publish_group(rules_t *r, const group_t *g, uint64_t nfailed) {
+  metrics_registry_t *m = r->opt.metrics;
+  if (!m) return;
+  char key[512];
+  group_key(g, key, sizeof key);
+  const char *kv[] = {"rule_group", key};
+  metrics_counter_add(metrics_counter_v(m, "prometheus_rule_evaluations_total", "The total number of rule evaluations.",
+                                        kv, 1),
+                      (double)g->nrules);
+  /* Created at 0 even when nothing fails, so that rate() and alerts on it see the series. */
+  metrics_counter_add(metrics_counter_v(m, "prometheus_rule_evaluation_failures_total",
+                                        "The total number of rule evaluation failures.", kv, 1),
+                      (double)nfailed);
+  metrics_counter_inc(metrics_counter_v(m, "prometheus_rule_group_iterations_total",
+                                        "The total number of scheduled rule group evaluations, whether executed or missed.",
+                                        kv, 1));
+  metrics_counter_add(metrics_counter_v(m, "prometheus_rule_group_iterations_missed_total",
+                                        "The total number of rule group evaluations missed due to slow rule group evaluation.",
+                                        kv, 1),
+                      0);
+  metrics_gauge_set(metrics_gauge_v(m, "prometheus_rule_group_last_duration_seconds",
+                                    "The duration of the last rule group evaluation.", kv, 1),
+                    (double)g->eval_ns / 1e9);
+  metrics_gauge_set(metrics_gauge_v(m, "prometheus_rule_group_last_evaluation_timestamp_seconds",
+                                    "The timestamp of the last rule group evaluation in seconds.", kv, 1),
+                    (double)g->last_eval_ms / 1000.0);
+  metrics_gauge_set(metrics_gauge_v(m, "prometheus_rule_group_interval_seconds", "The interval of a rule group.", kv, 1),
+                    (double)g->interval_ms / 1000.0);
+  metrics_gauge_set(metrics_gauge_v(m, "prometheus_rule_group_rules", "The number of rules.", kv, 1), (double)g->nrules);
+  uint64_t firing = 0, pending = 0;
+  for (size_t i = 0; i < r->ngroups; i++)
+    for (size_t j = 0; j < r->groups[i]->nrules; j++)
+      for (const alert_t *a = r->groups[i]->rules[j]->alerts; a; a = a->next) {
+        firing += a->state == ALERT_FIRING;
+        pending += a->state == ALERT_PENDING;
+      }
+  metrics_gauge_set(metrics_gauge(m, "metricsd_rules_alerts", "Active alerts by state, all tenants.", "state", "firing",
+                                  (const char *)NULL),
+                    (double)firing);
+  metrics_gauge_set(metrics_gauge(m, "metricsd_rules_alerts", "Active alerts by state, all tenants.", "state", "pending",
+                                  (const char *)NULL),
+                    (double)pending);
+}
+
 int group_eval(rules_t *r, group_t *g, int64_t ts) {
   int64_t t0 = md_mono_ns();
   int failed = 0;
+  uint64_t nfailed = 0;
   json_t *to_send = json_array();
   for (size_t i = 0; i < g->nrules; i++) {
     rule_t *ru = g->rules[i];
@@ -440,6 +504,7 @@ int group_eval(rules_t *r, group_t *g, int64_t ts) {
       atomic_fetch_add(&r->failures, 1);
       log_warn("rules: group %s rule %s: evaluation failed: %s", g->name, ru->name, err);
       failed = 1;
+      nfailed++;
     } else {
       ru->health = 1;
       ru->last_error[0] = 0;
@@ -452,5 +517,6 @@ int group_eval(rules_t *r, group_t *g, int64_t ts) {
   r->evaluated = true;
   g->eval_ns = md_mono_ns() - t0;
   r->last_duration_ns = g->eval_ns;
+  publish_group(r, g, nfailed);
   return failed ? MD_ERR : 0;
 }

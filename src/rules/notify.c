@@ -22,6 +22,7 @@ typedef struct target {
   char *url; /* full POST URL */
   bool webhook;
   uint64_t sent, errors; /* alerts delivered / alerts whose delivery failed */
+  metrics_counter_t *sent_metric, *errors_metric; /* NULL without a registry */
 } target_t;
 
 struct notifier {
@@ -41,6 +42,8 @@ struct notifier {
   bool started, curl_init;
   uint64_t queued, dropped, batches;
   int64_t last_latency_ns;
+  metrics_counter_t *dropped_metric; /* self-metrics; NULL (a no-op) without a registry */
+  metrics_gauge_t *queue_metric;
 };
 
 /* ---- SHA-256 and HMAC (FIPS 180-4, RFC 2104) ------------------------------------------ */
@@ -297,8 +300,12 @@ out:
     any_ok |= ok;
     if (ok) n->targets[i].sent += nalerts;
     else n->targets[i].errors += nalerts;
+    metrics_counter_add(ok ? n->targets[i].sent_metric : n->targets[i].errors_metric, (double)nalerts);
   }
-  if (!any_ok) n->dropped += nalerts;
+  if (!any_ok) {
+    n->dropped += nalerts;
+    metrics_counter_add(n->dropped_metric, (double)nalerts);
+  }
   pthread_mutex_unlock(&n->mu);
   free(started);
   free(th);
@@ -323,6 +330,7 @@ static void *notify_thread(void *arg) {
       nalerts++;
     }
     n->batches++;
+    metrics_gauge_set(n->queue_metric, (double)n->count);
     pthread_mutex_unlock(&n->mu);
     int64_t t0 = md_mono_ns();
     deliver_batch(n, batch, nalerts);
@@ -346,6 +354,31 @@ static int add_target(notifier_t *n, const char *base, const char *suffix, bool 
   return 0;
 }
 
+/* Creates the self-metrics under Prometheus's names; handles stay valid while m lives. */
+static void register_metrics(notifier_t *n, metrics_registry_t *m) {
+  size_t nams = 0;
+  for (size_t i = 0; i < n->ntargets; i++) {
+    target_t *t = &n->targets[i];
+    nams += !t->webhook;
+    /* Prometheus labels by the Alertmanager's POST URL; webhooks are metricsd's own. */
+    const char *kv[] = {t->webhook ? "webhook" : "alertmanager", t->url};
+    t->sent_metric = metrics_counter_v(m, "prometheus_notifications_sent_total", "Total number of alerts sent.", kv, 1);
+    t->errors_metric = metrics_counter_v(m, "prometheus_notifications_errors_total",
+                                         "Total number of alerts affected by errors when sending them.", kv, 1);
+  }
+  n->dropped_metric = metrics_counter(m, "prometheus_notifications_dropped_total",
+                                      "Total number of alerts dropped: queue full, or no target accepted them.",
+                                      (const char *)NULL);
+  n->queue_metric = metrics_gauge(m, "prometheus_notifications_queue_length",
+                                  "The number of alert notifications in the queue.", (const char *)NULL);
+  metrics_gauge_set(metrics_gauge(m, "prometheus_notifications_queue_capacity",
+                                  "The capacity of the alert notifications queue.", (const char *)NULL),
+                    (double)n->cap);
+  metrics_gauge_set(metrics_gauge(m, "prometheus_notifications_alertmanagers_discovered",
+                                  "The number of alertmanagers discovered and active.", (const char *)NULL),
+                    (double)nams);
+}
+
 int notifier_new(const rules_options_t *opt, notifier_t **out) {
   notifier_t *n = calloc(1, sizeof *n);
   if (!n) return MD_ENOMEM;
@@ -367,6 +400,7 @@ int notifier_new(const rules_options_t *opt, notifier_t **out) {
     rc = add_target(n, opt->alertmanagers[i], "/api/v2/alerts", false);
   for (size_t i = 0; i < opt->n_webhooks && !rc; i++) rc = add_target(n, opt->webhooks[i], NULL, true);
   if (rc) goto fail;
+  if (opt->metrics) register_metrics(n, opt->metrics);
   if (opt->webhook_secret && !(n->secret = strdup(opt->webhook_secret))) {
     rc = MD_ENOMEM;
     goto fail;
@@ -402,6 +436,7 @@ void notifier_send(notifier_t *n, json_t *alerts) {
     return;
   }
   pthread_mutex_lock(&n->mu);
+  uint64_t dropped_before = n->dropped;
   size_t i;
   json_t *a;
   json_array_foreach(alerts, i, a) {
@@ -415,6 +450,8 @@ void notifier_send(notifier_t *n, json_t *alerts) {
     n->count++;
     n->queued++;
   }
+  metrics_counter_add(n->dropped_metric, (double)(n->dropped - dropped_before));
+  metrics_gauge_set(n->queue_metric, (double)n->count);
   pthread_cond_signal(&n->cv);
   pthread_mutex_unlock(&n->mu);
   json_decref(alerts);

@@ -774,10 +774,13 @@ static void *eval_thread(void *arg) {
         g->next_eval_ms += g->interval_ms;
         /* Slots that passed while this one ran (or while the thread was busy) are skipped,
          * not caught up, as in Prometheus; count them. */
+        uint64_t missed = 0;
         while (g->next_eval_ms <= now) {
           g->next_eval_ms += g->interval_ms;
-          g->missed++;
+          missed++;
         }
+        g->missed += missed;
+        rules_metrics_missed(r, g, missed);
       }
       if (g->next_eval_ms < next) next = g->next_eval_ms;
     }

@@ -23,6 +23,7 @@
 #include <jansson.h>
 
 #include "core/core.h"
+#include "core/metrics.h"
 #include "tsdb/tsdb.h"
 
 typedef struct rules rules_t;
@@ -47,6 +48,9 @@ typedef struct rules_options {
   int notify_max_tries;             /* attempts per target and batch (default 4) */
   int64_t notify_backoff_ms;        /* first retry delay, doubled each time (default 200) */
   int64_t notify_timeout_ms;        /* per request (default 10000) */
+  /* Self-metrics under Prometheus's names (prometheus_rule_*, prometheus_notifications_*),
+   * updated as evaluations and deliveries happen; NULL = none. Must outlive the rules_t. */
+  metrics_registry_t *metrics;
 } rules_options_t;
 
 void rules_options_default(rules_options_t *opt);

@@ -101,6 +101,8 @@ uint64_t rules_labels_hash(const tsdb_label_t *ls, size_t n);
 
 /* eval.c */
 int group_eval(rules_t *r, group_t *g, int64_t ts_ms);
+/* Counts evaluation slots of g skipped because the thread was busy (self-metrics). */
+void rules_metrics_missed(rules_t *r, group_t *g, uint64_t missed);
 void alerts_free(alert_t *a);
 void written_free(written_t *w, size_t n);
 void format_value_e(sb_t *sb, double v);

@@ -410,7 +410,12 @@ static void sleep_ms(int ms) {
 
 static void test_failures_do_not_stop_the_loop(void **state) {
   fixture_t *f = *state;
-  f->r = new_rules(f, NULL);
+  rules_options_t opt;
+  rules_options_default(&opt);
+  metrics_registry_t *m = metrics_registry_new();
+  assert_non_null(m);
+  opt.metrics = m;
+  f->r = new_rules(f, &opt);
   load_ok(f, "groups:\n"
              "  - name: fast\n"
              "    interval: 100ms\n"
@@ -441,16 +446,32 @@ static void test_failures_do_not_stop_the_loop(void **state) {
   rules_json_rules(f->r, "default", "record", &sb);
   assert_non_null(strstr(sb.buf, "same labelset"));
   sb_free(&sb);
-  tsdb_matcher_t m[] = {{TSDB_MATCH_EQ, "__name__", "good"}};
+  tsdb_matcher_t good[] = {{TSDB_MATCH_EQ, "__name__", "good"}};
   tsdb_query_t *q;
   char err[128];
-  assert_int_equal(tsdb_select(f->db, "default", m, 1, now - 1000, md_now_ms() + 1000, NULL, &q, err, sizeof err), 0);
+  assert_int_equal(tsdb_select(f->db, "default", good, 1, now - 1000, md_now_ms() + 1000, NULL, &q, err, sizeof err), 0);
   assert_int_equal(tsdb_query_next(q), 1);
   const int64_t *t;
   const double *v;
   assert_true(tsdb_query_samples(q, &t, &v) >= 3);
   assert_true(v[0] == 2);
   tsdb_query_free(q);
+  /* The same counts as self-metrics, labelled like Prometheus's. */
+  rules_free(f->r);
+  f->r = NULL;
+  assert_true(metrics_family_sum(m, "prometheus_rule_evaluations_total") == (double)c.evaluations);
+  assert_true(metrics_family_sum(m, "prometheus_rule_evaluation_failures_total") == (double)c.failures);
+  assert_true(metrics_family_sum(m, "prometheus_rule_group_iterations_total") >= (double)c.iterations);
+  sb_t text = {0};
+  assert_int_equal(metrics_expose(m, &text, METRICS_FMT_PROMETHEUS), 0);
+  char want[256];
+  snprintf(want, sizeof want, "prometheus_rule_group_rules{rule_group=\"%s/rules.yml;fast\"} 2", f->dir);
+  if (!strstr(text.buf, want)) fail_msg("missing %s in\n%s", want, text.buf);
+  assert_non_null(strstr(text.buf, "prometheus_rule_group_last_duration_seconds{"));
+  assert_non_null(strstr(text.buf, "prometheus_rule_group_last_evaluation_timestamp_seconds{"));
+  assert_non_null(strstr(text.buf, "prometheus_rule_group_interval_seconds{rule_group="));
+  sb_free(&text);
+  metrics_registry_free(m);
 }
 
 static const char *restore_rules = "groups:\n"
@@ -720,6 +741,8 @@ static void test_notify_several_alertmanagers_batched(void **state) {
   opt.n_alertmanagers = 2;
   opt.notify_batch_size = 2;
   opt.resend_delay_ms = 2 * MIN;
+  metrics_registry_t *m = metrics_registry_new();
+  opt.metrics = m;
   f->r = new_rules(f, &opt);
   load_ok(f, five_alerts);
   put_five(f, T0, 1);
@@ -773,6 +796,20 @@ static void test_notify_several_alertmanagers_batched(void **state) {
   assert_int_equal(t[1].sent, 15);
   rules_free(f->r);
   f->r = NULL;
+  assert_true(metrics_family_sum(m, "prometheus_notifications_sent_total") == 30);
+  assert_true(metrics_family_sum(m, "prometheus_notifications_errors_total") == 0);
+  assert_true(metrics_family_sum(m, "prometheus_notifications_dropped_total") == 0);
+  assert_true(metrics_family_sum(m, "prometheus_notifications_queue_length") == 0);
+  assert_true(metrics_family_sum(m, "prometheus_notifications_queue_capacity") == 10000);
+  assert_true(metrics_family_sum(m, "prometheus_notifications_alertmanagers_discovered") == 2);
+  sb_t text = {0};
+  assert_int_equal(metrics_expose(m, &text, METRICS_FMT_PROMETHEUS), 0);
+  char want[128];
+  snprintf(want, sizeof want, "prometheus_notifications_sent_total{alertmanager=\"http://127.0.0.1:%u/api/v2/alerts\"} 15",
+           am1.port);
+  if (!strstr(text.buf, want)) fail_msg("missing %s in\n%s", want, text.buf);
+  sb_free(&text);
+  metrics_registry_free(m);
   receiver_stop(&am1);
   receiver_stop(&am2);
 }
@@ -877,6 +914,8 @@ static void test_notify_bounded_queue_drops_oldest(void **state) {
   opt.notify_batch_size = 1;
   opt.notify_max_tries = 2;
   opt.notify_backoff_ms = 50;
+  metrics_registry_t *m = metrics_registry_new();
+  opt.metrics = m;
   f->r = new_rules(f, &opt);
   load_ok(f, five_alerts);
   put_five(f, T0, 1);
@@ -895,6 +934,11 @@ static void test_notify_bounded_queue_drops_oldest(void **state) {
   assert_int_equal(st.notifications_failed, 3);
   assert_int_equal(st.notifications_dropped, 5);
   assert_int_equal(st.notification_batches, 3);
+  rules_free(f->r);
+  f->r = NULL;
+  assert_true(metrics_family_sum(m, "prometheus_notifications_dropped_total") == 5);
+  assert_true(metrics_family_sum(m, "prometheus_notifications_errors_total") == 3);
+  metrics_registry_free(m);
 }
 
 static void test_webhook_signed(void **state) {
