@@ -175,6 +175,18 @@ int rule_from_json(const json_t *obj, rule_t **out, char *err, size_t errlen) {
                   r->is_alert ? "" : " or scalar", type);
     goto fail;
   }
+  /* Runtime rules name their group and its interval; a zero interval would stall (and
+   * divide by zero in) the scheduler. */
+  json_t *grp = json_object_get(obj, "group"), *iv = json_object_get(obj, "interval");
+  int64_t iv_ms = 0;
+  if (grp && (!json_is_string(grp) || !json_string_length(grp))) {
+    rc = md_error(err, errlen, MD_EINVAL, "rule %s: group must be a non-empty string", name);
+    goto fail;
+  }
+  if (iv && (config_parse_duration(iv, &iv_ms) || iv_ms <= 0)) {
+    rc = md_error(err, errlen, MD_EINVAL, "rule %s: interval must be a positive duration", name);
+    goto fail;
+  }
   if ((rc = parse_duration_field(obj, "for", name, &r->for_ms, err, errlen))) goto fail;
   if ((rc = parse_duration_field(obj, "keep_firing_for", name, &r->keep_firing_for_ms, err, errlen))) goto fail;
   if (!r->is_alert && (json_object_get(obj, "for") || json_object_get(obj, "annotations") ||
@@ -541,7 +553,8 @@ static int build_runtime_groups(rules_t *r, group_t ***out, size_t *n, char *err
       if (!g->name || !g->file || !g->tenant) return MD_ENOMEM;
     }
     json_t *iv = json_object_get(rule, "interval");
-    if (iv) config_parse_duration(iv, &g->interval_ms);
+    int64_t iv_ms;
+    if (iv && config_parse_duration(iv, &iv_ms) == 0 && iv_ms > 0) g->interval_ms = iv_ms;
     rule_t *ru;
     int rc = rule_from_json(rule, &ru, err, errlen);
     if (rc) return rc;

@@ -572,6 +572,42 @@ static void test_reload_keeps_unchanged_alerts(void **state) {
   assert_string_equal(annotation(find_alert(f->r, "KeepMe", NULL, NULL), "summary"), "annotations may change");
 }
 
+static void test_runtime_rule_validation(void **state) {
+  fixture_t *f = *state;
+  rules_options_t opt;
+  rules_options_default(&opt);
+  opt.data_dir = f->dir;
+  f->r = new_rules(f, &opt);
+  static const char *const bad[] = {
+      "{\"alert\":\"X\",\"expr\":\"vector(1)\",\"interval\":\"0s\"}",
+      "{\"alert\":\"X\",\"expr\":\"vector(1)\",\"interval\":-5}",
+      "{\"alert\":\"X\",\"expr\":\"vector(1)\",\"group\":7}",
+      "{\"alert\":\"X\",\"expr\":\"vector(1)\",\"group\":\"\"}",
+      "{\"alert\":\"X\",\"expr\":\"rate(up[5m]\"}",
+      "{\"alert\":\"X\",\"expr\":\"up\",\"annotations\":{\"a\":\"{{ range $labels }}{{ end }}\"}}",
+      "{\"record\":\"bad name\",\"expr\":\"up\"}",
+      "{\"alert\":\"X\",\"record\":\"y\",\"expr\":\"up\"}",
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+    json_t *body = json_loads(bad[i], 0, NULL);
+    assert_non_null(body);
+    char id[40], err[512] = "";
+    int rc = rules_runtime_put(f->r, "default", NULL, body, id, err, sizeof err);
+    json_decref(body);
+    if (rc != MD_EINVAL || !err[0]) fail_msg("accepted or no message: %s (rc %d)", bad[i], rc);
+  }
+  /* A valid one with its own group and interval is scheduled on that interval. */
+  json_t *ok = json_loads("{\"record\":\"rt:one\",\"expr\":\"vector(1)\",\"group\":\"mine\",\"interval\":\"10s\"}", 0, NULL);
+  char id[40], err[512] = "";
+  assert_int_equal(rules_runtime_put(f->r, "default", NULL, ok, id, err, sizeof err), 0);
+  json_decref(ok);
+  sb_t sb = {0};
+  rules_json_rules(f->r, "default", NULL, &sb);
+  assert_non_null(strstr(sb.buf, "\"name\":\"mine\""));
+  assert_non_null(strstr(sb.buf, "\"interval\":10,"));
+  sb_free(&sb);
+}
+
 static void test_template_errors_name_the_rule(void **state) {
   fixture_t *f = *state;
   f->r = new_rules(f, NULL);
@@ -993,6 +1029,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_restore_ignores_state_older_than_outage_tolerance, setup, teardown),
       cmocka_unit_test_setup_teardown(test_reload_keeps_unchanged_alerts, setup, teardown),
       cmocka_unit_test_setup_teardown(test_template_errors_name_the_rule, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_runtime_rule_validation, setup, teardown),
       cmocka_unit_test_setup_teardown(test_notify_several_alertmanagers_batched, setup, teardown),
       cmocka_unit_test_setup_teardown(test_notify_retries_with_backoff, setup, teardown),
       cmocka_unit_test_setup_teardown(test_notify_dead_target_does_not_delay_others, setup, teardown),
