@@ -519,8 +519,9 @@ def test_command_line():
 
 
 def test_documented_configs_are_valid():
-    """Every YAML example in docs/configuration.md and the shipped deploy/metricsd.yml pass
-    `metricsd check-config` (a user copying them gets a working file)."""
+    """Every YAML example in docs/configuration.md, the shipped deploy/metricsd.yml and the
+    Kubernetes ConfigMap pass `metricsd check-config` (a user copying them gets a working
+    file)."""
     import re
     import tempfile
     src = mdtest.source_dir()
@@ -528,6 +529,19 @@ def test_documented_configs_are_valid():
         blocks = re.findall(r"```yaml\n(.*?)```", f.read(), re.S)
     assert len(blocks) >= 2, "no YAML examples found in docs/configuration.md"
     files = [os.path.join(src, "deploy", "metricsd.yml")]
+    # and the ConfigMap of deploy/kubernetes.yaml (a literal block under "metricsd.yml: |")
+    with open(os.path.join(src, "deploy", "kubernetes.yaml")) as f:
+        lines = f.read().splitlines()
+    start = [i for i, l in enumerate(lines) if l.strip() == "metricsd.yml: |"]
+    assert start, "no metricsd.yml ConfigMap in deploy/kubernetes.yaml"
+    indent = len(lines[start[0]]) - len(lines[start[0]].lstrip()) + 1
+    k8s = []
+    for l in lines[start[0] + 1:]:
+        if l.strip() and len(l) - len(l.lstrip()) < indent:
+            break
+        k8s.append(l[indent + 1:] if l.strip() else "")
+    assert "server:" in k8s, k8s[:5]  # the block was found and dedented, not empty
+    blocks.append("\n".join(k8s) + "\n")
     d = tempfile.mkdtemp(prefix="metricsd-doc-config-")
     try:
         for i, b in enumerate(blocks):
