@@ -614,6 +614,46 @@ def test_route_table_matches_docs():
         assert srv.get("/-/routes", headers={"X-API-Key": "r"}).status == 200
 
 
+def _slug(heading):
+    """GitHub's anchor for a heading: lower-cased, punctuation dropped, spaces to hyphens."""
+    import re
+    h = heading.strip().lower()
+    h = re.sub(r"[^\w\- ]", "", h)
+    return h.replace(" ", "-")
+
+
+def test_doc_links():
+    """Relative links in README.md and the foundation's docs (api, configuration,
+    architecture) point at files that exist and, with #anchor, at headings that exist."""
+    import re
+    src = mdtest.source_dir()
+    pages = ["README.md", "docs/api.md", "docs/configuration.md", "docs/architecture.md"]
+    anchors = {}
+
+    def anchors_of(path):
+        if path not in anchors:
+            with open(path) as f:
+                text = re.sub(r"```.*?```", "", f.read(), flags=re.S)
+            anchors[path] = {_slug(m) for m in re.findall(r"^#+ (.*)$", text, re.M)}
+        return anchors[path]
+
+    bad = []
+    for page in pages:
+        path = os.path.join(src, page)
+        with open(path) as f:
+            text = re.sub(r"```.*?```", "", f.read(), flags=re.S)
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"^[a-z]+:", target):
+                continue  # http(s), mailto: not checked here
+            file_part, _, anchor = target.partition("#")
+            dest = os.path.normpath(os.path.join(os.path.dirname(path), file_part)) if file_part else path
+            if not os.path.exists(dest):
+                bad.append("%s: %s (no such file)" % (page, target))
+            elif anchor and dest.endswith(".md") and anchor not in anchors_of(dest):
+                bad.append("%s: %s (no such heading)" % (page, target))
+    assert not bad, "broken links:\n" + "\n".join(bad)
+
+
 def test_readme_tour():
     """README's 5-minute tour works verbatim: every command of its sh block runs with bash
     against a fresh server (localhost:8012 pointed at the test's port), every "# → ..." line
