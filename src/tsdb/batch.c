@@ -1,7 +1,10 @@
 /* tsdb_batch_t: the unit of the write path. Series are label sets (copied into the batch's
  * arena, sorted by name); each series' samples are contiguous in one array, so a batch is
- * three flat arrays and an arena, reusable with tsdb_batch_reset. */
+ * a few flat arrays and an arena, reusable with tsdb_batch_reset. The byte length of every
+ * name and value is kept beside the label (batch_int.h), so the append path hashes label
+ * sets without a strlen per string. */
 #include "tsdb.h"
+#include "batch_int.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -17,7 +20,8 @@ typedef struct {
 struct tsdb_batch {
   arena_t *arena;
   tsdb_label_t *labels;
-  size_t nlabels, cap_labels;
+  label_lens_t *lens; /* parallel to labels */
+  size_t nlabels, cap_labels, cap_lens;
   tsdb_sample_t *samples;
   size_t nsamples, cap_samples;
   batch_series_t *series;
@@ -66,6 +70,7 @@ void tsdb_batch_free(tsdb_batch_t *b) {
   if (!b) return;
   arena_free(b->arena);
   free(b->labels);
+  free(b->lens);
   free(b->samples);
   free(b->series);
   free(b);
@@ -87,7 +92,10 @@ int tsdb_batch_label(tsdb_batch_t *b, const char *name, size_t nlen, const char 
   if (!b->building) return MD_EINVAL;
   if (nlen == 0) return MD_EINVAL;
   if (vlen == 0) return 0; /* an empty value is the same as no label */
+  if (nlen > UINT32_MAX || vlen > UINT32_MAX) return MD_EINVAL;
   GROW(b->labels, b->nlabels, b->cap_labels);
+  GROW(b->lens, b->nlabels, b->cap_lens);
+  b->lens[b->nlabels] = (label_lens_t){(uint32_t)nlen, (uint32_t)vlen};
   char *n = arena_strndup(b->arena, name, nlen);
   char *v = arena_strndup(b->arena, value, vlen);
   if (!n || !v) return MD_ENOMEM;
@@ -99,16 +107,20 @@ int tsdb_batch_series_end(tsdb_batch_t *b) {
   if (!b->building) return MD_EINVAL;
   b->building = false;
   tsdb_label_t *ls = b->labels + b->open_label_off;
+  label_lens_t *lens = b->lens + b->open_label_off;
   size_t n = b->nlabels - b->open_label_off;
   /* Insertion sort: label sets are small and usually nearly sorted already. */
   for (size_t i = 1; i < n; i++) {
     tsdb_label_t x = ls[i];
+    label_lens_t xl = lens[i];
     size_t j = i;
     while (j > 0 && strcmp(ls[j - 1].name, x.name) > 0) {
       ls[j] = ls[j - 1];
+      lens[j] = lens[j - 1];
       j--;
     }
     ls[j] = x;
+    lens[j] = xl;
   }
   for (size_t i = 1; i < n; i++) {
     if (strcmp(ls[i - 1].name, ls[i].name) == 0) {
@@ -145,6 +157,8 @@ int tsdb_batch_sample(tsdb_batch_t *b, int64_t ts, double v) {
 
 size_t tsdb_batch_series_count(const tsdb_batch_t *b) { return b->nseries; }
 size_t tsdb_batch_sample_count(const tsdb_batch_t *b) { return b->nsamples; }
+
+const label_lens_t *batch_label_lens(const tsdb_batch_t *b, size_t i) { return b->lens + b->series[i].label_off; }
 
 void tsdb_batch_get(const tsdb_batch_t *b, size_t i, const tsdb_label_t **labels, size_t *nlabels,
                     const tsdb_sample_t **samples, size_t *nsamples) {

@@ -187,8 +187,11 @@ void chunk_app_free(chunk_app_t *a) {
 static int app_reserve(chunk_app_t *a, unsigned bits) {
   uint64_t need = ((uint64_t)a->nbits + bits + 7) / 8 + 8;
   if (need <= a->cap) return 0;
-  uint64_t ncap = a->cap ? (uint64_t)a->cap * 2 : 64;
-  while (ncap < need) ncap *= 2;
+  /* Grow by a quarter, not double: open chunks are most of the head's memory and a full
+   * chunk's slack is what a series costs on top of its data (one realloc per ~15 samples). */
+  uint64_t ncap = a->cap ? (uint64_t)a->cap + a->cap / 4 : 64;
+  if (ncap < need) ncap = need;
+  ncap = (ncap + 15) & ~(uint64_t)15;
   uint8_t *nb = realloc(a->buf, ncap);
   if (!nb) return MD_ENOMEM;
   memset(nb + a->cap, 0, ncap - a->cap);

@@ -50,12 +50,20 @@ static inline uint64_t load_le64(const uint8_t *q) {
 static unsigned ipack_width(const uint64_t *u, size_t m, uint64_t *cost_out) {
   size_t hist[65] = {0};
   for (size_t i = 0; i < m; i++) hist[bitlen(u[i])]++;
+  /* Only the lengths that occur matter, and no width past the longest can win (it only adds
+   * bits): this runs on every sealed chunk, several times, so skip the empty 65 x 65. */
+  unsigned lens[65], nl = 0;
+  for (unsigned b = 0; b <= 64; b++)
+    if (hist[b]) lens[nl++] = b;
+  unsigned maxw = nl ? lens[nl - 1] : 0;
   uint64_t best = UINT64_MAX;
   unsigned bw = 64;
-  for (unsigned w = 0; w <= 64; w++) {
+  for (unsigned w = 0; w <= maxw; w++) {
     uint64_t c = (uint64_t)m * w;
-    for (unsigned b = w + 1; b <= 64 && c < best; b++)
-      if (hist[b]) c += (uint64_t)hist[b] * (8 + 8 * ((b - w + 6) / 7));
+    for (unsigned j = 0; j < nl && c < best; j++) {
+      unsigned b = lens[j];
+      if (b > w) c += (uint64_t)hist[b] * (8 + 8 * ((b - w + 6) / 7));
+    }
     if (c < best) {
       best = c;
       bw = w;

@@ -197,23 +197,56 @@ static inline uint64_t mum(uint64_t a, uint64_t b) {
   return (uint64_t)r ^ (uint64_t)(r >> 64);
 }
 
+/* Reads the last len (< 8) bytes of a string as a little-endian word, without a call. */
+static inline uint64_t tail_word(const char *p, size_t len) {
+  const uint8_t *q = (const uint8_t *)p;
+  uint64_t w = 0;
+  if (len & 4) {
+    uint32_t x;
+    memcpy(&x, q, 4);
+    w = x;
+    q += 4;
+  }
+  if (len & 2) {
+    uint16_t x;
+    memcpy(&x, q, 2);
+    w |= (uint64_t)x << (8 * (len & 4));
+    q += 2;
+  }
+  if (len & 1) w |= (uint64_t)*q << (8 * (len & 6));
+  return w;
+}
+
+/* Mixes string i (even: a name, odd: a value) of len bytes into the two lanes. */
+static inline void hash_string(uint64_t *a, uint64_t *b, const char *s, size_t len, size_t i) {
+  const char *p = s;
+  uint64_t w, x = *a, y = *b;
+  size_t left = len;
+  for (; left >= 8; left -= 8, p += 8) {
+    memcpy(&w, p, 8);
+    x = mum(x ^ w, 0x9e3779b97f4a7c15ULL);
+    y = mum(y ^ w, 0xc2b2ae3d27d4eb4fULL) + w;
+  }
+  w = tail_word(p, left);
+  uint64_t tag = (uint64_t)len << 48 | (uint64_t)(i & 1) << 47;
+  *a = mum(x ^ w ^ tag, 0xa0761d6478bd642fULL);
+  *b = mum(y ^ w ^ tag, 0xe7037ed1a0b428dbULL) + tag;
+}
+
 lhash_t labels_hash(const tsdb_label_t *ls, size_t n) {
   uint64_t a = 0x243f6a8885a308d3ULL ^ n, b = 0x13198a2e03707344ULL ^ (n << 32);
   for (size_t i = 0; i < 2 * n; i++) {
     const char *s = i & 1 ? ls[i / 2].value : ls[i / 2].name;
-    size_t len = strlen(s);
-    const char *p = s;
-    uint64_t w;
-    for (; len >= 8; len -= 8, p += 8) {
-      memcpy(&w, p, 8);
-      a = mum(a ^ w, 0x9e3779b97f4a7c15ULL);
-      b = mum(b ^ w, 0xc2b2ae3d27d4eb4fULL) + w;
-    }
-    w = 0;
-    memcpy(&w, p, len);
-    uint64_t tag = (uint64_t)(p - s + len) << 48 | (uint64_t)(i & 1) << 47;
-    a = mum(a ^ w ^ tag, 0xa0761d6478bd642fULL);
-    b = mum(b ^ w ^ tag, 0xe7037ed1a0b428dbULL) + tag;
+    hash_string(&a, &b, s, strlen(s), i);
+  }
+  return (lhash_t){a ^ (a >> 29), b ^ (b >> 31)};
+}
+
+lhash_t labels_hash_len(const tsdb_label_t *ls, const label_lens_t *lens, size_t n) {
+  uint64_t a = 0x243f6a8885a308d3ULL ^ n, b = 0x13198a2e03707344ULL ^ (n << 32);
+  for (size_t k = 0; k < n; k++) {
+    hash_string(&a, &b, ls[k].name, lens[k].name, 2 * k);
+    hash_string(&a, &b, ls[k].value, lens[k].value, 2 * k + 1);
   }
   return (lhash_t){a ^ (a >> 29), b ^ (b >> 31)};
 }

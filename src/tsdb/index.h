@@ -58,6 +58,12 @@ typedef struct lhash {
   uint64_t h1, h2;
 } lhash_t;
 lhash_t labels_hash(const tsdb_label_t *ls, size_t n);
+/* Byte lengths of one label's name and value (without the NUL). */
+typedef struct label_lens {
+  uint32_t name, value;
+} label_lens_t;
+/* The same hash when the byte lengths are known (no strlen): lens[k] belongs to ls[k]. */
+lhash_t labels_hash_len(const tsdb_label_t *ls, const label_lens_t *lens, size_t n);
 /* Whether the series' labels equal ls (strings). */
 bool idx_series_equal(const symtab_t *st, const idx_series_t *s, const tsdb_label_t *ls, size_t n);
 /* Compares two series' label sets by strings, Prometheus order (name, value, pairwise). */

@@ -14,6 +14,7 @@
  * and persisted before the retry: at-least-once, never lost once acknowledged.)
  */
 #include "tsdb_int.h"
+#include "batch_int.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -294,7 +295,7 @@ int tsdb_append(tsdb_t *db, const char *tenant_name, const tsdb_batch_t *b, tsdb
     const tsdb_label_t *ls;
     size_t nl;
     tsdb_batch_get(b, i, &ls, &nl, NULL, NULL);
-    hs[i] = labels_hash(ls, nl);
+    hs[i] = labels_hash_len(ls, batch_label_lens(b, i), nl);
   }
   pthread_rwlock_rdlock(&t->lock);
   tindex_lookup_many(t->idx, hs, ns, found);

@@ -760,6 +760,8 @@ static void test_corruption(void **state) {
 }
 
 int main(void) {
+  /* TSDB_TEST_FILTER=test_compact runs one test (timing, debugging). */
+  if (getenv("TSDB_TEST_FILTER")) cmocka_set_test_filter(getenv("TSDB_TEST_FILTER"));
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_roundtrip),   cmocka_unit_test(test_matchers),
       cmocka_unit_test(test_label_metadata), cmocka_unit_test(test_writer_rejects_and_delete),
