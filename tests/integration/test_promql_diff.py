@@ -24,6 +24,7 @@ data directory and is stopped by its PID. Without prometheus/promtool the tests 
 Discrepancies found are reported to the engine owner in /work/notes/promql-diff.md.
 """
 
+import concurrent.futures
 import json
 import math
 import os
@@ -663,28 +664,38 @@ def test_queries():
     modes = query_modes(pair.ds)
     failures, expected_hit, checked, nonempty, ties = [], set(), 0, 0, 0
     t0 = time.time()
+    jobs = []
     for q, generated in queries:
         # generated queries: one instant (mid-data) and the range; hand-written ones also at
         # the instant after the data's end
         for mode, params in (modes[0], modes[2]) if generated else modes:
-            path = "/api/v1/query" if mode == "instant" else "/api/v1/query_range"
-            p = dict(params, query=q)
-            ours = canonical(pair.md.get(path, p))
-            theirs = canonical(pair.prom.get(path, p))
-            checked += 1
-            if theirs[0] not in ("error",) and isinstance(theirs[1], dict) and theirs[1]:
-                nonempty += 1
-            d = diff(ours, theirs)
-            if d is None:
-                continue
-            if ("topk" in q or "bottomk" in q) and same_values_per_time(ours, theirs):
-                ties += 1
-                continue
-            exp = EXPECTED_DISCREPANCIES.get(q)
-            if exp and exp[0] in (mode, "both"):
-                expected_hit.add(q)
-                continue
-            failures.append("%s %s %s\n    %s" % (mode, json.dumps(q), json.dumps(params), d))
+            jobs.append((q, mode, params))
+
+    def run(job):
+        q, mode, params = job
+        path = "/api/v1/query" if mode == "instant" else "/api/v1/query_range"
+        p = dict(params, query=q)
+        return canonical(pair.md.get(path, p)), canonical(pair.prom.get(path, p))
+
+    # A few requests in flight: the two servers and this script overlap (wall time only; each
+    # comparison is still one request per server).
+    with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
+        answers = list(pool.map(run, jobs))
+    for (q, mode, params), (ours, theirs) in zip(jobs, answers):
+        checked += 1
+        if theirs[0] not in ("error",) and isinstance(theirs[1], dict) and theirs[1]:
+            nonempty += 1
+        d = diff(ours, theirs)
+        if d is None:
+            continue
+        if ("topk" in q or "bottomk" in q) and same_values_per_time(ours, theirs):
+            ties += 1
+            continue
+        exp = EXPECTED_DISCREPANCIES.get(q)
+        if exp and exp[0] in (mode, "both"):
+            expected_hit.add(q)
+            continue
+        failures.append("%s %s %s\n    %s" % (mode, json.dumps(q), json.dumps(params), d))
     print("%d queries (%d generated) = %d comparisons in %.1fs, %d with a non-empty result; "
           "%d mismatches, %d expected discrepancies seen (of %d listed), %d topk/bottomk ties"
           % (len(queries), sum(1 for _, gen in queries if gen), checked, time.time() - t0, nonempty,
@@ -754,6 +765,10 @@ def test_api():
                                 "start": rfc(s), "end": rfc(e)})
     same_set("/api/v1/series", dict(window, **{"match[]": '{__name__=~"http_.*_sum", handler="/api"}'}), post=True)
     same_set("/api/v1/series", {"match[]": ["node_load1", '{__name__=~"node_load.*"}', 'node_load5{region="eu-west"}']})
+    before = {"start": "%.3f" % (s - 7200), "end": "%.3f" % (s - 3600)}   # a window with no data
+    same_set("/api/v1/series", dict(before, **{"match[]": "node_load1"}))
+    same_set("/api/v1/labels", before)
+    same_set("/api/v1/label/instance/values", before)
     same_set("/api/v1/labels")
     same_set("/api/v1/labels", dict(window, **{"match[]": "node_load1"}))
     same_set("/api/v1/labels", {"match[]": "http_request_duration_seconds_bucket"}, post=True)
