@@ -1071,6 +1071,8 @@ static int eval_histogram(ev_t *ev, const pql_node_t *n, const grid_t *g, value_
           if (qlabel) {
             char buf[64];
             fmt_float_plain(qs[qk].sc[i], buf, sizeof buf);
+            /* Prometheus writes whole quantiles with a fraction: q="0.0", q="1.0". */
+            if (isfinite(qs[qk].sc[i]) && !strpbrk(buf, ".e") && strlen(buf) + 3 < sizeof buf) strcat(buf, ".0");
             char *val = arena_strdup(ev->a, buf);
             if (!val) return fail_oom(ev);
             ls = lset_set(ev, &ls, qlabel, val);

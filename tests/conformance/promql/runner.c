@@ -4,10 +4,13 @@
  * storage. Data is appended through tsdb_append into a database in a temporary directory;
  * `clear` closes it and opens a fresh one.
  *
- *   promql_conformance [-v] [-x expected_failures.txt] [-o only_file.test] [-g new_entries.txt] [corpus_dir]
+ *   promql_conformance [-v] [-c] [-x expected_failures.txt] [-o only_file.test] [-g new_entries.txt] [corpus_dir]
  *
  * -g writes an entry (with a guessed reason, to be reviewed) for every failure that is not
- * listed yet: the way to refresh the list after a corpus re-import.
+ * listed yet: the way to refresh the list after a corpus re-import. -c classifies every failing
+ * eval by re-running it on a shadow store where native-histogram samples are the float 1:
+ * "reads native-histogram series" (outcome changes), "expects an annotation" (fails only on an
+ * expected warning/info) or "does not depend on histogram series" (a float bug to fix).
  *
  * Checks per eval: the result (or the expected failure), annotations (FORMAT.md §9), and
  * for instant evals the range-mode cross-check (§7.2 step 4). Prints PASS/FAIL per eval,
@@ -176,6 +179,7 @@ static const char *parse_series(const char *p, labels_t *l, bool *ok) {
 typedef struct seq {
   double *v;
   bool *has;
+  bool *hist; /* the item is a native histogram (not stored) */
   size_t n, cap;
   bool histogram;
 } seq_t;
@@ -185,8 +189,10 @@ static void seq_push(seq_t *s, double v, bool has) {
     s->cap = s->cap ? s->cap * 2 : 16;
     s->v = realloc(s->v, s->cap * sizeof *s->v);
     s->has = realloc(s->has, s->cap * sizeof *s->has);
+    s->hist = realloc(s->hist, s->cap * sizeof *s->hist);
   }
   s->v[s->n] = v;
+  s->hist[s->n] = false;
   s->has[s->n++] = has;
 }
 
@@ -222,8 +228,14 @@ static bool parse_seq(const char *p, seq_t *s) {
         if (!e) return false;
         p = e + 2;
       }
+      /* {{A}}xN and {{A}}+{{B}}xN stand for N+1 samples */
+      long cnt = 0;
+      if (*p == 'x' && isdigit((unsigned char)p[1])) cnt = strtol(p + 1, NULL, 10);
       while (*p && !isspace((unsigned char)*p)) p++;
-      seq_push(s, 0, false);
+      for (long k = 0; k <= cnt && k < 100000; k++) {
+        seq_push(s, 0, false);
+        s->hist[s->n - 1] = true;
+      }
       continue;
     }
     while (*p && !isspace((unsigned char)*p)) p++;
@@ -265,7 +277,7 @@ static bool parse_seq(const char *p, seq_t *s) {
   return true;
 }
 
-static void seq_free(seq_t *s) { free(s->v); free(s->has); }
+static void seq_free(seq_t *s) { free(s->v); free(s->has); free(s->hist); }
 
 /* ---- float comparison (FORMAT.md §8) ------------------------------------------------------- */
 
@@ -638,6 +650,29 @@ typedef struct totals {
 } totals_t;
 
 static bool verbose;
+static bool classify; /* -c: re-run each failing eval with histogram placeholders */
+static char *hist_names[4096]; /* -c: metric names of the histogram series loaded since the last clear */
+static size_t nhist_names;
+
+static bool loading_nhcb; /* the block is load_with_nhcb: *_bucket series also form native histograms */
+
+static void hist_names_clear(void) {
+  for (size_t i = 0; i < nhist_names; i++) free(hist_names[i]);
+  nhist_names = 0;
+}
+
+/* Whether expr names one of the loaded histogram metrics (as a whole identifier). */
+static bool names_hist_metric(const char *expr) {
+  for (size_t i = 0; i < nhist_names; i++) {
+    size_t l = strlen(hist_names[i]);
+    for (const char *p = strstr(expr, hist_names[i]); p; p = strstr(p + 1, hist_names[i])) {
+      bool left = p == expr || !(isalnum((unsigned char)p[-1]) || p[-1] == '_' || p[-1] == ':');
+      bool right = !(isalnum((unsigned char)p[l]) || p[l] == '_' || p[l] == ':');
+      if (left && right) return true;
+    }
+  }
+  return false;
+}
 static FILE *gen; /* -g: write a key + reason line for every unlisted failure */
 
 /* A best-effort reason for a generated expected-failure entry. */
@@ -663,7 +698,10 @@ static void free_case(eval_case_t *c) {
   free(c->string);
 }
 
-static int load_block(store_t *st, char **lines, size_t n, int64_t interval, bool *hist, int *nhist) {
+/* Loads a block's float samples. With placeholders (the -c shadow store), every native-histogram
+ * sample is stored as the float 1 instead of left out, so that an eval whose outcome changes
+ * between the two stores is known to read histogram series. */
+static int load_block(store_t *st, char **lines, size_t n, int64_t interval, bool *hist, int *nhist, bool placeholders) {
   /* Last line wins for a repeated label set. */
   labels_t *ls = calloc(n, sizeof *ls);
   seq_t *ss = calloc(n, sizeof *ss);
@@ -680,17 +718,26 @@ static int load_block(store_t *st, char **lines, size_t n, int64_t interval, boo
   tsdb_batch_t *b = tsdb_batch_new();
   for (size_t i = 0; i < n; i++) {
     if (skip[i]) continue;
+    for (size_t q = 0; q < ls[i].n && classify && loading_nhcb && !placeholders; q++) {
+      size_t vl = strlen(ls[i].value[q]);
+      if (!strcmp(ls[i].name[q], "__name__") && vl > 7 && !strcmp(ls[i].value[q] + vl - 7, "_bucket") && nhist_names < 4096)
+        hist_names[nhist_names++] = strndup(ls[i].value[q], vl - 7);
+    }
     if (ss[i].histogram) {
       /* Histogram samples are not stored (float samples only); the series' float samples,
        * if it mixes both, still are. */
       *hist = true;
       (*nhist)++;
+      for (size_t q = 0; q < ls[i].n; q++)
+        if (classify && !placeholders && !strcmp(ls[i].name[q], "__name__") && nhist_names < 4096)
+          hist_names[nhist_names++] = strdup(ls[i].value[q]);
     }
     tsdb_label_t tl[64];
     for (size_t q = 0; q < ls[i].n; q++) tl[q] = (tsdb_label_t){ls[i].name[q], ls[i].value[q]};
     if (tsdb_batch_series(b, tl, ls[i].n) < 0) continue;
     for (size_t k = 0; k < ss[i].n; k++)
       if (ss[i].has[k]) tsdb_batch_sample(b, (int64_t)k * interval, ss[i].v[k]);
+      else if (placeholders && ss[i].hist[k]) tsdb_batch_sample(b, (int64_t)k * interval, 1);
   }
   tsdb_append_result_t res;
   if (tsdb_append(st->db, "", b, &res) < 0 || res.samples_rejected) {
@@ -722,6 +769,8 @@ static void run_file(const char *dir, const char *fname, totals_t *tot) {
   }
   store_t st;
   if (store_open(&st) < 0) { fprintf(stderr, "cannot open storage\n"); free(lines); free(buf); tot->unexpected++; return; }
+  store_t shadow = {0};
+  if (classify && store_open(&shadow) < 0) { fprintf(stderr, "cannot open storage\n"); store_close(&st); free(lines); free(buf); tot->unexpected++; return; }
   totals_t ft = {0};
   bool hist_loaded = false, nhcb = false;
   size_t i = 0;
@@ -735,6 +784,11 @@ static void run_file(const char *dir, const char *fname, totals_t *tot) {
     if (!strncasecmp(cmd, "clear", 5)) {
       store_close(&st);
       if (store_open(&st) < 0) break;
+      if (classify) {
+        store_close(&shadow);
+        hist_names_clear();
+        if (store_open(&shadow) < 0) break;
+      }
       hist_loaded = nhcb = false;
       i++;
       continue;
@@ -742,13 +796,17 @@ static void run_file(const char *dir, const char *fname, totals_t *tot) {
     if (!strncasecmp(cmd, "load", 4)) {
       const char *sp = cmd + 4;
       while (*sp && !isspace((unsigned char)*sp)) sp++;
-      if (!strncasecmp(cmd, "load_with_nhcb", 14)) nhcb = true;
+      loading_nhcb = !strncasecmp(cmd, "load_with_nhcb", 14);
+      if (loading_nhcb) nhcb = true;
       while (*sp && isspace((unsigned char)*sp)) sp++;
       int64_t interval;
       if (!parse_dur(sp, strlen(sp), &interval)) fprintf(stderr, "%s:%zu: bad load interval\n", fname, lineno);
       size_t j = i + 1;
       while (j < nl && *lines[j]) j++;
-      if (load_block(&st, lines + i + 1, j - i - 1, interval, &hist_loaded, &ft.hist_series) < 0)
+      bool dummy_hist;
+      int dummy_count = 0;
+      if (classify) load_block(&shadow, lines + i + 1, j - i - 1, interval, &dummy_hist, &dummy_count, true);
+      if (load_block(&st, lines + i + 1, j - i - 1, interval, &hist_loaded, &ft.hist_series, false) < 0)
         fprintf(stderr, "%s:%zu: load had errors\n", fname, lineno);
       i = j;
       continue;
@@ -886,6 +944,18 @@ static void run_file(const char *dir, const char *fname, totals_t *tot) {
     }
     sb_t why = {0};
     int res = bad ? 0 : run_eval(&st, &c, &why);
+    if (classify && !res && !bad) {
+      /* Does the outcome depend on the histogram series? Compare with the shadow store. */
+      sb_t why2 = {0};
+      int res2 = run_eval(&shadow, &c, &why2);
+      const char *w1 = why.buf ? why.buf : "", *w2 = why2.buf ? why2.buf : "";
+      const char *cls = res2 != res || strcmp(w1, w2) ? "reads native-histogram series"
+                        : names_hist_metric(c.expr) ? "names a native-histogram metric"
+                        : (!strncmp(w1, "expected a", 10) || strstr(w1, "annotation")) ? "expects an annotation"
+                        : "does not depend on histogram series";
+      printf("CLASS %s:%zu %s: %s\n", fname, lineno, cls, cmd);
+      sb_free(&why2);
+    }
     if (bad) sb_puts(&why, "cannot parse eval block");
     if (res == 2) ft.msgdiff++;
     if (res) {
@@ -911,6 +981,8 @@ static void run_file(const char *dir, const char *fname, totals_t *tot) {
     free_case(&c);
   }
   store_close(&st);
+  if (classify) store_close(&shadow);
+  hist_names_clear();
   printf("FILE %s: %d passed, %d failed (%d expected), %d skipped", fname, ft.passed, ft.failed, ft.xfailed, ft.skipped);
   if (ft.hist_series) printf(", %d native-histogram series not loaded", ft.hist_series);
   printf("\n");
@@ -929,6 +1001,7 @@ int main(int argc, char **argv) {
   char defdir[1024], defx[1024];
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "-v")) verbose = true;
+    else if (!strcmp(argv[i], "-c")) classify = true;
     else if (!strcmp(argv[i], "-x") && i + 1 < argc) xfile = argv[++i];
     else if (!strcmp(argv[i], "-o") && i + 1 < argc) only = argv[++i];
     else if (!strcmp(argv[i], "-g") && i + 1 < argc) {
