@@ -1243,19 +1243,36 @@ static bool info_is_data_label(info_ctx_t *c, const char *name) {
   return strcmp(name, "instance") && strcmp(name, "job");
 }
 
-/* True when another series of the same info metric with the same identifying labels has a
- * newer sample at step i: the info metric's labels changed, and only its latest state counts. */
-static bool info_superseded(const value_t *info, const uint64_t *ikey, size_t q, size_t i) {
+/* Info series ordered by the hash of their identifying labels, so that a base series finds
+ * its candidates by binary search instead of a scan of every info series. */
+typedef struct info_ord {
+  uint64_t key;
+  size_t idx;
+} info_ord_t;
+
+static int cmp_info_ord(const void *x, const void *y) {
+  const info_ord_t *a = x, *b = y;
+  if (a->key != b->key) return a->key < b->key ? -1 : 1;
+  return a->idx < b->idx ? -1 : a->idx > b->idx;
+}
+
+static bool same_label(const lset_t *a, const lset_t *b, const char *name) {
+  const char *x = lset_get(a, name), *y = lset_get(b, name);
+  return !strcmp(x ? x : "", y ? y : "");
+}
+
+/* True when another series of the same info metric with the same identifying labels (among
+ * ord[lo, hi), the candidates sharing the key) has a newer sample at step i: the info metric's
+ * labels changed, and only its latest state counts (the first series wins a tie). */
+static bool info_superseded(const value_t *info, const info_ord_t *ord, size_t lo, size_t hi, size_t q, size_t i) {
   const vser_t *s = &info->vs[q];
-  const char *name = lset_get(&s->ls, "__name__");
-  for (size_t r = 0; r < info->nvs; r++) {
+  for (size_t x = lo; x < hi; x++) {
+    size_t r = ord[x].idx;
     const vser_t *o = &info->vs[r];
-    if (r == q || !o->ok[i] || ikey[r] != ikey[q] || o->tsv[i] < s->tsv[i] || (o->tsv[i] == s->tsv[i] && r > q)) continue;
-    const char *on = lset_get(&o->ls, "__name__");
-    if (strcmp(on ? on : "", name ? name : "")) continue;
-    const char *a = lset_get(&s->ls, "instance"), *b = lset_get(&o->ls, "instance");
-    const char *c = lset_get(&s->ls, "job"), *d = lset_get(&o->ls, "job");
-    if (!strcmp(a ? a : "", b ? b : "") && !strcmp(c ? c : "", d ? d : "")) return true;
+    if (r == q || !o->ok[i] || o->tsv[i] < s->tsv[i] || (o->tsv[i] == s->tsv[i] && r > q)) continue;
+    if (same_label(&s->ls, &o->ls, "__name__") && same_label(&s->ls, &o->ls, "instance") &&
+        same_label(&s->ls, &o->ls, "job"))
+      return true;
   }
   return false;
 }
@@ -1300,12 +1317,13 @@ static int eval_info(ev_t *ev, const pql_node_t *n, const grid_t *g, value_t *ou
   else if (!c.positive_name) m[nm++] = (tsdb_matcher_t){TSDB_MATCH_RE, "__name__", ".+_info"};
   pql_node_t isel = {.kind = N_SEL, .type = PT_VECTOR, .matchers = m, .nmatchers = nm};
   if ((rc = eval_vector_selector(ev, &isel, g, &info, true)) < 0) goto out;
-  uint64_t *ikey = arena_alloc(ev->a, (info.nvs + 1) * sizeof *ikey);
-  if (!ikey) { rc = fail_oom(ev); goto out; }
+  info_ord_t *ord = arena_alloc(ev->a, (info.nvs + 1) * sizeof *ord);
+  if (!ord) { rc = fail_oom(ev); goto out; }
   for (size_t k = 0; k < info.nvs; k++) {
     bool any;
-    ikey[k] = info_key(&info.vs[k].ls, &any);
+    ord[k] = (info_ord_t){info_key(&info.vs[k].ls, &any), k};
   }
+  if (info.nvs > 1) qsort(ord, info.nvs, sizeof *ord, cmp_info_ord);
   out->type = PT_VECTOR;
   vv_out_t vo = {0};
   if (hmap_init(ev, &vo.map, base.nvs) < 0) { rc = fail_oom(ev); goto out; }
@@ -1316,20 +1334,25 @@ static int eval_info(ev_t *ev, const pql_node_t *n, const grid_t *g, value_t *ou
     for (size_t j = 0; j < c.nname && is_info; j++) is_info = matcher_matches(c.name_m[j], c.name_re[j], name ? name : "");
     bool any;
     uint64_t key = info_key(&b->ls, &any);
+    size_t lo = 0, hi = info.nvs;
+    while (lo < hi) { /* first candidate with this key */
+      size_t mid = (lo + hi) / 2;
+      if (ord[mid].key < key) lo = mid + 1;
+      else hi = mid;
+    }
+    for (hi = lo; hi < info.nvs && ord[hi].key == key;) hi++;
     int32_t plain = -1; /* output index of the unenriched series */
+    if ((rc = ev_check(ev)) < 0) goto out;
     for (size_t i = 0; i < g->n; i++) {
       if (!b->ok[i]) continue;
-      if ((rc = ev_check(ev)) < 0) goto out;
       lset_t ls = b->ls;
       bool found = false;
       if (!is_info && any) {
-        for (size_t q = 0; q < info.nvs; q++) {
+        for (size_t x = lo; x < hi; x++) {
+          size_t q = ord[x].idx;
           vser_t *is = &info.vs[q];
-          if (!is->ok[i] || ikey[q] != key) continue;
-          const char *bi = lset_get(&b->ls, "instance"), *bj = lset_get(&b->ls, "job");
-          const char *ii = lset_get(&is->ls, "instance"), *ij = lset_get(&is->ls, "job");
-          if (strcmp(bi ? bi : "", ii ? ii : "") || strcmp(bj ? bj : "", ij ? ij : "")) continue;
-          if (info_superseded(&info, ikey, q, i)) continue;
+          if (!is->ok[i] || !same_label(&b->ls, &is->ls, "instance") || !same_label(&b->ls, &is->ls, "job")) continue;
+          if (info_superseded(&info, ord, lo, hi, q, i)) continue;
           found = true;
           for (size_t l = 0; l < is->ls.n; l++) {
             const tsdb_label_t *dl = &is->ls.l[l];
