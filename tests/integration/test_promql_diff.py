@@ -910,6 +910,42 @@ def test_api():
     assert not problems, "%d API differences from Prometheus" % len(problems)
 
 
+def test_tenants():
+    """Every read endpoint answers from the request's tenant only (X-Scope-OrgID without auth)."""
+    pair = Pair.get()
+    md, ds = pair.md, pair.ds
+    t = ds.start_ms + 1800000   # no host is in its scrape gap here
+    body = "".join('tenant_only_metric{instance="h%02d:9100"} %d %d\n' % (i, i + 1, t + k * 15000)
+                   for i in range(3) for k in range(20))
+    r = md.post("/api/v1/import/prometheus", body, {"Content-Type": "text/plain", "X-Scope-OrgID": "other"})
+    assert r.status == 204, r
+    other = {"X-Scope-OrgID": "other"}
+    ts = "%.3f" % (t / 1000.0 + 120)
+    win = {"start": "%.3f" % (ds.start_ms / 1000.0), "end": "%.3f" % (ds.end_ms / 1000.0)}
+    checks = [
+        ("/api/v1/query", {"query": "count(tenant_only_metric)", "time": ts},
+         lambda d: d["result"] == [], lambda d: d["result"][0]["value"][1] == "3"),
+        ("/api/v1/query", {"query": "count(node_load1)", "time": ts},
+         lambda d: d["result"][0]["value"][1] == str(HOSTS), lambda d: d["result"] == []),
+        ("/metrics/query", {"query": "count(tenant_only_metric)", "time": ts},
+         lambda d: d["result"] == [], lambda d: d["result"][0]["value"][1] == "3"),
+        ("/api/v1/query_range", dict(win, query="sum(tenant_only_metric)", step="60"),
+         lambda d: d["result"] == [], lambda d: len(d["result"]) == 1),
+        ("/api/v1/series", dict(win, **{"match[]": '{__name__=~"tenant_only_metric|node_load1"}'}),
+         lambda d: len(d) == HOSTS, lambda d: len(d) == 3),
+        ("/api/v1/labels", {}, lambda d: "le" in d, lambda d: d == ["__name__", "instance"]),
+        ("/api/v1/label/__name__/values", {}, lambda d: "tenant_only_metric" not in d,
+         lambda d: d == ["tenant_only_metric"]),
+        ("/api/v1/status/tsdb", {}, lambda d: d["headStats"]["numSeries"] == len(ds.series),
+         lambda d: d["headStats"]["numSeries"] == 3),
+    ]
+    for path, params, default_ok, other_ok in checks:
+        for hdr, ok in (({}, default_ok), (other, other_ok)):
+            r = md.get(path, params, headers=hdr)
+            assert r.status == 200, (path, hdr, r.status, r.text[:300])
+            assert ok(r.json()["data"]), (path, params, hdr, r.text[:500])
+
+
 def test_zz_shutdown():
     """Stops both servers; metricsd must exit cleanly (no leak reports under ASan)."""
     if Pair._inst is None:
