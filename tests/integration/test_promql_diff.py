@@ -781,6 +781,9 @@ def test_api():
     # Instant and range queries through GET with RFC 3339 times and form-encoded POST.
     for path, params in [
         ("/api/v1/query", {"query": "sum by (region) (node_load1)", "time": rfc(s + 3000)}),
+        ("/api/v1/query", {"query": "max(node_load5)", "time": time.strftime(
+            "%Y-%m-%dT%H:%M:%S.250+02:00", time.gmtime(s + 3000 + 7200))}),
+        ("/api/v1/query", {"query": "min(node_load5)", "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(s + 4000))}),
         ("/api/v1/query_range", {"query": "sum(rate(node_cpu_seconds_total[5m]))", "start": rfc(s + 600),
                                  "end": rfc(e), "step": "2m"}),
         ("/api/v1/query_range", {"query": "max(node_load1)", "start": "%.3f" % (s + 600.25),
