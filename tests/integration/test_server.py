@@ -614,6 +614,39 @@ def test_route_table_matches_docs():
         assert srv.get("/-/routes", headers={"X-API-Key": "r"}).status == 200
 
 
+def test_auth_on_every_route():
+    """With keys configured, every route the server registers enforces its role: no
+    credential → 401 (public routes excepted), a read-only key on a write or admin route →
+    403, a write key on an admin route → 403. Rejections happen before any handler runs, so
+    nothing is changed by this sweep."""
+    cfg = ("server:\n  auth_keys:\n    - {token: sweep-read, roles: [read]}\n"
+           "    - {token: sweep-write, roles: [write]}\n    - {token: sweep-admin, roles: admin}\n")
+    with mdtest.Server(config=cfg) as srv:
+        routes = srv.get("/-/routes", headers={"X-API-Key": "sweep-admin"}).json()["routes"]
+        assert len(routes) > 20
+        checked = 0
+        for rt in routes:
+            path = rt["path"].replace("{name}", "x").replace("{id}", "x")
+            method, role = rt["method"], rt["role"]
+            body = b"" if method in ("POST", "PUT", "PATCH") else None
+            r = srv.request(method, path, body)
+            if role == "public":
+                assert r.status != 401 and r.status != 403, (method, path, r)
+                continue
+            assert r.status == 401, (method, path, "no credential", r)
+            if role in ("write", "admin"):
+                r = srv.request(method, path, body, {"X-API-Key": "sweep-read"})
+                assert r.status == 403, (method, path, "read key", r)
+            if role == "admin":
+                r = srv.request(method, path, body, {"X-API-Key": "sweep-write"})
+                assert r.status == 403, (method, path, "write key", r)
+            if role == "read":
+                r = srv.request(method, path, body, {"X-API-Key": "sweep-write"})
+                assert r.status == 403, (method, path, "write key on a read route", r)
+            checked += 1
+        assert checked > 20, checked
+
+
 def _slug(heading):
     """GitHub's anchor for a heading: lower-cased, punctuation dropped, spaces to hyphens."""
     import re
