@@ -752,6 +752,8 @@ def test_api():
             problems.append("%s %s: status %s/%s vs prometheus %s/%s" % (path, params, a.status, ja.get("status"),
                                                                         b.status, jb.get("status")))
             return
+        if "/label" in path and ja["data"] != sorted(ja["data"]):
+            problems.append("%s %s: not sorted as Prometheus sorts it: %s" % (path, params, ja["data"][:10]))
         norm = lambda d: sorted(json.dumps(x, sort_keys=True) for x in d)
         if norm(ja["data"]) != norm(jb["data"]):
             problems.append("%s %s: %d items vs prometheus %d (first ours %s, theirs %s)" % (
