@@ -76,6 +76,8 @@ struct scrape_manager {
  * scheduler adds GROW_STEP workers, up to MAX_WORKERS. Healthy targets keep the pool at
  * opt.workers (more threads cost CPU in cache misses for nothing). */
 #define MAX_WORKERS 128
+/* A year: longer intervals make no sense, and this keeps schedule arithmetic far from overflow. */
+#define MAX_INTERVAL_MS (366LL * 86400 * 1000)
 #define GROW_STEP 8
 #define BACKLOG_MS 500
 #define BACKLOG_MIN 4
@@ -204,10 +206,11 @@ static int build_target(scrape_manager_t *m, scrape_job_t *j, const scrape_group
   }
   int64_t interval = j->interval_ms, timeout = j->timeout_ms;
   const char *s = scrape_labels_get(ls, "__scrape_interval__");
-  if (s && md_parse_duration(s, strlen(s), &interval) != 0) interval = j->interval_ms;
+  if (s && scrape_parse_duration_label(s, &interval) != 0) interval = j->interval_ms;
   s = scrape_labels_get(ls, "__scrape_timeout__");
-  if (s && md_parse_duration(s, strlen(s), &timeout) != 0) timeout = j->timeout_ms;
+  if (s && scrape_parse_duration_label(s, &timeout) != 0) timeout = j->timeout_ms;
   if (interval < 100) interval = 100;
+  if (interval > MAX_INTERVAL_MS) interval = MAX_INTERVAL_MS; /* next_ms += interval stays in range */
   if (timeout <= 0 || timeout > interval) timeout = interval;
   scrape_target_t *t = calloc(1, sizeof *t);
   if (!t || url.oom) {

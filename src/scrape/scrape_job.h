@@ -66,6 +66,9 @@ int scrape_groups_parse(const json_t *arr, const char *extra_name, const char *e
                         scrape_group_t **out, size_t *n, char *err, size_t errlen);
 /* Converts a runtime source object into a scrape_configs entry (new reference). */
 int scrape_source_to_config(const json_t *src, const char *id, json_t **out, char *err, size_t errlen);
+/* A __scrape_interval__ / __scrape_timeout__ label value ("30s", "1m"): MD_EINVAL for what
+ * is not a positive duration, or has a number of more than 8 digits (overflow guard). */
+int scrape_parse_duration_label(const char *s, int64_t *ms);
 /* "15s", "1m30s", "500ms" */
 void scrape_format_duration(int64_t ms, char *out, size_t n);
 

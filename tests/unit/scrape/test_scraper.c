@@ -280,7 +280,8 @@ static void test_target_relabel_and_dropped(void **state) {
   mini_http_set_body(srv, "x 1\n");
   scrape_manager_t *m = start(
       "[{\"job_name\":\"rl\",\"scrape_interval\":\"200ms\",\"static_configs\":["
-      "{\"targets\":[\"%s\"],\"labels\":{\"keep\":\"yes\",\"__meta_zone\":\"z1\"}},"
+      "{\"targets\":[\"%s\"],\"labels\":{\"keep\":\"yes\",\"__meta_zone\":\"z1\","
+      "\"__scrape_interval__\":\"9102801346544h\"}},"
       "{\"targets\":[\"127.0.0.1:1\"],\"labels\":{\"keep\":\"no\"}}],"
       "\"relabel_configs\":[{\"source_labels\":[\"keep\"],\"regex\":\"yes\",\"action\":\"keep\"},"
       "{\"regex\":\"__meta_(.*)\",\"action\":\"labelmap\"},"
@@ -291,6 +292,10 @@ static void test_target_relabel_and_dropped(void **state) {
   scrape_targets_json(m, NULL, &js);
   json_t *doc = json_loads(js.buf, 0, NULL);
   assert_int_equal(json_array_size(json_object_get(doc, "activeTargets")), 1);
+  /* An interval label that would overflow is ignored: the job's interval applies. */
+  assert_string_equal(json_string_value(json_object_get(
+                          json_array_get(json_object_get(doc, "activeTargets"), 0), "scrapeInterval")),
+                      "200ms");
   json_t *dropped = json_object_get(doc, "droppedTargets");
   assert_int_equal(json_array_size(dropped), 1);
   assert_string_equal(json_string_value(json_object_get(
@@ -513,6 +518,9 @@ static void test_config_errors(void **state) {
       {"[{\"job_name\":\"a\",\"sample_limit\":-1}]", "sample_limit"},
       {"[{\"job_name\":\"a\",\"file_sd_configs\":[{\"refresh_interval\":\"1m\"}]}]", "files"},
       {"[{\"job_name\":\"a\",\"body_size_limit\":\"lots\"}]", "body_size_limit"},
+      /* Would overflow int64 milliseconds (undefined behaviour in a naive parser). */
+      {"[{\"job_name\":\"a\",\"scrape_interval\":\"9102801346544h\"}]", "scrape_interval"},
+      {"[{\"job_name\":\"a\",\"scrape_timeout\":\"99999999999y\"}]", "scrape_timeout"},
   };
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     json_t *j = json_loads(bad[i].cfg, 0, NULL);
