@@ -8,8 +8,10 @@
  * caller's business (the API layer drops them before calling in).
  *
  * Statistical conventions (documented for users in docs/analytics.md):
- *   - trends: Mann-Kendall test with tie correction and continuity correction, normal
- *     approximation, two-sided p-value; a series is "increasing"/"decreasing" when
+ *   - trends: Mann-Kendall test with tie correction, continuity correction and an
+ *     effective-sample-size correction for serial correlation (AR(1) of the detrended ranks),
+ *     normal approximation, two-sided p-value; a series
+ *     is "increasing"/"decreasing" when
  *     p < alpha (ANALYTICS_TREND_ALPHA = 0.05, i.e. 95 % confidence), else "stable".
  *     The size of the trend is Sen's slope (median of pairwise slopes).
  *   - intervals: Student t quantiles for regression (n - 2 degrees of freedom), normal
@@ -69,8 +71,10 @@ typedef enum {
 typedef struct analytics_mk {
   size_t n;
   double s;          /* Mann-Kendall S statistic */
-  double var_s;      /* variance of S with the tie correction */
-  double z;          /* continuity-corrected normal score */
+  double var_s;      /* variance of S with the tie correction (independent samples) */
+  double var_factor; /* n/n* >= 1 applied to var_s for serial correlation (1 = none) */
+  double lag1_rho;   /* bias-corrected lag-1 autocorrelation of the detrended ranks (NaN if n < 4) */
+  double z;          /* continuity-corrected normal score, on var_s * var_factor */
   double p_value;    /* two-sided */
   double tau;        /* Kendall's tau-a = S / (n (n - 1) / 2) */
   double sen_slope;  /* median pairwise slope, in y units per x unit */
@@ -83,6 +87,10 @@ typedef struct analytics_mk {
  * to ANALYTICS_SEN_MAX_PAIRS pairs and a deterministic sample of pairs above that. */
 #define ANALYTICS_SEN_MAX_PAIRS ((size_t)1 << 21)
 int analytics_mann_kendall(const double *x, const double *y, size_t n, analytics_mk_t *out);
+/* The same with the serial-correlation correction on or off (analytics_mann_kendall: on).
+ * Off is the textbook test, valid only for independent samples. */
+int analytics_mann_kendall_ex(const double *x, const double *y, size_t n, bool serial_correction,
+                              analytics_mk_t *out);
 /* Classifies a finished test at significance alpha (ANALYTICS_TREND_ALPHA by default). */
 analytics_trend_t analytics_trend_classify(const analytics_mk_t *mk, double alpha);
 /* "increasing", "decreasing", "stable". */

@@ -503,7 +503,8 @@ static int series_collect(void *ctx, const tsdb_label_t *l, size_t nl, const int
 
 static const char b64url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
-static void base64url_encode(sb_t *out, const unsigned char *p, size_t n) {
+void seed_cursor_encode(sb_t *out, const char *key, size_t n) {
+  const unsigned char *p = (const unsigned char *)key;
   for (size_t i = 0; i < n; i += 3) {
     uint32_t v = (uint32_t)p[i] << 16;
     if (i + 1 < n) v |= (uint32_t)p[i + 1] << 8;
@@ -515,9 +516,11 @@ static void base64url_encode(sb_t *out, const unsigned char *p, size_t n) {
   }
 }
 
-static int base64url_decode(const char *s, size_t n, sb_t *out) {
+int seed_cursor_decode(const char *s, size_t n, sb_t *out) {
   uint32_t acc = 0;
   int bits = 0;
+  /* unpadded base64url: a lone trailing character cannot carry a byte */
+  if (n % 4 == 1) return -1;
   for (size_t i = 0; i < n; i++) {
     const char *p = memchr(b64url, s[i], 64);
     if (!p || !s[i]) return -1;
@@ -552,7 +555,7 @@ static void handle_series(http_req_t *req, http_resp_t *resp, void *ctx) {
   sb_t cursor = {0};
   const char *cur = http_req_query(req, "cursor");
   if (cur && *cur) {
-    if (base64url_decode(cur, strlen(cur), &cursor) != 0 || cursor.len == 0) {
+    if (seed_cursor_decode(cur, strlen(cur), &cursor) != 0 || cursor.len == 0) {
       sb_free(&cursor);
       http_resp_error(resp, 400, "bad cursor");
       return;
@@ -584,7 +587,7 @@ static void handle_series(http_req_t *req, http_resp_t *resp, void *ctx) {
     seed_json_time(body, now);
     if (st.more && st.npage) {
       sb_puts(body, ",\"next_cursor\":\"");
-      base64url_encode(body, (const unsigned char *)st.page[st.npage - 1].key, st.page[st.npage - 1].keylen);
+      seed_cursor_encode(body, st.page[st.npage - 1].key, st.page[st.npage - 1].keylen);
       sb_putc(body, '"');
     }
     sb_putc(body, '}');
@@ -734,6 +737,13 @@ static void trend_body(sb_t *b, const double *vals, size_t nsteps, int64_t start
   sb_puts(b, ",\"p_value\":");
   seed_json_num(b, have_mk ? mk.p_value : NAN);
   sb_printf(b, ",\"significance\":%g,\"test\":\"mann_kendall\"", ANALYTICS_TREND_ALPHA);
+  if (have_mk) {
+    sb_puts(b, ",\"serial_correlation\":{\"lag1\":");
+    seed_json_num(b, mk.lag1_rho);
+    sb_puts(b, ",\"variance_factor\":");
+    seed_json_num(b, mk.var_factor);
+    sb_putc(b, '}');
+  }
   analytics_linreg_t lr;
   if (n >= 3 && analytics_linreg(x, y, n, 0.95, &lr) == MD_OK) {
     sb_puts(b, ",\"regression\":{\"slope_per_hour\":");

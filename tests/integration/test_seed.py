@@ -434,6 +434,9 @@ def run(srv):
     q = trend('/metrics/trends/queue_depth?hours=24')
     check(q.get('trend') == 'stable', 'noise is stable: %r (p=%r)' % (q.get('trend'), q.get('p_value')))
     check(q.get('value_type') == 'average', 'gauge trend in averages')
+    sc = q.get('serial_correlation') or {}
+    check(isinstance(sc.get('lag1'), (int, float)) and sc.get('variance_factor', 0) >= 1,
+          'serial_correlation reported: %r' % sc)
     d = trend('/metrics/trends/disk_free_bytes?hours=24&step=2h&forecast=3')
     check(d.get('trend') == 'decreasing', 'disk_free_bytes decreasing: %r' % d.get('trend'))
     check(len(d.get('data_points', [])) == 12 and len((d.get('forecast') or {}).get('points', [])) == 3, 'step=2h, forecast=3')
