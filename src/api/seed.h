@@ -85,6 +85,12 @@ int seed_export_latest(tsdb_t *db, const char *tenant, const seed_selector_t *se
 size_t seed_filter_exposition(const char *text, size_t n, const seed_selector_t *sel, size_t nsel,
                               sb_t *out, json_t *names);
 
+/* /metrics/series cursors: a series' label-set key (name \x01 value \x02 ...) as unpadded
+ * base64url. decode appends the bytes to out; -1 for a character outside the alphabet, a
+ * NUL, or a length no encoding produces (n % 4 == 1), or when out ran out of memory. */
+void seed_cursor_encode(sb_t *out, const char *key, size_t n);
+int seed_cursor_decode(const char *s, size_t n, sb_t *out);
+
 /* Metric type by name: the types map first, then the name's shape (…_total → counter,
  * …_bucket/_sum/_count of a known histogram or summary → that type), else "gauge". */
 const char *seed_metric_type(const json_t *types, const char *name);
