@@ -396,6 +396,19 @@ def main():
                 failures.append("PUT of a missing source not 404")
             if not wait_for(lambda: series('t_metric{job="rt",origin="api2"}'), timeout=10):
                 failures.append("updated source's series not stored")
+            # Credentials are hidden from readers; the stored ones keep working.
+            code, sec = call("POST", md.base + "/metrics/sources",
+                             {"id": "secret", "url": "http://%s/auth" % taddr, "scrape_interval": "1s",
+                              "basic_auth": {"username": "user", "password": "pass"}})
+            if code != 201 or sec["basic_auth"]["password"] != "<secret>":
+                failures.append("POST secret source: %s %r" % (code, sec))
+            c, b = call("GET", md.base + "/metrics/sources")
+            if c != 200 or '"pass"' in json.dumps(b):
+                failures.append("GET /metrics/sources shows the password: %r" % b)
+            if not wait_for(lambda: value('up{job="secret"}') == 1, timeout=10):
+                failures.append("source with basic_auth not up: %r" % query('up{job="secret"}'))
+            if call("DELETE", md.base + "/metrics/sources/secret")[0] != 204:
+                failures.append("DELETE secret failed")
             code, keep = call("POST", md.base + "/metrics/sources",
                               {"id": "keeper", "targets": [taddr], "scrape_interval": "1s"})
             if code != 201:
