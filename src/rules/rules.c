@@ -941,6 +941,10 @@ void rules_json_rules(rules_t *r, const char *tenant, const char *type, sb_t *ou
   for (size_t i = 0; i < r->ngroups; i++) {
     group_t *g = r->groups[i];
     if (strcmp(g->tenant, tenant)) continue;
+    /* With a type filter, Prometheus leaves out groups that have no rule of that type. */
+    bool any = !type;
+    for (size_t j = 0; !any && j < g->nrules; j++) any = g->rules[j]->is_alert == !strcmp(type, "alert");
+    if (!any) continue;
     if (!gfirst) sb_putc(out, ',');
     gfirst = false;
     sb_puts(out, "{\"name\":");

@@ -363,6 +363,35 @@ static void test_group_limit(void **state) {
   sb_free(&sb);
 }
 
+static void test_rules_api_type_filter(void **state) {
+  fixture_t *f = *state;
+  f->r = new_rules(f, NULL);
+  load_ok(f, "groups:\n"
+             "  - name: only-records\n"
+             "    rules: [{record: r1, expr: vector(1)}]\n"
+             "  - name: mixed\n"
+             "    rules: [{record: r2, expr: vector(1)}, {alert: A, expr: vector(1)}]\n");
+  sb_t sb = {0};
+  rules_json_rules(f->r, "default", "alert", &sb);
+  json_t *j = json_loads(sb.buf, 0, NULL);
+  assert_non_null(j);
+  json_t *groups = json_object_get(j, "groups");
+  assert_int_equal(json_array_size(groups), 1); /* the group without alerts is left out */
+  json_t *g = json_array_get(groups, 0);
+  assert_string_equal(json_string_value(json_object_get(g, "name")), "mixed");
+  assert_int_equal(json_array_size(json_object_get(g, "rules")), 1);
+  json_decref(j);
+  sb_reset(&sb);
+  rules_json_rules(f->r, "default", NULL, &sb);
+  j = json_loads(sb.buf, 0, NULL);
+  assert_int_equal(json_array_size(json_object_get(j, "groups")), 2);
+  json_decref(j);
+  sb_reset(&sb);
+  rules_json_rules(f->r, "someone-else", NULL, &sb);
+  assert_string_equal(sb.buf, "{\"groups\":[]}");
+  sb_free(&sb);
+}
+
 static void test_query_offset(void **state) {
   fixture_t *f = *state;
   f->r = new_rules(f, NULL);
@@ -1023,6 +1052,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_ordering_recording_then_alert, setup, teardown),
       cmocka_unit_test_setup_teardown(test_group_labels, setup, teardown),
       cmocka_unit_test_setup_teardown(test_group_limit, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_rules_api_type_filter, setup, teardown),
       cmocka_unit_test_setup_teardown(test_query_offset, setup, teardown),
       cmocka_unit_test_setup_teardown(test_failures_do_not_stop_the_loop, setup, teardown),
       cmocka_unit_test_setup_teardown(test_for_state_restored_after_restart, setup, teardown),
