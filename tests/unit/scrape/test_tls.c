@@ -1,6 +1,8 @@
 /* HTTPS scraping: a self-signed certificate (made with the openssl command) and a Python
  * HTTPS server on 127.0.0.1; scrapes must verify against tls_config.ca_file, fail without
- * it, and pass with insecure_skip_verify. Skipped when openssl or python3 is missing. */
+ * it, and pass with insecure_skip_verify. A second server requires a client certificate
+ * (mutual TLS): tls_config.cert_file/key_file must be presented. Skipped when openssl or
+ * python3 is missing. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -22,7 +24,7 @@
 #include "scrape/scrape.h"
 
 static char dir[64];
-static int port;
+static int port, mport; /* HTTPS; HTTPS requiring a client certificate */
 static pid_t server = -1;
 
 static int free_port(void) {
@@ -58,9 +60,16 @@ static void test_https(void **state) {
       "{\"job_name\":\"unverified\",\"scheme\":\"https\",\"scrape_interval\":\"2s\","
       "\"static_configs\":[{\"targets\":[\"localhost:%d\"]}]},"
       "{\"job_name\":\"insecure\",\"scheme\":\"https\",\"scrape_interval\":\"2s\","
-      "\"tls_config\":{\"insecure_skip_verify\":true},\"static_configs\":[{\"targets\":[\"127.0.0.1:%d\"]}]}"
+      "\"tls_config\":{\"insecure_skip_verify\":true},\"static_configs\":[{\"targets\":[\"127.0.0.1:%d\"]}]},"
+      "{\"job_name\":\"mtls\",\"scheme\":\"https\",\"scrape_interval\":\"2s\","
+      "\"tls_config\":{\"ca_file\":\"%s/cert.pem\",\"server_name\":\"localhost\",\"cert_file\":\"%s/"
+      "client.pem\",\"key_file\":\"%s/"
+      "client-key.pem\"},\"static_configs\":[{\"targets\":[\"127.0.0.1:%d\"]}]},"
+      "{\"job_name\":\"mtls_nocert\",\"scheme\":\"https\",\"scrape_interval\":\"2s\","
+      "\"tls_config\":{\"ca_file\":\"%s/cert.pem\",\"server_name\":\"localhost\"},"
+      "\"static_configs\":[{\"targets\":[\"127.0.0.1:%d\"]}]}"
       "]",
-      dir, port, dir, port, port, port);
+      dir, port, dir, port, port, port, dir, dir, dir, mport, dir, mport);
   json_t *j = json_loads(cfg, 0, NULL);
   assert_non_null(j);
   scrape_options_t opt;
@@ -73,11 +82,12 @@ static void test_https(void **state) {
   assert_int_equal(scrape_manager_start(m, err, sizeof err), 0);
   /* verified: CA + server_name while connecting to 127.0.0.1; wrongname: the certificate
    * is for localhost, not 127.0.0.1; unverified: no CA. */
-  const char *jobs[] = {"job=verified", "job=wrongname", "job=unverified", "job=insecure"};
-  const double want[] = {1, 0, 0, 1};
+  const char *jobs[] = {"job=verified", "job=wrongname", "job=unverified",
+                        "job=insecure", "job=mtls",      "job=mtls_nocert"};
+  const double want[] = {1, 0, 0, 1, 1, 0};
   /* TLS handshakes under a loaded sanitizer build can be slow: wait for the expected
    * outcome rather than judge the first scrape. */
-  for (int i = 0; i < 4; i++) {
+  for (int i = 0; i < 6; i++) {
     bool seen = false;
     for (int waited = 0; waited < 15000 && !seen; waited += 50) {
       size_t n = recorder_find(rec, NULL, NULL, "__name__=up", jobs[i], NULL);
@@ -99,6 +109,8 @@ static void test_https(void **state) {
   size_t n1 = recorder_find(rec, &v1, NULL, "__name__=tls_metric", "job=wrongname", NULL);
   assert_int_equal(n1, 0);
   assert_int_equal(recorder_find(rec, NULL, NULL, "__name__=tls_metric", "job=unverified", NULL), 0);
+  assert_int_equal(recorder_find(rec, NULL, NULL, "__name__=tls_metric", "job=mtls_nocert", NULL), 0);
+  assert_true(recorder_find(rec, NULL, NULL, "__name__=tls_metric", "job=mtls", NULL) >= 1);
   assert_true(recorder_find(rec, NULL, NULL, "__name__=tls_metric", "job=verified", NULL) >= 1);
   /* The instance stays the configured address, not the TLS name. */
   char inst[64];
@@ -118,8 +130,14 @@ static int setup(void **state) {
            "-addext subjectAltName=DNS:localhost -keyout %s/key.pem -out %s/cert.pem >/dev/null 2>&1",
            dir, dir);
   if (system(cmd) != 0) return 0;
+  snprintf(cmd, sizeof cmd,
+           "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=scraper "
+           "-keyout %s/client-key.pem -out %s/client.pem >/dev/null 2>&1",
+           dir, dir);
+  if (system(cmd) != 0) return 0;
   port = free_port();
-  char py[1536];
+  mport = free_port();
+  char py[2048];
   snprintf(
       py, sizeof py,
       "import http.server, ssl\n"
@@ -129,20 +147,26 @@ static int setup(void **state) {
       "        b = b'tls_metric 1\\n'\n"
       "        self.send_response(200); self.send_header('Content-Type', 'text/plain; version=0.0.4')\n"
       "        self.send_header('Content-Length', str(len(b))); self.end_headers(); self.wfile.write(b)\n"
-      "s = http.server.ThreadingHTTPServer(('127.0.0.1', %d), H)\n"
-      "c = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); c.load_cert_chain('%s/cert.pem', '%s/key.pem')\n"
-      "s.socket = c.wrap_socket(s.socket, server_side=True)\n"
-      "s.serve_forever()\n",
-      port, dir, dir);
+      "import threading\n"
+      "def serve(port, client_ca):\n"
+      "    s = http.server.ThreadingHTTPServer(('127.0.0.1', port), H)\n"
+      "    c = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); c.load_cert_chain('%s/cert.pem', '%s/key.pem')\n"
+      "    if client_ca:\n"
+      "        c.verify_mode = ssl.CERT_REQUIRED; c.load_verify_locations(client_ca)\n"
+      "    s.socket = c.wrap_socket(s.socket, server_side=True)\n"
+      "    s.serve_forever()\n"
+      "threading.Thread(target=serve, args=(%d, '%s/client.pem'), daemon=True).start()\n"
+      "serve(%d, None)\n",
+      dir, dir, mport, dir, port);
   pid_t pid = fork();
   if (pid == 0) {
     execlp("python3", "python3", "-c", py, (char *)NULL);
     _exit(127);
   }
   if (pid < 0) return 0;
-  for (int i = 0; i < 100 && !port_open(port); i++)
+  for (int i = 0; i < 100 && !(port_open(port) && port_open(mport)); i++)
     usleep(50 * 1000);
-  if (!port_open(port)) {
+  if (!port_open(port) || !port_open(mport)) {
     kill(pid, SIGTERM);
     waitpid(pid, NULL, 0);
     return 0;
