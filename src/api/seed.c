@@ -37,6 +37,9 @@
 #define SEED_MAX_SELECTORS 64
 #define SEED_MAX_TREND_STEPS 11000
 #define SEED_MAX_TREND_SERIES 500
+/* Mann-Kendall and Sen's slope are O(steps^2) per trend: 2e9 pairwise comparisons (a few
+ * CPU-seconds) is the most one request may ask for (e.g. 16 series x 11,000 steps). */
+#define SEED_MAX_TREND_WORK 2e9
 #define SEED_MAX_FORECAST 1000
 #define SEED_MAX_LIMIT 10000
 
@@ -973,6 +976,7 @@ static void handle_trends(http_req_t *req, http_resp_t *resp, void *ctx) {
     value_type = "average_per_observation";
   }
   sb_t *body = http_resp_body(resp);
+  size_t ntrends = aggregate ? 1 : st.nseries;
   if (st.too_many || ssum.too_many || scnt.too_many) {
     http_resp_error(resp, 400,
                     "more than %d series match %s: narrow them with match[] or combine them with "
@@ -982,6 +986,11 @@ static void handle_trends(http_req_t *req, http_resp_t *resp, void *ctx) {
     http_resp_error(resp, rc == MD_EINVAL ? 400 : 500, "%s", err);
   } else if (trend_scan_empty(&st)) {
     http_resp_error(resp, 404, "no data for metric %s in the last %g hours", name, hours);
+  } else if ((double)ntrends * (double)nsteps * (double)nsteps > SEED_MAX_TREND_WORK) {
+    http_resp_error(resp, 400,
+                    "%zu trends of %zu steps each are too costly to test (pairwise comparisons): "
+                    "raise step, shorten hours, narrow with match[] or combine with aggregate=sum|avg",
+                    ntrends, nsteps);
   } else {
     sb_puts(body, "{\"metric_name\":");
     sb_json_str(body, name, strlen(name));

@@ -488,6 +488,15 @@ def run(srv):
     check(st == 200 and hdrs.get('content-type', '').startswith('application/json') and
           json.loads(js).get('total') == 1, 'Accept negotiation to JSON: %r' % js[:200])
 
+    # the cost guard: 20 series x 10,998 steps is over 2e9 pairwise comparisons -> 400 with
+    # advice, while aggregate=sum (one trend) of the same selection is served
+    body = ''.join('guard_metric{shard="%d"} %d %d\n' % (i, i, int(time.time() * 1000) - 5000) for i in range(20))
+    srv.post('/api/v1/import/prometheus', body, content_type='text/plain')
+    st, _, gb = srv.get('/metrics/trends/guard_metric?hours=3055&step=1000s&forecast=0')
+    check(st == 400 and 'raise step' in gb, 'trend cost guard -> 400: %d %s' % (st, gb[:200]))
+    st, _, gb = srv.get('/metrics/trends/guard_metric?hours=3055&step=1000s&forecast=0&aggregate=sum')
+    check(st == 200, 'trend cost guard lets one aggregated trend through: %d %s' % (st, gb[:200]))
+
     st, _, _ = srv.get('/metrics/trends/no_such_metric?hours=24')
     check(st == 404, 'unknown metric -> 404 (%d)' % st)
     for bad in ('hours=-1', 'hours=abc', 'step=0', 'aggregate=median', 'forecast=-2', 'hours=24&step=1s'):
