@@ -209,6 +209,42 @@ static void test_formats_and_auth(void **state) {
   recorder_free(rec);
 }
 
+/* basic_auth.password_file and authorization.credentials_file: read at configuration time,
+ * trailing newline dropped (files written by `echo`). */
+static void test_secret_files(void **state) {
+  char dir[] = "/tmp/md-scrape-secret-XXXXXX";
+  assert_non_null(mkdtemp(dir));
+  char pw[128], tok[128];
+  snprintf(pw, sizeof pw, "%s/password", dir);
+  snprintf(tok, sizeof tok, "%s/token", dir);
+  assert_int_equal(md_write_file_atomic(pw, "p\n", 2), 0);
+  assert_int_equal(md_write_file_atomic(tok, "sekret\r\n", 8), 0);
+  char fmt[2048];
+  snprintf(fmt, sizeof fmt,
+           "[{\"job_name\":\"pwfile\",\"scrape_interval\":\"200ms\",\"metrics_path\":\"/auth\","
+           "\"basic_auth\":{\"username\":\"u\",\"password_file\":\"%s\"},"
+           "\"static_configs\":[{\"targets\":[\"%%s\"]}]},"
+           "{\"job_name\":\"tokfile\",\"scrape_interval\":\"200ms\",\"metrics_path\":\"/auth\","
+           "\"authorization\":{\"credentials_file\":\"%s\"},\"static_configs\":[{\"targets\":[\"%%s\"]}]}]",
+           pw, tok);
+  recorder_t *rec = recorder_new();
+  mini_http_set_body(srv, "sf_metric 1\n");
+  scrape_manager_t *m = start(fmt, rec, NULL);
+  assert_true(recorder_wait(rec, 1, 5000, "__name__=sf_metric", "job=pwfile", NULL));
+  assert_true(recorder_wait(rec, 1, 5000, "__name__=sf_metric", "job=tokfile", NULL));
+  scrape_manager_free(m);
+  recorder_free(rec);
+  /* A missing file is a configuration error naming it. */
+  char bad[512], err[512] = "";
+  snprintf(bad, sizeof bad,
+           "[{\"job_name\":\"x\",\"basic_auth\":{\"username\":\"u\",\"password_file\":\"%s/none\"}}]", dir);
+  json_t *j = json_loads(bad, 0, NULL);
+  assert_int_equal(scrape_config_check(j, NULL, err, sizeof err), MD_EINVAL);
+  assert_non_null(strstr(err, "/none"));
+  json_decref(j);
+  md_rm_rf(dir);
+}
+
 static void test_failures_and_limits(void **state) {
   recorder_t *rec = recorder_new();
   mini_http_set_body(srv, "a 1\nb 2\nc{x=\"1\",y=\"2\",long_label_name=\"a-rather-long-value\"} 3\n");
@@ -572,6 +608,7 @@ int main(void) {
       cmocka_unit_test(test_basic_report_and_staleness),
       cmocka_unit_test(test_honor_labels_and_metric_relabel),
       cmocka_unit_test(test_formats_and_auth),
+      cmocka_unit_test(test_secret_files),
       cmocka_unit_test(test_failures_and_limits),
       cmocka_unit_test(test_target_relabel_and_dropped),
       cmocka_unit_test(test_file_sd_and_reload),
