@@ -444,14 +444,18 @@ static enum MHD_Result first_call(http_server_t *s, struct MHD_Connection *conn,
 
   /* routing */
   http_match_t m;
+  char allow[sizeof m.allow + 24];
   bool options = strcmp(method, "OPTIONS") == 0;
   http_router_match(s->router, options ? "GET" : method, url, req->arena, &m);
+  /* Allow names what the server answers: the routes' methods, HEAD wherever GET is served,
+   * and OPTIONS everywhere (RFC 9110 §10.2.1). */
+  snprintf(allow, sizeof allow, "%s%s, OPTIONS", m.allow, strstr(m.allow, "GET") ? ", HEAD" : "");
   if (options) {
     if (!m.path_matched) return early(s, conn, c, 404, "not found");
     c->resp.status = 204;
-    http_resp_header(&c->resp, "Allow", m.allow);
+    http_resp_header(&c->resp, "Allow", allow);
     if (s->cors_origin) {
-      http_resp_header(&c->resp, "Access-Control-Allow-Methods", m.allow);
+      http_resp_header(&c->resp, "Access-Control-Allow-Methods", allow);
       http_resp_header(&c->resp, "Access-Control-Allow-Headers",
                        "Authorization, Content-Type, Content-Encoding, X-API-Key, X-Scope-OrgID, X-Request-ID");
       http_resp_header(&c->resp, "Access-Control-Max-Age", "600");
@@ -460,9 +464,9 @@ static enum MHD_Result first_call(http_server_t *s, struct MHD_Connection *conn,
   }
   if (!m.route) {
     if (m.path_matched) {
-      http_resp_header(&c->resp, "Allow", m.allow);
-      char msg[320];
-      snprintf(msg, sizeof msg, "method %.16s not allowed for %.100s (allowed: %s)", method, url, m.allow);
+      http_resp_header(&c->resp, "Allow", allow);
+      char msg[360];
+      snprintf(msg, sizeof msg, "method %.16s not allowed for %.100s (allowed: %s)", method, url, allow);
       return early(s, conn, c, 405, msg);
     }
     char msg[300];

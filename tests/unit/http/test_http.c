@@ -18,6 +18,17 @@
 static void h_a(http_req_t *req, http_resp_t *resp, void *ctx) { (void)req, (void)resp, (void)ctx; }
 static void h_b(http_req_t *req, http_resp_t *resp, void *ctx) { (void)req, (void)resp, (void)ctx; }
 
+typedef struct visit {
+  char seen[16][96];
+  size_t n;
+} visit_t;
+
+static void visit(void *ctx, const char *method, const char *pattern, http_role_t role, unsigned flags) {
+  visit_t *v = ctx;
+  if (v->n < 16) snprintf(v->seen[v->n], sizeof v->seen[0], "%s %s %d %u", method, pattern, (int)role, flags);
+  v->n++;
+}
+
 static void test_router(void **state) {
   (void)state;
   http_router_t *r = http_router_new();
@@ -73,6 +84,12 @@ static void test_router(void **state) {
   assert_ptr_equal(m.route->fn, h_b);
   assert_int_equal(m.route->role, HTTP_ROLE_ADMIN);
   assert_int_equal(r->n, 7);
+  /* foreach: every route once, in registration order, with the replaced one updated */
+  visit_t v = {0};
+  http_router_foreach(r, visit, &v);
+  assert_int_equal(v.n, 7);
+  assert_string_equal(v.seen[3], "GET /metrics/sources/{id} 4 1");
+  assert_string_equal(v.seen[6], "GET / 0 0");
   arena_free(a);
   http_router_free(r);
 }
