@@ -50,6 +50,24 @@ void written_free(written_t *w, size_t n) {
   free(w);
 }
 
+void write_stale(rules_t *r, const char *tenant, const written_t *w, size_t n, const written_t *const *keep,
+                 const size_t *nkeep, size_t nkeepsets, int64_t ts) {
+  if (!n) return;
+  tsdb_batch_t *b = tsdb_batch_new();
+  if (!b) return;
+  for (size_t i = 0; i < n; i++) {
+    bool kept = false;
+    for (size_t k = 0; k < nkeepsets && !kept; k++)
+      for (size_t j = 0; j < nkeep[k] && !kept; j++) kept = keep[k][j].hash == w[i].hash;
+    if (kept || !w[i].nlabels) continue;
+    if (tsdb_batch_series(b, w[i].labels, w[i].nlabels) == 0) tsdb_batch_sample(b, ts, tsdb_stale_nan());
+  }
+  tsdb_append_result_t res;
+  if (tsdb_batch_series_count(b) && tsdb_append(r->opt.db, tenant, b, &res))
+    log_warn("rules: cannot write staleness markers for removed rules (tenant %s)", tenant);
+  tsdb_batch_free(b);
+}
+
 /* A growable, owned label set. */
 typedef struct {
   tsdb_label_t *ls;
@@ -512,6 +530,19 @@ int group_eval(rules_t *r, group_t *g, int64_t ts) {
   }
   if (json_array_size(to_send)) notifier_send(r->notifier, to_send);
   else json_decref(to_send);
+  if (g->nstale) {
+    /* Series of rules a reload removed: stale now, unless a rule wrote them this round. */
+    const written_t *keep[g->nrules + 1];
+    size_t nkeep[g->nrules + 1];
+    for (size_t i = 0; i < g->nrules; i++) {
+      keep[i] = g->rules[i]->written;
+      nkeep[i] = g->rules[i]->nwritten;
+    }
+    write_stale(r, g->tenant, g->stale, g->nstale, keep, nkeep, g->nrules, ts - g->query_offset_ms);
+    written_free(g->stale, g->nstale);
+    g->stale = NULL;
+    g->nstale = 0;
+  }
   g->last_eval_ms = ts;
   g->iterations++;
   r->evaluated = true;

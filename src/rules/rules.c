@@ -217,6 +217,7 @@ void group_free(group_t *g) {
   if (!g) return;
   for (size_t i = 0; i < g->nrules; i++) rule_free(g->rules[i]);
   free(g->rules);
+  written_free(g->stale, g->nstale);
   free(g->name);
   free(g->file);
   free(g->tenant);
@@ -383,6 +384,19 @@ static bool rule_same(const rule_t *a, const rule_t *b) {
 }
 
 /* Moves alert state of unchanged rules from old groups into new ones. */
+/* Appends *w (ownership moves) to g's pending stale series. */
+static void move_written(group_t *g, written_t **w, size_t *n) {
+  if (!*n) return;
+  written_t *ns = realloc(g->stale, (g->nstale + *n) * sizeof *ns);
+  if (!ns) return; /* keep them with the old rule: freed with it, no marker */
+  memcpy(ns + g->nstale, *w, *n * sizeof *ns);
+  g->stale = ns;
+  g->nstale += *n;
+  free(*w);
+  *w = NULL;
+  *n = 0;
+}
+
 static void carry_state(group_t **old, size_t nold, group_t **neu, size_t nneu) {
   for (size_t i = 0; i < nneu; i++) {
     group_t *g = neu[i];
@@ -413,7 +427,27 @@ static void carry_state(group_t **old, size_t nold, group_t **neu, size_t nneu) 
           break;
         }
       }
+      /* What the old group's unmatched rules wrote becomes this group's to mark stale. */
+      for (size_t b = 0; b < o->nrules; b++) move_written(g, &o->rules[b]->written, &o->rules[b]->nwritten);
+      move_written(g, &o->stale, &o->nstale);
     }
+  }
+}
+
+/* Old groups with no successor: their series are marked stale just after their last
+ * evaluation (the group is gone; there is no later evaluation to wait for). */
+static void stale_removed_groups(rules_t *r, group_t **old, size_t nold, group_t **neu, size_t nneu) {
+  for (size_t j = 0; j < nold; j++) {
+    group_t *o = old[j];
+    if (!o || !o->last_eval_ms) continue;
+    bool kept = false;
+    for (size_t i = 0; i < nneu && !kept; i++)
+      kept = !strcmp(o->name, neu[i]->name) && !strcmp(o->file, neu[i]->file) && !strcmp(o->tenant, neu[i]->tenant);
+    if (kept) continue;
+    int64_t ts = o->last_eval_ms - o->query_offset_ms + 1;
+    for (size_t b = 0; b < o->nrules; b++)
+      write_stale(r, o->tenant, o->rules[b]->written, o->rules[b]->nwritten, NULL, NULL, 0, ts);
+    write_stale(r, o->tenant, o->stale, o->nstale, NULL, NULL, 0, ts);
   }
 }
 
@@ -442,6 +476,7 @@ static int rebuild(rules_t *r, group_t **file_groups, size_t nfile, char *err, s
   free(file_groups);
   free(rt);
   carry_state(r->groups, r->ngroups, all, nfile + nrt);
+  stale_removed_groups(r, r->groups, r->ngroups, all, nfile + nrt);
   /* As in Prometheus, `for` state is restored from ALERTS_FOR_STATE once, at start-up: a rule
    * added or changed by a later reload starts afresh. */
   for (size_t i = 0; r->evaluated && i < nfile + nrt; i++)

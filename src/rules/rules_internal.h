@@ -67,6 +67,10 @@ typedef struct group {
   bool runtime;
   int64_t next_eval_ms, last_eval_ms, eval_ns;
   uint64_t evaluations, failures, iterations, missed; /* carried over reloads */
+  /* Series written by rules that a reload removed or changed: marked stale at the group's
+   * next evaluation unless a rule writes them again (a changed rule keeps its series). */
+  written_t *stale;
+  size_t nstale;
 } group_t;
 
 typedef struct notifier notifier_t;
@@ -105,6 +109,10 @@ int group_eval(rules_t *r, group_t *g, int64_t ts_ms);
 void rules_metrics_missed(rules_t *r, group_t *g, uint64_t missed);
 void alerts_free(alert_t *a);
 void written_free(written_t *w, size_t n);
+/* Appends staleness markers at ts for the series in w, except those whose hash is in
+ * `keep` (nkeep entries); frees nothing. */
+void write_stale(rules_t *r, const char *tenant, const written_t *w, size_t n, const written_t *const *keep,
+                 const size_t *nkeep, size_t nkeepsets, int64_t ts);
 void format_value_e(sb_t *sb, double v);
 
 /* notify.c */

@@ -637,6 +637,49 @@ static void test_runtime_rule_validation(void **state) {
   sb_free(&sb);
 }
 
+static void test_reload_marks_removed_series_stale(void **state) {
+  fixture_t *f = *state;
+  f->r = new_rules(f, NULL);
+  load_ok(f, "groups:\n"
+             "  - name: g\n"
+             "    interval: 1m\n"
+             "    rules:\n"
+             "      - record: gone\n"
+             "        expr: vector(1)\n"
+             "      - record: changed\n"
+             "        expr: vector(2)\n"
+             "      - record: kept\n"
+             "        expr: vector(3)\n"
+             "  - name: removed-group\n"
+             "    interval: 1m\n"
+             "    rules:\n"
+             "      - record: in_removed_group\n"
+             "        expr: vector(4)\n");
+  assert_int_equal(rules_eval_all(f->r, T0), 0);
+  load_ok(f, "groups:\n"
+             "  - name: g\n"
+             "    interval: 1m\n"
+             "    rules:\n"
+             "      - record: changed\n"
+             "        expr: vector(20)\n"
+             "      - record: kept\n"
+             "        expr: vector(3)\n");
+  /* The removed group's series end right after its last evaluation. */
+  tsdb_matcher_t rg[] = {{TSDB_MATCH_EQ, "__name__", "in_removed_group"}};
+  assert_true(tsdb_is_stale_nan(value_at(f, rg, 1, T0 + 1)));
+  assert_int_equal(rules_eval_all(f->r, T0 + MIN), 0);
+  tsdb_matcher_t gone[] = {{TSDB_MATCH_EQ, "__name__", "gone"}};
+  assert_true(tsdb_is_stale_nan(value_at(f, gone, 1, T0 + MIN)));
+  /* A changed rule writing the same series keeps it going: no marker, the new value. */
+  tsdb_matcher_t ch[] = {{TSDB_MATCH_EQ, "__name__", "changed"}};
+  assert_true(value_at(f, ch, 1, T0 + MIN) == 20);
+  tsdb_matcher_t kept[] = {{TSDB_MATCH_EQ, "__name__", "kept"}};
+  assert_true(value_at(f, kept, 1, T0 + MIN) == 3);
+  /* Marked once: nothing more at the next evaluation. */
+  assert_int_equal(rules_eval_all(f->r, T0 + 2 * MIN), 0);
+  assert_true(isnan(value_at(f, gone, 1, T0 + 2 * MIN)) && !tsdb_is_stale_nan(value_at(f, gone, 1, T0 + 2 * MIN)));
+}
+
 static void test_template_errors_name_the_rule(void **state) {
   fixture_t *f = *state;
   f->r = new_rules(f, NULL);
@@ -1058,6 +1101,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_for_state_restored_after_restart, setup, teardown),
       cmocka_unit_test_setup_teardown(test_restore_ignores_state_older_than_outage_tolerance, setup, teardown),
       cmocka_unit_test_setup_teardown(test_reload_keeps_unchanged_alerts, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_reload_marks_removed_series_stale, setup, teardown),
       cmocka_unit_test_setup_teardown(test_template_errors_name_the_rule, setup, teardown),
       cmocka_unit_test_setup_teardown(test_runtime_rule_validation, setup, teardown),
       cmocka_unit_test_setup_teardown(test_notify_several_alertmanagers_batched, setup, teardown),
