@@ -1142,6 +1142,7 @@ static void source_json(scrape_manager_t *m, const source_t *s, sb_t *out) {
   double dur = 0;
   const char *lerr = "";
   int up = 0, down = 0, unknown = 0;
+  uint64_t samples = 0;
   sb_puts(out, "\"health\":{\"targets\":[");
   size_t nt = 0;
   for (size_t i = 0; i < m->ntargets; i++) {
@@ -1156,6 +1157,8 @@ static void source_json(scrape_manager_t *m, const source_t *s, sb_t *out) {
     sb_double(out, t->last_duration_s);
     sb_puts(out, ",\"last_error\":");
     sb_json_str(out, t->last_error, strlen(t->last_error));
+    sb_printf(out, ",\"last_samples\":%llu", (unsigned long long)t->last_samples);
+    samples += t->last_samples;
     sb_puts(out, ",\"labels\":");
     labels_json(out, t->labels, t->nlabels);
     sb_putc(out, '}');
@@ -1178,7 +1181,7 @@ static void source_json(scrape_manager_t *m, const source_t *s, sb_t *out) {
   sb_double(out, dur);
   sb_puts(out, ",\"last_error\":");
   sb_json_str(out, lerr, strlen(lerr));
-  sb_puts(out, "}}");
+  sb_printf(out, ",\"last_samples\":%llu}}", (unsigned long long)samples);
 }
 
 int scrape_sources_json(scrape_manager_t *m, sb_t *out) {

@@ -120,7 +120,7 @@ int scrape_targets_json(scrape_manager_t *m, const char *state, sb_t *out);
  * (default true). Sources are persisted to <data_dir>/sources.json on every change. */
 
 /* JSON array of all sources, each with its health: {"id",...,"health":{"status":"up|down|
- * unknown","last_scrape","last_error","last_duration_seconds","targets":[...]}}. Secrets
+ * unknown","last_scrape","last_error","last_duration_seconds","last_samples","targets":[...]}}. Secrets
  * (basic_auth.password, authorization.credentials, bearer_token) read "<secret>". */
 int scrape_sources_json(scrape_manager_t *m, sb_t *out);
 /* One source; MD_ENOTFOUND when absent. */

@@ -105,7 +105,7 @@ typedef struct scrape_target {
   double last_duration_s;
   char last_error[256];
   scrape_health_t health;
-  uint64_t last_samples;
+  uint64_t last_samples; /* stored by the last scrape (after metric relabeling); 0 when it failed */
   /* Owned by the worker scraping it (in_flight), else by the manager: */
   /* The last successful scrape, kept as its body (far smaller than its series): when series
    * disappear, their labels are re-derived from it with the job it was processed with. */

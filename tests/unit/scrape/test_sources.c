@@ -92,6 +92,11 @@ static void test_crud_and_persistence(void **state) {
     assert_true(json_real_value(json_object_get(h, "last_duration_seconds")) > 0 ||
                 json_integer_value(json_object_get(h, "last_duration_seconds")) >= 0);
     assert_int_equal(json_array_size(json_object_get(h, "targets")), 1);
+    /* The exposition has one sample. */
+    assert_int_equal(json_integer_value(json_object_get(h, "last_samples")), 1);
+    assert_int_equal(
+        json_integer_value(json_object_get(json_array_get(json_object_get(h, "targets"), 0), "last_samples")),
+        1);
   }
   json_t *web = json_array_get(l, 0);
   assert_string_equal(json_string_value(json_object_get(web, "id")), id);
