@@ -75,8 +75,13 @@ static int check_rule_globs(const json_t *rule_files, const char *base_dir) {
       continue;
     }
     char full[4096];
-    if (pat[0] != '/' && base_dir) snprintf(full, sizeof full, "%s/%s", base_dir, pat);
-    else snprintf(full, sizeof full, "%s", pat);
+    int w = pat[0] != '/' && base_dir ? snprintf(full, sizeof full, "%s/%s", base_dir, pat)
+                                      : snprintf(full, sizeof full, "%s", pat);
+    if (w < 0 || (size_t)w >= sizeof full) {
+      fprintf(stderr, "rule_files[%zu]: path too long\n", i);
+      rc = 1;
+      continue;
+    }
     glob_t gl;
     memset(&gl, 0, sizeof gl);
     if (glob(full, 0, NULL, &gl) != 0 || gl.gl_pathc == 0) {
