@@ -54,6 +54,24 @@ VALUES = {"node_memory_MemTotal_bytes": (0, 0), "node_memory_SwapTotal_bytes": (
           "node_disk_reads_completed_total": (1000, 0.01), "node_network_receive_packets_total": (5000, 0.01)}
 
 
+def documented_gpu_names(source_dir):
+    """The GPU metric names of docs/collectors.md's table ("`DCGM_FI_DEV_SM_CLOCK`, `_MEM_CLOCK`"
+    abbreviates DCGM_FI_DEV_MEM_CLOCK), or None when the docs are not at hand."""
+    path = os.path.join(source_dir, "docs", "collectors.md")
+    if not source_dir or not os.path.exists(path):
+        return None
+    names = set()
+    for line in open(path, encoding="utf-8"):
+        if not (line.startswith("| `DCGM_FI_DEV_") or line.startswith("| `gpu_")):
+            continue
+        for tok in re.findall(r"`([A-Za-z_]+)`", line.split("|")[1]):
+            names.add("DCGM_FI_DEV" + tok if tok.startswith("_") else tok)
+    return names
+
+
+GPU_LABELS = {"gpu", "UUID", "device", "modelName", "Hostname", "pci_bus_id", "job", "instance"}
+
+
 def free_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
@@ -192,6 +210,29 @@ def main():
                 failures.append("fake GPUs: DCGM_FI_DEV_GPU_TEMP series %r" % temps)
             elif not all(s.get("UUID") and s.get("modelName") for s in temps):
                 failures.append("fake GPUs: labels %r" % temps)
+            # The binary stores exactly the documented GPU names (the fake implements every
+            # entry point), each with DCGM exporter's labels.
+            documented = documented_gpu_names(os.environ.get("SOURCE_DIR", ""))
+            stored = {s["__name__"] for s in gpus}
+            q = urllib.parse.quote('{job="gpu",__name__=~"gpu_.*"}')
+            code, body = get(base + "/api/v1/series?match[]=" + q)
+            extra = json.loads(body)["data"] if code == 200 else []
+            stored |= {s["__name__"] for s in extra}
+            if documented is not None:
+                if len(documented) < 20 or documented != stored:
+                    failures.append("GPU names: documented only %s; stored only %s" %
+                                    (sorted(documented - stored), sorted(stored - documented)))
+            for s in gpus + extra:
+                have = set(s) - {"__name__"}
+                if s["__name__"] == "gpu_process_memory_used_bytes":
+                    # process_name is absent when the pid is not in our /proc (the fake's pids).
+                    have.discard("process_name")
+                    if not s.get("pid"):
+                        failures.append("gpu_process_memory_used_bytes without pid: %r" % s)
+                    have.discard("pid")
+                if have != GPU_LABELS:
+                    failures.append("%s: labels %s" % (s["__name__"], sorted(set(s) - {"__name__"})))
+                    break
         code, health = get(base + "/health")
         if "gpu" not in health or "collectors" not in health:
             failures.append("/health does not report the collectors: %s" % health[:400])
