@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # After ctest: says what was skipped and why, and which tests took longest.
 #   scripts/test-report.sh BUILD_DIR
-# Reads BUILD_DIR/Testing/Temporary/LastTest.log. A skip reason is any output line starting
+# Reads BUILD_DIR/Testing/Temporary/LastTest.log. A skip reason is an output line starting
 # with "SKIP" (tests/integration/mdtest.py prints "SKIP <test>: <reason>", the conformance
-# runner "SKIP: <reason>"); ctest itself only says "Skipped".
+# runner "SKIP: <reason>") or ending in "skipped" ("diskfull: cannot mount ...: skipped");
+# ctest itself only says "Skipped", without the reason. A test that skips should print one.
 set -euo pipefail
 log=${1:-build-debug}/Testing/Temporary/LastTest.log
 [ -f "$log" ] || { echo "test-report: $log not found" >&2; exit 0; }
@@ -11,7 +12,10 @@ awk '
   /^[0-9]+\/[0-9]+ Test: / { name = $3; inout = 0; next }
   /^Output:$/ { inout = 1; next }
   /^<end of output>$/ { inout = 0; next }
-  inout && /^SKIP/ { skips[++n] = name ": " $0; next }
+  # "SKIP ..." lines, and lines ending in "skipped" that are not a count ("3 skipped")
+  inout && (/^SKIP/ || (tolower($0) ~ /skipped\.?$/ && $0 !~ /[0-9]+ skipped\.?$/)) {
+    skips[++n] = name ": " $0; next
+  }
   /^Test time = / { t = $4; times[name] = t + 0 }
   END {
     if (n) {
