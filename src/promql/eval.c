@@ -426,26 +426,82 @@ static int msel_cb(ev_t *ev, void *vctx, lset_t ls, const int64_t *ts, const dou
   return ev_account(ev, k);
 }
 
-static int eval_matrix_selector(ev_t *ev, const pql_node_t *n, const grid_t *g, value_t *out) {
+int ev_matrix_windows(ev_t *ev, const pql_node_t *n, const grid_t *g, value_t *out, int64_t *mint, int64_t *maxt) {
   int64_t offset, range;
   int rc = node_durations(ev, n, &offset, &range, NULL);
   if (rc < 0) return rc;
   out->type = PT_MATRIX;
   out->range_ms = range;
+  out->ext = n->ext;
   out->wend = arena_alloc(ev->a, g->n * sizeof *out->wend);
   if (!out->wend) return fail_oom(ev);
-  int64_t mint = INT64_MAX, maxt = INT64_MIN;
+  int64_t lo = INT64_MAX, hi = INT64_MIN;
   for (size_t i = 0; i < g->n; i++) {
     out->wend[i] = at_time(ev, n, grid_t_at(g, i)) - offset;
-    if (out->wend[i] < mint) mint = out->wend[i];
-    if (out->wend[i] > maxt) maxt = out->wend[i];
+    if (out->wend[i] < lo) lo = out->wend[i];
+    if (out->wend[i] > hi) hi = out->wend[i];
   }
-  msel_ctx_t c = {out, 0};
-  out->ext = n->ext;
   /* Extended windows look a lookback past their edges for the anchor / interpolation points. */
   int64_t lb = ev->opt.lookback_ms;
-  if (n->ext) return select_series(ev, n, mint - range - lb + 1, maxt + (n->ext == EXT_SMOOTHED ? lb : 0), g->step, msel_cb, &c);
-  return select_series(ev, n, mint - range + 1, maxt, g->step, msel_cb, &c);
+  *mint = lo - range + 1 - (n->ext ? lb : 0);
+  *maxt = hi + (n->ext == EXT_SMOOTHED ? lb : 0);
+  return 0;
+}
+
+static int eval_matrix_selector(ev_t *ev, const pql_node_t *n, const grid_t *g, value_t *out) {
+  int64_t mint, maxt;
+  int rc = ev_matrix_windows(ev, n, g, out, &mint, &maxt);
+  if (rc < 0) return rc;
+  msel_ctx_t c = {out, 0};
+  return select_series(ev, n, mint, maxt, g->step, msel_cb, &c);
+}
+
+/* Streaming a matrix selector: each series is handed to fn straight from the storage's
+ * buffers (or, when it holds stale markers, from one scratch copy without them) and never
+ * materialised in the query arena. Samples still count against max_samples as if held. */
+typedef struct stream_ctx {
+  ev_series_fn fn;
+  void *ctx;
+  int64_t *ts;
+  double *v;
+  size_t cap;
+} stream_ctx_t;
+
+static int stream_cb(ev_t *ev, void *vctx, lset_t ls, const int64_t *ts, const double *v, size_t n) {
+  stream_ctx_t *c = vctx;
+  mser_t m = {.ls = ls, .ts = (int64_t *)ts, .v = (double *)v, .n = n};
+  size_t first_stale = n;
+  for (size_t i = 0; i < n; i++)
+    if (tsdb_is_stale_nan(v[i])) { first_stale = i; break; }
+  if (first_stale < n) {
+    if (c->cap < n) {
+      size_t nc = n > 2 * c->cap ? n : 2 * c->cap;
+      int64_t *nts = realloc(c->ts, nc * sizeof *nts);
+      if (nts) c->ts = nts;
+      double *nv = realloc(c->v, nc * sizeof *nv);
+      if (nv) c->v = nv;
+      if (!nts || !nv) return fail_oom(ev);
+      c->cap = nc;
+    }
+    memcpy(c->ts, ts, first_stale * sizeof *ts);
+    memcpy(c->v, v, first_stale * sizeof *v);
+    size_t k = first_stale;
+    for (size_t i = first_stale + 1; i < n; i++)
+      if (!tsdb_is_stale_nan(v[i])) c->ts[k] = ts[i], c->v[k++] = v[i];
+    m.ts = c->ts, m.v = c->v, m.n = k;
+  }
+  if (!m.n) return 0;
+  int rc = ev_account(ev, m.n);
+  if (rc < 0) return rc;
+  return c->fn(ev, c->ctx, &m);
+}
+
+int ev_stream_matrix(ev_t *ev, const pql_node_t *n, const grid_t *g, int64_t mint, int64_t maxt, ev_series_fn fn, void *ctx) {
+  stream_ctx_t c = {fn, ctx, NULL, NULL, 0};
+  int rc = select_series(ev, n, mint, maxt, g->step, stream_cb, &c);
+  free(c.ts);
+  free(c.v);
+  return rc;
 }
 
 static int64_t floor_div(int64_t a, int64_t b) {

@@ -94,6 +94,15 @@ uint64_t lset_hash(const lset_t *ls);
 void lset_format(const lset_t *ls, sb_t *out); /* {a="b", ...} */
 const char *ev_metric_name(const lset_t *ls);
 
+/* A matrix selector's windows for the grid (type, range, wend, ext; no series) and the time
+ * range its samples come from. */
+int ev_matrix_windows(ev_t *ev, const pql_node_t *n, const grid_t *g, value_t *out, int64_t *mint, int64_t *maxt);
+/* Selects the matrix selector n's series in [mint, maxt] and calls fn once per series that has
+ * samples, stale markers removed; the series is only valid during the call. */
+typedef int (*ev_series_fn)(ev_t *ev, void *ctx, const mser_t *s);
+int ev_stream_matrix(ev_t *ev, const pql_node_t *n, const grid_t *g, int64_t mint, int64_t maxt, ev_series_fn fn,
+                     void *ctx);
+
 /* Functions (func.c). */
 int ev_call(ev_t *ev, const pql_node_t *n, const grid_t *g, value_t *out);
 /* Prometheus's float helpers. */

@@ -387,6 +387,47 @@ static bool is_counter_name(const char *nm) {
   return false;
 }
 
+/* One range function over one series, every step: shared by the materialised and the
+ * streamed matrix paths. */
+typedef struct rfn_ctx {
+  int id;
+  const grid_t *g;
+  const value_t *m; /* windows: range_ms, wend, ext */
+  const value_t *p1, *p2;
+  value_t *out;
+  bool keep_name, counter_fn;
+  double *scratch;
+  size_t scap;
+} rfn_ctx_t;
+
+static int rfn_series(ev_t *ev, void *vctx, const mser_t *s) {
+  rfn_ctx_t *c = vctx;
+  const value_t *m = c->m;
+  int id = c->id;
+  vser_t *o = NULL;
+  for (size_t i = 0; i < c->g->n; i++) {
+    int64_t end = m->wend[i], start = end - m->range_ms;
+    size_t lo = first_gt(s->ts, s->n, start), hi = first_gt(s->ts, s->n, end);
+    win_t w = {s->ts + lo, s->v + lo, hi - lo, start, end, m->range_ms, c->p1->sc ? c->p1->sc[i] : 0,
+               c->p2->sc ? c->p2->sc[i] : 0, grid_t_at(c->g, i)};
+    double v;
+    if (m->ext ? !ext_range_fn(ev, id, m->ext, s, start, end, m->range_ms, &v)
+               : !range_fn(ev, id, &w, &v, &c->scratch, &c->scap))
+      continue;
+    if (!o) {
+      if (!(o = ev_vec_add(ev, c->out, s->ls, c->keep_name ? s->drop : true, c->g->n))) return fail_oom(ev);
+      if (c->counter_fn) {
+        const char *nm = ev_metric_name(&s->ls);
+        if (*nm && !is_counter_name(nm))
+          ev_warn(ev, true, "metric might not be a counter, name does not end in _total/_sum/_count/_bucket: \"%s\"", nm);
+      }
+    }
+    o->v[i] = v;
+    o->ok[i] = 1;
+  }
+  return ev_check(ev);
+}
+
 static int eval_range_fn(ev_t *ev, const pql_node_t *n, const grid_t *g, value_t *out) {
   int id = n->func->id;
   value_t m = {0}, p1 = {0}, p2 = {0};
@@ -401,7 +442,16 @@ static int eval_range_fn(ev_t *ev, const pql_node_t *n, const grid_t *g, value_t
     if ((rc = ev_eval(ev, n->args[1], g, &p1)) < 0) return rc;
     if ((rc = ev_eval(ev, n->args[2], g, &p2)) < 0) return rc;
   }
-  if ((rc = ev_eval(ev, marg, g, &m)) < 0) return rc;
+  /* A range function straight over a matrix selector streams it, series by series, from the
+   * storage's buffers: materialising every sample in the arena first cost more than the
+   * functions themselves. absent_over_time needs all series at once. */
+  const pql_node_t *sel = marg;
+  while (sel->kind == N_PAREN) sel = sel->a;
+  bool stream = sel->kind == N_SEL && sel->is_matrix && id != F_ABSENT_OVER_TIME;
+  int64_t smint = 0, smaxt = 0;
+  if (stream) rc = ev_matrix_windows(ev, sel, g, &m, &smint, &smaxt);
+  else rc = ev_eval(ev, marg, g, &m);
+  if (rc < 0) return rc;
   out->type = PT_VECTOR;
   bool keep_name = id == F_LAST_OVER_TIME || id == F_FIRST_OVER_TIME;
   double *scratch = NULL;
@@ -460,31 +510,10 @@ static int eval_range_fn(ev_t *ev, const pql_node_t *n, const grid_t *g, value_t
     }
     return 0;
   }
-  bool counter_fn = id == F_RATE || id == F_INCREASE || id == F_IRATE;
-  for (size_t k = 0; k < m.nms; k++) {
-    if ((rc = ev_check(ev)) < 0) return rc;
-    mser_t *s = &m.ms[k];
-    vser_t *o = NULL;
-    for (size_t i = 0; i < g->n; i++) {
-      int64_t end = m.wend[i], start = end - m.range_ms;
-      size_t lo = first_gt(s->ts, s->n, start), hi = first_gt(s->ts, s->n, end);
-      win_t w = {s->ts + lo, s->v + lo, hi - lo, start, end, m.range_ms, p1.sc ? p1.sc[i] : 0, p2.sc ? p2.sc[i] : 0,
-                   grid_t_at(g, i)};
-      double v;
-      if (m.ext ? !ext_range_fn(ev, id, m.ext, s, start, end, m.range_ms, &v) : !range_fn(ev, id, &w, &v, &scratch, &scap))
-        continue;
-      if (!o) {
-        if (!(o = ev_vec_add(ev, out, s->ls, keep_name ? s->drop : true, g->n))) return fail_oom(ev);
-        if (counter_fn) {
-          const char *nm = ev_metric_name(&s->ls);
-          if (*nm && !is_counter_name(nm))
-            ev_warn(ev, true, "metric might not be a counter, name does not end in _total/_sum/_count/_bucket: \"%s\"", nm);
-        }
-      }
-      o->v[i] = v;
-      o->ok[i] = 1;
-    }
-  }
+  rfn_ctx_t c = {id, g, &m, &p1, &p2, out, keep_name, id == F_RATE || id == F_INCREASE || id == F_IRATE, scratch, scap};
+  if (stream) return ev_stream_matrix(ev, sel, g, smint, smaxt, rfn_series, &c);
+  for (size_t k = 0; k < m.nms; k++)
+    if ((rc = rfn_series(ev, &c, &m.ms[k])) < 0) return rc;
   return 0;
 }
 

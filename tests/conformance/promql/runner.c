@@ -709,9 +709,14 @@ static int load_block(store_t *st, char **lines, size_t n, int64_t interval, boo
   int rc = 0;
   for (size_t i = 0; i < n; i++) {
     bool ok;
+    size_t tok_end = strstr(lines[i], "}@st") ? 0 : strcspn(lines[i], " \t");
+    if (strstr(lines[i], "}@st") || (tok_end >= 3 && !strncmp(lines[i] + tok_end - 3, "@st", 3))) {
+      /* start-timestamp lines: tsdb stores no start times (the evals that need them are listed) */
+      skip[i] = true;
+      continue;
+    }
     const char *rest = parse_series(lines[i], &ls[i], &ok);
     if (!ok || !parse_seq(rest, &ss[i])) { fprintf(stderr, "bad load line: %s\n", lines[i]); rc = -1; skip[i] = true; continue; }
-    if (strstr(lines[i], "@st")) skip[i] = true;
     for (size_t j = 0; j < i; j++)
       if (!skip[j] && labels_same(&ls[j], &ls[i])) skip[j] = true;
   }
