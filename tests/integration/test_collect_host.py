@@ -69,6 +69,36 @@ def documented_gpu_names(source_dir):
     return names
 
 
+def documented_host_names(source_dir):
+    """(literal names, regexes) of docs/collectors.md's host table: `<Field>` is a pattern,
+    `{a,b}` alternatives, "`node_disk_reads_completed_total`, `_reads_merged_total`" an
+    abbreviation of node_disk_reads_merged_total; names quoted in the notes column count too
+    (node_memory_HugePages_Total). None when the docs are not at hand."""
+    path = os.path.join(source_dir, "docs", "collectors.md")
+    if not source_dir or not os.path.exists(path):
+        return None
+    literal, patterns = set(), []
+    for line in open(path, encoding="utf-8"):
+        if not line.startswith("| `node_"):
+            continue
+        cells = line.split("|")
+        prefix = None
+        for tok in re.findall(r"`([^`]+)`", cells[1]):
+            if tok.startswith("_") and prefix:
+                tok = prefix + tok
+            elif tok.startswith("node_"):
+                prefix = "_".join(tok.split("_")[:2])
+            if "<" in tok or "{" in tok:
+                rx = re.sub(r"<[^>]+>", "[A-Za-z0-9_]+", tok)
+                rx = re.sub(r"\{([^}]+)\}", lambda m: "(" + m.group(1).replace(",", "|") + ")", rx)
+                patterns.append(re.compile("^" + rx + "$"))
+            else:
+                literal.add(tok)
+        for tok in re.findall(r"`(node_[A-Za-z0-9_]+)`", "|".join(cells[2:])):
+            literal.add(tok)
+    return literal, patterns
+
+
 GPU_LABELS = {"gpu", "UUID", "device", "modelName", "Hostname", "pci_bus_id", "job", "instance"}
 
 
@@ -183,6 +213,15 @@ def main():
                 # The same series: label names and values (cpu, mode, device, mountpoint, ...).
                 failures.append("%s: only metricsd has %s; only node_exporter has %s" %
                                 (name, show(labels - theirs[name]), show(theirs[name] - labels)))
+        docs = documented_host_names(os.environ.get("SOURCE_DIR", ""))
+        if docs is not None:
+            literal, patterns = docs
+            undocumented = sorted(n for n in ours if n not in literal and not any(p.match(n) for p in patterns))
+            if undocumented:
+                failures.append("stored but not in docs/collectors.md: %s" % undocumented)
+            missing = sorted(n for n in literal if n not in ours)
+            if missing:
+                failures.append("in docs/collectors.md but not stored: %s" % missing)
         compared = 0
         for name, (tol_abs, tol_rel) in VALUES.items():
             if name not in theirs:
