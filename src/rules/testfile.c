@@ -1,7 +1,8 @@
 /* `metricsd test-rules FILE`: runs rule unit tests in promtool's test-file format
  * (rule_files, evaluation_interval, tests[] with interval, input_series, alert_rule_test,
  * promql_expr_test) against a scratch database, evaluating the groups step by step from
- * time 0 like promtool does. */
+ * time 0 like promtool does. The whole file is checked first (rules_test_check): a file
+ * with any malformed part runs nothing. Single-threaded (static scratch buffers). */
 #include "rules_internal.h"
 
 #include <ctype.h>
@@ -502,7 +503,10 @@ int rules_test_check(const json_t *doc, sb_t *out) {
       size_t k;
       json_t *e;
       json_t *exp = json_object_get(c, "exp_alerts");
-      if (exp && !json_is_array(exp) && !json_is_null(exp)) bad = 1;
+      if (exp && !json_is_array(exp) && !json_is_null(exp)) {
+        sb_printf(out, "  FAILED: test #%zu: alert_rule_test #%zu: exp_alerts must be a list\n", i + 1, j + 1);
+        bad = 1;
+      }
       json_array_foreach(exp, k, e) {
         if (!is_string_map(json_object_get(e, "exp_labels")) || !is_string_map(json_object_get(e, "exp_annotations"))) {
           sb_printf(out, "  FAILED: test #%zu: exp_labels and exp_annotations must map names to strings\n", i + 1);

@@ -94,6 +94,30 @@ RULES = """groups:
 """
 
 
+def test_test_rules_fails_on_wrong_expectations_and_malformed_files():
+    d = tempfile.mkdtemp()
+    try:
+        with open(os.path.join(d, "r.yml"), "w") as f:
+            f.write("groups:\n  - name: g\n    rules:\n      - alert: Up\n        expr: up == 1\n")
+        wrong = os.path.join(d, "wrong_test.yml")
+        with open(wrong, "w") as f:
+            f.write("rule_files: [r.yml]\nevaluation_interval: 1m\ntests:\n  - interval: 1m\n"
+                    "    input_series:\n      - series: 'up{job=\"a\"}'\n        values: '1x5'\n"
+                    "    alert_rule_test:\n      - eval_time: 2m\n        alertname: Up\n        exp_alerts: []\n")
+        r = subprocess.run([mdtest.bin_path(), "test-rules", wrong], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 1, r.stdout + r.stderr
+        assert "exp:" in r.stdout and 'got: {alertname="Up",job="a"}' in r.stdout, r.stdout
+        bad = os.path.join(d, "bad_test.yml")
+        with open(bad, "w") as f:
+            f.write("rule_files: [r.yml]\ntests:\n  - input_series:\n      - series: 'up{'\n        values: '1 x'\n"
+                    "    promql_expr_test:\n      - expr: 'sum('\n")
+        r = subprocess.run([mdtest.bin_path(), "test-rules", bad], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 1, r.stdout + r.stderr
+        assert "bad input series" in r.stdout and "bad expr" in r.stdout, r.stdout
+    finally:
+        shutil.rmtree(d)
+
+
 def config_with(rules_path, extra=""):
     return "global:\n  evaluation_interval: 1s\nrule_files:\n  - %s\n%s" % (rules_path, extra)
 
