@@ -346,6 +346,7 @@ static int start_http(api_t *api, char *err, size_t errlen) {
       .listen = c->server.listen,
       .threads = c->server.threads,
       .max_connections = c->server.max_connections,
+      .max_connections_per_ip = c->server.max_connections_per_ip,
       .connection_timeout_s = (unsigned)((c->server.read_timeout_ms + 999) / 1000),
       .max_body_bytes = c->server.max_body_bytes,
       .max_concurrent_inserts = c->limits.max_concurrent_inserts,

@@ -59,6 +59,7 @@ static const setting_t settings[] = {
     {"server.max_body_bytes", K_SIZE, F(server.max_body_bytes), NOCOUNT, "64MiB", 0},
     {"server.read_timeout", K_DUR, F(server.read_timeout_ms), NOCOUNT, "30s", 0},
     {"server.max_connections", K_U32, F(server.max_connections), NOCOUNT, "1024", 1000000},
+    {"server.max_connections_per_ip", K_U32, F(server.max_connections_per_ip), NOCOUNT, "0", 1000000},
     {"server.threads", K_U32, F(server.threads), NOCOUNT, "0", 1024},
     {"server.tls_cert_file", K_OPTSTR, F(server.tls_cert_file), NOCOUNT, NULL, 0},
     {"server.tls_key_file", K_OPTSTR, F(server.tls_key_file), NOCOUNT, NULL, 0},

@@ -49,6 +49,7 @@ typedef struct config {
     uint64_t max_body_bytes;   /* request body limit after and before decoding; 64 MiB */
     int64_t read_timeout_ms;   /* idle connection timeout (slowloris); 30 s */
     uint32_t max_connections;  /* concurrent connections; 1024 */
+    uint32_t max_connections_per_ip; /* concurrent connections from one address; 0 = no limit */
     uint32_t threads;          /* HTTP worker threads; 0 = number of CPUs */
     char *tls_cert_file, *tls_key_file; /* both set = HTTPS */
     char *cors_origin;         /* NULL = CORS off; "*" or an origin */

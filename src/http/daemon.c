@@ -779,6 +779,10 @@ int http_server_start(const http_server_options_t *opt, http_router_t *router, h
   ops[k++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, s};
   ops[k++] = (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, &ss};
   ops[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT, opt->max_connections ? opt->max_connections : 1024, NULL};
+  /* A per-address cap keeps one slow or hostile client (slowloris) from taking every
+   * connection slot; the idle timeout alone cannot, as a trickle of bytes resets it. */
+  if (opt->max_connections_per_ip)
+    ops[k++] = (struct MHD_OptionItem){MHD_OPTION_PER_IP_CONNECTION_LIMIT, opt->max_connections_per_ip, NULL};
   ops[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT, opt->connection_timeout_s ? opt->connection_timeout_s : 30, NULL};
   ops[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_MEMORY_LIMIT, 128 * 1024, NULL};
   ops[k++] = (struct MHD_OptionItem){MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024, NULL};

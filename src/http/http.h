@@ -94,6 +94,7 @@ typedef struct http_server_options {
   const char *listen;            /* "host:port", ":port" (all interfaces), "[::1]:port"; port 0 = any */
   unsigned threads;              /* 0 = a thread per connection (default); N = a pool of N with epoll */
   unsigned max_connections;      /* 0 = 1024 */
+  unsigned max_connections_per_ip; /* 0 = no per-address limit */
   unsigned connection_timeout_s; /* idle connection timeout; 0 = 30 */
   uint64_t max_body_bytes;       /* before and after decoding; 0 = 64 MiB */
   unsigned max_concurrent_inserts; /* 0 = 2 x CPUs */

@@ -412,8 +412,13 @@ def test_health_down_when_storage_fails():
 
 
 def test_max_connections():
+    for setting in ("server.max_connections=3", "server.max_connections_per_ip=3"):
+        _check_connection_limit(setting)
+
+
+def _check_connection_limit(setting):
     import socket
-    with mdtest.Server(args=["--set", "server.max_connections=3"]) as srv:
+    with mdtest.Server(args=["--set", setting]) as srv:
         held = []
         try:
             for _ in range(3):  # three keep-alive connections, each known to be accepted
@@ -428,7 +433,7 @@ def test_max_connections():
                 refused = False
             except (ConnectionError, OSError):
                 refused = True
-            assert refused, "a connection past server.max_connections was served: %r" % (r,)
+            assert refused, "a connection past %s was served: %r" % (setting, r)
         finally:
             for c in held:
                 c.close()
