@@ -1011,6 +1011,35 @@ static void go_quote(const char *s, sb_t *out) {
   sb_putc(out, '"');
 }
 
+static void heap_sift_down(vcmp_item_t *h, size_t n, size_t i, int (*cmp)(const void *, const void *)) {
+  for (;;) {
+    size_t l = 2 * i + 1, r = l + 1, m = i;
+    if (l < n && cmp(&h[l], &h[m]) > 0) m = l;
+    if (r < n && cmp(&h[r], &h[m]) > 0) m = r;
+    if (m == i) return;
+    vcmp_item_t t = h[i];
+    h[i] = h[m], h[m] = t;
+    i = m;
+  }
+}
+
+/* Puts the `take` first items under cmp (a total order: ties go by index) at the front, in
+ * order, as a full sort would: a bounded max-heap keeps topk/bottomk at O(n log k) per group. */
+static void partial_sort(vcmp_item_t *it, size_t n, size_t take, int (*cmp)(const void *, const void *)) {
+  if (take == 0) return;
+  if (take * 4 >= n) {
+    qsort(it, n, sizeof *it, cmp);
+    return;
+  }
+  for (size_t i = take / 2; i-- > 0;) heap_sift_down(it, take, i, cmp);
+  for (size_t j = take; j < n; j++)
+    if (cmp(&it[j], &it[0]) < 0) {
+      it[0] = it[j];
+      heap_sift_down(it, take, 0, cmp);
+    }
+  qsort(it, take, sizeof *it, cmp);
+}
+
 static int eval_aggregate(ev_t *ev, const pql_node_t *n, const grid_t *g, value_t *out) {
   value_t in = {0}, par = {0};
   int rc = ev_eval(ev, n->a, g, &in);
@@ -1046,7 +1075,8 @@ static int eval_aggregate(ev_t *ev, const pql_node_t *n, const grid_t *g, value_
     int32_t *omap = arena_alloc(ev->a, (ns + 1) * sizeof *omap);
     vcmp_item_t *items = arena_alloc(ev->a, (ns + 1) * sizeof *items);
     size_t *gcount = arena_alloc(ev->a, (ng + 1) * sizeof *gcount);
-    if (!omap || !items || !gcount) return fail_oom(ev);
+    size_t *gpos = arena_alloc(ev->a, (ng + 1) * sizeof *gpos);
+    if (!omap || !items || !gcount || !gpos) return fail_oom(ev);
     for (size_t k = 0; k < ns; k++) omap[k] = -1;
     for (size_t i = 0; i < steps; i++) {
       double p = par.sc[i];
@@ -1060,17 +1090,23 @@ static int eval_aggregate(ev_t *ev, const pql_node_t *n, const grid_t *g, value_
         return ev_fail(ev, MD_ERR, "Scalar value %g overflows int64", p);
       }
       int64_t k64 = op == AGG_LIMIT_RATIO ? 0 : (int64_t)p;
+      /* Bucket this step's samples by group in one pass (series order kept within a group). */
+      memset(gcount, 0, ng * sizeof *gcount);
+      for (size_t k = 0; k < ns; k++)
+        if (in.vs[k].ok[i]) gcount[gid[k]]++;
+      for (size_t gi = 0, at = 0; gi < ng; gi++) gpos[gi] = at, at += gcount[gi];
+      for (size_t k = 0; k < ns; k++)
+        if (in.vs[k].ok[i]) items[gpos[gid[k]]++] = (vcmp_item_t){in.vs[k].v[i], k};
       for (size_t gi = 0; gi < ng; gi++) {
-        size_t cnt = 0;
-        for (size_t k = 0; k < ns; k++)
-          if ((size_t)gid[k] == gi && in.vs[k].ok[i]) items[cnt++] = (vcmp_item_t){in.vs[k].v[i], k};
+        size_t cnt = gcount[gi];
         if (!cnt) continue;
+        vcmp_item_t *gitems = items + gpos[gi] - cnt;
         size_t take = cnt;
-        if (op == AGG_TOPK) qsort(items, cnt, sizeof *items, cmp_desc_nan_last);
-        else if (op == AGG_BOTTOMK) qsort(items, cnt, sizeof *items, cmp_asc_nan_last);
         if (op != AGG_LIMIT_RATIO) take = k64 < 1 ? 0 : (size_t)k64 < cnt ? (size_t)k64 : cnt;
+        if (op == AGG_TOPK) partial_sort(gitems, cnt, take, cmp_desc_nan_last);
+        else if (op == AGG_BOTTOMK) partial_sort(gitems, cnt, take, cmp_asc_nan_last);
         for (size_t t = 0; t < take; t++) {
-          size_t k = items[t].idx;
+          size_t k = gitems[t].idx;
           if (op == AGG_LIMIT_RATIO) {
             double r = (double)(lset_hash(&in.vs[k].ls) >> 11) / 9007199254740992.0;
             bool keep = p >= 0 ? r < p : r >= 1 + p;
@@ -1085,7 +1121,6 @@ static int eval_aggregate(ev_t *ev, const pql_node_t *n, const grid_t *g, value_
         }
       }
     }
-    (void)gcount;
     out->ordered = op == AGG_TOPK || op == AGG_BOTTOMK;
     return 0;
   }

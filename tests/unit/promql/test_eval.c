@@ -378,6 +378,47 @@ static void test_count_values_label_names(void **state) {
   assert_string_equal(err, "invalid label name \"a\\xc5z\"");
 }
 
+/* topk/bottomk over many series and groups (bounded-heap selection, one-pass grouping): the
+ * values come out in order and each group keeps its own k. */
+static void test_topk_many_series(void **state) {
+  fixture_t *f = *state;
+  tsdb_batch_t *b = tsdb_batch_new();
+  for (int i = 0; i < 200; i++) {
+    char id[16], grp[16];
+    snprintf(id, sizeof id, "s%03d", i);
+    snprintf(grp, sizeof grp, "g%d", i % 10);
+    tsdb_label_t l[3] = {{"__name__", "tk"}, {"grp", grp}, {"id", id}};
+    assert_int_equal(tsdb_batch_series(b, l, 3), 0);
+    assert_int_equal(tsdb_batch_sample(b, 0, i == 17 ? NAN : (double)((i * 37) % 101)), 0);
+  }
+  tsdb_append_result_t res;
+  assert_int_equal(tsdb_append(f->db, "t6", b, &res), 0);
+  tsdb_batch_free(b);
+  static const char *const q[] = {"topk(7, tk)", "bottomk(7, tk)"};
+  for (int d = 0; d < 2; d++) {
+    promql_result_t *r = instant(f, "t6", q[d], 0);
+    assert_int_equal(promql_result_series_count(r), 7);
+    double prev = d ? -INFINITY : INFINITY;
+    for (size_t i = 0; i < 7; i++) {
+      const int64_t *ts;
+      const double *v;
+      promql_result_points(r, i, &ts, &v);
+      assert_false(isnan(v[0]));
+      assert_true(d ? v[0] >= prev : v[0] <= prev);
+      prev = v[0];
+    }
+    /* (i*37)%101 over 0..199 takes 100 and 0 twice each */
+    assert_true(d ? prev == 3 : prev == 97);
+    promql_result_free(r);
+  }
+  promql_result_t *r = instant(f, "t6", "count(topk by (grp) (2, tk))", 0);
+  assert_true(only_value(r) == 20);
+  promql_result_free(r);
+  r = instant(f, "t6", "count(bottomk by (grp) (1000, tk))", 0);
+  assert_true(only_value(r) == 200);
+  promql_result_free(r);
+}
+
 int main(void) {
   log_set_level(LOG_ERROR);
   const struct CMUnitTest tests[] = {
@@ -387,6 +428,7 @@ int main(void) {
       cmocka_unit_test(test_warnings), cmocka_unit_test(test_fill_and_duration_expressions),
       cmocka_unit_test(test_info_function), cmocka_unit_test(test_extended_range_selectors),
       cmocka_unit_test(test_type_and_unit_labels), cmocka_unit_test(test_count_values_label_names),
+      cmocka_unit_test(test_topk_many_series),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
