@@ -400,6 +400,36 @@ int api_start(api_t *api, char *err, size_t errlen) {
   return 0;
 }
 
+static bool str_differs(const char *a, const char *b) {
+  return (a == NULL) != (b == NULL) || (a && strcmp(a, b) != 0);
+}
+
+/* Names every changed setting that the running server read once at start (the HTTP server's
+ * options, storage), so an operator knows the reload did not apply it. */
+static void warn_restart_only(const config_t *o, const config_t *n) {
+  sb_t changed = {0};
+#define CHANGED(cond, key) \
+  if (cond) sb_printf(&changed, "%s%s", changed.len ? ", " : "", key)
+  CHANGED(str_differs(o->server.listen, n->server.listen), "server.listen");
+  CHANGED(str_differs(o->server.data_dir, n->server.data_dir), "server.data_dir");
+  CHANGED(o->server.max_body_bytes != n->server.max_body_bytes, "server.max_body_bytes");
+  CHANGED(o->server.read_timeout_ms != n->server.read_timeout_ms, "server.read_timeout");
+  CHANGED(o->server.max_connections != n->server.max_connections, "server.max_connections");
+  CHANGED(o->server.max_connections_per_ip != n->server.max_connections_per_ip, "server.max_connections_per_ip");
+  CHANGED(o->server.threads != n->server.threads, "server.threads");
+  CHANGED(str_differs(o->server.tls_cert_file, n->server.tls_cert_file) ||
+              str_differs(o->server.tls_key_file, n->server.tls_key_file),
+          "server.tls_cert_file/tls_key_file");
+  CHANGED(str_differs(o->server.cors_origin, n->server.cors_origin), "server.cors_origin");
+  CHANGED(o->server.prometheus_enabled != n->server.prometheus_enabled, "server.prometheus_enabled");
+  CHANGED(o->limits.max_concurrent_inserts != n->limits.max_concurrent_inserts, "limits.max_concurrent_inserts");
+  const json_t *os = json_object_get(o->root, "storage"), *ns = json_object_get(n->root, "storage");
+  CHANGED((os == NULL) != (ns == NULL) || (os && !json_equal(os, ns)), "storage.*");
+#undef CHANGED
+  if (changed.len) log_warn("reload: %s changed but take effect only after a restart", changed.buf);
+  sb_free(&changed);
+}
+
 int api_reload(api_t *api, char *err, size_t errlen) {
   pthread_mutex_lock(&api->reload_mu);
   config_t *nc = NULL;
@@ -409,12 +439,7 @@ int api_reload(api_t *api, char *err, size_t errlen) {
     log_error("reload failed, keeping the running configuration: %s", err);
     return rc;
   }
-  const config_t *oc = api->cfg;
-  if (strcmp(oc->server.listen, nc->server.listen) || strcmp(oc->server.data_dir, nc->server.data_dir))
-    log_warn("reload: server.listen and server.data_dir take effect only after a restart");
-  if ((oc->server.tls_cert_file == NULL) != (nc->server.tls_cert_file == NULL) ||
-      (oc->server.cors_origin == NULL) != (nc->server.cors_origin == NULL))
-    log_warn("reload: TLS and CORS settings take effect only after a restart");
+  warn_restart_only(api->cfg, nc);
   log_set_level_name(nc->server.log_level);
   if (api->http) {
     http_auth_key_t *keys = calloc(nc->server.n_auth_keys ? nc->server.n_auth_keys : 1, sizeof *keys);

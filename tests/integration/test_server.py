@@ -284,10 +284,18 @@ def test_sighup_reload():
         srv.write_config("server:\n  log_level: debug\n  auth_keys: [{token: new-key, roles: admin}]\n")
         srv.send_signal(signal.SIGHUP)
         assert srv.wait_log("configuration reloaded"), srv.logs()
+        assert "only after a restart" not in srv.logs()  # log level and keys apply at once
         assert srv.get("/metrics/stats", headers={"X-API-Key": "old-key"}).status == 401
         assert srv.get("/metrics/stats", headers={"X-API-Key": "new-key"}).status == 200
         srv.get("/health")
         assert srv.wait_log(r'"path":"/health"'), "no access log line at debug level"
+        # settings read once at start are named when a reload changes them
+        srv.write_config("server:\n  log_level: debug\n  max_connections: 77\n"
+                         "  auth_keys: [{token: new-key, roles: admin}]\nstorage: {retention: 9d}\n")
+        r = srv.post("/-/reload", b"", headers={"X-API-Key": "new-key"})
+        assert r.status == 200, r
+        assert srv.wait_log(r"reload: server.max_connections, storage\.\* changed but take effect only after a restart"), \
+            srv.logs()[-2000:]
         # a broken file is refused and the running configuration kept
         srv.write_config("server:\n  log_level: chatty\n")
         r = srv.post("/-/reload", b"", headers={"X-API-Key": "new-key"})
