@@ -10,10 +10,9 @@
  * A statvfs on a dead NFS server or a failing disk can block for ever, so (like
  * node_exporter's --collector.filesystem.mount-timeout) each one runs on a short-lived helper
  * thread, all started at once, and the round waits for them at most filesystem_timeout_ms
- * in all: a mount point that does not
- * answer is reported with node_filesystem_device_error 1 and is not asked again until its
- * pending call returns. The helper may outlive the round and the collector, so the set of
- * stuck mount points and each call's state are reference counted.
+ * in all: a mount point that does not answer is reported with node_filesystem_device_error 1
+ * and is not asked again until its pending call returns. The helper may outlive the round and the collector,
+ * so the set of stuck mount points and each call's state are reference counted.
  *
  * Threading: a collect_host_t belongs to one thread at a time (it reuses one read buffer);
  * helper threads touch only their call and the stuck set (each with its own mutex; lock
@@ -154,10 +153,11 @@ int collect_host_new(const collect_host_options_t *opt, collect_host_t **out, ch
     h->instance = strdup(host);
   }
   h->statvfs_fn = statvfs;
-  h->stuck = calloc(1, sizeof *h->stuck);
+  if ((h->stuck = calloc(1, sizeof *h->stuck))) {
+    pthread_mutex_init(&h->stuck->mu, NULL);
+    h->stuck->refs = 1;
+  }
   if (!h->root || !h->job || !h->instance || !h->stuck) goto oom;
-  pthread_mutex_init(&h->stuck->mu, NULL);
-  h->stuck->refs = 1;
   *out = h;
   return 0;
 oom:
