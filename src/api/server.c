@@ -373,6 +373,12 @@ void api_auth_keys_from(const config_t *c, http_auth_key_t *keys) {
   }
 }
 
+/* Whether a listen address only accepts local connections (127.0.0.0/8, ::1, localhost). */
+static bool listen_is_loopback(const char *listen) {
+  return strncmp(listen, "127.", 4) == 0 || strncmp(listen, "[::1]:", 6) == 0 ||
+         strncmp(listen, "localhost:", 10) == 0;
+}
+
 int api_start(api_t *api, char *err, size_t errlen) {
   hook_t reg[5], start[5];
   get_hooks(reg, start);
@@ -394,6 +400,10 @@ int api_start(api_t *api, char *err, size_t errlen) {
   else log_warn("self-scrape thread could not start; self-metrics will not be stored");
   atomic_store(&api->ready, true);
   const config_t *c = api->cfg;
+  if (!c->server.n_auth_keys && !listen_is_loopback(c->server.listen))
+    log_warn("auth is off and %s accepts connections from the network: anyone who can reach it may read, "
+             "write and administer; configure server.auth_keys or listen on 127.0.0.1",
+             c->server.listen);
   log_info("metricsd %s (commit %s) listening on %s (port %u), data in %s, auth %s%s", METRICSD_VERSION,
            METRICSD_COMMIT, c->server.listen, http_server_port(api->http), c->server.data_dir,
            c->server.n_auth_keys ? "on" : "off", c->server.tls_cert_file ? ", TLS" : "");

@@ -480,11 +480,17 @@ def test_json_logs():
     assert f["method"] == "GET" and f["path"] == "/health" and f["status"] == 200, f
     assert "duration_ms" in f and f["remote"] == "127.0.0.1", f
     assert any(r.get("fields", {}).get("status") == 404 for r in parsed), "404 not access-logged"
-    # at info level there is no access log
+    # at info level there is no access log; on 127.0.0.1 without keys, no auth warning
     with mdtest.Server() as srv:
         srv.get("/health", headers={"X-Request-ID": "log-test-2"})
         time.sleep(0.3)
         assert "log-test-2" not in srv.logs()
+        assert "auth is off" not in srv.logs()
+    # listening on every interface without keys is warned about
+    port = mdtest.free_port()
+    with mdtest.Server(port=port, args=["--listen", ":%d" % port]) as srv:
+        warn = [r for r in srv.log_lines() if "auth is off" in r.get("message", "")]
+        assert warn and warn[0]["level"] == "warn", "no warning for an open, unauthenticated listener"
 
 
 def test_cors():
