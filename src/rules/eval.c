@@ -249,7 +249,21 @@ static void restore_for_state(rules_t *r, group_t *g, alert_t *a, int64_t ts) {
   tsdb_query_free(q);
 }
 
-static json_t *alert_to_am(rules_t *r, const alert_t *a, int64_t ts, int64_t interval) {
+/* Percent-encodes s for a URL query value (RFC 3986 unreserved characters kept). */
+static void url_query_escape(sb_t *sb, const char *s) {
+  static const char hex[] = "0123456789ABCDEF";
+  for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+    if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || strchr("-_.~", *p)) {
+      sb_putc(sb, (char)*p);
+    } else {
+      sb_putc(sb, '%');
+      sb_putc(sb, hex[*p >> 4]);
+      sb_putc(sb, hex[*p & 15]);
+    }
+  }
+}
+
+static json_t *alert_to_am(rules_t *r, const rule_t *ru, const alert_t *a, int64_t ts, int64_t interval) {
   json_t *labels = json_object(), *ann = json_object();
   for (size_t i = 0; i < a->nlabels; i++) json_object_set_new(labels, a->labels[i].name, json_string(a->labels[i].value));
   for (size_t i = 0; i < a->nannotations; i++)
@@ -260,8 +274,11 @@ static json_t *alert_to_am(rules_t *r, const alert_t *a, int64_t ts, int64_t int
                 : ts + 4 * (interval > r->opt.resend_delay_ms ? interval : r->opt.resend_delay_ms);
   md_format_rfc3339(end, ends);
   sb_t url = {0};
+  /* Like Prometheus's: the graph page with the rule's expression in the first tab. */
   sb_puts(&url, r->opt.external_url ? r->opt.external_url : "");
-  sb_puts(&url, "/graph");
+  sb_puts(&url, "/graph?g0.expr=");
+  url_query_escape(&url, ru->expr_text);
+  sb_puts(&url, "&g0.tab=1");
   json_t *o = json_pack("{s:o, s:o, s:s, s:s, s:s}", "labels", labels, "annotations", ann, "startsAt", starts,
                         "endsAt", ends, "generatorURL", url.buf ? url.buf : "");
   sb_free(&url);
@@ -424,7 +441,7 @@ static int eval_alerting(rules_t *r, group_t *g, rule_t *ru, int64_t ts, promql_
                                          a->last_sent_at < a->fired_at;
     else if (a->state == ALERT_INACTIVE) send = a->last_sent_at && a->last_sent_at < a->resolved_at;
     if (send) {
-      json_array_append_new(to_send, alert_to_am(r, a, ts, g->interval_ms));
+      json_array_append_new(to_send, alert_to_am(r, ru, a, ts, g->interval_ms));
       a->last_sent_at = ts;
     }
   }

@@ -746,6 +746,8 @@ int rules_new(const rules_options_t *opt, rules_t **out, char *err, size_t errle
   r->nexternal = opt->n_external_labels;
   r->opt.external_labels = r->external;
   r->data_dir = opt->data_dir ? strdup(opt->data_dir) : NULL;
+  r->external_url = opt->external_url ? strdup(opt->external_url) : NULL;
+  r->opt.external_url = r->external_url; /* own copy: the caller's may not outlive r */
   pthread_mutex_init(&r->mu, NULL);
   pthread_cond_init(&r->cv, NULL);
   r->runtime = json_object();
@@ -788,6 +790,7 @@ void rules_free(rules_t *r) {
   }
   free(r->external);
   free(r->data_dir);
+  free(r->external_url);
   pthread_mutex_destroy(&r->mu);
   pthread_cond_destroy(&r->cv);
   free(r);

@@ -80,6 +80,7 @@ struct rules {
   tsdb_label_t *external;
   size_t nexternal;
   char *data_dir;
+  char *external_url; /* owned copy; opt.external_url points here */
   pthread_mutex_t mu;
   pthread_cond_t cv;
   group_t **groups;

@@ -849,6 +849,7 @@ static void test_notify_several_alertmanagers_batched(void **state) {
   opt.n_alertmanagers = 2;
   opt.notify_batch_size = 2;
   opt.resend_delay_ms = 2 * MIN;
+  opt.external_url = "http://metricsd.example:8012";
   metrics_registry_t *m = metrics_registry_new();
   opt.metrics = m;
   f->r = new_rules(f, &opt);
@@ -873,7 +874,8 @@ static void test_notify_several_alertmanagers_batched(void **state) {
   assert_string_equal(json_string_value(json_object_get(json_object_get(a0, "labels"), "alertname")), "Many");
   assert_non_null(json_object_get(a0, "startsAt"));
   assert_non_null(json_object_get(a0, "endsAt"));
-  assert_non_null(json_object_get(a0, "generatorURL"));
+  assert_string_equal(json_string_value(json_object_get(a0, "generatorURL")),
+                      "http://metricsd.example:8012/graph?g0.expr=m%20%3E%200&g0.tab=1");
   json_decref(first);
 
   /* Resend interval 2m: nothing new at +1m, everything again at +2m. */
