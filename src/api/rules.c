@@ -73,7 +73,8 @@ int api_start_rules(api_t *api) {
   const char *k;
   json_t *v;
   json_object_foreach(cfg->global.external_labels, k, v) {
-    if (next < 64 && json_is_string(v)) ext[next++] = (tsdb_label_t){keep(st, k), keep(st, json_string_value(v))};
+    if (next < 64 && json_is_string(v))
+      ext[next++] = (tsdb_label_t){keep(st, k), keep(st, json_string_value(v))};
   }
   opt.external_labels = ext;
   opt.n_external_labels = next;
@@ -89,14 +90,16 @@ int api_start_rules(api_t *api) {
       json_array_foreach(json_object_get(sc, "targets"), t, target) {
         if (nams >= 32 || !json_is_string(target)) continue;
         sb_t url = {0};
-        sb_printf(&url, "%s://%s%s", scheme ? scheme : "http", json_string_value(target), prefix ? prefix : "");
+        sb_printf(&url, "%s://%s%s", scheme ? scheme : "http", json_string_value(target),
+                  prefix ? prefix : "");
         ams[nams++] = keep(st, url.buf);
         sb_free(&url);
       }
     }
   }
   json_array_foreach(json_object_get(cfg->alerting, "webhooks"), i, hook) {
-    const char *url = json_is_string(hook) ? json_string_value(hook) : json_string_value(json_object_get(hook, "url"));
+    const char *url =
+        json_is_string(hook) ? json_string_value(hook) : json_string_value(json_object_get(hook, "url"));
     const char *secret = json_string_value(json_object_get(hook, "secret"));
     if (url && nhooks < 32) hooks[nhooks++] = keep(st, url);
     if (secret) opt.webhook_secret = keep(st, secret);
@@ -105,11 +108,15 @@ int api_start_rules(api_t *api) {
   const json_t *al = cfg->alerting;
   int64_t ms;
   if (!config_parse_duration(json_object_get(al, "resend_delay"), &ms) && ms > 0) opt.resend_delay_ms = ms;
-  if (!config_parse_duration(json_object_get(al, "for_outage_tolerance"), &ms) && ms > 0) opt.outage_tolerance_ms = ms;
-  if (!config_parse_duration(json_object_get(al, "notification_backoff"), &ms) && ms > 0) opt.notify_backoff_ms = ms;
-  if (!config_parse_duration(json_object_get(al, "notification_timeout"), &ms) && ms > 0) opt.notify_timeout_ms = ms;
+  if (!config_parse_duration(json_object_get(al, "for_outage_tolerance"), &ms) && ms > 0)
+    opt.outage_tolerance_ms = ms;
+  if (!config_parse_duration(json_object_get(al, "notification_backoff"), &ms) && ms > 0)
+    opt.notify_backoff_ms = ms;
+  if (!config_parse_duration(json_object_get(al, "notification_timeout"), &ms) && ms > 0)
+    opt.notify_timeout_ms = ms;
   json_t *num;
-  if (json_is_integer(num = json_object_get(al, "notification_queue_capacity")) && json_integer_value(num) > 0)
+  if (json_is_integer(num = json_object_get(al, "notification_queue_capacity")) &&
+      json_integer_value(num) > 0)
     opt.notify_queue_capacity = (size_t)json_integer_value(num);
   if (json_is_integer(num = json_object_get(al, "notification_batch_size")) && json_integer_value(num) > 0)
     opt.notify_batch_size = (size_t)json_integer_value(num);
@@ -133,7 +140,8 @@ int api_start_rules(api_t *api) {
   if (rc) {
     log_error("rules: %s", err);
     rules_free(st->rules);
-    for (size_t s = 0; s < st->nstrings; s++) free(st->strings[s]);
+    for (size_t s = 0; s < st->nstrings; s++)
+      free(st->strings[s]);
     free(st->strings);
     free(st);
     return rc;
@@ -146,7 +154,8 @@ void api_stop_rules(api_t *api) {
   rules_state_t *st = api_slot(api, "rules");
   if (!st) return;
   rules_free(st->rules);
-  for (size_t s = 0; s < st->nstrings; s++) free(st->strings[s]);
+  for (size_t s = 0; s < st->nstrings; s++)
+    free(st->strings[s]);
   free(st->strings);
   free(st);
   api_set_slot(api, "rules", NULL);
@@ -158,10 +167,13 @@ void api_reload_rules(api_t *api) {
   const char *globs[64];
   size_t ng = rule_globs(api, st, globs, 64);
   char err[1024];
-  if (rules_load_files(st->rules, globs, ng, err, sizeof err)) log_error("rules: reload failed, keeping the old rules: %s", err);
+  if (rules_load_files(st->rules, globs, ng, err, sizeof err))
+    log_error("rules: reload failed, keeping the old rules: %s", err);
 }
 
-static void unavailable(http_resp_t *resp) { http_resp_error(resp, 503, "rule engine not running"); }
+static void unavailable(http_resp_t *resp) {
+  http_resp_error(resp, 503, "rule engine not running");
+}
 
 static void h_api_rules(http_req_t *req, http_resp_t *resp, void *ctx) {
   rules_t *r = get_rules(ctx);
@@ -228,7 +240,8 @@ static void put_rule(http_req_t *req, http_resp_t *resp, api_t *api, const char 
   json_error_t je;
   json_t *doc = body ? json_loadb(body, len, 0, &je) : NULL;
   if (!doc) {
-    http_resp_error(resp, 400, "invalid JSON body: %s (line %d)", body ? je.text : "empty body", body ? je.line : 0);
+    http_resp_error(resp, 400, "invalid JSON body: %s (line %d)", body ? je.text : "empty body",
+                    body ? je.line : 0);
     return;
   }
   char newid[40], err[1024];
@@ -252,8 +265,12 @@ static void put_rule(http_req_t *req, http_resp_t *resp, api_t *api, const char 
   http_resp_content_type(resp, "application/json");
 }
 
-static void h_post(http_req_t *req, http_resp_t *resp, void *ctx) { put_rule(req, resp, ctx, NULL); }
-static void h_put(http_req_t *req, http_resp_t *resp, void *ctx) { put_rule(req, resp, ctx, http_req_param(req, "id")); }
+static void h_post(http_req_t *req, http_resp_t *resp, void *ctx) {
+  put_rule(req, resp, ctx, NULL);
+}
+static void h_put(http_req_t *req, http_resp_t *resp, void *ctx) {
+  put_rule(req, resp, ctx, http_req_param(req, "id"));
+}
 
 static void h_delete(http_req_t *req, http_resp_t *resp, void *ctx) {
   rules_t *r = get_rules(ctx);

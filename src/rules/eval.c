@@ -46,7 +46,8 @@ void alerts_free(alert_t *a) {
 }
 
 void written_free(written_t *w, size_t n) {
-  for (size_t i = 0; i < n; i++) labels_free(w[i].labels, w[i].nlabels);
+  for (size_t i = 0; i < n; i++)
+    labels_free(w[i].labels, w[i].nlabels);
   free(w);
 }
 
@@ -58,7 +59,8 @@ void write_stale(rules_t *r, const char *tenant, const written_t *w, size_t n, c
   for (size_t i = 0; i < n; i++) {
     bool kept = false;
     for (size_t k = 0; k < nkeepsets && !kept; k++)
-      for (size_t j = 0; j < nkeep[k] && !kept; j++) kept = keep[k][j].hash == w[i].hash;
+      for (size_t j = 0; j < nkeep[k] && !kept; j++)
+        kept = keep[k][j].hash == w[i].hash;
     if (kept || !w[i].nlabels) continue;
     if (tsdb_batch_series(b, w[i].labels, w[i].nlabels) == 0) tsdb_batch_sample(b, ts, tsdb_stale_nan());
   }
@@ -124,13 +126,16 @@ static void lset_sort(lset_t *s) {
 /* Drops labels with empty values (Prometheus semantics) and sorts. */
 static void lset_finish(lset_t *s) {
   for (size_t i = 0; i < s->n;) {
-    if (!*s->ls[i].value) lset_del(s, s->ls[i].name);
-    else i++;
+    if (!*s->ls[i].value)
+      lset_del(s, s->ls[i].name);
+    else
+      i++;
   }
   lset_sort(s);
 }
 
-static int expand(const tmpl_t *t, const char *raw, const tmpl_data_t *d, char **out, char *err, size_t errlen) {
+static int expand(const tmpl_t *t, const char *raw, const tmpl_data_t *d, char **out, char *err,
+                  size_t errlen) {
   if (tmpl_is_static(t)) {
     *out = strdup(raw);
     return *out ? 0 : MD_ENOMEM;
@@ -166,7 +171,8 @@ static int write_with_staleness(rules_t *r, group_t *g, rule_t *ru, tsdb_batch_t
   }
   for (size_t i = 0; i < ru->nwritten; i++) {
     bool still = false;
-    for (size_t j = 0; j < n && !still; j++) still = now[j].hash == ru->written[i].hash;
+    for (size_t j = 0; j < n && !still; j++)
+      still = now[j].hash == ru->written[i].hash;
     if (!still) {
       tsdb_batch_series(batch, ru->written[i].labels, ru->written[i].nlabels);
       tsdb_batch_sample(batch, ts, tsdb_stale_nan());
@@ -203,18 +209,22 @@ static int eval_recording(rules_t *r, group_t *g, rule_t *ru, int64_t ts, promql
     } else {
       size_t nl;
       const tsdb_label_t *ls = promql_result_labels(res, i, &nl);
-      for (size_t k = 0; k < nl; k++) lset_set(&s, ls[k].name, ls[k].value);
+      for (size_t k = 0; k < nl; k++)
+        lset_set(&s, ls[k].name, ls[k].value);
       const int64_t *pts;
       const double *pv;
       promql_result_points(res, i, &pts, &pv);
       v = pv[0];
     }
     lset_set(&s, "__name__", ru->name);
-    for (size_t k = 0; k < ru->nlabels; k++) lset_set(&s, ru->labels[k].name, ru->labels[k].value);
+    for (size_t k = 0; k < ru->nlabels; k++)
+      lset_set(&s, ru->labels[k].name, ru->labels[k].value);
     lset_finish(&s);
     seen[i] = rules_labels_hash(s.ls, s.n);
     for (size_t k = 0; k < i; k++)
-      if (seen[k] == seen[i]) rc = md_error(err, errlen, MD_ERR, "vector contains metrics with the same labelset after applying rule labels");
+      if (seen[k] == seen[i])
+        rc = md_error(err, errlen, MD_ERR,
+                      "vector contains metrics with the same labelset after applying rule labels");
     if (!rc && tsdb_batch_series(batch, s.ls, s.n) == 0) tsdb_batch_sample(batch, ts - g->query_offset_ms, v);
     labels_free(s.ls, s.n);
   }
@@ -231,10 +241,13 @@ static void restore_for_state(rules_t *r, group_t *g, alert_t *a, int64_t ts) {
   tsdb_matcher_t m[64];
   size_t nm = 0;
   m[nm++] = (tsdb_matcher_t){TSDB_MATCH_EQ, "__name__", "ALERTS_FOR_STATE"};
-  for (size_t i = 0; i < a->nlabels && nm < 64; i++) m[nm++] = (tsdb_matcher_t){TSDB_MATCH_EQ, a->labels[i].name, a->labels[i].value};
+  for (size_t i = 0; i < a->nlabels && nm < 64; i++)
+    m[nm++] = (tsdb_matcher_t){TSDB_MATCH_EQ, a->labels[i].name, a->labels[i].value};
   tsdb_query_t *q;
   char err[128];
-  if (tsdb_select(r->opt.db, g->tenant, m, nm, ts - r->opt.outage_tolerance_ms, ts - 1, NULL, &q, err, sizeof err)) return;
+  if (tsdb_select(r->opt.db, g->tenant, m, nm, ts - r->opt.outage_tolerance_ms, ts - 1, NULL, &q, err,
+                  sizeof err))
+    return;
   if (tsdb_query_next(q) == 1) {
     const int64_t *t;
     const double *v;
@@ -253,7 +266,8 @@ static void restore_for_state(rules_t *r, group_t *g, alert_t *a, int64_t ts) {
 static void url_query_escape(sb_t *sb, const char *s) {
   static const char hex[] = "0123456789ABCDEF";
   for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-    if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || strchr("-_.~", *p)) {
+    if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+        strchr("-_.~", *p)) {
       sb_putc(sb, (char)*p);
     } else {
       sb_putc(sb, '%');
@@ -265,13 +279,15 @@ static void url_query_escape(sb_t *sb, const char *s) {
 
 static json_t *alert_to_am(rules_t *r, const rule_t *ru, const alert_t *a, int64_t ts, int64_t interval) {
   json_t *labels = json_object(), *ann = json_object();
-  for (size_t i = 0; i < a->nlabels; i++) json_object_set_new(labels, a->labels[i].name, json_string(a->labels[i].value));
+  for (size_t i = 0; i < a->nlabels; i++)
+    json_object_set_new(labels, a->labels[i].name, json_string(a->labels[i].value));
   for (size_t i = 0; i < a->nannotations; i++)
     json_object_set_new(ann, a->annotations[i].name, json_string(a->annotations[i].value));
   char starts[32], ends[32];
   md_format_rfc3339(a->active_at, starts);
-  int64_t end = a->state == ALERT_INACTIVE ? a->resolved_at
-                : ts + 4 * (interval > r->opt.resend_delay_ms ? interval : r->opt.resend_delay_ms);
+  int64_t end = a->state == ALERT_INACTIVE
+                    ? a->resolved_at
+                    : ts + 4 * (interval > r->opt.resend_delay_ms ? interval : r->opt.resend_delay_ms);
   md_format_rfc3339(end, ends);
   sb_t url = {0};
   /* Like Prometheus's: the graph page with the rule's expression in the first tab. */
@@ -304,7 +320,8 @@ static int eval_alerting(rules_t *r, group_t *g, rule_t *ru, int64_t ts, promql_
     lset_sort(&base);
     tmpl_data_t d = {base.ls, base.n, r->external, r->nexternal, v};
     lset_t s = {0};
-    for (size_t k = 0; k < base.n; k++) lset_set(&s, base.ls[k].name, base.ls[k].value);
+    for (size_t k = 0; k < base.n; k++)
+      lset_set(&s, base.ls[k].name, base.ls[k].value);
     char terr[256];
     for (size_t k = 0; k < ru->nlabels; k++) {
       char *val;
@@ -340,12 +357,14 @@ static int eval_alerting(rules_t *r, group_t *g, rule_t *ru, int64_t ts, promql_
     a->value = v;
     for (alert_t *o = fresh; o; o = o->next)
       if (o->hash == a->hash)
-        rc = md_error(err, errlen, MD_ERR, "vector contains metrics with the same labelset after applying alert labels");
+        rc = md_error(err, errlen, MD_ERR,
+                      "vector contains metrics with the same labelset after applying alert labels");
     a->next = fresh;
     fresh = a;
   }
   size_t nfresh = 0;
-  for (alert_t *a = fresh; a; a = a->next) nfresh++;
+  for (alert_t *a = fresh; a; a = a->next)
+    nfresh++;
   if (!rc && g->limit && nfresh > g->limit)
     rc = md_error(err, errlen, MD_ELIMIT, "exceeded limit of %zu with %zu alerts", g->limit, nfresh);
   if (rc) {
@@ -421,7 +440,8 @@ static int eval_alerting(rules_t *r, group_t *g, rule_t *ru, int64_t ts, promql_
   for (alert_t *a = ru->alerts; a; a = a->next) {
     if (a->state == ALERT_INACTIVE) continue;
     lset_t s = {0};
-    for (size_t k = 0; k < a->nlabels; k++) lset_set(&s, a->labels[k].name, a->labels[k].value);
+    for (size_t k = 0; k < a->nlabels; k++)
+      lset_set(&s, a->labels[k].name, a->labels[k].value);
     lset_set(&s, "__name__", "ALERTS");
     lset_set(&s, "alertstate", a->state == ALERT_FIRING ? "firing" : "pending");
     lset_sort(&s);
@@ -429,7 +449,8 @@ static int eval_alerting(rules_t *r, group_t *g, rule_t *ru, int64_t ts, promql_
     lset_del(&s, "alertstate");
     lset_set(&s, "__name__", "ALERTS_FOR_STATE");
     lset_sort(&s);
-    if (ru->for_ms > 0 && tsdb_batch_series(batch, s.ls, s.n) == 0) tsdb_batch_sample(batch, sample_ts, a->active_at / 1000.0);
+    if (ru->for_ms > 0 && tsdb_batch_series(batch, s.ls, s.n) == 0)
+      tsdb_batch_sample(batch, sample_ts, a->active_at / 1000.0);
     labels_free(s.ls, s.n);
   }
   rc = write_with_staleness(r, g, ru, batch, sample_ts);
@@ -437,9 +458,11 @@ static int eval_alerting(rules_t *r, group_t *g, rule_t *ru, int64_t ts, promql_
   /* Notifications: state changes at once, firing alerts again every resend delay. */
   for (alert_t *a = ru->alerts; a; a = a->next) {
     bool send = false;
-    if (a->state == ALERT_FIRING) send = !a->last_sent_at || ts - a->last_sent_at >= r->opt.resend_delay_ms ||
-                                         a->last_sent_at < a->fired_at;
-    else if (a->state == ALERT_INACTIVE) send = a->last_sent_at && a->last_sent_at < a->resolved_at;
+    if (a->state == ALERT_FIRING)
+      send =
+          !a->last_sent_at || ts - a->last_sent_at >= r->opt.resend_delay_ms || a->last_sent_at < a->fired_at;
+    else if (a->state == ALERT_INACTIVE)
+      send = a->last_sent_at && a->last_sent_at < a->resolved_at;
     if (send) {
       json_array_append_new(to_send, alert_to_am(r, ru, a, ts, g->interval_ms));
       a->last_sent_at = ts;
@@ -449,21 +472,25 @@ static int eval_alerting(rules_t *r, group_t *g, rule_t *ru, int64_t ts, promql_
 }
 
 /* Prometheus's label for a group: "<file>;<group>". */
-static void group_key(const group_t *g, char *buf, size_t n) { snprintf(buf, n, "%s;%s", g->file, g->name); }
+static void group_key(const group_t *g, char *buf, size_t n) {
+  snprintf(buf, n, "%s;%s", g->file, g->name);
+}
 
 void rules_metrics_missed(rules_t *r, group_t *g, uint64_t missed) {
   if (!r->opt.metrics || !missed) return;
   char key[512];
   group_key(g, key, sizeof key);
   const char *kv[] = {"rule_group", key};
-  metrics_counter_add(metrics_counter_v(r->opt.metrics, "prometheus_rule_group_iterations_missed_total",
-                                        "The total number of rule group evaluations missed due to slow rule group evaluation.",
-                                        kv, 1),
-                      (double)missed);
-  metrics_counter_add(metrics_counter_v(r->opt.metrics, "prometheus_rule_group_iterations_total",
-                                        "The total number of scheduled rule group evaluations, whether executed or missed.",
-                                        kv, 1),
-                      (double)missed);
+  metrics_counter_add(
+      metrics_counter_v(
+          r->opt.metrics, "prometheus_rule_group_iterations_missed_total",
+          "The total number of rule group evaluations missed due to slow rule group evaluation.", kv, 1),
+      (double)missed);
+  metrics_counter_add(
+      metrics_counter_v(r->opt.metrics, "prometheus_rule_group_iterations_total",
+                        "The total number of scheduled rule group evaluations, whether executed or missed.",
+                        kv, 1),
+      (double)missed);
 }
 
 /* Self-metrics after one evaluation of g (caller holds r->mu). */
@@ -473,29 +500,32 @@ static void publish_group(rules_t *r, const group_t *g, uint64_t nfailed) {
   char key[512];
   group_key(g, key, sizeof key);
   const char *kv[] = {"rule_group", key};
-  metrics_counter_add(metrics_counter_v(m, "prometheus_rule_evaluations_total", "The total number of rule evaluations.",
-                                        kv, 1),
+  metrics_counter_add(metrics_counter_v(m, "prometheus_rule_evaluations_total",
+                                        "The total number of rule evaluations.", kv, 1),
                       (double)g->nrules);
   /* Created at 0 even when nothing fails, so that rate() and alerts on it see the series. */
   metrics_counter_add(metrics_counter_v(m, "prometheus_rule_evaluation_failures_total",
                                         "The total number of rule evaluation failures.", kv, 1),
                       (double)nfailed);
-  metrics_counter_inc(metrics_counter_v(m, "prometheus_rule_group_iterations_total",
-                                        "The total number of scheduled rule group evaluations, whether executed or missed.",
-                                        kv, 1));
-  metrics_counter_add(metrics_counter_v(m, "prometheus_rule_group_iterations_missed_total",
-                                        "The total number of rule group evaluations missed due to slow rule group evaluation.",
-                                        kv, 1),
-                      0);
+  metrics_counter_inc(metrics_counter_v(
+      m, "prometheus_rule_group_iterations_total",
+      "The total number of scheduled rule group evaluations, whether executed or missed.", kv, 1));
+  metrics_counter_add(
+      metrics_counter_v(
+          m, "prometheus_rule_group_iterations_missed_total",
+          "The total number of rule group evaluations missed due to slow rule group evaluation.", kv, 1),
+      0);
   metrics_gauge_set(metrics_gauge_v(m, "prometheus_rule_group_last_duration_seconds",
                                     "The duration of the last rule group evaluation.", kv, 1),
                     (double)g->eval_ns / 1e9);
   metrics_gauge_set(metrics_gauge_v(m, "prometheus_rule_group_last_evaluation_timestamp_seconds",
                                     "The timestamp of the last rule group evaluation in seconds.", kv, 1),
                     (double)g->last_eval_ms / 1000.0);
-  metrics_gauge_set(metrics_gauge_v(m, "prometheus_rule_group_interval_seconds", "The interval of a rule group.", kv, 1),
-                    (double)g->interval_ms / 1000.0);
-  metrics_gauge_set(metrics_gauge_v(m, "prometheus_rule_group_rules", "The number of rules.", kv, 1), (double)g->nrules);
+  metrics_gauge_set(
+      metrics_gauge_v(m, "prometheus_rule_group_interval_seconds", "The interval of a rule group.", kv, 1),
+      (double)g->interval_ms / 1000.0);
+  metrics_gauge_set(metrics_gauge_v(m, "prometheus_rule_group_rules", "The number of rules.", kv, 1),
+                    (double)g->nrules);
   uint64_t firing = 0, pending = 0;
   for (size_t i = 0; i < r->ngroups; i++)
     for (size_t j = 0; j < r->groups[i]->nrules; j++)
@@ -503,11 +533,11 @@ static void publish_group(rules_t *r, const group_t *g, uint64_t nfailed) {
         firing += a->state == ALERT_FIRING;
         pending += a->state == ALERT_PENDING;
       }
-  metrics_gauge_set(metrics_gauge(m, "metricsd_rules_alerts", "Active alerts by state, all tenants.", "state", "firing",
-                                  (const char *)NULL),
+  metrics_gauge_set(metrics_gauge(m, "metricsd_rules_alerts", "Active alerts by state, all tenants.", "state",
+                                  "firing", (const char *)NULL),
                     (double)firing);
-  metrics_gauge_set(metrics_gauge(m, "metricsd_rules_alerts", "Active alerts by state, all tenants.", "state", "pending",
-                                  (const char *)NULL),
+  metrics_gauge_set(metrics_gauge(m, "metricsd_rules_alerts", "Active alerts by state, all tenants.", "state",
+                                  "pending", (const char *)NULL),
                     (double)pending);
 }
 
@@ -521,7 +551,8 @@ int group_eval(rules_t *r, group_t *g, int64_t ts) {
     int64_t r0 = md_mono_ns();
     promql_result_t *res = NULL;
     char err[256] = "";
-    int rc = promql_eval_instant(r->opt.db, g->tenant, ru->expr, ts - g->query_offset_ms, NULL, &res, err, sizeof err);
+    int rc = promql_eval_instant(r->opt.db, g->tenant, ru->expr, ts - g->query_offset_ms, NULL, &res, err,
+                                 sizeof err);
     if (!rc) {
       rc = ru->is_alert ? eval_alerting(r, g, ru, ts, res, err, sizeof err, to_send)
                         : eval_recording(r, g, ru, ts, res, err, sizeof err);
@@ -545,8 +576,10 @@ int group_eval(rules_t *r, group_t *g, int64_t ts) {
       ru->last_error[0] = 0;
     }
   }
-  if (json_array_size(to_send)) notifier_send(r->notifier, to_send);
-  else json_decref(to_send);
+  if (json_array_size(to_send))
+    notifier_send(r->notifier, to_send);
+  else
+    json_decref(to_send);
   if (g->nstale) {
     /* Series of rules a reload removed: stale now, unless a rule wrote them this round. */
     const written_t *keep[g->nrules + 1];

@@ -21,7 +21,7 @@
 typedef struct target {
   char *url; /* full POST URL */
   bool webhook;
-  uint64_t sent, errors; /* alerts delivered / alerts whose delivery failed */
+  uint64_t sent, errors;                          /* alerts delivered / alerts whose delivery failed */
   metrics_counter_t *sent_metric, *errors_metric; /* NULL without a registry */
 } target_t;
 
@@ -56,36 +56,54 @@ typedef struct {
 } sha256_t;
 
 static const uint32_t K[64] = {
-    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5, 0xd807aa98,
-    0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786,
-    0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8,
-    0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13,
-    0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819,
-    0xd6990624, 0xf40e3585, 0x106aa070, 0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a,
-    0x5b9cca4f, 0x682e6ff3, 0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7,
-    0xc67178f2};
+    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2};
 
 #define ROR(x, n) (((x) >> (n)) | ((x) << (32 - (n))))
 
 static void sha_block(sha256_t *s, const uint8_t *p) {
   uint32_t w[64];
-  for (int i = 0; i < 16; i++) w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 | (uint32_t)p[4 * i + 2] << 8 | p[4 * i + 3];
+  for (int i = 0; i < 16; i++)
+    w[i] =
+        (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 | (uint32_t)p[4 * i + 2] << 8 | p[4 * i + 3];
   for (int i = 16; i < 64; i++) {
     uint32_t s0 = ROR(w[i - 15], 7) ^ ROR(w[i - 15], 18) ^ (w[i - 15] >> 3);
     uint32_t s1 = ROR(w[i - 2], 17) ^ ROR(w[i - 2], 19) ^ (w[i - 2] >> 10);
     w[i] = w[i - 16] + s0 + w[i - 7] + s1;
   }
-  uint32_t a = s->h[0], b = s->h[1], c = s->h[2], d = s->h[3], e = s->h[4], f = s->h[5], g = s->h[6], h = s->h[7];
+  uint32_t a = s->h[0], b = s->h[1], c = s->h[2], d = s->h[3], e = s->h[4], f = s->h[5], g = s->h[6],
+           h = s->h[7];
   for (int i = 0; i < 64; i++) {
     uint32_t t1 = h + (ROR(e, 6) ^ ROR(e, 11) ^ ROR(e, 25)) + ((e & f) ^ (~e & g)) + K[i] + w[i];
     uint32_t t2 = (ROR(a, 2) ^ ROR(a, 13) ^ ROR(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
-    h = g; g = f; f = e; e = d + t1; d = c; c = b; b = a; a = t1 + t2;
+    h = g;
+    g = f;
+    f = e;
+    e = d + t1;
+    d = c;
+    c = b;
+    b = a;
+    a = t1 + t2;
   }
-  s->h[0] += a; s->h[1] += b; s->h[2] += c; s->h[3] += d; s->h[4] += e; s->h[5] += f; s->h[6] += g; s->h[7] += h;
+  s->h[0] += a;
+  s->h[1] += b;
+  s->h[2] += c;
+  s->h[3] += d;
+  s->h[4] += e;
+  s->h[5] += f;
+  s->h[6] += g;
+  s->h[7] += h;
 }
 
 static void sha_init(sha256_t *s) {
-  static const uint32_t iv[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+  static const uint32_t iv[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
+                                 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
   memcpy(s->h, iv, sizeof iv);
   s->len = 0;
   s->n = 0;
@@ -112,9 +130,11 @@ static void sha_final(sha256_t *s, uint8_t out[32]) {
   uint8_t pad = 0x80;
   sha_update(s, &pad, 1);
   uint8_t z = 0;
-  while (s->n != 56) sha_update(s, &z, 1);
+  while (s->n != 56)
+    sha_update(s, &z, 1);
   uint8_t l[8];
-  for (int i = 0; i < 8; i++) l[i] = (uint8_t)(bits >> (56 - 8 * i));
+  for (int i = 0; i < 8; i++)
+    l[i] = (uint8_t)(bits >> (56 - 8 * i));
   sha_update(s, l, 8);
   for (int i = 0; i < 8; i++) {
     out[4 * i] = (uint8_t)(s->h[i] >> 24);
@@ -287,19 +307,24 @@ static void deliver_batch(notifier_t *n, json_t *batch, size_t nalerts) {
       }
     }
   }
-  for (size_t i = 1; i < n->ntargets; i++) started[i] = pthread_create(&th[i], NULL, deliver_job, &jobs[i]) == 0;
+  for (size_t i = 1; i < n->ntargets; i++)
+    started[i] = pthread_create(&th[i], NULL, deliver_job, &jobs[i]) == 0;
   deliver_job(&jobs[0]);
   for (size_t i = 1; i < n->ntargets; i++) {
-    if (started[i]) pthread_join(th[i], NULL);
-    else deliver_job(&jobs[i]); /* no thread: deliver here, in turn */
+    if (started[i])
+      pthread_join(th[i], NULL);
+    else
+      deliver_job(&jobs[i]); /* no thread: deliver here, in turn */
   }
 out:
   pthread_mutex_lock(&n->mu);
   for (size_t i = 0; i < n->ntargets; i++) {
     bool ok = jobs && jobs[i].ok;
     any_ok |= ok;
-    if (ok) n->targets[i].sent += nalerts;
-    else n->targets[i].errors += nalerts;
+    if (ok)
+      n->targets[i].sent += nalerts;
+    else
+      n->targets[i].errors += nalerts;
     metrics_counter_add(ok ? n->targets[i].sent_metric : n->targets[i].errors_metric, (double)nalerts);
   }
   if (!any_ok) {
@@ -318,7 +343,8 @@ static void *notify_thread(void *arg) {
   notifier_t *n = arg;
   pthread_mutex_lock(&n->mu);
   for (;;) {
-    while (!n->count && !n->stopping) pthread_cond_wait(&n->cv, &n->mu);
+    while (!n->count && !n->stopping)
+      pthread_cond_wait(&n->cv, &n->mu);
     if (!n->count && n->stopping) break;
     json_t *batch = json_array();
     size_t nalerts = 0;
@@ -345,7 +371,8 @@ static void *notify_thread(void *arg) {
 static int add_target(notifier_t *n, const char *base, const char *suffix, bool webhook) {
   sb_t url = {0};
   size_t l = strlen(base);
-  while (suffix && l && base[l - 1] == '/') l--; /* "http://am:9093/" + "/api/v2/alerts" */
+  while (suffix && l && base[l - 1] == '/')
+    l--; /* "http://am:9093/" + "/api/v2/alerts" */
   sb_append(&url, base, l);
   if (suffix) sb_puts(&url, suffix);
   char *u = sb_steal(&url);
@@ -362,13 +389,15 @@ static void register_metrics(notifier_t *n, metrics_registry_t *m) {
     nams += !t->webhook;
     /* Prometheus labels by the Alertmanager's POST URL; webhooks are metricsd's own. */
     const char *kv[] = {t->webhook ? "webhook" : "alertmanager", t->url};
-    t->sent_metric = metrics_counter_v(m, "prometheus_notifications_sent_total", "Total number of alerts sent.", kv, 1);
-    t->errors_metric = metrics_counter_v(m, "prometheus_notifications_errors_total",
-                                         "Total number of alerts affected by errors when sending them.", kv, 1);
+    t->sent_metric =
+        metrics_counter_v(m, "prometheus_notifications_sent_total", "Total number of alerts sent.", kv, 1);
+    t->errors_metric =
+        metrics_counter_v(m, "prometheus_notifications_errors_total",
+                          "Total number of alerts affected by errors when sending them.", kv, 1);
   }
-  n->dropped_metric = metrics_counter(m, "prometheus_notifications_dropped_total",
-                                      "Total number of alerts dropped: queue full, or no target accepted them.",
-                                      (const char *)NULL);
+  n->dropped_metric = metrics_counter(
+      m, "prometheus_notifications_dropped_total",
+      "Total number of alerts dropped: queue full, or no target accepted them.", (const char *)NULL);
   n->queue_metric = metrics_gauge(m, "prometheus_notifications_queue_length",
                                   "The number of alert notifications in the queue.", (const char *)NULL);
   metrics_gauge_set(metrics_gauge(m, "prometheus_notifications_queue_capacity",
@@ -398,7 +427,8 @@ int notifier_new(const rules_options_t *opt, notifier_t **out) {
   }
   for (size_t i = 0; i < opt->n_alertmanagers && !rc; i++)
     rc = add_target(n, opt->alertmanagers[i], "/api/v2/alerts", false);
-  for (size_t i = 0; i < opt->n_webhooks && !rc; i++) rc = add_target(n, opt->webhooks[i], NULL, true);
+  for (size_t i = 0; i < opt->n_webhooks && !rc; i++)
+    rc = add_target(n, opt->webhooks[i], NULL, true);
   if (rc) goto fail;
   if (opt->metrics) register_metrics(n, opt->metrics);
   if (opt->webhook_secret && !(n->secret = strdup(opt->webhook_secret))) {
@@ -477,7 +507,8 @@ size_t notifier_targets(notifier_t *n, rules_target_stats_t *out, size_t max) {
   pthread_mutex_lock(&n->mu);
   size_t k = 0;
   for (size_t i = 0; i < n->ntargets && k < max; i++, k++)
-    out[k] = (rules_target_stats_t){n->targets[i].url, n->targets[i].webhook, n->targets[i].sent, n->targets[i].errors};
+    out[k] = (rules_target_stats_t){n->targets[i].url, n->targets[i].webhook, n->targets[i].sent,
+                                    n->targets[i].errors};
   pthread_mutex_unlock(&n->mu);
   return n->ntargets;
 }
@@ -496,7 +527,8 @@ void notifier_free(notifier_t *n) {
     n->head = (n->head + 1) % n->cap;
     n->count--;
   }
-  for (size_t i = 0; i < n->ntargets; i++) free(n->targets[i].url);
+  for (size_t i = 0; i < n->ntargets; i++)
+    free(n->targets[i].url);
   free(n->targets);
   free(n->queue);
   free(n->secret);

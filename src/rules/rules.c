@@ -124,7 +124,8 @@ static bool valid_metric_name(const char *s) {
   if (!*s) return false;
   for (const char *p = s; *p; p++) {
     char c = *p;
-    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c == ':' || (p != s && c >= '0' && c <= '9');
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c == ':' ||
+              (p != s && c >= '0' && c <= '9');
     if (!ok) return false;
   }
   return true;
@@ -137,13 +138,15 @@ int rule_from_json(const json_t *obj, rule_t **out, char *err, size_t errlen) {
     return md_error(err, errlen, MD_EINVAL, "rule must have exactly one of 'alert' or 'record'");
   const char *name = json_string_value(alert ? alert : record);
   if (!name || !*name) return md_error(err, errlen, MD_EINVAL, "rule name must be a non-empty string");
-  static const char *const known[] = {"alert", "record", "expr", "for", "keep_firing_for", "labels", "annotations",
-                                      "group", "interval", "id", NULL};
+  static const char *const known[] = {"alert",           "record", "expr",        "for",
+                                      "keep_firing_for", "labels", "annotations", "group",
+                                      "interval",        "id",     NULL};
   const char *k;
   json_t *v;
   json_object_foreach((json_t *)obj, k, v) {
     bool found = false;
-    for (size_t i = 0; known[i]; i++) found |= strcmp(k, known[i]) == 0;
+    for (size_t i = 0; known[i]; i++)
+      found |= strcmp(k, known[i]) == 0;
     if (!found) return md_error(err, errlen, MD_EINVAL, "rule %s: unknown field '%s'", name, k);
   }
   rule_t *r = calloc(1, sizeof *r);
@@ -157,7 +160,8 @@ int rule_from_json(const json_t *obj, rule_t **out, char *err, size_t errlen) {
     goto fail;
   }
   if (!r->expr_text || !*r->expr_text) {
-    rc = md_error(err, errlen, MD_EINVAL, "rule %s: field 'expr' must be a non-empty PromQL expression", name);
+    rc =
+        md_error(err, errlen, MD_EINVAL, "rule %s: field 'expr' must be a non-empty PromQL expression", name);
     goto fail;
   }
   if (!r->is_alert && !valid_metric_name(name)) {
@@ -188,14 +192,15 @@ int rule_from_json(const json_t *obj, rule_t **out, char *err, size_t errlen) {
     goto fail;
   }
   if ((rc = parse_duration_field(obj, "for", name, &r->for_ms, err, errlen))) goto fail;
-  if ((rc = parse_duration_field(obj, "keep_firing_for", name, &r->keep_firing_for_ms, err, errlen))) goto fail;
+  if ((rc = parse_duration_field(obj, "keep_firing_for", name, &r->keep_firing_for_ms, err, errlen)))
+    goto fail;
   if (!r->is_alert && (json_object_get(obj, "for") || json_object_get(obj, "annotations") ||
                        json_object_get(obj, "keep_firing_for"))) {
     rc = md_error(err, errlen, MD_EINVAL, "rule %s: invalid field for a recording rule", name);
     goto fail;
   }
-  if ((rc = kv_from_json(json_object_get(obj, "labels"), "labels", name, &r->labels, &r->nlabels, &r->label_tmpls,
-                         err, errlen)))
+  if ((rc = kv_from_json(json_object_get(obj, "labels"), "labels", name, &r->labels, &r->nlabels,
+                         &r->label_tmpls, err, errlen)))
     goto fail;
   for (size_t i = 0; i < r->nlabels; i++) {
     if (!valid_metric_name(r->labels[i].name) || strchr(r->labels[i].name, ':')) {
@@ -215,7 +220,8 @@ fail:
 
 void group_free(group_t *g) {
   if (!g) return;
-  for (size_t i = 0; i < g->nrules; i++) rule_free(g->rules[i]);
+  for (size_t i = 0; i < g->nrules; i++)
+    rule_free(g->rules[i]);
   free(g->rules);
   written_free(g->stale, g->nstale);
   free(g->name);
@@ -335,7 +341,8 @@ static int parse_doc(json_t *doc, const char *path, int64_t default_interval, gr
     const char *gname = json_string_value(json_object_get(go, "name"));
     for (size_t j = 0; gname && j < *n; j++) {
       if (!strcmp((*groups)[j]->file, path) && !strcmp((*groups)[j]->name, gname))
-        return md_error(err, errlen, MD_EINVAL, "%s: groupname: \"%s\" is repeated in the same file", path, gname);
+        return md_error(err, errlen, MD_EINVAL, "%s: groupname: \"%s\" is repeated in the same file", path,
+                        gname);
     }
     group_t *g;
     rc = group_from_json(go, path, "default", default_interval, &g, err, errlen);
@@ -376,10 +383,12 @@ static int load_file(const char *path, int64_t default_interval, group_t ***grou
 }
 
 static bool rule_same(const rule_t *a, const rule_t *b) {
-  if (a->is_alert != b->is_alert || strcmp(a->name, b->name) || strcmp(a->expr_text, b->expr_text)) return false;
+  if (a->is_alert != b->is_alert || strcmp(a->name, b->name) || strcmp(a->expr_text, b->expr_text))
+    return false;
   if (a->nlabels != b->nlabels) return false;
   for (size_t i = 0; i < a->nlabels; i++)
-    if (strcmp(a->labels[i].name, b->labels[i].name) || strcmp(a->labels[i].value, b->labels[i].value)) return false;
+    if (strcmp(a->labels[i].name, b->labels[i].name) || strcmp(a->labels[i].value, b->labels[i].value))
+      return false;
   return true;
 }
 
@@ -402,7 +411,8 @@ static void carry_state(group_t **old, size_t nold, group_t **neu, size_t nneu) 
     group_t *g = neu[i];
     for (size_t j = 0; j < nold; j++) {
       group_t *o = old[j];
-      if (!o || strcmp(o->name, g->name) || strcmp(o->file, g->file) || strcmp(o->tenant, g->tenant)) continue;
+      if (!o || strcmp(o->name, g->name) || strcmp(o->file, g->file) || strcmp(o->tenant, g->tenant))
+        continue;
       g->next_eval_ms = o->next_eval_ms;
       g->evaluations = o->evaluations;
       g->failures = o->failures;
@@ -428,7 +438,8 @@ static void carry_state(group_t **old, size_t nold, group_t **neu, size_t nneu) 
         }
       }
       /* What the old group's unmatched rules wrote becomes this group's to mark stale. */
-      for (size_t b = 0; b < o->nrules; b++) move_written(g, &o->rules[b]->written, &o->rules[b]->nwritten);
+      for (size_t b = 0; b < o->nrules; b++)
+        move_written(g, &o->rules[b]->written, &o->rules[b]->nwritten);
       move_written(g, &o->stale, &o->nstale);
     }
   }
@@ -442,7 +453,8 @@ static void stale_removed_groups(rules_t *r, group_t **old, size_t nold, group_t
     if (!o || !o->last_eval_ms) continue;
     bool kept = false;
     for (size_t i = 0; i < nneu && !kept; i++)
-      kept = !strcmp(o->name, neu[i]->name) && !strcmp(o->file, neu[i]->file) && !strcmp(o->tenant, neu[i]->tenant);
+      kept = !strcmp(o->name, neu[i]->name) && !strcmp(o->file, neu[i]->file) &&
+             !strcmp(o->tenant, neu[i]->tenant);
     if (kept) continue;
     int64_t ts = o->last_eval_ms - o->query_offset_ms + 1;
     for (size_t b = 0; b < o->nrules; b++)
@@ -459,14 +471,17 @@ static int rebuild(rules_t *r, group_t **file_groups, size_t nfile, char *err, s
   size_t nrt = 0;
   int rc = build_runtime_groups(r, &rt, &nrt, err, errlen);
   if (rc) {
-    for (size_t i = 0; i < nfile; i++) group_free(file_groups[i]);
+    for (size_t i = 0; i < nfile; i++)
+      group_free(file_groups[i]);
     free(file_groups);
     return rc;
   }
   group_t **all = calloc(nfile + nrt + 1, sizeof *all);
   if (!all) {
-    for (size_t i = 0; i < nfile; i++) group_free(file_groups[i]);
-    for (size_t i = 0; i < nrt; i++) group_free(rt[i]);
+    for (size_t i = 0; i < nfile; i++)
+      group_free(file_groups[i]);
+    for (size_t i = 0; i < nrt; i++)
+      group_free(rt[i]);
     free(file_groups);
     free(rt);
     return MD_ENOMEM;
@@ -480,8 +495,10 @@ static int rebuild(rules_t *r, group_t **file_groups, size_t nfile, char *err, s
   /* As in Prometheus, `for` state is restored from ALERTS_FOR_STATE once, at start-up: a rule
    * added or changed by a later reload starts afresh. */
   for (size_t i = 0; r->evaluated && i < nfile + nrt; i++)
-    for (size_t j = 0; j < all[i]->nrules; j++) all[i]->rules[j]->restored = true;
-  for (size_t i = 0; i < r->ngroups; i++) group_free(r->groups[i]);
+    for (size_t j = 0; j < all[i]->nrules; j++)
+      all[i]->rules[j]->restored = true;
+  for (size_t i = 0; i < r->ngroups; i++)
+    group_free(r->groups[i]);
   free(r->groups);
   r->groups = all;
   r->ngroups = nfile + nrt;
@@ -499,10 +516,12 @@ static int load_globs(const char *const *globs, size_t n, int64_t def_interval, 
     if (g == GLOB_NOMATCH) continue;
     if (g != 0) return md_error(err, errlen, MD_EINVAL, "rule_files: bad pattern %s", globs[i]);
     int rc = 0;
-    for (size_t j = 0; j < gl.gl_pathc && !rc; j++) rc = load_file(gl.gl_pathv[j], def_interval, groups, ng, err, errlen);
+    for (size_t j = 0; j < gl.gl_pathc && !rc; j++)
+      rc = load_file(gl.gl_pathv[j], def_interval, groups, ng, err, errlen);
     globfree(&gl);
     if (rc) {
-      for (size_t k = 0; k < *ng; k++) group_free((*groups)[k]);
+      for (size_t k = 0; k < *ng; k++)
+        group_free((*groups)[k]);
       free(*groups);
       *groups = NULL;
       *ng = 0;
@@ -538,10 +557,12 @@ int rules_check_files(const char *const *paths, size_t n, sb_t *out) {
       failed = 1;
     } else {
       size_t nr = 0;
-      for (size_t j = 0; j < ng; j++) nr += gs[j]->nrules;
+      for (size_t j = 0; j < ng; j++)
+        nr += gs[j]->nrules;
       sb_printf(out, "  SUCCESS: %zu rules found\n", nr);
     }
-    for (size_t j = 0; j < ng; j++) group_free(gs[j]);
+    for (size_t j = 0; j < ng; j++)
+      group_free(gs[j]);
     free(gs);
   }
   return failed ? MD_EINVAL : 0;
@@ -639,8 +660,8 @@ static int apply_runtime(rules_t *r, char *err, size_t errlen) {
   return rebuild(r, fg, nf, err, errlen);
 }
 
-int rules_runtime_put(rules_t *r, const char *tenant, const char *id, const json_t *body, char *id_out, char *err,
-                      size_t errlen) {
+int rules_runtime_put(rules_t *r, const char *tenant, const char *id, const json_t *body, char *id_out,
+                      char *err, size_t errlen) {
   rule_t *probe;
   int rc = rule_from_json(body, &probe, err, errlen);
   if (rc) return rc;
@@ -666,8 +687,10 @@ int rules_runtime_put(rules_t *r, const char *tenant, const char *id, const json
   rc = apply_runtime(r, err, errlen);
   if (!rc) rc = persist_runtime(r);
   if (rc) { /* roll back */
-    if (old) json_object_set(r->runtime, newid, old);
-    else json_object_del(r->runtime, newid);
+    if (old)
+      json_object_set(r->runtime, newid, old);
+    else
+      json_object_del(r->runtime, newid);
     char e2[64];
     apply_runtime(r, e2, sizeof e2);
     if (rc == MD_EIO || rc == MD_ENOSPC) md_error(err, errlen, rc, "cannot persist runtime rules");
@@ -780,7 +803,8 @@ int rules_new(const rules_options_t *opt, rules_t **out, char *err, size_t errle
 void rules_free(rules_t *r) {
   if (!r) return;
   rules_stop(r);
-  for (size_t i = 0; i < r->ngroups; i++) group_free(r->groups[i]);
+  for (size_t i = 0; i < r->ngroups; i++)
+    group_free(r->groups[i]);
   free(r->groups);
   notifier_free(r->notifier);
   json_decref(r->runtime);
@@ -907,9 +931,9 @@ void rules_foreach_group(rules_t *r, void (*cb)(void *ctx, const rules_group_sta
   pthread_mutex_lock(&r->mu);
   for (size_t i = 0; i < r->ngroups; i++) {
     const group_t *g = r->groups[i];
-    rules_group_stats_t st = {g->file,       g->name,      g->tenant,       g->nrules,       g->evaluations,
-                              g->failures,   g->iterations, g->missed,      g->interval_ms,  g->last_eval_ms,
-                              g->eval_ns};
+    rules_group_stats_t st = {g->file,        g->name,         g->tenant,     g->nrules,
+                              g->evaluations, g->failures,     g->iterations, g->missed,
+                              g->interval_ms, g->last_eval_ms, g->eval_ns};
     cb(ctx, &st);
   }
   pthread_mutex_unlock(&r->mu);
@@ -967,8 +991,10 @@ static void alert_json(sb_t *out, const alert_t *a, bool with_id) {
 
 static void time_field(sb_t *out, const char *key, int64_t ms) {
   char ts[32];
-  if (ms) md_format_rfc3339(ms, ts);
-  else snprintf(ts, sizeof ts, "0001-01-01T00:00:00Z");
+  if (ms)
+    md_format_rfc3339(ms, ts);
+  else
+    snprintf(ts, sizeof ts, "0001-01-01T00:00:00Z");
   sb_printf(out, ",\"%s\":\"%s\"", key, ts);
 }
 
@@ -981,7 +1007,8 @@ void rules_json_rules(rules_t *r, const char *tenant, const char *type, sb_t *ou
     if (strcmp(g->tenant, tenant)) continue;
     /* With a type filter, Prometheus leaves out groups that have no rule of that type. */
     bool any = !type;
-    for (size_t j = 0; !any && j < g->nrules; j++) any = g->rules[j]->is_alert == !strcmp(type, "alert");
+    for (size_t j = 0; !any && j < g->nrules; j++)
+      any = g->rules[j]->is_alert == !strcmp(type, "alert");
     if (!any) continue;
     if (!gfirst) sb_putc(out, ',');
     gfirst = false;
@@ -993,7 +1020,8 @@ void rules_json_rules(rules_t *r, const char *tenant, const char *type, sb_t *ou
     bool rfirst = true;
     for (size_t j = 0; j < g->nrules; j++) {
       rule_t *ru = g->rules[j];
-      if (type && ((!strcmp(type, "alert") && !ru->is_alert) || (!strcmp(type, "record") && ru->is_alert))) continue;
+      if (type && ((!strcmp(type, "alert") && !ru->is_alert) || (!strcmp(type, "record") && ru->is_alert)))
+        continue;
       if (!rfirst) sb_putc(out, ',');
       rfirst = false;
       sb_puts(out, "{\"name\":");
@@ -1006,7 +1034,8 @@ void rules_json_rules(rules_t *r, const char *tenant, const char *type, sb_t *ou
         alert_state_t st = ALERT_INACTIVE;
         for (alert_t *a = ru->alerts; a; a = a->next)
           if (a->state > st) st = a->state;
-        sb_printf(out, ",\"state\":\"%s\",\"duration\":%g,\"keepFiringFor\":%g,\"annotations\":", state_name(st),
+        sb_printf(out,
+                  ",\"state\":\"%s\",\"duration\":%g,\"keepFiringFor\":%g,\"annotations\":", state_name(st),
                   ru->for_ms / 1000.0, ru->keep_firing_for_ms / 1000.0);
         json_kv_raw(out, ru->annotations, ru->nannotations);
         sb_puts(out, ",\"alerts\":[");
@@ -1025,14 +1054,17 @@ void rules_json_rules(rules_t *r, const char *tenant, const char *type, sb_t *ou
         sb_puts(out, ",\"id\":");
         sb_json_str(out, ru->id, strlen(ru->id));
       }
-      sb_printf(out, ",\"health\":\"%s\",\"lastError\":", ru->health > 0 ? "ok" : ru->health < 0 ? "err" : "unknown");
+      sb_printf(out, ",\"health\":\"%s\",\"lastError\":",
+                ru->health > 0   ? "ok"
+                : ru->health < 0 ? "err"
+                                 : "unknown");
       sb_json_str(out, ru->last_error, strlen(ru->last_error));
       sb_printf(out, ",\"evaluationTime\":%.9f", ru->eval_ns / 1e9);
       time_field(out, "lastEvaluation", ru->last_eval_ms);
       sb_putc(out, '}');
     }
-    sb_printf(out, "],\"interval\":%g,\"limit\":%zu,\"evaluationTime\":%.9f", g->interval_ms / 1000.0, g->limit,
-              g->eval_ns / 1e9);
+    sb_printf(out, "],\"interval\":%g,\"limit\":%zu,\"evaluationTime\":%.9f", g->interval_ms / 1000.0,
+              g->limit, g->eval_ns / 1e9);
     time_field(out, "lastEvaluation", g->last_eval_ms);
     sb_putc(out, '}');
   }

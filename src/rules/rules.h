@@ -30,24 +30,24 @@ typedef struct rules rules_t;
 
 typedef struct rules_options {
   tsdb_t *db;
-  const char *data_dir;             /* runtime rules persisted here; NULL = not persisted */
-  int64_t default_interval_ms;      /* group interval when a group names none (default 1 m) */
+  const char *data_dir;        /* runtime rules persisted here; NULL = not persisted */
+  int64_t default_interval_ms; /* group interval when a group names none (default 1 m) */
   const tsdb_label_t *external_labels;
   size_t n_external_labels;
   const char *const *alertmanagers; /* base URLs, e.g. http://127.0.0.1:9093 */
   size_t n_alertmanagers;
-  const char *const *webhooks;      /* URLs receiving the webhook JSON */
+  const char *const *webhooks; /* URLs receiving the webhook JSON */
   size_t n_webhooks;
-  const char *webhook_secret;       /* HMAC-SHA256 key for X-Metricsd-Signature; NULL = none */
-  int64_t resend_delay_ms;          /* re-send firing alerts this often (default 1 m) */
-  int64_t outage_tolerance_ms;      /* `for` state restore window (default 1 h) */
-  const char *external_url;         /* generatorURL base */
+  const char *webhook_secret;  /* HMAC-SHA256 key for X-Metricsd-Signature; NULL = none */
+  int64_t resend_delay_ms;     /* re-send firing alerts this often (default 1 m) */
+  int64_t outage_tolerance_ms; /* `for` state restore window (default 1 h) */
+  const char *external_url;    /* generatorURL base */
   /* Notifier tuning; 0 = default. */
-  size_t notify_queue_capacity;     /* alerts waiting to be sent (default 10000); oldest dropped */
-  size_t notify_batch_size;         /* alerts per POST (default 64) */
-  int notify_max_tries;             /* attempts per target and batch (default 4) */
-  int64_t notify_backoff_ms;        /* first retry delay, doubled each time (default 200) */
-  int64_t notify_timeout_ms;        /* per request (default 10000) */
+  size_t notify_queue_capacity; /* alerts waiting to be sent (default 10000); oldest dropped */
+  size_t notify_batch_size;     /* alerts per POST (default 64) */
+  int notify_max_tries;         /* attempts per target and batch (default 4) */
+  int64_t notify_backoff_ms;    /* first retry delay, doubled each time (default 200) */
+  int64_t notify_timeout_ms;    /* per request (default 10000) */
   /* Self-metrics under Prometheus's names (prometheus_rule_*, prometheus_notifications_*),
    * updated as evaluations and deliveries happen; NULL = none. Must outlive the rules_t. */
   metrics_registry_t *metrics;

@@ -37,8 +37,8 @@ typedef struct written {
 } written_t;
 
 typedef struct rule {
-  char *id;        /* runtime rules only */
-  char *name;      /* alert or record name */
+  char *id;   /* runtime rules only */
+  char *name; /* alert or record name */
   char *expr_text;
   bool is_alert;
   promql_expr_t *expr;

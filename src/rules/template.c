@@ -12,7 +12,17 @@
 
 /* ---- tree -------------------------------------------------------------------------- */
 
-typedef enum { ARG_STR, ARG_NUM, ARG_BOOL, ARG_VALUE, ARG_LABEL, ARG_EXTLABEL, ARG_LABELS, ARG_FUNC, ARG_PIPE } arg_kind_t;
+typedef enum {
+  ARG_STR,
+  ARG_NUM,
+  ARG_BOOL,
+  ARG_VALUE,
+  ARG_LABEL,
+  ARG_EXTLABEL,
+  ARG_LABELS,
+  ARG_FUNC,
+  ARG_PIPE
+} arg_kind_t;
 
 typedef struct pipe pipe_t;
 
@@ -83,15 +93,39 @@ typedef struct {
 } lex_t;
 
 static void skip_ws(lex_t *l) {
-  while (l->i < l->n && isspace((unsigned char)l->s[l->i])) l->i++;
+  while (l->i < l->n && isspace((unsigned char)l->s[l->i]))
+    l->i++;
 }
 
-static const char *const known_funcs[] = {"humanize", "humanize1024", "humanizePercentage", "humanizeDuration",
-                                          "humanizeTimestamp", "printf", "toUpper", "toLower", "title", "eq",
-                                          "ne", "lt", "le", "gt", "ge", "and", "or", "not", "len", "match",
-                                          "print", "safeHtml", "stripPort", "reReplaceAll", NULL};
+static const char *const known_funcs[] = {"humanize",
+                                          "humanize1024",
+                                          "humanizePercentage",
+                                          "humanizeDuration",
+                                          "humanizeTimestamp",
+                                          "printf",
+                                          "toUpper",
+                                          "toLower",
+                                          "title",
+                                          "eq",
+                                          "ne",
+                                          "lt",
+                                          "le",
+                                          "gt",
+                                          "ge",
+                                          "and",
+                                          "or",
+                                          "not",
+                                          "len",
+                                          "match",
+                                          "print",
+                                          "safeHtml",
+                                          "stripPort",
+                                          "reReplaceAll",
+                                          NULL};
 
-static int is_ident_char(char c) { return isalnum((unsigned char)c) || c == '_'; }
+static int is_ident_char(char c) {
+  return isalnum((unsigned char)c) || c == '_';
+}
 
 static pipe_t *parse_pipe(parser_t *p, lex_t *l, int in_paren);
 
@@ -106,7 +140,8 @@ static int parse_arg(parser_t *p, lex_t *l, arg_t *a) {
     l->i++;
     if (c == '`') {
       size_t b = l->i;
-      while (l->i < l->n && l->s[l->i] != '`') l->i++;
+      while (l->i < l->n && l->s[l->i] != '`')
+        l->i++;
       if (l->i >= l->n) return fail(p, "unterminated raw string%s", "", 0);
       sb_append(&sb, l->s + b, l->i - b);
       l->i++;
@@ -121,11 +156,21 @@ static int parse_arg(parser_t *p, lex_t *l, arg_t *a) {
         if (d == '\\' && l->i < l->n) {
           char e = l->s[l->i++];
           switch (e) {
-          case 'n': sb_putc(&sb, '\n'); break;
-          case 't': sb_putc(&sb, '\t'); break;
-          case '\\': sb_putc(&sb, '\\'); break;
-          case '"': sb_putc(&sb, '"'); break;
-          default: sb_putc(&sb, '\\'); sb_putc(&sb, e);
+          case 'n':
+            sb_putc(&sb, '\n');
+            break;
+          case 't':
+            sb_putc(&sb, '\t');
+            break;
+          case '\\':
+            sb_putc(&sb, '\\');
+            break;
+          case '"':
+            sb_putc(&sb, '"');
+            break;
+          default:
+            sb_putc(&sb, '\\');
+            sb_putc(&sb, e);
           }
         } else {
           sb_putc(&sb, d);
@@ -138,10 +183,13 @@ static int parse_arg(parser_t *p, lex_t *l, arg_t *a) {
     sb_free(&sb);
     return a->s ? 0 : MD_ENOMEM;
   }
-  if (isdigit((unsigned char)c) || ((c == '-' || c == '+' || c == '.') && l->i + 1 < l->n && (isdigit((unsigned char)l->s[l->i + 1]) || l->s[l->i + 1] == '.'))) {
+  if (isdigit((unsigned char)c) || ((c == '-' || c == '+' || c == '.') && l->i + 1 < l->n &&
+                                    (isdigit((unsigned char)l->s[l->i + 1]) || l->s[l->i + 1] == '.'))) {
     char buf[64];
     size_t k = 0;
-    while (l->i < l->n && k < sizeof buf - 1 && (isalnum((unsigned char)l->s[l->i]) || strchr("+-.", l->s[l->i]))) buf[k++] = l->s[l->i++];
+    while (l->i < l->n && k < sizeof buf - 1 &&
+           (isalnum((unsigned char)l->s[l->i]) || strchr("+-.", l->s[l->i])))
+      buf[k++] = l->s[l->i++];
     buf[k] = 0;
     char *end;
     a->num = strtod(buf, &end);
@@ -158,12 +206,17 @@ static int parse_arg(parser_t *p, lex_t *l, arg_t *a) {
   if (c == '$' || c == '.') {
     size_t b = l->i;
     l->i++;
-    while (l->i < l->n && (is_ident_char(l->s[l->i]) || l->s[l->i] == '.')) l->i++;
+    while (l->i < l->n && (is_ident_char(l->s[l->i]) || l->s[l->i] == '.'))
+      l->i++;
     const char *w = l->s + b;
     size_t wn = l->i - b;
-    struct { const char *prefix; arg_kind_t kind; } maps[] = {
-        {"$labels.", ARG_LABEL}, {".Labels.", ARG_LABEL}, {"$externalLabels.", ARG_EXTLABEL},
-        {".ExternalLabels.", ARG_EXTLABEL}};
+    struct {
+      const char *prefix;
+      arg_kind_t kind;
+    } maps[] = {{"$labels.", ARG_LABEL},
+                {".Labels.", ARG_LABEL},
+                {"$externalLabels.", ARG_EXTLABEL},
+                {".ExternalLabels.", ARG_EXTLABEL}};
     for (size_t i = 0; i < 4; i++) {
       size_t pl = strlen(maps[i].prefix);
       if (wn > pl && memcmp(w, maps[i].prefix, pl) == 0) {
@@ -185,7 +238,8 @@ static int parse_arg(parser_t *p, lex_t *l, arg_t *a) {
   }
   if (isalpha((unsigned char)c)) {
     size_t b = l->i;
-    while (l->i < l->n && is_ident_char(l->s[l->i])) l->i++;
+    while (l->i < l->n && is_ident_char(l->s[l->i]))
+      l->i++;
     size_t wn = l->i - b;
     if (wn == 4 && memcmp(start, "true", 4) == 0) {
       a->kind = ARG_BOOL;
@@ -284,13 +338,15 @@ static node_t *parse_list(parser_t *p, list_end_t *endkind, pipe_t **elseif_pipe
     size_t text_end = open ? (size_t)(open - p->src) : p->n;
     size_t action_start = text_end + 2;
     int trim_left = 0, trim_right = 0;
-    if (open && action_start + 1 < p->n && p->src[action_start] == '-' && isspace((unsigned char)p->src[action_start + 1])) {
+    if (open && action_start + 1 < p->n && p->src[action_start] == '-' &&
+        isspace((unsigned char)p->src[action_start + 1])) {
       trim_left = 1;
       action_start++;
     }
     size_t tlen = text_end - p->pos;
     if (trim_left)
-      while (tlen > 0 && isspace((unsigned char)p->src[p->pos + tlen - 1])) tlen--;
+      while (tlen > 0 && isspace((unsigned char)p->src[p->pos + tlen - 1]))
+        tlen--;
     if (tlen > 0) {
       node_t *t = arena_calloc(p->a, sizeof *t);
       if (!t) return NULL;
@@ -326,11 +382,13 @@ static node_t *parse_list(parser_t *p, list_end_t *endkind, pipe_t **elseif_pipe
     lex_t l = {p->src + action_start, inner_end - action_start, 0};
     p->pos = close + 2;
     if (trim_right)
-      while (p->pos < p->n && isspace((unsigned char)p->src[p->pos])) p->pos++;
+      while (p->pos < p->n && isspace((unsigned char)p->src[p->pos]))
+        p->pos++;
     skip_ws(&l);
     if (l.i + 1 < l.n && l.s[l.i] == '/' && l.s[l.i + 1] == '*') continue; /* comment */
     size_t wb = l.i;
-    while (l.i < l.n && is_ident_char(l.s[l.i])) l.i++;
+    while (l.i < l.n && is_ident_char(l.s[l.i]))
+      l.i++;
     size_t wn = l.i - wb;
     const char *w = l.s + wb;
     if (wn == 3 && memcmp(w, "end", 3) == 0) {
@@ -339,7 +397,8 @@ static node_t *parse_list(parser_t *p, list_end_t *endkind, pipe_t **elseif_pipe
     }
     if (wn == 4 && memcmp(w, "else", 4) == 0) {
       skip_ws(&l);
-      if (l.n - l.i >= 2 && memcmp(l.s + l.i, "if", 2) == 0 && (l.n - l.i == 2 || isspace((unsigned char)l.s[l.i + 2]))) {
+      if (l.n - l.i >= 2 && memcmp(l.s + l.i, "if", 2) == 0 &&
+          (l.n - l.i == 2 || isspace((unsigned char)l.s[l.i + 2]))) {
         l.i += 2;
         *elseif_pipe = parse_pipe(p, &l, 0);
         if (!*elseif_pipe) return NULL;
@@ -437,7 +496,9 @@ void tmpl_free(tmpl_t *t) {
   free(t);
 }
 
-int tmpl_is_static(const tmpl_t *t) { return t->is_static; }
+int tmpl_is_static(const tmpl_t *t) {
+  return t->is_static;
+}
 
 /* ---- execution --------------------------------------------------------------------- */
 
@@ -490,14 +551,23 @@ static const char *find_label(const tsdb_label_t *ls, size_t n, const char *name
 /* Renders a value the way Go's fmt prints it with %v. */
 static void render(sb_t *sb, val_t v) {
   switch (v.kind) {
-  case VAL_STR: sb_append(sb, v.s, v.n); break;
-  case VAL_NUM:
-    if (isinf(v.num)) sb_puts(sb, v.num > 0 ? "+Inf" : "-Inf");
-    else sb_double(sb, v.num);
+  case VAL_STR:
+    sb_append(sb, v.s, v.n);
     break;
-  case VAL_BOOL: sb_puts(sb, v.num ? "true" : "false"); break;
-  case VAL_MAP: sb_puts(sb, "map[...]"); break;
-  default: sb_puts(sb, "<no value>");
+  case VAL_NUM:
+    if (isinf(v.num))
+      sb_puts(sb, v.num > 0 ? "+Inf" : "-Inf");
+    else
+      sb_double(sb, v.num);
+    break;
+  case VAL_BOOL:
+    sb_puts(sb, v.num ? "true" : "false");
+    break;
+  case VAL_MAP:
+    sb_puts(sb, "map[...]");
+    break;
+  default:
+    sb_puts(sb, "<no value>");
   }
 }
 
@@ -519,10 +589,15 @@ static double to_num(val_t v, int *ok) {
 
 static int truthy(val_t v) {
   switch (v.kind) {
-  case VAL_STR: return v.n > 0;
-  case VAL_NUM: case VAL_BOOL: return v.num != 0;
-  case VAL_MAP: return 1;
-  default: return 0;
+  case VAL_STR:
+    return v.n > 0;
+  case VAL_NUM:
+  case VAL_BOOL:
+    return v.num != 0;
+  case VAL_MAP:
+    return 1;
+  default:
+    return 0;
   }
 }
 
@@ -532,18 +607,21 @@ static val_t humanize(exec_t *x, double v, int base1024) {
     static const char *const p[] = {"", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "Zi", "Yi"};
     if (fabs(v) <= 1) return vfmt(x, "%.4g", v);
     int i = 0;
-    while (fabs(v) >= 1024 && i < 8) v /= 1024, i++;
+    while (fabs(v) >= 1024 && i < 8)
+      v /= 1024, i++;
     return vfmt(x, "%.4g%s", v, p[i]);
   }
   if (fabs(v) >= 1) {
     static const char *const p[] = {"", "k", "M", "G", "T", "P", "E", "Z", "Y"};
     int i = 0;
-    while (fabs(v) >= 1000 && i < 8) v /= 1000, i++;
+    while (fabs(v) >= 1000 && i < 8)
+      v /= 1000, i++;
     return vfmt(x, "%.4g%s", v, p[i]);
   }
   static const char *const p[] = {"", "m", "u", "n", "p", "f", "a", "z", "y"};
   int i = 0;
-  while (fabs(v) < 1 && i < 8) v *= 1000, i++;
+  while (fabs(v) < 1 && i < 8)
+    v *= 1000, i++;
   return vfmt(x, "%.4g%s", v, p[i]);
 }
 
@@ -563,7 +641,8 @@ static val_t humanize_duration(exec_t *x, double v) {
   }
   static const char *const p[] = {"", "m", "u", "n", "p", "f", "a", "z", "y"};
   int i = 0;
-  while (fabs(v) < 1 && i < 8) v *= 1000, i++;
+  while (fabs(v) < 1 && i < 8)
+    v *= 1000, i++;
   return vfmt(x, "%.4g%ss", v, p[i]);
 }
 
@@ -582,8 +661,10 @@ static val_t go_printf(exec_t *x, const val_t *args, size_t nargs) {
       continue;
     }
     size_t b = i++;
-    while (i < fn && strchr("+-# 0", f[i])) i++;
-    while (i < fn && (isdigit((unsigned char)f[i]) || f[i] == '.')) i++;
+    while (i < fn && strchr("+-# 0", f[i]))
+      i++;
+    while (i < fn && (isdigit((unsigned char)f[i]) || f[i] == '.'))
+      i++;
     if (i >= fn) break;
     char verb = f[i];
     if (verb == '%') {
@@ -601,26 +682,43 @@ static val_t go_printf(exec_t *x, const val_t *args, size_t nargs) {
     val_t a = args[ai++];
     int ok;
     switch (verb) {
-    case 'd': case 'x': case 'X': case 'o': case 'c': {
+    case 'd':
+    case 'x':
+    case 'X':
+    case 'o':
+    case 'c': {
       double d = to_num(a, &ok);
       spec[sl] = 'l';
       spec[sl + 1] = 'l';
       spec[sl + 2] = verb == 'c' ? 'd' : verb;
       spec[sl + 3] = 0;
-      if (!ok) sb_printf(&out, "%%!%c(string=%.*s)", verb, (int)a.n, a.s);
-      else if (!(d > -9e18 && d < 9e18)) sb_printf(&out, "%%!%c(float64=%g)", verb, d); /* no integer */
-      else sb_printf(&out, spec, (long long)d);
+      if (!ok)
+        sb_printf(&out, "%%!%c(string=%.*s)", verb, (int)a.n, a.s);
+      else if (!(d > -9e18 && d < 9e18))
+        sb_printf(&out, "%%!%c(float64=%g)", verb, d); /* no integer */
+      else
+        sb_printf(&out, spec, (long long)d);
       break;
     }
-    case 'f': case 'F': case 'e': case 'E': case 'g': case 'G': {
+    case 'f':
+    case 'F':
+    case 'e':
+    case 'E':
+    case 'g':
+    case 'G': {
       double d = to_num(a, &ok);
       spec[sl] = verb;
       spec[sl + 1] = 0;
-      if (!ok) sb_printf(&out, "%%!%c(string=%.*s)", verb, (int)a.n, a.s);
-      else sb_printf(&out, spec, d);
+      if (!ok)
+        sb_printf(&out, "%%!%c(string=%.*s)", verb, (int)a.n, a.s);
+      else
+        sb_printf(&out, spec, d);
       break;
     }
-    case 's': case 'v': case 'q': case 't': {
+    case 's':
+    case 'v':
+    case 'q':
+    case 't': {
       sb_t tmp = {0};
       render(&tmp, a);
       if (verb == 'q') {
@@ -633,7 +731,8 @@ static val_t go_printf(exec_t *x, const val_t *args, size_t nargs) {
       sb_free(&tmp);
       break;
     }
-    default: sb_printf(&out, "%%!%c(BADVERB)", verb);
+    default:
+      sb_printf(&out, "%%!%c(BADVERB)", verb);
     }
   }
   val_t r = vstr(x, out.buf ? out.buf : "", out.len);
@@ -659,10 +758,14 @@ static val_t eval_pipe(exec_t *x, const pipe_t *p);
 
 static val_t eval_arg(exec_t *x, const arg_t *a) {
   switch (a->kind) {
-  case ARG_STR: return (val_t){VAL_STR, a->s, a->slen, 0};
-  case ARG_NUM: return (val_t){VAL_NUM, NULL, 0, a->num};
-  case ARG_BOOL: return (val_t){VAL_BOOL, NULL, 0, a->num};
-  case ARG_VALUE: return (val_t){VAL_NUM, NULL, 0, x->d->value};
+  case ARG_STR:
+    return (val_t){VAL_STR, a->s, a->slen, 0};
+  case ARG_NUM:
+    return (val_t){VAL_NUM, NULL, 0, a->num};
+  case ARG_BOOL:
+    return (val_t){VAL_BOOL, NULL, 0, a->num};
+  case ARG_VALUE:
+    return (val_t){VAL_NUM, NULL, 0, x->d->value};
   case ARG_LABEL: {
     const char *v = find_label(x->d->labels, x->d->nlabels, a->s);
     return (val_t){VAL_STR, v, strlen(v), 0};
@@ -671,25 +774,29 @@ static val_t eval_arg(exec_t *x, const arg_t *a) {
     const char *v = find_label(x->d->external, x->d->nexternal, a->s);
     return (val_t){VAL_STR, v, strlen(v), 0};
   }
-  case ARG_LABELS: return (val_t){VAL_MAP, NULL, 0, 0};
-  case ARG_PIPE: return eval_pipe(x, a->pipe);
-  default: return (val_t){0};
+  case ARG_LABELS:
+    return (val_t){VAL_MAP, NULL, 0, 0};
+  case ARG_PIPE:
+    return eval_pipe(x, a->pipe);
+  default:
+    return (val_t){0};
   }
 }
 
 static val_t call(exec_t *x, const char *fn, val_t *args, size_t n) {
   int ok = 1;
-#define NEED(k)                                                     \
-  do {                                                              \
-    if (n != (k)) {                                                 \
-      xfail(x, "wrong number of arguments", fn);                    \
-      return (val_t){0};                                            \
-    }                                                               \
+#define NEED(k)                                                                                              \
+  do {                                                                                                       \
+    if (n != (k)) {                                                                                          \
+      xfail(x, "wrong number of arguments", fn);                                                             \
+      return (val_t){0};                                                                                     \
+    }                                                                                                        \
   } while (0)
   if (!strcmp(fn, "printf")) return go_printf(x, args, n);
   if (!strcmp(fn, "print")) {
     sb_t sb = {0};
-    for (size_t i = 0; i < n; i++) render(&sb, args[i]);
+    for (size_t i = 0; i < n; i++)
+      render(&sb, args[i]);
     val_t r = vstr(x, sb.buf ? sb.buf : "", sb.len);
     sb_free(&sb);
     return r;
@@ -713,8 +820,12 @@ static val_t call(exec_t *x, const char *fn, val_t *args, size_t n) {
     NEED(2);
     int c;
     if (compare(x, fn, args[0], args[1], &c)) return (val_t){0};
-    int r = !strcmp(fn, "eq") ? c == 0 : !strcmp(fn, "ne") ? c != 0 : !strcmp(fn, "lt") ? c < 0
-          : !strcmp(fn, "le") ? c <= 0 : !strcmp(fn, "gt") ? c > 0 : c >= 0;
+    int r = !strcmp(fn, "eq")   ? c == 0
+            : !strcmp(fn, "ne") ? c != 0
+            : !strcmp(fn, "lt") ? c < 0
+            : !strcmp(fn, "le") ? c <= 0
+            : !strcmp(fn, "gt") ? c > 0
+                                : c >= 0;
     return (val_t){VAL_BOOL, NULL, 0, r};
   }
   NEED(fn[0] == 'm' || fn[0] == 'r' ? (fn[0] == 'r' ? 3 : 2) : 1);
@@ -722,9 +833,12 @@ static val_t call(exec_t *x, const char *fn, val_t *args, size_t n) {
     sb_t sb = {0};
     render(&sb, args[0]);
     for (size_t i = 0; i < sb.len; i++) {
-      if (fn[2] == 'U') sb.buf[i] = (char)toupper((unsigned char)sb.buf[i]);
-      else if (fn[2] == 'L') sb.buf[i] = (char)tolower((unsigned char)sb.buf[i]);
-      else if (i == 0 || !isalnum((unsigned char)sb.buf[i - 1])) sb.buf[i] = (char)toupper((unsigned char)sb.buf[i]);
+      if (fn[2] == 'U')
+        sb.buf[i] = (char)toupper((unsigned char)sb.buf[i]);
+      else if (fn[2] == 'L')
+        sb.buf[i] = (char)tolower((unsigned char)sb.buf[i]);
+      else if (i == 0 || !isalnum((unsigned char)sb.buf[i - 1]))
+        sb.buf[i] = (char)toupper((unsigned char)sb.buf[i]);
     }
     val_t r = vstr(x, sb.buf ? sb.buf : "", sb.len);
     sb_free(&sb);
@@ -807,14 +921,17 @@ static val_t eval_cmd(exec_t *x, const cmd_t *c, const val_t *piped) {
 
 static val_t eval_pipe(exec_t *x, const pipe_t *p) {
   val_t v = {0};
-  for (size_t i = 0; i < p->ncmds && !x->failed; i++) v = eval_cmd(x, &p->cmds[i], i ? &v : NULL);
+  for (size_t i = 0; i < p->ncmds && !x->failed; i++)
+    v = eval_cmd(x, &p->cmds[i], i ? &v : NULL);
   return v;
 }
 
 static void exec_list(exec_t *x, const node_t *n, sb_t *out) {
   for (; n && !x->failed; n = n->next) {
     switch (n->kind) {
-    case NODE_TEXT: sb_append(out, n->text, n->len); break;
+    case NODE_TEXT:
+      sb_append(out, n->text, n->len);
+      break;
     case NODE_ACTION: {
       val_t v = eval_pipe(x, n->pipe);
       if (!x->failed) render(out, v);
@@ -823,8 +940,10 @@ static void exec_list(exec_t *x, const node_t *n, sb_t *out) {
     case NODE_IF: {
       val_t c = eval_pipe(x, n->pipe);
       if (x->failed) return;
-      if (truthy(c)) exec_list(x, n->then_list, out);
-      else exec_list(x, n->else_list, out);
+      if (truthy(c))
+        exec_list(x, n->then_list, out);
+      else
+        exec_list(x, n->else_list, out);
       break;
     }
     }

@@ -3,7 +3,8 @@
  * (private to src/rules). Compiled once when a rule loads, so unsupported syntax is a
  * load-time error; executed per alert with the alert's labels, value and external labels.
  *
- * Supported: text, {{ expr }}, {{- and -}} trimming, comments (slash-star ... star-slash inside braces), pipelines
+ * Supported: text, {{ expr }}, {{- and -}} trimming, comments (slash-star ... star-slash inside braces),
+ * pipelines
  * (`$value | humanize`), function calls, `if`/`else if`/`else`/`end`, `range $labels`
  * is not supported. Data: $labels.x / .Labels.x, $value / .Value, $externalLabels.x /
  * .ExternalLabels.x, string/number/bool literals. Functions: humanize, humanize1024,

@@ -21,10 +21,12 @@ static long expand_values(const char *s, double *vals, bool *present, long max) 
   long n = 0;
   const char *p = s;
   while (*p) {
-    while (isspace((unsigned char)*p)) p++;
+    while (isspace((unsigned char)*p))
+      p++;
     if (!*p) break;
     const char *b = p;
-    while (*p && !isspace((unsigned char)*p)) p++;
+    while (*p && !isspace((unsigned char)*p))
+      p++;
     char item[64];
     size_t len = (size_t)(p - b);
     if (len >= sizeof item) return -1;
@@ -88,27 +90,33 @@ static long expand_values(const char *s, double *vals, bool *present, long max) 
 static int parse_series(const char *s, tsdb_label_t *ls, size_t max, size_t *n) {
   *n = 0;
   const char *p = s;
-  while (isspace((unsigned char)*p)) p++;
+  while (isspace((unsigned char)*p))
+    p++;
   const char *b = p;
-  while (*p && (isalnum((unsigned char)*p) || *p == '_' || *p == ':')) p++;
+  while (*p && (isalnum((unsigned char)*p) || *p == '_' || *p == ':'))
+    p++;
   if (p > b) {
     ls[(*n)].name = strdup("__name__");
     ls[(*n)++].value = strndup(b, (size_t)(p - b));
   }
-  while (isspace((unsigned char)*p)) p++;
+  while (isspace((unsigned char)*p))
+    p++;
   if (*p == '{') {
     p++;
     for (;;) {
-      while (isspace((unsigned char)*p) || *p == ',') p++;
+      while (isspace((unsigned char)*p) || *p == ',')
+        p++;
       if (*p == '}') {
         p++;
         break;
       }
       b = p;
-      while (*p && (isalnum((unsigned char)*p) || *p == '_')) p++;
+      while (*p && (isalnum((unsigned char)*p) || *p == '_'))
+        p++;
       if (p == b || *n >= max) return -1;
       char *name = strndup(b, (size_t)(p - b));
-      while (isspace((unsigned char)*p)) p++;
+      while (isspace((unsigned char)*p))
+        p++;
       if (*p != '=' || p[1] != '"') {
         free(name);
         return -1;
@@ -134,7 +142,8 @@ static int parse_series(const char *s, tsdb_label_t *ls, size_t max, size_t *n) 
       ls[(*n)++].value = sb_steal(&v);
     }
   }
-  while (isspace((unsigned char)*p)) p++;
+  while (isspace((unsigned char)*p))
+    p++;
   return *p ? -1 : 0;
 }
 
@@ -157,7 +166,8 @@ static void canon(const tsdb_label_t *ls, size_t n, sb_t *out, bool skip_name) {
     if (!(skip_name && !strcmp(ls[i].name, "__name__")) && *ls[i].value) tmp[k++] = ls[i];
   qsort(tmp, k, sizeof *tmp, cmp_lbl);
   sb_putc(out, '{');
-  for (size_t i = 0; i < k; i++) sb_printf(out, "%s%s=\"%s\"", i ? "," : "", tmp[i].name, tmp[i].value);
+  for (size_t i = 0; i < k; i++)
+    sb_printf(out, "%s%s=\"%s\"", i ? "," : "", tmp[i].name, tmp[i].value);
   sb_putc(out, '}');
 }
 
@@ -173,10 +183,13 @@ static int json_obj_labels(const json_t *o, tsdb_label_t *ls, size_t max, size_t
   return 0;
 }
 
-static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+static int cmp_str(const void *a, const void *b) {
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
 
 /* Compares the firing alerts of alertname at time t with the expectations. */
-static int check_alerts(rules_t *r, const char *alertname, const json_t *exp, int64_t t, sb_t *out, const char *tn) {
+static int check_alerts(rules_t *r, const char *alertname, const json_t *exp, int64_t t, sb_t *out,
+                        const char *tn) {
   char *got[256], *want[256];
   size_t ng = 0, nw = 0;
   for (size_t i = 0; i < r->ngroups; i++)
@@ -213,16 +226,21 @@ static int check_alerts(rules_t *r, const char *alertname, const json_t *exp, in
   qsort(got, ng, sizeof *got, cmp_str);
   qsort(want, nw, sizeof *want, cmp_str);
   int fail = ng != nw;
-  for (size_t k = 0; !fail && k < ng; k++) fail = strcmp(got[k], want[k]) != 0;
+  for (size_t k = 0; !fail && k < ng; k++)
+    fail = strcmp(got[k], want[k]) != 0;
   if (fail) {
     sb_printf(out, "  FAILED %s: alertname: %s, time: %gs\n    exp:", tn, alertname, t / 1000.0);
-    for (size_t k = 0; k < nw; k++) sb_printf(out, " %s;", want[k]);
+    for (size_t k = 0; k < nw; k++)
+      sb_printf(out, " %s;", want[k]);
     sb_puts(out, "\n    got:");
-    for (size_t k = 0; k < ng; k++) sb_printf(out, " %s;", got[k]);
+    for (size_t k = 0; k < ng; k++)
+      sb_printf(out, " %s;", got[k]);
     sb_putc(out, '\n');
   }
-  for (size_t k = 0; k < ng; k++) free(got[k]);
-  for (size_t k = 0; k < nw; k++) free(want[k]);
+  for (size_t k = 0; k < ng; k++)
+    free(got[k]);
+  for (size_t k = 0; k < nw; k++)
+    free(want[k]);
   return fail;
 }
 
@@ -271,15 +289,19 @@ static int check_expr(rules_t *r, const json_t *tc, sb_t *out, const char *tn) {
     if (lt && parse_series(lt, ls, 128, &n)) {
       sb_printf(out, "  FAILED %s: bad labels %s\n", tn, lt);
       free_labels(ls, n);
-      for (size_t k = 0; k < ng; k++) free(got[k]);
-      for (size_t k = 0; k < nw; k++) free(want[k]);
+      for (size_t k = 0; k < ng; k++)
+        free(got[k]);
+      for (size_t k = 0; k < nw; k++)
+        free(want[k]);
       return 1;
     }
     sb_t sb = {0};
     canon(ls, n, &sb, false);
     free_labels(ls, n);
     json_t *v = json_object_get(e, "value");
-    double d = json_is_number(v) ? json_number_value(v) : json_is_string(v) ? strtod(json_string_value(v), NULL) : 0;
+    double d = json_is_number(v)   ? json_number_value(v)
+               : json_is_string(v) ? strtod(json_string_value(v), NULL)
+                                   : 0;
     /* Ten significant digits: rule results carry float rounding noise (0.15 added 40
      * times is not 6), which promtool's users do not spell out. */
     sb_printf(&sb, " %.10g", d);
@@ -288,16 +310,21 @@ static int check_expr(rules_t *r, const json_t *tc, sb_t *out, const char *tn) {
   qsort(got, ng, sizeof *got, cmp_str);
   qsort(want, nw, sizeof *want, cmp_str);
   int fail = ng != nw;
-  for (size_t k = 0; !fail && k < ng; k++) fail = strcmp(got[k], want[k]) != 0;
+  for (size_t k = 0; !fail && k < ng; k++)
+    fail = strcmp(got[k], want[k]) != 0;
   if (fail) {
     sb_printf(out, "  FAILED %s: expr: %s, time: %gs\n    exp:", tn, expr, t / 1000.0);
-    for (size_t k = 0; k < nw; k++) sb_printf(out, " %s;", want[k]);
+    for (size_t k = 0; k < nw; k++)
+      sb_printf(out, " %s;", want[k]);
     sb_puts(out, "\n    got:");
-    for (size_t k = 0; k < ng; k++) sb_printf(out, " %s;", got[k]);
+    for (size_t k = 0; k < ng; k++)
+      sb_printf(out, " %s;", got[k]);
     sb_putc(out, '\n');
   }
-  for (size_t k = 0; k < ng; k++) free(got[k]);
-  for (size_t k = 0; k < nw; k++) free(want[k]);
+  for (size_t k = 0; k < ng; k++)
+    free(got[k]);
+  for (size_t k = 0; k < nw; k++)
+    free(want[k]);
   return fail;
 }
 
@@ -306,8 +333,8 @@ static int cmp_i64(const void *a, const void *b) {
   return (x > y) - (x < y);
 }
 
-static int run_test(const json_t *test, size_t idx, const char *const *rule_files, size_t nrf, int64_t eval_interval,
-                    sb_t *out) {
+static int run_test(const json_t *test, size_t idx, const char *const *rule_files, size_t nrf,
+                    int64_t eval_interval, sb_t *out) {
   char tn[128];
   const char *name = json_string_value(json_object_get(test, "name"));
   snprintf(tn, sizeof tn, "%s", name ? name : "");
@@ -339,7 +366,8 @@ static int run_test(const json_t *test, size_t idx, const char *const *rule_file
   json_array_foreach(json_object_get(test, "input_series"), i, s) {
     const char *series = json_string_value(json_object_get(s, "series"));
     json_t *vj = json_object_get(s, "values");
-    char *values = vj ? (json_is_string(vj) ? strdup(json_string_value(vj)) : json_dumps(vj, JSON_ENCODE_ANY)) : strdup("");
+    char *values = vj ? (json_is_string(vj) ? strdup(json_string_value(vj)) : json_dumps(vj, JSON_ENCODE_ANY))
+                      : strdup("");
     tsdb_label_t ls[128];
     size_t nl = 0;
     static double vals[100000];
@@ -402,7 +430,8 @@ static int run_test(const json_t *test, size_t idx, const char *const *rule_file
         const char *an = json_string_value(json_object_get(c, "alertname"));
         failed |= check_alerts(r, an ? an : "", json_object_get(c, "exp_alerts"), et, out, tn);
       }
-      while (ti < nt && times[ti] == want) ti++;
+      while (ti < nt && times[ti] == want)
+        ti++;
     }
     pthread_mutex_unlock(&r->mu);
   }
@@ -473,8 +502,9 @@ int rules_test_check(const json_t *doc, sb_t *out) {
     json_array_foreach(json_object_get(t, "input_series"), j, s) {
       const char *series = json_string_value(json_object_get(s, "series"));
       json_t *vj = json_object_get(s, "values");
-      char *values = vj ? (json_is_string(vj) ? strdup(json_string_value(vj)) : json_dumps(vj, JSON_ENCODE_ANY))
-                        : strdup("");
+      char *values =
+          vj ? (json_is_string(vj) ? strdup(json_string_value(vj)) : json_dumps(vj, JSON_ENCODE_ANY))
+             : strdup("");
       tsdb_label_t ls[128];
       size_t nl = 0;
       static double vals[100000];
@@ -495,7 +525,8 @@ int rules_test_check(const json_t *doc, sb_t *out) {
       int64_t et = 0;
       if (config_parse_duration(json_object_get(c, "eval_time"), &et) ||
           !json_is_string(json_object_get(c, "alertname"))) {
-        sb_printf(out, "  FAILED: test #%zu: alert_rule_test #%zu needs eval_time and alertname\n", i + 1, j + 1);
+        sb_printf(out, "  FAILED: test #%zu: alert_rule_test #%zu needs eval_time and alertname\n", i + 1,
+                  j + 1);
         bad = 1;
         continue;
       }
@@ -504,12 +535,15 @@ int rules_test_check(const json_t *doc, sb_t *out) {
       json_t *e;
       json_t *exp = json_object_get(c, "exp_alerts");
       if (exp && !json_is_array(exp) && !json_is_null(exp)) {
-        sb_printf(out, "  FAILED: test #%zu: alert_rule_test #%zu: exp_alerts must be a list\n", i + 1, j + 1);
+        sb_printf(out, "  FAILED: test #%zu: alert_rule_test #%zu: exp_alerts must be a list\n", i + 1,
+                  j + 1);
         bad = 1;
       }
       json_array_foreach(exp, k, e) {
-        if (!is_string_map(json_object_get(e, "exp_labels")) || !is_string_map(json_object_get(e, "exp_annotations"))) {
-          sb_printf(out, "  FAILED: test #%zu: exp_labels and exp_annotations must map names to strings\n", i + 1);
+        if (!is_string_map(json_object_get(e, "exp_labels")) ||
+            !is_string_map(json_object_get(e, "exp_annotations"))) {
+          sb_printf(out, "  FAILED: test #%zu: exp_labels and exp_annotations must map names to strings\n",
+                    i + 1);
           bad = 1;
         }
       }
@@ -565,8 +599,10 @@ int rules_test_file(const char *path, sb_t *out) {
     if (nrf >= 64 || !json_is_string(f)) break;
     const char *p = json_string_value(f);
     sb_t sb = {0};
-    if (p[0] == '/') sb_puts(&sb, p);
-    else sb_printf(&sb, "%s/%s", dir, p);
+    if (p[0] == '/')
+      sb_puts(&sb, p);
+    else
+      sb_printf(&sb, "%s/%s", dir, p);
     rf_owned[nrf] = sb_steal(&sb);
     rf[nrf] = rf_owned[nrf];
     nrf++;
@@ -583,7 +619,8 @@ int rules_test_file(const char *path, sb_t *out) {
     failed |= run_test(t, i, rf, nrf, eval_interval, out);
   }
   sb_puts(out, failed ? "  FAILED\n" : "  SUCCESS\n");
-  for (size_t k = 0; k < nrf; k++) free(rf_owned[k]);
+  for (size_t k = 0; k < nrf; k++)
+    free(rf_owned[k]);
   free(pcopy);
   json_decref(doc);
   return failed ? MD_EINVAL : 0;

@@ -18,7 +18,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   char err[1024];
   int rc = rules_parse_file_text((const char *)data, size, "fuzz.yml", 60000, &groups, &n, err, sizeof err);
   (void)rc;
-  for (size_t i = 0; i < n; i++) group_free(groups[i]);
+  for (size_t i = 0; i < n; i++)
+    group_free(groups[i]);
   free(groups);
   return 0;
 }

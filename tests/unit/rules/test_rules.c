@@ -189,7 +189,8 @@ static void test_for_pending_firing_resolved(void **state) {
              "          severity: '{{ if gt $value 15.0 }}critical{{ else }}warning{{ end }}'\n"
              "        annotations:\n"
              "          summary: '{{ $labels.job }} is at {{ $value }}'\n");
-  for (int i = 0; i <= 2; i++) put(f, "m", "job", "a", T0 + i * MIN, 20);
+  for (int i = 0; i <= 2; i++)
+    put(f, "m", "job", "a", T0 + i * MIN, 20);
   put(f, "m", "job", "a", T0 + 3 * MIN, 0);
 
   assert_int_equal(rules_eval_all(f->r, T0), 0);
@@ -201,7 +202,8 @@ static void test_for_pending_firing_resolved(void **state) {
   assert_string_equal(label(a, "job"), "a");
   assert_string_equal(annotation(a, "summary"), "a is at 20");
   assert_true(alerts_series(f, "High", "pending", T0) == 1);
-  tsdb_matcher_t fs[] = {{TSDB_MATCH_EQ, "__name__", "ALERTS_FOR_STATE"}, {TSDB_MATCH_EQ, "alertname", "High"}};
+  tsdb_matcher_t fs[] = {{TSDB_MATCH_EQ, "__name__", "ALERTS_FOR_STATE"},
+                         {TSDB_MATCH_EQ, "alertname", "High"}};
   assert_true(value_at(f, fs, 2, T0) == (double)(T0 / 1000));
 
   /* One step before `for` has elapsed: still pending. */
@@ -252,13 +254,14 @@ static void test_keep_firing_for(void **state) {
     put(f, "m", "job", "b", T0 + i * MIN, vb[i]);
   }
   /* for: 0 → firing at the first evaluation. */
-  static const alert_state_t want_a[] = {ALERT_FIRING, ALERT_FIRING, ALERT_FIRING, ALERT_INACTIVE, ALERT_INACTIVE,
-                                         ALERT_INACTIVE};
-  static const alert_state_t want_b[] = {ALERT_FIRING, ALERT_FIRING, ALERT_FIRING, ALERT_FIRING, ALERT_FIRING,
-                                         ALERT_INACTIVE};
+  static const alert_state_t want_a[] = {ALERT_FIRING,   ALERT_FIRING,   ALERT_FIRING,
+                                         ALERT_INACTIVE, ALERT_INACTIVE, ALERT_INACTIVE};
+  static const alert_state_t want_b[] = {ALERT_FIRING, ALERT_FIRING, ALERT_FIRING,
+                                         ALERT_FIRING, ALERT_FIRING, ALERT_INACTIVE};
   for (int i = 0; i < 6; i++) {
     assert_int_equal(rules_eval_all(f->r, T0 + i * MIN), 0);
-    if (state_of(f->r, "Flappy", "job", "a") != want_a[i] || state_of(f->r, "Flappy", "job", "b") != want_b[i])
+    if (state_of(f->r, "Flappy", "job", "a") != want_a[i] ||
+        state_of(f->r, "Flappy", "job", "b") != want_b[i])
       fail_msg("step %d: a=%d (want %d) b=%d (want %d)", i, state_of(f->r, "Flappy", "job", "a"), want_a[i],
                state_of(f->r, "Flappy", "job", "b"), want_b[i]);
   }
@@ -321,7 +324,8 @@ static void test_group_labels(void **state) {
              "        labels: {tier: '1'}\n");
   put(f, "m", "job", "a", T0, 1);
   assert_int_equal(rules_eval_all(f->r, T0), 0);
-  tsdb_matcher_t m[] = {{TSDB_MATCH_EQ, "__name__", "m:copy"}, {TSDB_MATCH_EQ, "team", "db"}, {TSDB_MATCH_EQ, "tier", "2"}};
+  tsdb_matcher_t m[] = {
+      {TSDB_MATCH_EQ, "__name__", "m:copy"}, {TSDB_MATCH_EQ, "team", "db"}, {TSDB_MATCH_EQ, "tier", "2"}};
   assert_true(value_at(f, m, 3, T0) == 1);
   alert_t *a = find_alert(f->r, "Up", NULL, NULL);
   assert_non_null(a);
@@ -478,7 +482,8 @@ static void test_failures_do_not_stop_the_loop(void **state) {
   tsdb_matcher_t good[] = {{TSDB_MATCH_EQ, "__name__", "good"}};
   tsdb_query_t *q;
   char err[128];
-  assert_int_equal(tsdb_select(f->db, "default", good, 1, now - 1000, md_now_ms() + 1000, NULL, &q, err, sizeof err), 0);
+  assert_int_equal(
+      tsdb_select(f->db, "default", good, 1, now - 1000, md_now_ms() + 1000, NULL, &q, err, sizeof err), 0);
   assert_int_equal(tsdb_query_next(q), 1);
   const int64_t *t;
   const double *v;
@@ -513,10 +518,12 @@ static const char *restore_rules = "groups:\n"
 
 static void test_for_state_restored_after_restart(void **state) {
   fixture_t *f = *state;
-  for (int i = 0; i <= 12; i++) put(f, "m", "job", "a", T0 + i * MIN, 1);
+  for (int i = 0; i <= 12; i++)
+    put(f, "m", "job", "a", T0 + i * MIN, 1);
   f->r = new_rules(f, NULL);
   load_ok(f, restore_rules);
-  for (int i = 0; i <= 3; i++) assert_int_equal(rules_eval_all(f->r, T0 + i * MIN), 0);
+  for (int i = 0; i <= 3; i++)
+    assert_int_equal(rules_eval_all(f->r, T0 + i * MIN), 0);
   assert_int_equal(find_alert(f->r, "Slow", NULL, NULL)->active_at, T0);
 
   /* Restart: rule manager and database closed and reopened (the WAL brings
@@ -542,7 +549,8 @@ static void test_for_state_restored_after_restart(void **state) {
 
 static void test_restore_ignores_state_older_than_outage_tolerance(void **state) {
   fixture_t *f = *state;
-  for (int i = 0; i <= 40; i++) put(f, "m", "job", "a", T0 + i * MIN, 1);
+  for (int i = 0; i <= 40; i++)
+    put(f, "m", "job", "a", T0 + i * MIN, 1);
   f->r = new_rules(f, NULL);
   load_ok(f, restore_rules);
   assert_int_equal(rules_eval_all(f->r, T0), 0);
@@ -559,7 +567,8 @@ static void test_restore_ignores_state_older_than_outage_tolerance(void **state)
 
 static void test_reload_keeps_unchanged_alerts(void **state) {
   fixture_t *f = *state;
-  for (int i = 0; i <= 5; i++) put(f, "m", "job", "a", T0 + i * MIN, 1);
+  for (int i = 0; i <= 5; i++)
+    put(f, "m", "job", "a", T0 + i * MIN, 1);
   f->r = new_rules(f, NULL);
   load_ok(f, "groups:\n"
              "  - name: g\n"
@@ -598,7 +607,8 @@ static void test_reload_keeps_unchanged_alerts(void **state) {
   /* A changed or new rule starts afresh (no restore from ALERTS_FOR_STATE after start-up). */
   assert_int_equal(find_alert(f->r, "ChangeMe", NULL, NULL)->active_at, T0 + 2 * MIN);
   assert_int_equal(find_alert(f->r, "New", NULL, NULL)->active_at, T0 + 2 * MIN);
-  assert_string_equal(annotation(find_alert(f->r, "KeepMe", NULL, NULL), "summary"), "annotations may change");
+  assert_string_equal(annotation(find_alert(f->r, "KeepMe", NULL, NULL), "summary"),
+                      "annotations may change");
 }
 
 static void test_runtime_rule_validation(void **state) {
@@ -626,7 +636,8 @@ static void test_runtime_rule_validation(void **state) {
     if (rc != MD_EINVAL || !err[0]) fail_msg("accepted or no message: %s (rc %d)", bad[i], rc);
   }
   /* A valid one with its own group and interval is scheduled on that interval. */
-  json_t *ok = json_loads("{\"record\":\"rt:one\",\"expr\":\"vector(1)\",\"group\":\"mine\",\"interval\":\"10s\"}", 0, NULL);
+  json_t *ok = json_loads(
+      "{\"record\":\"rt:one\",\"expr\":\"vector(1)\",\"group\":\"mine\",\"interval\":\"10s\"}", 0, NULL);
   char id[40], err[512] = "";
   assert_int_equal(rules_runtime_put(f->r, "default", NULL, ok, id, err, sizeof err), 0);
   json_decref(ok);
@@ -677,7 +688,8 @@ static void test_reload_marks_removed_series_stale(void **state) {
   assert_true(value_at(f, kept, 1, T0 + MIN) == 3);
   /* Marked once: nothing more at the next evaluation. */
   assert_int_equal(rules_eval_all(f->r, T0 + 2 * MIN), 0);
-  assert_true(isnan(value_at(f, gone, 1, T0 + 2 * MIN)) && !tsdb_is_stale_nan(value_at(f, gone, 1, T0 + 2 * MIN)));
+  assert_true(isnan(value_at(f, gone, 1, T0 + 2 * MIN)) &&
+              !tsdb_is_stale_nan(value_at(f, gone, 1, T0 + 2 * MIN)));
 }
 
 static void test_template_errors_name_the_rule(void **state) {
@@ -686,7 +698,7 @@ static void test_template_errors_name_the_rule(void **state) {
   load_ok(f, "groups: [{name: g, rules: [{record: ok_rule, expr: vector(1)}]}]\n");
   static const char *const bad[] = {
       "{{ range $labels }}x{{ end }}", "{{ template \"x\" }}", "{{ $labels.job | noSuchFunction }}",
-      "{{ if $value }}unterminated", "{{ .Alerts.Firing }}", "{{ $value",
+      "{{ if $value }}unterminated",   "{{ .Alerts.Firing }}", "{{ $value",
   };
   for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
     char text[512], err[1024] = "";
@@ -765,7 +777,8 @@ static void *receiver_main(void *arg) {
     rc->at_ms[i] = md_mono_ns() / 1000000;
     pthread_mutex_unlock(&rc->mu);
     char resp[128];
-    int len = snprintf(resp, sizeof resp, "HTTP/1.1 %d X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", code);
+    int len =
+        snprintf(resp, sizeof resp, "HTTP/1.1 %d X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", code);
     ssize_t w = send(c, resp, (size_t)len, MSG_NOSIGNAL);
     (void)w;
     close(c);
@@ -791,7 +804,8 @@ static void receiver_stop(receiver_t *rc) {
   rc->stop = 1;
   pthread_join(rc->thread, NULL);
   close(rc->fd);
-  for (int i = 0; i < MAX_REQ; i++) free(rc->bodies[i]);
+  for (int i = 0; i < MAX_REQ; i++)
+    free(rc->bodies[i]);
   pthread_mutex_destroy(&rc->mu);
 }
 
@@ -807,7 +821,8 @@ static void wait_notifier_idle(rules_t *r, uint64_t want_done) {
   for (int i = 0; i < 400; i++) {
     rules_stats_t st;
     rules_get_stats(r, &st);
-    if (st.notification_queue_length == 0 && st.notifications_sent + st.notifications_failed >= want_done) return;
+    if (st.notification_queue_length == 0 && st.notifications_sent + st.notifications_failed >= want_done)
+      return;
     sleep_ms(50);
   }
   fail_msg("notifier did not finish");
@@ -831,7 +846,8 @@ static const char *five_alerts = "groups:\n"
 
 static void put_five(fixture_t *f, int64_t ts, double v) {
   static const char *jobs[] = {"a", "b", "c", "d", "e"};
-  for (int i = 0; i < 5; i++) put(f, "m", "job", jobs[i], ts, v);
+  for (int i = 0; i < 5; i++)
+    put(f, "m", "job", jobs[i], ts, v);
 }
 
 static void test_notify_several_alertmanagers_batched(void **state) {
@@ -915,7 +931,8 @@ static void test_notify_several_alertmanagers_batched(void **state) {
   sb_t text = {0};
   assert_int_equal(metrics_expose(m, &text, METRICS_FMT_PROMETHEUS), 0);
   char want[128];
-  snprintf(want, sizeof want, "prometheus_notifications_sent_total{alertmanager=\"http://127.0.0.1:%u/api/v2/alerts\"} 15",
+  snprintf(want, sizeof want,
+           "prometheus_notifications_sent_total{alertmanager=\"http://127.0.0.1:%u/api/v2/alerts\"} 15",
            am1.port);
   if (!strstr(text.buf, want)) fail_msg("missing %s in\n%s", want, text.buf);
   sb_free(&text);
@@ -971,7 +988,8 @@ static void test_notify_dead_target_does_not_delay_others(void **state) {
   receiver_t dead, ok;
   receiver_start(&dead);
   receiver_start(&ok);
-  for (int i = 0; i < MAX_REQ; i++) dead.codes[i] = 503;
+  for (int i = 0; i < MAX_REQ; i++)
+    dead.codes[i] = 503;
   char u1[64], u2[64];
   snprintf(u1, sizeof u1, "http://127.0.0.1:%u", dead.port);
   snprintf(u2, sizeof u2, "http://127.0.0.1:%u", ok.port);
@@ -1101,7 +1119,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_query_offset, setup, teardown),
       cmocka_unit_test_setup_teardown(test_failures_do_not_stop_the_loop, setup, teardown),
       cmocka_unit_test_setup_teardown(test_for_state_restored_after_restart, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_restore_ignores_state_older_than_outage_tolerance, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_restore_ignores_state_older_than_outage_tolerance, setup,
+                                      teardown),
       cmocka_unit_test_setup_teardown(test_reload_keeps_unchanged_alerts, setup, teardown),
       cmocka_unit_test_setup_teardown(test_reload_marks_removed_series_stale, setup, teardown),
       cmocka_unit_test_setup_teardown(test_template_errors_name_the_rule, setup, teardown),

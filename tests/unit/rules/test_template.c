@@ -26,8 +26,10 @@ static char *expand(const char *text, double value) {
   tmpl_data_t d = {labels, 3, ext, 1, value};
   sb_t sb = {0};
   rc = tmpl_execute(t, &d, &sb, err, sizeof err);
-  if (rc) snprintf(buf, sizeof buf, "EXEC ERROR: %s", err);
-  else snprintf(buf, sizeof buf, "%s", sb.buf ? sb.buf : "");
+  if (rc)
+    snprintf(buf, sizeof buf, "EXEC ERROR: %s", err);
+  else
+    snprintf(buf, sizeof buf, "%s", sb.buf ? sb.buf : "");
   sb_free(&sb);
   tmpl_free(t);
   return buf;
@@ -61,7 +63,8 @@ static void test_printf_if(void **s) {
   assert_string_equal(expand("{{ printf \"%s=%d\" $labels.job 42 }}", 0), "node=42");
   assert_string_equal(expand("{{ if gt $value 90.0 }}critical{{ else }}warning{{ end }}", 95), "critical");
   assert_string_equal(expand("{{ if gt $value 90.0 }}critical{{ else }}warning{{ end }}", 85), "warning");
-  assert_string_equal(expand("{{ if gt $value 90.0 }}a{{ else if gt $value 80.0 }}b{{ else }}c{{ end }}", 85), "b");
+  assert_string_equal(expand("{{ if gt $value 90.0 }}a{{ else if gt $value 80.0 }}b{{ else }}c{{ end }}", 85),
+                      "b");
   assert_string_equal(expand("{{ if eq $labels.job \"node\" }}yes{{ end }}", 0), "yes");
   assert_string_equal(expand("a  {{- \" b \" -}}  c", 0), "a b c");
   assert_string_equal(expand("x{{/* a comment */}}y", 0), "xy");
