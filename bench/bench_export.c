@@ -4,8 +4,9 @@
  * runs (seed_export_aggregated / seed_export_latest in src/api/seed.c) on a real tsdb.
  *
  * Data: N series (default 100,000; argv[1]) in 100 metric names, half counters (_total) and
- * half gauges, each with 20 samples at 15 s spanning the last 5 minutes (the default
- * aggregation window), appended through tsdb_append in batches.
+ * half gauges, each with 40 samples at 15 s spanning the last 10 minutes: 20 in the default
+ * 5-minute aggregation window and 20 in the 5 minutes before it, where the handler looks
+ * for each counter's base sample (baseline_ms). Appended through tsdb_append in batches.
  *
  * Then the head is flushed to blocks and the database closed and reopened (a restart), and
  * the aggregated export is run again from the blocks: it must be byte-identical to the
@@ -52,7 +53,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "tsdb_open: %s\n", err);
     return 1;
   }
-  const int samples = 20;
+  const int samples = 40;
   int64_t now = md_now_ms();
   int64_t t0 = md_mono_ns();
   tsdb_batch_t *b = tsdb_batch_new();
@@ -84,7 +85,7 @@ int main(int argc, char **argv) {
   tsdb_batch_free(b);
   printf("append: %zu series x %d samples in %.3f s\n", nseries, samples, secs_since(t0));
 
-  seed_export_options_t o = {.now_ms = now, .window_ms = 300000,
+  seed_export_options_t o = {.now_ms = now, .window_ms = 300000, .baseline_ms = 300000,
                              .aggs = SEED_AGG_AVG | SEED_AGG_SUM | SEED_AGG_MIN | SEED_AGG_MAX | SEED_AGG_COUNT,
                              .format = SEED_FMT_PROMETHEUS};
   int rc = 0;

@@ -311,8 +311,11 @@ static void handle_export(http_req_t *req, http_resp_t *resp, void *ctx) {
   char err[256] = "";
   size_t total = 0, n = 0;
   int64_t now = md_now_ms();
-  seed_export_options_t o = {.now_ms = now, .window_ms = window_ms, .aggs = aggs, .format = fmt,
-                             .types = types, .skip_names = names};
+  /* The base of a counter's increase is its last sample before the window, looked for as
+   * far back as the latest-value lookback (Prometheus's increase() looks past the range
+   * start the same way). */
+  seed_export_options_t o = {.now_ms = now, .window_ms = window_ms, .baseline_ms = SEED_LOOKBACK_MS, .aggs = aggs,
+                             .format = fmt, .types = types, .skip_names = names};
   int rc = MD_OK;
   bool self = !cfg || !cfg->server.self_tenant || strcmp(tenant, cfg->server.self_tenant) == 0;
   ingest_track_t *reg = seed_track(api);

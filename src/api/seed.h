@@ -56,6 +56,8 @@ unsigned seed_agg_parse(const char *name, size_t n);
 typedef struct seed_export_options {
   int64_t now_ms;
   int64_t window_ms;   /* aggregates: the window; latest values: the lookback (5 min) */
+  int64_t baseline_ms; /* aggregates: how far before the window to look for each counter's
+                        * preceding sample, the base of its increase (0 = none) */
   unsigned aggs;       /* SEED_AGG_* bits (aggregated export) */
   seed_format_t format;
   json_t *types;       /* optional object metric name → "counter"/"gauge"/"histogram"/"summary" */

@@ -381,14 +381,15 @@ int seed_scan(tsdb_t *db, const char *tenant, const seed_selector_t *sel, size_t
 
 /* ---- aggregated export --------------------------------------------------------------- */
 
-enum { ROW_LE = 1, ROW_QUANTILE = 2 };
+enum { ROW_LE = 1, ROW_QUANTILE = 2, ROW_BASE = 4 };
 enum { KIND_GAUGE = 0, KIND_COUNTER = 1, KIND_DIST = 2 };
 
 typedef struct agg_raw {
   const char *name, *labels;
   double min, max, sum, count, increase, last;
   int64_t t_first, t_last;
-  unsigned flags;
+  int64_t t_base; /* time of the increase's base: the last sample before the window */
+  unsigned flags; /* ROW_* */
 } agg_raw_t;
 
 typedef struct agg_out {
@@ -402,6 +403,7 @@ typedef struct agg_out {
 typedef struct agg_scan {
   arena_t *arena;
   seed_format_t format;
+  int64_t window_start;
   agg_raw_t *rows;
   size_t n, cap;
   sb_t tmp;
@@ -417,6 +419,12 @@ static int agg_collect(void *ctx, const tsdb_label_t *l, size_t nl, const int64_
   for (size_t i = 0; i < ns; i++) {
     double x = v[i];
     if (isnan(x)) continue; /* staleness markers and NaN samples */
+    if (ts[i] < st->window_start) { /* before the window: only the base of the increase */
+      prev = x;
+      r.t_base = ts[i];
+      r.flags |= ROW_BASE;
+      continue;
+    }
     if (r.count == 0) r.t_first = ts[i];
     r.t_last = ts[i];
     r.count += 1;
@@ -486,7 +494,7 @@ static char *base_of(arena_t *a, const char *name, size_t suffix_len) {
 int seed_export_aggregated(tsdb_t *db, const char *tenant, const seed_selector_t *sel, size_t nsel,
                            const seed_export_options_t *o, sb_t *out, size_t *lines, char *err,
                            size_t errlen) {
-  agg_scan_t st = {.format = o->format};
+  agg_scan_t st = {.format = o->format, .window_start = o->now_ms - o->window_ms};
   agg_out_t *outs = NULL;
   size_t nouts = 0;
   u64map_t names = {0}, bases = {0}, dist = {0};
@@ -494,7 +502,9 @@ int seed_export_aggregated(tsdb_t *db, const char *tenant, const seed_selector_t
   size_t written = 0;
   st.arena = arena_new(0);
   if (!st.arena) goto fail;
-  rc = seed_scan(db, tenant, sel, nsel, o->now_ms - o->window_ms, o->now_ms, agg_collect, &st, err, errlen);
+  int64_t base = o->baseline_ms > 0 ? o->baseline_ms : 0;
+  rc = seed_scan(db, tenant, sel, nsel, o->now_ms - o->window_ms - base, o->now_ms, agg_collect, &st, err,
+                 errlen);
   if (rc) {
     if (rc == MD_ENOMEM) md_error(err, errlen, rc, "out of memory");
     goto fail;
@@ -571,10 +581,15 @@ int seed_export_aggregated(tsdb_t *db, const char *tenant, const seed_selector_t
     a->v[4] = r->count;
     a->v[5] = r->last;
     if (seed_counter_like(o->types, r->name)) {
+      /* per-minute rate: from the base sample before the window when there is one, else
+       * between the window's first and last samples (needs two). Only what storage holds
+       * decides: the same answer after a restart. */
       a->kind = KIND_COUNTER;
-      double span_min = (double)(r->t_last - r->t_first) / 60000.0;
-      a->v[0] = (r->count >= 2 && span_min > 0) ? r->increase / span_min : NAN;
-      a->v[1] = r->count >= 2 ? r->increase : NAN;
+      bool based = r->flags & ROW_BASE;
+      double span_min = (double)(r->t_last - (based ? r->t_base : r->t_first)) / 60000.0;
+      bool ok = based || r->count >= 2;
+      a->v[0] = (ok && span_min > 0) ? r->increase / span_min : NAN;
+      a->v[1] = ok ? r->increase : NAN;
     } else {
       a->kind = KIND_GAUGE;
       a->v[0] = r->sum / r->count;

@@ -261,6 +261,68 @@ static void test_aggregated(void **state) {
   sb_free(&out);
 }
 
+/* The value of the sample line starting with `series` (name, labels, space), NaN if none. */
+static double value_of(const char *text, const char *series) {
+  size_t n = strlen(series);
+  for (const char *p = text; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL)
+    if (strncmp(p, series, n) == 0) return strtod(p + n, NULL);
+  return NAN;
+}
+
+/* The base of a counter's increase: its last sample before the window (within
+ * baseline_ms). */
+static void test_aggregated_base(void **state) {
+  fixture_t *f = *state;
+  int64_t ts[3] = {f->now - 330000, f->now - 200000, f->now - 100000};
+  double c[3] = {100, 130, 160};
+  put(f, "t1", ts, c, 3, "pre_total", NULL);
+  int64_t one_ts[1] = {f->now - 10000};
+  double seven[1] = {7}, hsum[1] = {4.2}, hcnt[1] = {100};
+  put(f, "t1", one_ts, seven, 1, "trk_total", NULL);
+  put(f, "t1", one_ts, hsum, 1, "trk_seconds_sum", NULL);
+  put(f, "t1", one_ts, hcnt, 1, "trk_seconds_count", NULL);
+  put(f, "t1", one_ts, seven, 1, "untracked_total", NULL);
+  json_t *types = json_pack("{s:s,s:s}", "trk_total", "counter", "trk_seconds", "histogram");
+  assert_non_null(types);
+
+  seed_export_options_t o = {.now_ms = f->now, .window_ms = 300000, .aggs = 31,
+                             .format = SEED_FMT_PROMETHEUS, .types = types};
+  sb_t out = {0};
+  size_t lines = 0;
+  char err[256];
+  /* without a base: the in-window samples only; single samples give no rate */
+  assert_int_equal(seed_export_aggregated(f->db, "t1", NULL, 0, &o, &out, &lines, err, sizeof err), 0);
+  assert_float_equal(value_of(out.buf, "pre_total_sum "), 30, 1e-9);
+  assert_float_equal(value_of(out.buf, "pre_total_avg "), 30 / (100.0 / 60), 1e-9);
+  assert_true(isnan(value_of(out.buf, "trk_total_avg ")));
+  assert_true(isnan(value_of(out.buf, "trk_seconds_avg ")));
+
+  /* with a base: pre_total counts from 100 at -330 s. Series with one sample and nothing
+   * before the window still have no rate, tracked or not: storage alone decides (the
+   * registry's knowledge of what it tracks does not survive a restart). */
+  o.baseline_ms = 60000;
+  sb_reset(&out);
+  assert_int_equal(seed_export_aggregated(f->db, "t1", NULL, 0, &o, &out, &lines, err, sizeof err), 0);
+  assert_float_equal(value_of(out.buf, "pre_total_sum "), 60, 1e-9);
+  assert_float_equal(value_of(out.buf, "pre_total_avg "), 60 / (230.0 / 60), 1e-9);
+  assert_float_equal(value_of(out.buf, "pre_total_count "), 2, 0); /* in-window samples */
+  assert_float_equal(value_of(out.buf, "pre_total_min "), 130, 0);
+  assert_true(isnan(value_of(out.buf, "trk_total_avg ")));
+  assert_true(isnan(value_of(out.buf, "trk_seconds_avg ")));
+  assert_true(isnan(value_of(out.buf, "untracked_total_avg ")));
+  /* a reset between the base and the window: the new value is the increase since it */
+  int64_t rts[2] = {f->now - 320000, f->now - 50000};
+  double rv[2] = {500, 20};
+  put(f, "t1", rts, rv, 2, "reset_total", NULL);
+  sb_reset(&out);
+  assert_int_equal(seed_export_aggregated(f->db, "t1", NULL, 0, &o, &out, &lines, err, sizeof err), 0);
+  assert_float_equal(value_of(out.buf, "reset_total_sum "), 20, 1e-9);
+  assert_float_equal(value_of(out.buf, "reset_total_avg "), 20 / (270.0 / 60), 1e-9);
+  assert_float_equal(value_of(out.buf, "reset_total_count "), 1, 0);
+  json_decref(types);
+  sb_free(&out);
+}
+
 /* Cursors round-trip any key (label-set keys hold \x01/\x02 separators and UTF-8) and
  * reject what no encoder writes. */
 static void test_cursor(void **state) {
@@ -342,6 +404,7 @@ int main(void) {
       cmocka_unit_test(test_cursor),
       cmocka_unit_test_setup_teardown(test_aggregated, setup, teardown),
       cmocka_unit_test_setup_teardown(test_latest, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_aggregated_base, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
