@@ -964,7 +964,8 @@ static void retention(tsdb_t *db) {
     if (blocks_acquire(db, INT64_MIN, INT64_MAX, &bl, &n)) goto out;
     uint64_t total = 0;
     for (size_t i = 0; i < n; i++) total += block_bytes(bl[i]);
-    /* Oldest first (the list is sorted by mint); never the only remaining block of data. */
+    /* Oldest first (the list is sorted by mint) until the total fits: a budget below the
+     * newest block leaves none. */
     for (size_t i = 0; i < n && total > o->retention_bytes; i++) {
       drop[nd++] = bl[i];
       total -= block_bytes(bl[i]);
