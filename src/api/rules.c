@@ -110,6 +110,7 @@ int api_start_rules(api_t *api) {
   if (!config_parse_duration(json_object_get(al, "resend_delay"), &ms) && ms > 0) opt.resend_delay_ms = ms;
   if (!config_parse_duration(json_object_get(al, "for_outage_tolerance"), &ms) && ms > 0)
     opt.outage_tolerance_ms = ms;
+  if (!config_parse_duration(json_object_get(al, "for_grace_period"), &ms)) opt.for_grace_period_ms = ms;
   if (!config_parse_duration(json_object_get(al, "notification_backoff"), &ms) && ms > 0)
     opt.notify_backoff_ms = ms;
   if (!config_parse_duration(json_object_get(al, "notification_timeout"), &ms) && ms > 0)

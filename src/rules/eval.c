@@ -236,8 +236,12 @@ out:
   return rc;
 }
 
-/* Looks up ALERTS_FOR_STATE for an alert to restore its activeAt after a restart. */
-static void restore_for_state(rules_t *r, group_t *g, alert_t *a, int64_t ts) {
+/* After a restart, looks up the alert's last ALERTS_FOR_STATE sample (within the outage
+ * tolerance) and restores activeAt the way Prometheus does (rules.RestoreForState): a
+ * rule whose `for` is within the grace period gets its old activeAt back; otherwise the
+ * downtime does not count as pending time (activeAt moves forward by it), except that an
+ * alert that was firing stays firing and one close to firing still waits the grace period. */
+static void restore_for_state(rules_t *r, group_t *g, const rule_t *ru, alert_t *a, int64_t ts) {
   tsdb_matcher_t m[64];
   size_t nm = 0;
   m[nm++] = (tsdb_matcher_t){TSDB_MATCH_EQ, "__name__", "ALERTS_FOR_STATE"};
@@ -255,7 +259,17 @@ static void restore_for_state(rules_t *r, group_t *g, alert_t *a, int64_t ts) {
     for (size_t i = n; i-- > 0;) {
       if (isnan(v[i])) continue;
       int64_t active = (int64_t)llround(v[i] * 1000);
-      if (active < a->active_at && active > ts - r->opt.outage_tolerance_ms) a->active_at = active;
+      int64_t down_at = t[i] + g->query_offset_ms; /* the last evaluation before the restart */
+      int64_t hold = ru->for_ms, grace = r->opt.for_grace_period_ms;
+      int64_t remaining = hold - (down_at - active);
+      if (hold <= grace || remaining <= 0) {
+        /* as before the restart */
+      } else if (remaining < grace) {
+        active = ts + grace - hold;
+      } else {
+        active += ts - down_at;
+      }
+      if (active < a->active_at) a->active_at = active;
       break;
     }
   }
@@ -395,7 +409,7 @@ static int eval_alerting(rules_t *r, group_t *g, rule_t *ru, int64_t ts, promql_
       a->resolved_at = -1;
       a->next = ru->alerts;
       ru->alerts = a;
-      if (!ru->restored && ru->for_ms > 0) restore_for_state(r, g, a, ts);
+      if (!ru->restored && ru->for_ms > 0) restore_for_state(r, g, ru, a, ts);
     }
   }
   ru->restored = true;

@@ -17,6 +17,7 @@ void rules_options_default(rules_options_t *opt) {
   opt->default_interval_ms = 60000;
   opt->resend_delay_ms = 60000;
   opt->outage_tolerance_ms = 3600000;
+  opt->for_grace_period_ms = 600000;
 }
 
 uint64_t rules_labels_hash(const tsdb_label_t *ls, size_t n) {
@@ -761,6 +762,7 @@ int rules_new(const rules_options_t *opt, rules_t **out, char *err, size_t errle
   if (r->opt.default_interval_ms <= 0) r->opt.default_interval_ms = 60000;
   if (r->opt.resend_delay_ms <= 0) r->opt.resend_delay_ms = 60000;
   if (r->opt.outage_tolerance_ms <= 0) r->opt.outage_tolerance_ms = 3600000;
+  if (r->opt.for_grace_period_ms < 0) r->opt.for_grace_period_ms = 600000;
   r->external = calloc(opt->n_external_labels + 1, sizeof *r->external);
   for (size_t i = 0; r->external && i < opt->n_external_labels; i++) {
     r->external[i].name = strdup(opt->external_labels[i].name);

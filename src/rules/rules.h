@@ -41,6 +41,7 @@ typedef struct rules_options {
   const char *webhook_secret;  /* HMAC-SHA256 key for X-Metricsd-Signature; NULL = none */
   int64_t resend_delay_ms;     /* re-send firing alerts this often (default 1 m) */
   int64_t outage_tolerance_ms; /* `for` state restore window (default 1 h) */
+  int64_t for_grace_period_ms; /* least wait after a restart before a restored alert fires (default 10 m) */
   const char *external_url;    /* generatorURL base */
   /* Notifier tuning; 0 = default. */
   size_t notify_queue_capacity; /* alerts waiting to be sent (default 10000); oldest dropped */

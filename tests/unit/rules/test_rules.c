@@ -547,6 +547,45 @@ static void test_for_state_restored_after_restart(void **state) {
   assert_int_equal(state_of(f->r, "Slow", NULL, NULL), ALERT_FIRING);
 }
 
+/* Prometheus's rules for a `for` longer than the grace period (10 m): downtime does not count
+ * as pending time, and an alert near firing still waits the grace period after a restart. */
+static void test_restore_with_for_longer_than_grace_period(void **state) {
+  fixture_t *f = *state;
+  static const char *text = "groups:\n"
+                            "  - name: g\n"
+                            "    interval: 1m\n"
+                            "    rules:\n"
+                            "      - alert: Long\n"
+                            "        expr: m > 0\n"
+                            "        for: 1h\n";
+  for (int i = 0; i <= 120; i++)
+    put(f, "m", "job", "a", T0 + i * MIN, 1);
+  /* Pending 10 m, down 20 m: 50 m left, so activeAt moves forward by the 20 m. */
+  f->r = new_rules(f, NULL);
+  load_ok(f, text);
+  for (int i = 0; i <= 10; i++)
+    assert_int_equal(rules_eval_all(f->r, T0 + i * MIN), 0);
+  rules_free(f->r);
+  f->r = new_rules(f, NULL);
+  load_ok(f, text);
+  assert_int_equal(rules_eval_all(f->r, T0 + 30 * MIN), 0);
+  assert_int_equal(find_alert(f->r, "Long", NULL, NULL)->active_at, T0 + 20 * MIN);
+  /* Evaluated on to T0+75m (55 m pending since the restored T0+20m), down 5 m: 5 m left,
+   * less than the grace period, so it fires 10 m after the restart, not 5 m after. */
+  for (int i = 31; i <= 75; i++)
+    assert_int_equal(rules_eval_all(f->r, T0 + i * MIN), 0);
+  rules_free(f->r);
+  f->r = new_rules(f, NULL);
+  load_ok(f, text);
+  assert_int_equal(rules_eval_all(f->r, T0 + 80 * MIN), 0);
+  alert_t *a = find_alert(f->r, "Long", NULL, NULL);
+  assert_int_equal(a->active_at, T0 + 80 * MIN + 10 * MIN - 60 * MIN);
+  assert_int_equal(rules_eval_all(f->r, T0 + 89 * MIN), 0);
+  assert_int_equal(state_of(f->r, "Long", NULL, NULL), ALERT_PENDING);
+  assert_int_equal(rules_eval_all(f->r, T0 + 90 * MIN), 0);
+  assert_int_equal(state_of(f->r, "Long", NULL, NULL), ALERT_FIRING);
+}
+
 static void test_restore_ignores_state_older_than_outage_tolerance(void **state) {
   fixture_t *f = *state;
   for (int i = 0; i <= 40; i++)
@@ -1119,6 +1158,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_query_offset, setup, teardown),
       cmocka_unit_test_setup_teardown(test_failures_do_not_stop_the_loop, setup, teardown),
       cmocka_unit_test_setup_teardown(test_for_state_restored_after_restart, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_restore_with_for_longer_than_grace_period, setup, teardown),
       cmocka_unit_test_setup_teardown(test_restore_ignores_state_older_than_outage_tolerance, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(test_reload_keeps_unchanged_alerts, setup, teardown),
