@@ -6,6 +6,9 @@
  * all its windows) and then slides per-step windows over the decoded sample arrays. Windows
  * are left-open: a range selector at T sees (T - range, T], an instant selector the newest
  * sample in (T - lookback, T], and a staleness marker as the newest sample hides the series.
+ * A range function applied straight to a matrix selector does not go through a materialised
+ * matrix: ev_stream_matrix hands it one series at a time from the storage's buffers.
+ * anchored/smoothed selectors read a lookback beyond their windows (func.c ext_range_fn).
  *
  * Threading: one evaluation runs on the calling thread; the tree is only read.
  */

@@ -7,6 +7,10 @@
  * minus binds like `*`, so `-a^b` is `-(a^b)`. Offsets, `@`, ranges and subqueries are postfix
  * and bind tightest. Errors carry Prometheus's wording, prefixed "line:col: parse error: ".
  *
+ * Prometheus 3.x experimental syntax is accepted as well: duration expressions in ranges,
+ * subquery steps and offsets, fill()/fill_left()/fill_right() after a binary operator's
+ * matching clauses, info(), and the anchored/smoothed selector modifiers.
+ *
  * All memory comes from the expression's arena; on error the arena is freed whole.
  */
 #include <ctype.h>
