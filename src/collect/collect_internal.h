@@ -2,6 +2,8 @@
 #ifndef METRICSD_COLLECT_INTERNAL_H
 #define METRICSD_COLLECT_INTERNAL_H
 
+#include <stdatomic.h>
+
 #include "collect/collect.h"
 #include "core/core.h"
 
@@ -15,5 +17,8 @@ int collect_emit(tsdb_batch_t *b, const char *job, const char *instance, const c
 struct statvfs;
 typedef int (*collect_statvfs_fn)(const char *path, struct statvfs *st);
 void collect_host_set_statvfs(collect_host_t *h, collect_statvfs_fn fn);
+/* A flag that, once true, cuts short a round's wait for hung statvfs calls (collect_stop):
+ * the mounts still pending are reported as device errors. NULL: no such flag. */
+void collect_host_set_cancel(collect_host_t *h, const atomic_bool *cancel);
 
 #endif

@@ -25,6 +25,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,6 +53,7 @@ struct collect_host {
   sb_t path; /* reused path buffer */
   stuck_set_t *stuck;
   collect_statvfs_fn statvfs_fn;
+  const atomic_bool *cancel; /* collect_stop's flag, or NULL */
 };
 
 void collect_host_options_default(collect_host_options_t *opt) {
@@ -614,6 +616,14 @@ void collect_host_set_statvfs(collect_host_t *h, collect_statvfs_fn fn) {
   h->statvfs_fn = fn ? fn : statvfs;
 }
 
+void collect_host_set_cancel(collect_host_t *h, const atomic_bool *cancel) {
+  h->cancel = cancel;
+}
+
+static bool cancelled(const collect_host_t *h) {
+  return h->cancel && atomic_load(h->cancel);
+}
+
 static bool stuck_has(stuck_set_t *s, const char *mnt) {
   pthread_mutex_lock(&s->mu);
   bool found = false;
@@ -723,7 +733,18 @@ static stat_call_t *stat_start(collect_host_t *h, const char *path, const char *
 static int stat_finish(collect_host_t *h, stat_call_t *c, const struct timespec *dl, struct statvfs *st) {
   int rc = 0;
   pthread_mutex_lock(&c->mu);
-  while (!c->done && pthread_cond_timedwait(&c->cv, &c->mu, dl) != ETIMEDOUT) {
+  /* In slices of 100 ms, so that stopping the collector does not wait for the deadline. */
+  while (!c->done && !cancelled(h)) {
+    struct timespec now, slice;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    slice = now;
+    slice.tv_nsec += 100 * 1000000L;
+    if (slice.tv_nsec >= 1000000000L) {
+      slice.tv_sec++;
+      slice.tv_nsec -= 1000000000L;
+    }
+    bool last = slice.tv_sec > dl->tv_sec || (slice.tv_sec == dl->tv_sec && slice.tv_nsec >= dl->tv_nsec);
+    if (pthread_cond_timedwait(&c->cv, &c->mu, last ? dl : &slice) == ETIMEDOUT && last) break;
   }
   if (c->done) {
     rc = c->rc == 0 ? 0 : -1;
@@ -746,8 +767,10 @@ static int stat_finish(collect_host_t *h, stat_call_t *c, const struct timespec 
     char *m = s->n < s->cap ? strdup(c->mount) : NULL;
     if (m) s->mounts[s->n++] = m;
     pthread_mutex_unlock(&s->mu);
-    log_warn("host collector: statvfs(%s) did not answer in %lld ms; reported as device_error until it does",
-             c->mount, (long long)h->opt.filesystem_timeout_ms);
+    if (!cancelled(h))
+      log_warn(
+          "host collector: statvfs(%s) did not answer in %lld ms; reported as device_error until it does",
+          c->mount, (long long)h->opt.filesystem_timeout_ms);
   }
   pthread_mutex_unlock(&c->mu);
   stat_call_unref(c);

@@ -7,6 +7,7 @@
 #include <cmocka.h>
 
 #include <math.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -306,6 +307,42 @@ static void test_stuck_mounts_wait_together(void **state) {
   usleep(50 * 1000);
 }
 
+/* Stopping cuts a round's wait for hung mounts short: the flag set after 150 ms ends a
+ * round that would otherwise wait the full 5 s. */
+static atomic_bool cancel_flag;
+static void *set_cancel_later(void *arg) {
+  usleep(150 * 1000);
+  atomic_store(&cancel_flag, true);
+  return NULL;
+}
+
+static void test_stuck_mount_cancel(void **state) {
+  atomic_store(&hang_started, 0);
+  atomic_store(&hang_done, 0);
+  collect_host_options_t opt;
+  collect_host_options_default(&opt);
+  opt.filesystem_timeout_ms = 5000;
+  collect_host_t *h = fixture_host(&opt);
+  collect_host_set_statvfs(h, hang_statvfs);
+  atomic_store(&cancel_flag, false);
+  collect_host_set_cancel(h, &cancel_flag);
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, set_cancel_later, NULL), 0);
+  tsdb_batch_t *b = tsdb_batch_new();
+  int64_t t0 = md_mono_ns();
+  assert_int_equal(collect_host_gather(h, b, 1000, NULL), 0);
+  int64_t ms = (md_mono_ns() - t0) / 1000000;
+  pthread_join(th, NULL);
+  if (ms >= 900) fprintf(stderr, "cancelled round took %lld ms\n", (long long)ms);
+  assert_true(ms < 900);
+  assert_int_equal(bu_find(b, NULL, "node_filesystem_device_error", NULL), 3);
+  collect_host_free(h);
+  tsdb_batch_free(b);
+  for (int waited = 0; waited < 5000 && atomic_load(&hang_done) < 3; waited += 20)
+    usleep(20 * 1000);
+  usleep(50 * 1000);
+}
+
 static void test_bad_root_and_missing_files(void **state) {
   collect_host_options_t opt;
   collect_host_options_default(&opt);
@@ -360,11 +397,9 @@ int main(void) {
   const char *src = getenv("SOURCE_DIR");
   snprintf(fixture, sizeof fixture, "%s/tests/fixtures/proc", src ? src : ".");
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_fixture_values),
-      cmocka_unit_test(test_parts_switch_off),
-      cmocka_unit_test(test_stuck_mount),
-      cmocka_unit_test(test_stuck_mounts_wait_together),
-      cmocka_unit_test(test_bad_root_and_missing_files),
+      cmocka_unit_test(test_fixture_values),     cmocka_unit_test(test_parts_switch_off),
+      cmocka_unit_test(test_stuck_mount),        cmocka_unit_test(test_stuck_mounts_wait_together),
+      cmocka_unit_test(test_stuck_mount_cancel), cmocka_unit_test(test_bad_root_and_missing_files),
       cmocka_unit_test(test_live_machine),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
