@@ -345,7 +345,7 @@ static void lex(parser_t *ps) {
       p++;
     }
     if (p >= n || (unsigned char)q[p] != c) {
-      perr_at(ps, s, "unterminated quoted string %.*s", (int)(p > n ? n - s : p - s), q + s);
+      perr_at(ps, s, "unterminated quoted string");
       t->kind = TK_ERR; ps->p = n; return;
     }
     p++;
@@ -483,6 +483,10 @@ static char *unquote(parser_t *ps, size_t pos, size_t len, size_t *outlen) {
       case 'U': digits = 8; break;
       default:
         if (c >= '0' && c <= '7') { digits = 3; base = 8; i--; break; }
+        if (c > 0x20 && c < 0x7F) { /* Go's %#U, as Prometheus's lexer words it */
+          perr_at(ps, pos, "unknown escape sequence U+%04X '%c'", (unsigned)c, c);
+          return NULL;
+        }
         goto bad;
       }
       for (int k = 0; k < digits; k++) {
@@ -585,7 +589,7 @@ static bool parse_label_list(parser_t *ps, const char ***out, size_t *nout, cons
     }
     l[n++] = nm;
     if (ps->tok.kind == TK_COMMA) lex(ps);
-    else if (ps->tok.kind != TK_RP) { unexpected(ps, "in grouping opts, expected \")\" or \",\""); return false; }
+    else if (ps->tok.kind != TK_RP) { unexpected(ps, "in grouping opts, expected \",\" or \")\""); return false; }
   }
   lex(ps);
   *out = l, *nout = n;
@@ -666,7 +670,7 @@ static pql_node_t *parse_selector(parser_t *ps, size_t pos, const char *name) {
         m = nm, cap *= 2;
       }
       if (name && !strcmp(lname, "__name__")) {
-        perr_at(ps, lpos, "metric name must not be set twice: \"%s\" or \"%s\"", name, val);
+        perr_at(ps, pos, "metric name must not be set twice: \"%s\" or \"%s\"", name, val);
         return NULL;
       }
       m[n++] = (tsdb_matcher_t){mt, lname, val};
@@ -996,14 +1000,16 @@ static pql_node_t *parse_postfix(parser_t *ps, pql_node_t *e) {
       lex(ps);
       int64_t range;
       pql_node_t *range_expr, *step_expr = NULL;
+      size_t dpos = ps->tok.pos; /* Prometheus points at the duration, not the bracket */
       if (!parse_duration_expr(ps, true, &range, &range_expr, "in subquery or range selector, expected duration")) return NULL;
-      if (!range_expr && range <= 0) { perr_at(ps, pos, "duration must be greater than 0"); return NULL; }
+      if (!range_expr && range <= 0) { perr_at(ps, dpos, "duration must be greater than 0"); return NULL; }
       if (ps->tok.kind == TK_COLON) {
         lex(ps);
         int64_t step = 0;
         if (ps->tok.kind != TK_RBR) {
+          dpos = ps->tok.pos;
           if (!parse_duration_expr(ps, true, &step, &step_expr, "in subquery, expected duration")) return NULL;
-          if (!step_expr && step <= 0) { perr_at(ps, pos, "duration must be greater than 0"); return NULL; }
+          if (!step_expr && step <= 0) { perr_at(ps, dpos, "duration must be greater than 0"); return NULL; }
         }
         if (!expect(ps, TK_RBR, "in subquery, expected \"]\"")) return NULL;
         if (e->type != PT_VECTOR) {

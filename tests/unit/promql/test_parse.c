@@ -117,6 +117,12 @@ static void test_errors(void **state) {
       {"foo{a=~\"(\"}", ""},
       {"foo{__name__=\"bar\"}", "metric name must not be set twice"},
       {"1 $ 2", "unexpected character"},
+      {"\"\\q\"", "unknown escape sequence U+0071 'q'"},
+      {"'unterminated", "1:1: parse error: unterminated quoted string"},
+      {"sum by (a b) (foo)", "in grouping opts, expected \",\" or \")\""},
+      {"foo[0s]", "1:5: parse error: duration must be greater than 0"},
+      {"foo[5m:0s]", "1:8: parse error: duration must be greater than 0"},
+      {"foo{__name__=\"bar\"}", "1:1: parse error: metric name must not be set twice"},
   };
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     promql_expr_t *e = NULL;
