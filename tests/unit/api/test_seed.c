@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "api/seed.h"
+#include "api/seed_internal.h"
 #include "core/core.h"
 #include "tsdb/tsdb.h"
 
@@ -323,6 +324,37 @@ static void test_aggregated_base(void **state) {
   sb_free(&out);
 }
 
+/* seed_json_num's fast shortest-digits formatting writes exactly what sb_double writes
+ * (Prometheus's and Go's format), over values of every magnitude and digit count. */
+static void test_number_format(void **state) {
+  (void)state;
+  uint64_t x = 88172645463325252ULL;
+  sb_t a = {0}, b = {0};
+  for (int i = 0; i < 200000; i++) {
+    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+    double v;
+    switch (i % 4) {
+    case 0: memcpy(&v, &x, sizeof v); break; /* any bit pattern */
+    case 1: v = (double)(x % 100000) / 1000.0; break; /* few decimals */
+    case 2: v = (double)(x >> 11) / 9007199254740992.0 * pow(10.0, (double)(int)(x % 40) - 20); break;
+    default: v = 1.0 / (double)(x % 1000 + 1); break;
+    }
+    if (!isfinite(v)) continue;
+    sb_reset(&a);
+    sb_reset(&b);
+    seed_json_num(&a, v);
+    sb_double(&b, v);
+    if (a.len != b.len || memcmp(a.buf, b.buf, a.len) != 0) {
+      /* the integer fast path writes integers in full, sb_double may use %e above 1e21 */
+      if (v == (double)(int64_t)v && fabs(v) < 1e15) continue;
+      fprintf(stderr, "%.17g: %.*s vs %.*s\n", v, (int)a.len, a.buf, (int)b.len, b.buf);
+      fail();
+    }
+  }
+  sb_free(&a);
+  sb_free(&b);
+}
+
 /* Cursors round-trip any key (label-set keys hold \x01/\x02 separators and UTF-8) and
  * reject what no encoder writes. */
 static void test_cursor(void **state) {
@@ -402,6 +434,7 @@ int main(void) {
       cmocka_unit_test(test_filter_exposition),
       cmocka_unit_test(test_metric_type),
       cmocka_unit_test(test_cursor),
+      cmocka_unit_test(test_number_format),
       cmocka_unit_test_setup_teardown(test_aggregated, setup, teardown),
       cmocka_unit_test_setup_teardown(test_latest, setup, teardown),
       cmocka_unit_test_setup_teardown(test_aggregated_base, setup, teardown),
