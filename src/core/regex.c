@@ -6,6 +6,7 @@
 #include "core.h"
 
 #include <pcre2.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -74,10 +75,22 @@ int core_regex_compile(const char *pattern, size_t n, core_regex_t **out, char *
   return 0;
 }
 
+/* One match-data block per thread, found through a thread-local pointer (fast) and
+ * registered under a pthread key whose destructor frees it when the thread exits (a bare
+ * _Thread_local pointer would leak it for every thread that ever matched a regex). */
 static _Thread_local pcre2_match_data *tls_md;
+static pthread_key_t md_key;
+static pthread_once_t md_key_once = PTHREAD_ONCE_INIT;
+
+static void md_free(void *p) { pcre2_match_data_free(p); }
+static void md_key_init(void) { (void)pthread_key_create(&md_key, md_free); }
 
 static pcre2_match_data *match_data(void) {
-  if (!tls_md) tls_md = pcre2_match_data_create(16, NULL);
+  if (!tls_md) {
+    tls_md = pcre2_match_data_create(16, NULL);
+    pthread_once(&md_key_once, md_key_init);
+    if (tls_md) (void)pthread_setspecific(md_key, tls_md);
+  }
   return tls_md;
 }
 

@@ -60,46 +60,35 @@ def test_packs_live_on_the_host_collector():
     collector writes: the utilisation records appear with node_exporter's labels, and
     every rule evaluates without error."""
     src = mdtest.source_dir()
-    d = tempfile.mkdtemp()
-    try:
-        # src/core/regex.c keeps a thread-local pcre2 match block that is never freed, so
-        # every thread that ran a non-literal regex (here the rules thread, for the pack's
-        # code=~"5..") leaks it at exit; reported to core. Only that leak is suppressed.
-        supp = os.path.join(d, "lsan.supp")
-        with open(supp, "w") as f:
-            f.write("leak:core_regex_match\n")
-        env = {"LSAN_OPTIONS": "suppressions=%s" % supp}
-        cfg = ("global:\n  evaluation_interval: 1s\n"
-               "collectors:\n  host:\n    enabled: true\n    interval: 1s\n"
-               "rule_files:\n  - %s\n  - %s\n" % (os.path.join(src, "rules", "host.yml"),
-                                                   os.path.join(src, "rules", "gpu.yml")))
-        with mdtest.Server(config=cfg, env=env) as srv:
-            def records():
-                q = srv.get("/api/v1/query", params={"query": '{__name__=~"instance:node_.*:ratio"}'})
-                return {r["metric"]["__name__"]: r for r in q.json()["data"]["result"]}
-            # cpu and memory always; a filesystem record only where the root is not an
-            # overlay/tmpfs (containers), which the pack ignores on purpose
-            want = ("instance:node_cpu_utilisation:ratio", "instance:node_memory_utilisation:ratio")
-            got = wait_for(lambda: all(w in records() for w in want) and records(), timeout=60,
-                           what="host pack records")
-            mem = got["instance:node_memory_utilisation:ratio"]
-            assert mem["metric"]["job"] == "node" and mem["metric"]["instance"], mem
-            assert 0 < float(mem["value"][1]) < 1, mem
-            fs = got.get("instance:node_filesystem_utilisation:ratio")
-            if fs:
-                assert fs["metric"]["mountpoint"] and fs["metric"]["fstype"] not in ("tmpfs", "overlay"), fs
-            cpu = float(got["instance:node_cpu_utilisation:ratio"]["value"][1])
-            assert 0 <= cpu <= 1, cpu
+    cfg = ("global:\n  evaluation_interval: 1s\n"
+           "collectors:\n  host:\n    enabled: true\n    interval: 1s\n"
+           "rule_files:\n  - %s\n  - %s\n" % (os.path.join(src, "rules", "host.yml"),
+                                               os.path.join(src, "rules", "gpu.yml")))
+    with mdtest.Server(config=cfg) as srv:
+        def records():
+            q = srv.get("/api/v1/query", params={"query": '{__name__=~"instance:node_.*:ratio"}'})
+            return {r["metric"]["__name__"]: r for r in q.json()["data"]["result"]}
+        # cpu and memory always; a filesystem record only where the root is not an
+        # overlay/tmpfs (containers), which the pack ignores on purpose
+        want = ("instance:node_cpu_utilisation:ratio", "instance:node_memory_utilisation:ratio")
+        got = wait_for(lambda: all(w in records() for w in want) and records(), timeout=60,
+                       what="host pack records")
+        mem = got["instance:node_memory_utilisation:ratio"]
+        assert mem["metric"]["job"] == "node" and mem["metric"]["instance"], mem
+        assert 0 < float(mem["value"][1]) < 1, mem
+        fs = got.get("instance:node_filesystem_utilisation:ratio")
+        if fs:
+            assert fs["metric"]["mountpoint"] and fs["metric"]["fstype"] not in ("tmpfs", "overlay"), fs
+        cpu = float(got["instance:node_cpu_utilisation:ratio"]["value"][1])
+        assert 0 <= cpu <= 1, cpu
 
-            def health():
-                groups = srv.get("/api/v1/rules").json()["data"]["groups"]
-                return {(g["name"], r["name"]): (r["health"], r["lastError"]) for g in groups for r in g["rules"]}
-            h = wait_for(lambda: all(v[0] != "unknown" for v in health().values()) and health(), timeout=60,
-                         what="every rule evaluated")
-            assert len(h) == 23, sorted(h)
-            assert all(v == ("ok", "") for v in h.values()), {k: v for k, v in h.items() if v[0] != "ok"}
-    finally:
-        shutil.rmtree(d)
+        def health():
+            groups = srv.get("/api/v1/rules").json()["data"]["groups"]
+            return {(g["name"], r["name"]): (r["health"], r["lastError"]) for g in groups for r in g["rules"]}
+        h = wait_for(lambda: all(v[0] != "unknown" for v in health().values()) and health(), timeout=60,
+                     what="every rule evaluated")
+        assert len(h) == 23, sorted(h)
+        assert all(v == ("ok", "") for v in h.values()), {k: v for k, v in h.items() if v[0] != "ok"}
 
 
 def test_check_rules_rejects_bad_files():
