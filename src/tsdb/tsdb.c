@@ -355,8 +355,7 @@ int tsdb_append(tsdb_t *db, const char *tenant_name, const tsdb_batch_t *b, tsdb
           base = sm[k].ts;
           have_base = true;
         }
-        wal_put_varint(&grp, sm[k].ts - (logged ? prev_ts : base));
-        wal_put_value(&grp, sm[k].v);
+        wal_put_sample(&grp, sm[k].ts - (logged ? prev_ts : base), sm[k].v);
         prev_ts = sm[k].ts;
         logged++;
         if (r == HEAD_SAME) {

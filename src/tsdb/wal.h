@@ -99,6 +99,9 @@ void wal_put_varint(sb_t *b, int64_t v);
 /* Values: integers (|v| < 2^53, not -0.0) as a zigzag varint << 1; anything else as a 1
  * byte tag + 8 raw bytes, so every bit pattern round-trips. */
 void wal_put_value(sb_t *b, double v);
+/* wal_put_varint(ts_delta) then wal_put_value(v) in one append (the per-sample hot path). */
+#define WAL_SAMPLE_MAX 20
+void wal_put_sample(sb_t *b, int64_t ts_delta, double v);
 /* Decoders advance *p; return false when the input ends or is malformed. */
 bool wal_get_uvarint(const uint8_t **p, const uint8_t *end, uint64_t *v);
 bool wal_get_varint(const uint8_t **p, const uint8_t *end, int64_t *v);

@@ -31,6 +31,20 @@ static void test_value_codec(void **state) {
   assert_true(wal_get_varint(&p, end, &x));
   assert_true(x == INT64_MAX);
   assert_false(wal_get_varint(&p, end, &x));
+  /* The one-call sample encoder writes exactly varint(delta) + value. */
+  int64_t deltas[] = {0, 1, -1, 15000, INT64_MIN, INT64_MAX};
+  for (size_t d = 0; d < sizeof deltas / sizeof *deltas; d++)
+    for (size_t i = 0; i < sizeof vals / sizeof *vals; i++) {
+      sb_t one = {0}, two = {0};
+      wal_put_sample(&one, deltas[d], vals[i]);
+      wal_put_varint(&two, deltas[d]);
+      wal_put_value(&two, vals[i]);
+      assert_true(one.len <= WAL_SAMPLE_MAX);
+      assert_int_equal(one.len, two.len);
+      assert_memory_equal(one.buf, two.buf, one.len);
+      sb_free(&one);
+      sb_free(&two);
+    }
   sb_free(&b);
 }
 
