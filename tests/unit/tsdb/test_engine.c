@@ -324,12 +324,29 @@ static void test_delete(void **state) {
   char *d1 = tu_dump(db, "", &any, 1, INT64_MIN, INT64_MAX, NULL, NULL);
   assert_string_equal(d0, d1);
   assert_int_equal(tsdb_flush(db), 0);
+  tsdb_stats_t st;
+  tsdb_get_stats(db, &st);
+  uint64_t hour_blocks = st.blocks;
+  assert_true(hour_blocks >= 4);
   assert_int_equal(tsdb_compact(db), 0);
+  tsdb_get_stats(db, &st);
+  /* Every hour block lies in a 6 h window with another one, so all went through a merge. */
+  assert_true(st.blocks <= 2 && st.compactions == st.blocks);
   char *d2 = tu_dump(db, "", &any, 1, INT64_MIN, INT64_MAX, NULL, NULL);
   assert_string_equal(d0, d2);
+  tsdb_close(db);
+  /* Applied means gone from the block itself: without the tombstones file the deleted
+   * samples stay deleted. */
+  char tpath[600];
+  snprintf(tpath, sizeof tpath, "%s/tombstones", dir);
+  assert_int_equal(unlink(tpath), 0);
+  db = tu_open(dir, &o);
+  char *d3 = tu_dump(db, "", &any, 1, INT64_MIN, INT64_MAX, NULL, NULL);
+  assert_string_equal(d0, d3);
   free(d0);
   free(d1);
   free(d2);
+  free(d3);
   tsdb_close(db);
   md_rm_rf(dir);
   free(dir);
