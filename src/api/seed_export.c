@@ -17,6 +17,7 @@
 #include "api/params.h"
 #include "tsdb/tsdb.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -148,7 +149,7 @@ void seed_json_labels(sb_t *sb, const tsdb_label_t *l, size_t nl, const char *sk
  * conversions each, which was a third of the aggregated export's CPU. Here: when the
  * 15-digit rounding round-trips, it is the shortest digits padded with zeros (a double is
  * within 2^-53 of its shortest decimal, well inside half a unit of the 15th digit), so
- * stripping the zeros gives the precision; else 16 or 17 digits. */
+ * stripping the zeros gives the precision; else 16 or 17 digits. Normal numbers only. */
 static void put_double(sb_t *sb, double v) {
   char e[48];
   int prec;
@@ -196,7 +197,8 @@ static void put_value(sb_t *sb, double v) {
     sb_append(sb, buf + i, sizeof buf - i);
     return;
   }
-  if (isfinite(v)) put_double(sb, v);
+  /* subnormals carry fewer than 15 significant digits, so put_double's argument fails */
+  if (isfinite(v) && fabs(v) >= DBL_MIN) put_double(sb, v);
   else sb_double(sb, v);
 }
 
