@@ -506,6 +506,13 @@ int main(int argc, char **argv) {
   if (tsdb_open(dir, &o, &db, err, sizeof err)) return 1;
   printf("| %-41s | %.3f s                                       |\n", "reopen", wall_s() - f0);
   tsdb_close(db);
+  /* The targets, judged on this run (RSS is meant at 180 k series: --hosts 10000). */
+  double per_core = samples / cpu / 1e6, bps = (double)disk / (double)samples;
+  double rss_series = (double)(rss1 - rss0) * 1024 / (double)nseries;
+  printf("\ntargets: append %.2f M samples/s/core (> 3: %s); disk %.3f bytes/sample (< 1.2: %s); "
+         "RSS %.0f bytes/series at %" PRIu64 " series (< 1024 at 180 k: %s)\n",
+         per_core, per_core > 3 ? "met" : "MISSED", bps, bps < 1.2 ? "met" : "MISSED", rss_series, nseries,
+         nseries < 180000 ? "not judged, run --hosts 10000" : rss_series < 1024 ? "met" : "MISSED");
   if (!c.keep && !c.dir) md_rm_rf(dir);
   free(w);
   free(th);
