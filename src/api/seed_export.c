@@ -141,48 +141,9 @@ void seed_json_labels(sb_t *sb, const tsdb_label_t *l, size_t nl, const char *sk
   sb_putc(sb, '}');
 }
 
-/* Sample values: integers (counts, counters — most exported values) take a fast path that
- * prints the same digits as sb_double's shortest round-trip form, without printf. */
-/* sb_double's output (Go's FormatFloat(v, 'g', -1, 64): the shortest round-trip digits,
- * %e form when the exponent is < -4 or >= 6, or the digit count for a number written in
- * full) at a fraction of its cost: sb_double tries precisions 0..16 in turn, two libc
- * conversions each, which was a third of the aggregated export's CPU. Here: when the
- * 15-digit rounding round-trips, it is the shortest digits padded with zeros (a double is
- * within 2^-53 of its shortest decimal, well inside half a unit of the 15th digit), so
- * stripping the zeros gives the precision; else 16 or 17 digits. Normal numbers only. */
-static void put_double(sb_t *sb, double v) {
-  char e[48];
-  int prec;
-  snprintf(e, sizeof e, "%.14e", v);
-  if (strtod(e, NULL) == v) {
-    const char *x = strchr(e, 'e');
-    int nd = 0, last = 0;
-    for (const char *p = e; p < x; p++)
-      if (*p >= '0' && *p <= '9') {
-        nd++;
-        if (*p != '0') last = nd;
-      }
-    prec = (last ? last : 1) - 1;
-    snprintf(e, sizeof e, "%.*e", prec, v);
-  } else {
-    prec = 15;
-    snprintf(e, sizeof e, "%.15e", v);
-    if (strtod(e, NULL) != v) snprintf(e, sizeof e, "%.*e", prec = 16, v);
-  }
-  const char *x = strchr(e, 'e');
-  int exp10 = x ? atoi(x + 1) : 0;
-  int nd = prec + 1, dp = exp10 + 1;
-  int eprec = 6;
-  if (eprec > nd && nd >= dp) eprec = nd;
-  if (exp10 < -4 || exp10 >= eprec) {
-    sb_puts(sb, e);
-  } else {
-    char buf[400];
-    snprintf(buf, sizeof buf, "%.*f", nd - dp > 0 ? nd - dp : 0, v);
-    sb_puts(sb, buf);
-  }
-}
-
+/* Sample values: integers (counts, counters — most exported values) are written in full
+ * without printf (the seed's examples print counters as plain integers); the rest as
+ * sb_double's shortest round-trip form. */
 static void put_value(sb_t *sb, double v) {
   if (v == v && fabs(v) < 1e15 && v == (double)(int64_t)v && !(v == 0 && signbit(v))) {
     char buf[24];
@@ -197,9 +158,7 @@ static void put_value(sb_t *sb, double v) {
     sb_append(sb, buf + i, sizeof buf - i);
     return;
   }
-  /* subnormals carry fewer than 15 significant digits, so put_double's argument fails */
-  if (isfinite(v) && fabs(v) >= DBL_MIN) put_double(sb, v);
-  else sb_double(sb, v);
+  sb_double(sb, v);
 }
 
 /* JSON has no NaN or infinities: those become null. */

@@ -124,9 +124,5 @@ bool pql_duration_eval(const pql_node_t *n, int64_t step_ms, int64_t range_ms, i
 void pql_print_node(const pql_node_t *n, sb_t *out);
 void pql_print_duration(int64_t ms, sb_t *out);
 void pql_print_string_literal(const char *s, size_t n, sb_t *out);
-/* The same text as core's sb_double (Go's FormatFloat(v, 'g', -1, 64)) with at most three
- * printf/strtod round trips instead of up to seventeen: every value of a JSON answer goes
- * through it. */
-void pql_format_double(sb_t *out, double v);
 
 #endif

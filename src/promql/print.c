@@ -11,86 +11,6 @@
 
 #include "promql/pql.h"
 
-void pql_format_double(sb_t *out, double v) {
-  if (isnan(v)) {
-    sb_puts(out, "NaN");
-    return;
-  }
-  if (isinf(v)) {
-    sb_puts(out, v > 0 ? "+Inf" : "-Inf");
-    return;
-  }
-  /* Shortest round-trip digits. If the 15-digit form round-trips, it is the shortest form
-   * padded with zeros (15 = DBL_DIG: a 15-digit decimal survives decimal -> double ->
-   * decimal), so trimming its zeros gives the shortest; otherwise 16, else 17 digits. */
-  char e[40];
-  int prec = 14;
-  if (v != 0 && fabs(v) < 2.2250738585072014e-308) {
-    /* subnormals carry fewer digits, so DBL_DIG does not hold: search from 1 digit */
-    for (prec = 0; prec < 16; prec++) {
-      snprintf(e, sizeof e, "%.*e", prec, v);
-      if (strtod(e, NULL) == v) break;
-    }
-    if (prec == 16) snprintf(e, sizeof e, "%.*e", prec, v);
-  } else if (snprintf(e, sizeof e, "%.*e", prec, v), strtod(e, NULL) != v) {
-    prec = 15;
-    snprintf(e, sizeof e, "%.*e", prec, v);
-    if (strtod(e, NULL) != v) {
-      prec = 16;
-      snprintf(e, sizeof e, "%.*e", prec, v);
-    }
-  }
-  const char *x = strchr(e, 'e');
-  if (!x) { /* cannot happen for a finite double */
-    sb_puts(out, e);
-    return;
-  }
-  int exp10 = atoi(x + 1);
-  char digits[24];
-  int nd = 0;
-  for (const char *p = e; p < x; p++)
-    if (*p >= '0' && *p <= '9' && nd < (int)sizeof digits) digits[nd++] = *p;
-  while (nd > 1 && digits[nd - 1] == '0') nd--;
-  bool neg = e[0] == '-';
-  int dp = exp10 + 1, eprec = 6;
-  if (eprec > nd && nd >= dp) eprec = nd;
-  char buf[64];
-  size_t o = 0;
-  if (neg) buf[o++] = '-';
-  if (exp10 < -4 || exp10 >= eprec) {
-    /* d[.ddd]e±XX, as printf writes it */
-    buf[o++] = digits[0];
-    if (nd > 1) {
-      buf[o++] = '.';
-      memcpy(buf + o, digits + 1, (size_t)nd - 1);
-      o += (size_t)nd - 1;
-    }
-    snprintf(buf + o, sizeof buf - o, "e%c%02d", exp10 < 0 ? '-' : '+', exp10 < 0 ? -exp10 : exp10);
-    sb_puts(out, buf);
-    return;
-  }
-  /* positional: here -4 <= exp10 < 6, so at most 5 leading zeros and 17 digits */
-  if (dp <= 0) {
-    buf[o++] = '0';
-    buf[o++] = '.';
-    for (int i = 0; i < -dp; i++) buf[o++] = '0';
-    memcpy(buf + o, digits, (size_t)nd);
-    o += (size_t)nd;
-  } else if (dp >= nd) {
-    memcpy(buf + o, digits, (size_t)nd);
-    o += (size_t)nd;
-    for (int i = nd; i < dp; i++) buf[o++] = '0';
-  } else {
-    memcpy(buf + o, digits, (size_t)dp);
-    o += (size_t)dp;
-    buf[o++] = '.';
-    memcpy(buf + o, digits + dp, (size_t)(nd - dp));
-    o += (size_t)(nd - dp);
-  }
-  buf[o] = 0;
-  sb_puts(out, buf);
-}
-
 void pql_print_duration(int64_t ms, sb_t *out) {
   if (ms < 0) {
     sb_putc(out, '-');
@@ -132,7 +52,7 @@ void pql_print_string_literal(const char *s, size_t n, sb_t *out) {
 static void print_number(double v, sb_t *out) {
   if (isnan(v)) sb_puts(out, "NaN");
   else if (isinf(v)) sb_puts(out, v > 0 ? "Inf" : "-Inf"); /* not "+Inf": "a ^ +Inf ^ b" would regroup */
-  else pql_format_double(out, v);
+  else sb_double(out, v);
 }
 
 static void print_labels(const char **l, size_t n, sb_t *out) {

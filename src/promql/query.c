@@ -273,7 +273,7 @@ static void json_point(sb_t *out, int64_t ts, double v) {
   sb_putc(out, '[');
   json_ts(out, ts);
   sb_puts(out, ",\"");
-  pql_format_double(out, v);
+  sb_double(out, v);
   sb_puts(out, "\"]");
 }
 
