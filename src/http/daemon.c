@@ -655,6 +655,12 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     metrics_histogram_observe(metrics_histogram(s->metrics, "http_request_duration_seconds",
                                                 "HTTP request latency by handler.", NULL, 0, "handler", handler, NULL),
                               secs);
+    /* Seed 004's metrics_collection_duration_seconds: for a push endpoint (an insert route),
+     * one accepted request is one collection, from its first byte to its answer. */
+    if (req->route && (req->route->flags & HTTP_ROUTE_INSERT) && status >= 200 && status < 300)
+      metrics_histogram_observe(
+          metrics_histogram(s->metrics, "metrics_collection_duration_seconds", "Collection duration.", NULL, 0, NULL),
+          secs);
   }
   if (log_enabled(LOG_DEBUG)) {
     sb_t f = {0};

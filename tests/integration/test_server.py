@@ -47,8 +47,12 @@ def test_stats_counters_are_live():
         if r.status == 404:
             raise mdtest.Skip("ingest endpoints not built in")
         assert r.status < 300, r
-        srv.get("/metrics")  # one export
+        text = srv.get("/metrics").text  # one export
         after = srv.get("/metrics/stats").json()
+        # the accepted push was one collection of seed 004's duration histogram
+        counts = [v for n, l, v, _ in mdtest.check_exposition(text)
+                  if n == "metrics_collection_duration_seconds_count"]
+        assert counts and counts[0] >= 1, counts
         c0, c1 = before["collector"], after["collector"]
         assert c1["total_points"] - c0["total_points"] >= 50, (c0, c1)
         assert c1["total_series"] - c0["total_series"] >= 50, (c0, c1)
