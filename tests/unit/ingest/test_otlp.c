@@ -3,6 +3,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -252,12 +253,179 @@ static void test_protobuf(void **state) {
   tsdb_batch_free(b);
 }
 
+/* ---- protobuf bad inputs: framing, then metrics that must be refused by their index ---- */
+
+/* Packs a request holding metric m (with service.name "svc"); caller frees. */
+static uint8_t *pack_one(Mdotlp__Metric *m, size_t *len) {
+  Mdotlp__ScopeMetrics sm = MDOTLP__SCOPE_METRICS__INIT;
+  Mdotlp__Metric *ms[] = {m};
+  sm.n_metrics = 1;
+  sm.metrics = ms;
+  Mdotlp__ScopeMetrics *sms[] = {&sm};
+  Mdotlp__ResourceMetrics rm = MDOTLP__RESOURCE_METRICS__INIT;
+  rm.n_scope_metrics = 1;
+  rm.scope_metrics = sms;
+  Mdotlp__ResourceMetrics *rms[] = {&rm};
+  Mdotlp__ExportMetricsServiceRequest req = MDOTLP__EXPORT_METRICS_SERVICE_REQUEST__INIT;
+  req.n_resource_metrics = 1;
+  req.resource_metrics = rms;
+  *len = mdotlp__export_metrics_service_request__get_packed_size(&req);
+  uint8_t *buf = malloc(*len ? *len : 1);
+  assert_non_null(buf);
+  mdotlp__export_metrics_service_request__pack(&req, buf);
+  return buf;
+}
+
+typedef enum { PB_GAUGE, PB_NODATA, PB_HIST } pb_shape_t;
+
+typedef struct {
+  const char *name;
+  pb_shape_t shape;
+  const char *attr_key, *attr_value; /* one data point attribute, or NULL */
+  size_t nbuckets, nbounds;          /* histogram */
+  size_t nattrs;                     /* extra attributes a0..aN (limits case) */
+  const char *want;
+} pb_bad_t;
+
+static const pb_bad_t pb_bad[] = {
+    {"", PB_GAUGE, NULL, NULL, 0, 0, 0, "empty name"},
+    {"m", PB_NODATA, NULL, NULL, 0, 0, 0, "has no data"},
+    {"h", PB_HIST, NULL, NULL, 1, 1, 0, "1 bucket counts for 1 bounds"},
+    {"h", PB_HIST, NULL, NULL, 3, 1, 0, "3 bucket counts for 1 bounds"},
+    {"h", PB_HIST, NULL, NULL, 1, 2, 0, "1 bucket counts for 2 bounds"},
+    {"h", PB_HIST, NULL, NULL, 5, 2, 0, "5 bucket counts for 2 bounds"},
+    {"m", PB_GAUGE, "k", "\xff", 0, 0, 0, "not valid UTF-8"},
+    {"m", PB_GAUGE, "k", "\xc3\x28", 0, 0, 0, "not valid UTF-8"},
+    {"m", PB_GAUGE, "k", "\xe0\x80\xaf", 0, 0, 0, "not valid UTF-8"},
+    {"m", PB_GAUGE, "k", "\xed\xa0\x80", 0, 0, 0, "not valid UTF-8"},
+    {"m", PB_GAUGE, "k", "\xf8\x88\x80\x80", 0, 0, 0, "not valid UTF-8"},
+    {"m", PB_GAUGE, "k", "ab\xc0", 0, 0, 0, "not valid UTF-8"},
+    {"m", PB_GAUGE, "k", "12345", 0, 0, 0, "more than the limit of 4"},
+    {"m", PB_GAUGE, NULL, NULL, 0, 0, 5, "more than the limit of 4"},
+    {"h", PB_HIST, "k", "\xff", 2, 1, 0, "not valid UTF-8"},
+    {"h", PB_HIST, "k", "123456", 2, 1, 0, "more than the limit of 4"},
+};
+
+/* Bodies protobuf-c cannot unpack as an ExportMetricsServiceRequest. */
+static const bad_case_t pb_framing[] = {
+    {"\x0a", 1, "not a valid protobuf"},
+    {"\x0a\x05"
+     "ab",
+     4, "not a valid protobuf"},
+    {"\x0b", 1, "not a valid protobuf"},
+    {"\x0a\x02\x0a\x05", 4, "not a valid protobuf"},
+    {"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01", 11, "not a valid protobuf"},
+    {"\x0a\x03\x12\x01\x09", 5, "not a valid protobuf"},
+    {"\x0a\x04\x12\x02\x12\x05", 6, "not a valid protobuf"},
+    {"\x0a\xff\xff\xff\xff\x0f", 6, "not a valid protobuf"},
+    {"\x0f", 1, "not a valid protobuf"},
+    {"\x0a\x01\x0c", 3, "not a valid protobuf"},
+    {"\x0a\x06\x12\x04\x12\x02\x0a\x05", 8, "not a valid protobuf"},
+    {"\x0a\x04\x12\x02\x12\xff", 6, "not a valid protobuf"},
+    {"\x0a\x06\x12\x04\x12\x02\x2a\x05", 8, "not a valid protobuf"},
+    {"\x0a\x08\x12\x06\x12\x04\x2a\x02\x0a\x09", 10, "not a valid protobuf"},
+};
+
+static void test_protobuf_bad(void **state) {
+  (void)state;
+  size_t total = 0;
+  for (size_t i = 0; i < sizeof pb_framing / sizeof pb_framing[0]; i++, total++) {
+    tsdb_batch_t *b = tsdb_batch_new();
+    ingest_result_t res;
+    int rc = ingest_parse_otlp_pb((const uint8_t *)pb_framing[i].input, pb_framing[i].len, NULL, b, &res);
+    if (rc != MD_EINVAL || res.nerrors != 1 || !strstr(res.errors[0].message, pb_framing[i].want) ||
+        tsdb_batch_sample_count(b) != 0) {
+      print_error("framing case %zu: rc %d msg %s\n", i, rc, res.nerrors ? res.errors[0].message : "");
+      fail();
+    }
+    tsdb_batch_free(b);
+  }
+  ingest_limits_t lim;
+  ingest_limits_default(&lim);
+  lim.max_label_value_len = 4;
+  lim.max_labels_per_series = 4;
+  for (size_t i = 0; i < sizeof pb_bad / sizeof pb_bad[0]; i++, total++) {
+    const pb_bad_t *c = &pb_bad[i];
+    Mdotlp__AnyValue av = MDOTLP__ANY_VALUE__INIT;
+    Mdotlp__KeyValue kv[8], *kvs[8];
+    char keys[8][8];
+    size_t nkv = 0;
+    if (c->attr_key) {
+      av.value_case = MDOTLP__ANY_VALUE__VALUE_STRING_VALUE;
+      av.string_value = (char *)c->attr_value;
+      mdotlp__key_value__init(&kv[nkv]);
+      kv[nkv].key = (char *)c->attr_key;
+      kv[nkv].value = &av;
+      kvs[nkv] = &kv[nkv];
+      nkv++;
+    }
+    for (size_t k = 0; k < c->nattrs && nkv < 8; k++) {
+      snprintf(keys[nkv], sizeof keys[nkv], "a%zu", k);
+      mdotlp__key_value__init(&kv[nkv]);
+      kv[nkv].key = keys[nkv];
+      kv[nkv].value = &av;
+      av.value_case = MDOTLP__ANY_VALUE__VALUE_STRING_VALUE;
+      av.string_value = "v";
+      kvs[nkv] = &kv[nkv];
+      nkv++;
+    }
+    Mdotlp__Metric m = MDOTLP__METRIC__INIT;
+    m.name = (char *)c->name;
+    Mdotlp__NumberDataPoint dp = MDOTLP__NUMBER_DATA_POINT__INIT;
+    Mdotlp__NumberDataPoint *dps[] = {&dp};
+    Mdotlp__Gauge g = MDOTLP__GAUGE__INIT;
+    Mdotlp__HistogramDataPoint hp = MDOTLP__HISTOGRAM_DATA_POINT__INIT;
+    Mdotlp__HistogramDataPoint *hps[] = {&hp};
+    Mdotlp__Histogram h = MDOTLP__HISTOGRAM__INIT;
+    uint64_t bc[8] = {1, 1, 1, 1, 1, 1, 1, 1};
+    double eb[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    if (c->shape == PB_GAUGE) {
+      dp.value_case = MDOTLP__NUMBER_DATA_POINT__VALUE_AS_DOUBLE;
+      dp.as_double = 1;
+      dp.n_attributes = nkv;
+      dp.attributes = kvs;
+      g.n_data_points = 1;
+      g.data_points = dps;
+      m.data_case = MDOTLP__METRIC__DATA_GAUGE;
+      m.gauge = &g;
+    } else if (c->shape == PB_HIST) {
+      hp.count = c->nbuckets;
+      hp.n_bucket_counts = c->nbuckets;
+      hp.bucket_counts = bc;
+      hp.n_explicit_bounds = c->nbounds;
+      hp.explicit_bounds = eb;
+      hp.n_attributes = nkv;
+      hp.attributes = kvs;
+      h.n_data_points = 1;
+      h.data_points = hps;
+      m.data_case = MDOTLP__METRIC__DATA_HISTOGRAM;
+      m.histogram = &h;
+    }
+    size_t len;
+    uint8_t *buf = pack_one(&m, &len);
+    tsdb_batch_t *b = tsdb_batch_new();
+    ingest_result_t res;
+    ingest_opts_t o = {.default_ts = 1, .limits = &lim};
+    int rc = ingest_parse_otlp_pb(buf, len, &o, b, &res);
+    if (rc != MD_EINVAL || res.nerrors != 1 || res.errors[0].where != 0 ||
+        !strstr(res.errors[0].message, c->want) || tsdb_batch_sample_count(b) != 0) {
+      print_error("metric case %zu: rc %d errors %zu msg \"%s\" want \"%s\"\n", i, rc, res.nerrors,
+                  res.nerrors ? res.errors[0].message : "", c->want);
+      fail();
+    }
+    free(buf);
+    tsdb_batch_free(b);
+  }
+  assert_true(total >= 30);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_json_mapping),
       cmocka_unit_test(test_json_skips),
       cmocka_unit_test(test_json_bad),
       cmocka_unit_test(test_protobuf),
+      cmocka_unit_test(test_protobuf_bad),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
