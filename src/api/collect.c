@@ -71,14 +71,36 @@ static void fill_collect_options(const config_t *cfg, collect_options_t *o) {
   collect_options_default(o);
   o->host_enabled = cfg->collectors.host_enabled;
   if (cfg->collectors.host_interval_ms > 0) o->host.interval_ms = cfg->collectors.host_interval_ms;
+  o->host.cpu = cfg->collectors.host_cpu;
+  o->host.memory = cfg->collectors.host_memory;
+  o->host.loadavg = cfg->collectors.host_loadavg;
+  o->host.disk = cfg->collectors.host_disk;
+  o->host.filesystem = cfg->collectors.host_filesystem;
+  o->host.network = cfg->collectors.host_network;
+  o->host.netstat = cfg->collectors.host_netstat;
+  o->host.vmstat = cfg->collectors.host_vmstat;
+  o->host.filefd = cfg->collectors.host_filefd;
+  o->host.processes = cfg->collectors.host_processes;
+  o->host.uname = cfg->collectors.host_uname;
+  o->host.time = cfg->collectors.host_time;
+  o->host.filesystem_timeout_ms = cfg->collectors.host_filesystem_timeout_ms;
+  o->gpu.processes = cfg->collectors.gpu_processes;
   o->gpu_enabled = cfg->collectors.gpu_enabled;
   if (cfg->collectors.gpu_interval_ms > 0) o->gpu.interval_ms = cfg->collectors.gpu_interval_ms;
   if (cfg->collectors.nvml_library && *cfg->collectors.nvml_library)
     o->gpu.library = cfg->collectors.nvml_library;
 }
 
+static bool same_host_parts(const collect_host_options_t *a, const collect_host_options_t *b) {
+  return a->cpu == b->cpu && a->memory == b->memory && a->loadavg == b->loadavg && a->disk == b->disk &&
+         a->filesystem == b->filesystem && a->network == b->network && a->netstat == b->netstat &&
+         a->vmstat == b->vmstat && a->filefd == b->filefd && a->processes == b->processes &&
+         a->uname == b->uname && a->time == b->time && a->filesystem_timeout_ms == b->filesystem_timeout_ms;
+}
+
 static bool same_collect_options(const collect_options_t *a, const collect_options_t *b) {
   return a->host_enabled == b->host_enabled && a->host.interval_ms == b->host.interval_ms &&
+         same_host_parts(&a->host, &b->host) && a->gpu.processes == b->gpu.processes &&
          a->gpu_enabled == b->gpu_enabled && a->gpu.interval_ms == b->gpu.interval_ms &&
          strcmp(a->gpu.library ? a->gpu.library : "", b->gpu.library ? b->gpu.library : "") == 0;
 }

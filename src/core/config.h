@@ -96,9 +96,14 @@ typedef struct config {
   struct {
     bool host_enabled;         /* true */
     int64_t host_interval_ms;  /* 15 s */
+    /* host collector parts, all true (collect_host_options_t has the same names) */
+    bool host_cpu, host_memory, host_loadavg, host_disk, host_filesystem, host_network, host_netstat,
+        host_vmstat, host_filefd, host_processes, host_uname, host_time;
+    int64_t host_filesystem_timeout_ms; /* 5 s; 0 = statvfs inline */
     bool gpu_enabled;          /* true (stays off by itself without a GPU) */
     int64_t gpu_interval_ms;   /* seed 001 GPU_COLLECTION_INTERVAL; 5 s */
     char *nvml_library;        /* NULL = "libnvidia-ml.so.1" */
+    bool gpu_processes;        /* per-process GPU memory series; true */
     char *tenant;              /* tenant collectors write under; "default" */
   } collectors;
   struct {

@@ -134,6 +134,8 @@ int md_parse_duration(const char *s, size_t n, int64_t *ms) {
     if (u < 0 || u <= last) return -1;
     p += strlen(units[u].u);
     last = u;
+    /* "9102801346544h" would overflow: refuse what does not fit in int64 milliseconds */
+    if (num > (INT64_MAX - total) / units[u].ms) return -1;
     total += num * units[u].ms;
   }
   *ms = total;
