@@ -37,6 +37,8 @@ static int free_port(void) {
   return ntohs(a.sin_port);
 }
 
+static const char *skip_reason = "the HTTPS test server did not start";
+
 static bool port_open(int p) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
   struct sockaddr_in a = {
@@ -47,7 +49,10 @@ static bool port_open(int p) {
 }
 
 static void test_https(void **state) {
-  if (server < 0) skip();
+  if (server < 0) {
+    fprintf(stderr, "SKIPPED: %s\n", skip_reason);
+    skip();
+  }
   recorder_t *rec = recorder_new();
   char cfg[2048];
   snprintf(
@@ -123,7 +128,10 @@ static void test_https(void **state) {
 static int setup(void **state) {
   snprintf(dir, sizeof dir, "/tmp/md-tls-XXXXXX");
   if (!mkdtemp(dir)) return -1;
-  if (system("command -v openssl >/dev/null && command -v python3 >/dev/null") != 0) return 0;
+  if (system("command -v openssl >/dev/null && command -v python3 >/dev/null") != 0) {
+    skip_reason = "openssl or python3 is not installed";
+    return 0;
+  }
   char cmd[1024];
   snprintf(cmd, sizeof cmd,
            "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost "
