@@ -141,7 +141,7 @@ static int cmd_rules(bool test, int argc, char **argv) {
 int main(int argc, char **argv) {
   int i = 1;
   if (argc > 1 && strcmp(argv[1], "--version") == 0) {
-    printf("metricsd %s (commit %s)\n", METRICSD_VERSION, METRICSD_COMMIT);
+    printf("metricsd %s (commit %s)\n", METRICSD_VERSION, api_commit());
     return 0;
   }
   if (argc > 1 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0)) {
@@ -179,7 +179,7 @@ int main(int argc, char **argv) {
       goto out;
     }
     if (strcmp(argv[i], "--version") == 0) {
-      printf("metricsd %s (commit %s)\n", METRICSD_VERSION, METRICSD_COMMIT);
+      printf("metricsd %s (commit %s)\n", METRICSD_VERSION, api_commit());
       exit_code = 0;
       goto out;
     }

@@ -67,7 +67,7 @@ static void h_health(http_req_t *req, http_resp_t *resp, void *ctx) {
   sb_puts(o, "},\"version\":");
   put_str(o, METRICSD_VERSION);
   sb_puts(o, ",\"commit\":");
-  put_str(o, METRICSD_COMMIT);
+  put_str(o, api_commit());
   if (st.last_write_error) {
     sb_puts(o, ",\"error\":");
     put_str(o, st.last_write_error == MD_ENOSPC ? "storage: disk full, writes are refused"

@@ -5,3 +5,6 @@
 # Included from md_module() in the top CMakeLists.txt.
 target_link_options(md_api INTERFACE
   "SHELL:-Wl,--whole-archive $<TARGET_FILE:md_api> -Wl,--no-whole-archive")
+
+# api_commit() lives in the generated commit.c (see the top CMakeLists.txt).
+target_sources(md_api PRIVATE ${CMAKE_BINARY_DIR}/generated/commit.c)

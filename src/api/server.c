@@ -117,7 +117,6 @@ out:
 const char *api_tenant(http_req_t *req, const char *body_tenant) { return http_req_tenant_with(req, body_tenant); }
 int64_t api_start_time_ms(const api_t *api) { return api->start_ms; }
 const char *api_version(void) { return METRICSD_VERSION; }
-const char *api_commit(void) { return METRICSD_COMMIT; }
 const char *api_listen_address(const api_t *api) { return api->listen; }
 uint16_t api_port(const api_t *api) { return api->http ? http_server_port(api->http) : 0; }
 const char *api_data_dir(const api_t *api) { return api->data_dir; }
@@ -194,7 +193,7 @@ static void register_seed_metrics(metrics_registry_t *r) {
   metrics_counter(r, "metrics_exported_total", "Total metrics exported.", NULL);
   metrics_counter(r, "metrics_errors_total", "Total collection errors.", NULL);
   metrics_gauge_set(metrics_gauge(r, "metricsd_build_info", "Build information (always 1).", "version",
-                                  METRICSD_VERSION, "commit", METRICSD_COMMIT, NULL),
+                                  METRICSD_VERSION, "commit", api_commit(), NULL),
                     1);
 }
 
@@ -405,7 +404,7 @@ int api_start(api_t *api, char *err, size_t errlen) {
              "write and administer; configure server.auth_keys or listen on 127.0.0.1",
              c->server.listen);
   log_info("metricsd %s (commit %s) listening on %s (port %u), data in %s, auth %s%s", METRICSD_VERSION,
-           METRICSD_COMMIT, c->server.listen, http_server_port(api->http), c->server.data_dir,
+           api_commit(), c->server.listen, http_server_port(api->http), c->server.data_dir,
            c->server.n_auth_keys ? "on" : "off", c->server.tls_cert_file ? ", TLS" : "");
   return 0;
 }
