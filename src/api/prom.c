@@ -138,7 +138,8 @@ static void h_query_range(http_req_t *req, http_resp_t *resp, void *ctx) {
     bad_data(resp, "invalid parameter \"end\": end timestamp must not be before start time");
     return;
   }
-  if (!http_req_query(req, "step")) {
+  const char *step_text = http_req_query(req, "step");
+  if (!step_text || !*step_text) {
     bad_data(resp, "invalid parameter \"step\": cannot parse \"\" to a valid duration");
     return;
   }

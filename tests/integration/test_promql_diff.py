@@ -894,6 +894,7 @@ def test_api():
         ("/api/v1/query", {"query": 'node_load1{instance=~"("}'}),
         ("/api/v1/query", {"query": '{instance=~".*"}'}),
         ("/api/v1/query_range", {"query": "up", "start": "%.0f" % s, "end": "%.0f" % e}),
+        ("/api/v1/query_range", {"query": "up", "start": "%.0f" % s, "end": "%.0f" % e, "step": ""}),
         ("/api/v1/query_range", {"query": "up", "start": "%.0f" % e, "end": "%.0f" % s, "step": "60"}),
         ("/api/v1/query_range", {"query": "up", "start": "%.0f" % s, "end": "%.0f" % e, "step": "0"}),
         ("/api/v1/query_range", {"query": "up", "start": "%.0f" % s, "end": "%.0f" % (s + 86400 * 10), "step": "1"}),
