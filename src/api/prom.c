@@ -475,16 +475,38 @@ static void h_flags(http_req_t *req, http_resp_t *resp, void *ctx) {
   sb_free(&d);
 }
 
+/* Replaces every secret in a configuration tree by "<secret>", as Prometheus's config view
+ * does: auth tokens, passwords, bearer credentials, webhook secrets (at any depth, so
+ * scrape_configs and alerting sections are covered too). */
+static void redact_secrets(json_t *v) {
+  static const char *const secret_keys[] = {"auth_keys", "token", "password", "credentials",
+                                            "bearer_token", "secret", "client_secret"};
+  if (json_is_array(v)) {
+    size_t i;
+    json_t *e;
+    json_array_foreach(v, i, e) redact_secrets(e);
+    return;
+  }
+  if (!json_is_object(v)) return;
+  const char *k;
+  json_t *e;
+  void *tmp;
+  json_object_foreach_safe(v, tmp, k, e) {
+    bool secret = false;
+    for (size_t i = 0; i < sizeof secret_keys / sizeof secret_keys[0]; i++)
+      if (!strcmp(k, secret_keys[i])) secret = true;
+    if (secret) json_object_set_new(v, k, json_string("<secret>"));
+    else redact_secrets(e);
+  }
+}
+
 static void h_config(http_req_t *req, http_resp_t *resp, void *ctx) {
   (void)req;
   api_t *api = ctx;
   const config_t *cfg = api_config(api);
-  /* The effective configuration, as JSON text (which is also valid YAML). Auth tokens are
-   * not echoed. */
+  /* The effective configuration, as JSON text (which is also valid YAML), secrets hidden. */
   json_t *copy = json_deep_copy(cfg->root ? cfg->root : json_object());
-  json_t *server = json_object_get(copy, "server");
-  if (server) json_object_del(server, "auth");
-  json_object_del(copy, "auth");
+  redact_secrets(copy);
   char *text = json_dumps(copy, JSON_INDENT(2) | JSON_SORT_KEYS);
   json_decref(copy);
   sb_t d = {0};

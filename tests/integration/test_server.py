@@ -197,6 +197,10 @@ def test_auth_matrix():
         # a tenant header cannot move a keyed request to another tenant
         r = srv.get("/metrics/stats", headers={"Authorization": "Bearer read-secret", "X-Scope-OrgID": "other"})
         assert r.status == 200
+        # the configuration view never shows a secret
+        r = srv.get("/api/v1/status/config", headers={"Authorization": basic})
+        assert r.status == 200 and "<secret>" in r.text, r
+        assert not any(t in r.text for t in ("read-secret", "write-secret", "admin-secret")), r.text
 
 
 TENANT_CONFIG = """
