@@ -276,17 +276,8 @@ class Pair:
         # Only the imported data: no host collector (it writes node_* series of its own), no
         # self-metrics (they would be the newest samples, at "now", and make the head persist
         # the imported hours to blocks before they arrive).
-        self.tmp = tempfile.mkdtemp(prefix="promdiff-lsan-")
-        env = {}
-        if os.environ.get("PROMDIFF_LSAN_STRICT") != "1":
-            # Known leak outside this test's scope (reported to core's owner): pcre2 match data
-            # kept per thread in core/regex.c is never freed when an HTTP worker thread exits.
-            supp = os.path.join(self.tmp, "lsan.supp")
-            with open(supp, "w") as f:
-                f.write("leak:core_regex_match\nleak:core_regex_captures\n")
-            env["LSAN_OPTIONS"] = (os.environ.get("LSAN_OPTIONS", "") + ":suppressions=" + supp).lstrip(":")
         self.md = mdtest.Server(config="server:\n  self_interval: 0\ncollectors:\n  host: {enabled: false}\n"
-                                       "  gpu: {enabled: false}\n", env=env)
+                                       "  gpu: {enabled: false}\n")
         try:
             self.md.start()
             for body in self.ds.prom_text_chunks():
@@ -307,7 +298,6 @@ class Pair:
         finally:
             self.md.close()
             self.prom.close()
-            shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------- query grammar
