@@ -43,6 +43,12 @@ static void h_health(http_req_t *req, http_resp_t *resp, void *ctx) {
   put_str(&deps, storage);
   sb_puts(&deps, ",\"wal\":");
   put_str(&deps, wal);
+  /* seed 004's two dependencies: its collector is our ingestion path (it stands or falls
+   * with the WAL), its aggregator our window aggregates, computed from storage reads. */
+  sb_puts(&deps, ",\"collector\":");
+  put_str(&deps, wal);
+  sb_puts(&deps, ",\"aggregator\":");
+  put_str(&deps, api->db ? "ok" : "down");
   worst = severity(storage);
   pthread_mutex_lock(&api->mu);
   bool have_collectors = false, have_notifiers = false;

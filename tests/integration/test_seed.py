@@ -510,10 +510,9 @@ def run(srv):
           'health shape: %d %r' % (st, hd))
     check(hd.get('status') == 'ok' and isinstance(hd.get('uptime_seconds'), (int, float)) and
           isinstance(hd.get('dependencies'), dict), 'health values %r' % hd)
-    if not set(hd.get('dependencies', {})) >= {'collector', 'aggregator'}:
-        # src/api/health.c (not this test's module) names its own dependencies
-        print("note: /health dependencies %r lack seed 004's collector/aggregator keys"
-              % sorted(hd.get('dependencies', {})))
+    deps = hd.get('dependencies', {})
+    check(deps.get('collector') == 'ok' and deps.get('aggregator') == 'ok',
+          "seed 004's health dependencies collector/aggregator: %r" % deps)
     st, _, sj = srv.get('/metrics/stats')
     sd = json.loads(sj) if st == 200 else {}
     check(st == 200 and set(sd) >= {'collector', 'aggregator', 'exporter', 'timestamp'}, 'stats shape %r' % sd)
