@@ -15,6 +15,7 @@
 typedef struct {
   size_t label_off, nlabels;
   size_t sample_off, nsamples;
+  tsdb_series_ref_t ref; /* 0: the series is given by its labels */
 } batch_series_t;
 
 struct tsdb_batch {
@@ -129,10 +130,22 @@ int tsdb_batch_series_end(tsdb_batch_t *b) {
     }
   }
   GROW(b->series, b->nseries, b->cap_series);
-  b->series[b->nseries++] = (batch_series_t){b->open_label_off, n, b->nsamples, 0};
+  b->series[b->nseries++] = (batch_series_t){b->open_label_off, n, b->nsamples, 0, 0};
   b->has_open = true;
   return 0;
 }
+
+int tsdb_batch_series_ref(tsdb_batch_t *b, tsdb_series_ref_t ref) {
+  b->building = false;
+  b->has_open = false;
+  if (ref == 0) return MD_EINVAL;
+  GROW(b->series, b->nseries, b->cap_series);
+  b->series[b->nseries++] = (batch_series_t){b->nlabels, 0, b->nsamples, 0, ref};
+  b->has_open = true;
+  return 0;
+}
+
+tsdb_series_ref_t tsdb_batch_get_ref(const tsdb_batch_t *b, size_t i) { return b->series[i].ref; }
 
 int tsdb_batch_series(tsdb_batch_t *b, const tsdb_label_t *labels, size_t n) {
   tsdb_batch_series_begin(b);

@@ -252,12 +252,39 @@ static void add_error(tsdb_append_result_t *res, size_t series, tsdb_reject_t wh
   res->nerrors++;
 }
 
+/* Public refs are (instance << 32) | series ref. Series refs are never reused within one
+ * tsdb_t and instance numbers never within one process (refs cannot leave it), so a ref
+ * that passes these checks names the very series it was returned for. */
+static tsdb_series_ref_t public_ref(const tsdb_t *db, const series_t *s) {
+  return (uint64_t)db->instance << 32 | s->id.ref;
+}
+
+/* Caller holds gc_lock for reading, so the series stays valid for the call. A ref that this
+ * tsdb_t returned was published (ref_register) before it was returned; only a forged ref
+ * naming a series that another thread is creating right now could read its table slot
+ * while it is written (a plain pointer store; the tenant check then still applies). */
+static series_t *series_from_public_ref(tsdb_t *db, const tenant_t *t, tsdb_series_ref_t pref) {
+  if ((uint32_t)(pref >> 32) != db->instance) return NULL;
+  uint32_t r = (uint32_t)pref;
+  if (r == 0 || r >= atomic_load_explicit(&db->next_ref, memory_order_acquire)) return NULL;
+  series_t *s = series_by_ref(db, r);
+  if (!s || s->id.tenant != t->no) return NULL;
+  return s;
+}
+
 int tsdb_append(tsdb_t *db, const char *tenant_name, const tsdb_batch_t *b, tsdb_append_result_t *res) {
+  return tsdb_append_refs(db, tenant_name, b, res, NULL);
+}
+
+int tsdb_append_refs(tsdb_t *db, const char *tenant_name, const tsdb_batch_t *b, tsdb_append_result_t *res,
+                     tsdb_series_ref_t *refs) {
   tsdb_append_result_t local;
   if (!res) res = &local;
   memset(res, 0, sizeof *res);
   size_t ns = tsdb_batch_series_count(b);
   if (ns == 0) return 0;
+  if (refs) memset(refs, 0, ns * sizeof *refs);
+  size_t stale_samples = 0;
   tenant_t *t = tenant_get(db, tenant_name, true);
   if (!t) return MD_ENOMEM;
   pthread_rwlock_rdlock(&db->gc_lock);
@@ -281,39 +308,67 @@ int tsdb_append(tsdb_t *db, const char *tenant_name, const tsdb_batch_t *b, tsdb
   }
   if (lowest != INT64_MAX) atomic_min64(&db->head_min, lowest);
   /* Resolve every series under one read lock (series are never freed while open). */
-  idx_series_t *stack_found[256];
+  /* Series given by labels are hashed and looked up together (hs/found hold only those,
+   * lab maps them back to batch positions); series given by ref skip the hashing. */
+  idx_series_t *stack_found[256], *stack_lfound[256];
   lhash_t stack_h[256];
+  uint32_t stack_lab[256];
   idx_series_t **found = ns <= 256 ? stack_found : malloc(ns * sizeof *found);
+  idx_series_t **lfound = ns <= 256 ? stack_lfound : malloc(ns * sizeof *lfound);
   lhash_t *hs = ns <= 256 ? stack_h : malloc(ns * sizeof *hs);
-  if (!found || !hs) {
+  uint32_t *lab = ns <= 256 ? stack_lab : malloc(ns * sizeof *lab);
+  if (!found || !lfound || !hs || !lab || ns > UINT32_MAX) {
     if (found != stack_found) free(found);
+    if (lfound != stack_lfound) free(lfound);
     if (hs != stack_h) free(hs);
+    if (lab != stack_lab) free(lab);
     pthread_rwlock_unlock(&db->gc_lock);
     return MD_ENOMEM;
   }
+  size_t nlab = 0;
   for (size_t i = 0; i < ns; i++) {
+    if (tsdb_batch_get_ref(b, i)) continue;
     const tsdb_label_t *ls;
     size_t nl;
     tsdb_batch_get(b, i, &ls, &nl, NULL, NULL);
-    hs[i] = labels_hash_len(ls, batch_label_lens(b, i), nl);
+    hs[nlab] = labels_hash_len(ls, batch_label_lens(b, i), nl);
+    lab[nlab++] = (uint32_t)i;
   }
   pthread_rwlock_rdlock(&t->lock);
-  tindex_lookup_many(t->idx, hs, ns, found);
+  if (nlab < ns) {
+    for (size_t i = 0; i < ns; i++) {
+      tsdb_series_ref_t pr = tsdb_batch_get_ref(b, i);
+      found[i] = pr ? (idx_series_t *)series_from_public_ref(db, t, pr) : NULL;
+    }
+  }
+  if (nlab) tindex_lookup_many(t->idx, hs, nlab, nlab == ns ? found : lfound);
   pthread_rwlock_unlock(&t->lock);
+  if (nlab && nlab < ns)
+    for (size_t j = 0; j < nlab; j++) found[lab[j]] = lfound[j];
   for (size_t i = 0; i < ns; i++) {
     const tsdb_label_t *ls;
     size_t nl, nsm;
     const tsdb_sample_t *sm;
     tsdb_batch_get(b, i, &ls, &nl, &sm, &nsm);
-    if (nl == 0) {
+    series_t *s = (series_t *)found[i];
+    if (tsdb_batch_get_ref(b, i)) {
+      if (!s) {
+        res->series_rejected++;
+        res->series_stale_refs++;
+        res->samples_rejected += nsm;
+        stale_samples += nsm;
+        add_error(res, i, TSDB_REJECT_STALE_REF, nsm ? sm[0].ts : 0,
+                  "unknown or stale series ref (series removed, database reopened, or another tenant's): "
+                  "resend the series with its labels");
+        continue;
+      }
+    } else if (nl == 0) {
       res->series_rejected++;
       res->samples_rejected += nsm;
       add_error(res, i, TSDB_REJECT_INVALID, 0, "series has no labels");
       continue;
-    }
-    series_t *s = (series_t *)found[i];
-    if (!s) {
-      lhash_t h = hs[i];
+    } else if (!s) {
+      lhash_t h = nlab == ns ? hs[i] : labels_hash_len(ls, batch_label_lens(b, i), nl);
       int why;
       uint64_t lsn = 0;
       s = series_create(db, t, h, ls, nl, 0, &lsn, &why);
@@ -335,6 +390,7 @@ int tsdb_append(tsdb_t *db, const char *tenant_name, const tsdb_batch_t *b, tsdb
       }
       res->series_created++;
     }
+    if (refs) refs[i] = public_ref(db, s);
     if (nsm == 0) continue;
     sb_reset(&grp);
     size_t added = 0, logged = 0;
@@ -409,12 +465,15 @@ int tsdb_append(tsdb_t *db, const char *tenant_name, const tsdb_batch_t *b, tsdb
     atomic_max64(&db->max_time, bmax);
   }
 out:
+  if (rc && refs) memset(refs, 0, ns * sizeof *refs);
   atomic_fetch_add_explicit(&db->samples_appended, rc ? 0 : res->samples_added, memory_order_relaxed);
-  atomic_fetch_add_explicit(&db->samples_rejected, res->samples_rejected, memory_order_relaxed);
+  atomic_fetch_add_explicit(&db->samples_rejected, res->samples_rejected - stale_samples, memory_order_relaxed);
   sb_free(&rec);
   sb_free(&grp);
   if (found != stack_found) free(found);
+  if (lfound != stack_lfound) free(lfound);
   if (hs != stack_h) free(hs);
+  if (lab != stack_lab) free(lab);
   pthread_rwlock_unlock(&db->gc_lock);
   return rc;
 }
@@ -617,6 +676,11 @@ int tsdb_open(const char *dir, const tsdb_options_t *opt, tsdb_t **out, char *er
   pthread_cond_init(&db->bg_cv, NULL);
   for (size_t i = 0; i < TSDB_STRIPES; i++) pthread_mutex_init(&db->stripes[i], NULL);
   atomic_store(&db->next_ref, 1);
+  {
+    static _Atomic uint32_t instances;
+    do db->instance = atomic_fetch_add(&instances, 1) + 1;
+    while (db->instance == 0);
+  }
   atomic_store(&db->min_valid, INT64_MIN);
   atomic_store(&db->min_time, INT64_MAX);
   atomic_store(&db->head_min, INT64_MAX);

@@ -2,9 +2,11 @@
  * tsdb — metricsd's embedded time-series database: the one write path and the one read path
  * every other module uses (DESIGN.md, "The flow").
  *
- *   write:  build a tsdb_batch_t (series as label sets + samples), tsdb_append() it for a
- *           tenant. When tsdb_append returns 0, the batch's accepted samples are in the WAL
- *           (written; fsynced too under fsync=always) and may be acknowledged.
+ *   write:  build a tsdb_batch_t (series as label sets or series refs + samples),
+ *           tsdb_append() it for a tenant. When tsdb_append returns 0, the batch's accepted
+ *           samples are in the WAL (written; fsynced too under fsync=always) and may be
+ *           acknowledged. tsdb_append_refs() also returns each series' ref, which later
+ *           batches may pass instead of the labels (the fast path: no label hashing).
  *   read:   tsdb_select() a tenant + label matchers + time range → a tsdb_query_t that
  *           iterates matching series in label order, each with its samples decoded.
  *
@@ -84,6 +86,21 @@ int tsdb_batch_series(tsdb_batch_t *b, const tsdb_label_t *labels, size_t n);
 void tsdb_batch_series_begin(tsdb_batch_t *b);
 int tsdb_batch_label(tsdb_batch_t *b, const char *name, size_t nlen, const char *value, size_t vlen);
 int tsdb_batch_series_end(tsdb_batch_t *b);
+/* A series ref names one head series of one tenant in one open tsdb_t; 0 is never a ref.
+ * Refs are returned by tsdb_append_refs and are only meaningful to the tsdb_t and tenant
+ * that returned them: a ref is *stale* once its series has been garbage-collected (no
+ * samples left in the head, all persisted), and every ref of a closed tsdb_t is stale in
+ * the next open of the same directory. A stale ref, a ref of another tenant or a ref never
+ * returned is detected at append (O(1): a lookup in the ref table plus a tenant and an
+ * instance check, never a wrong series) and that series is rejected with
+ * TSDB_REJECT_STALE_REF; the caller then resends it with its labels (and caches the new
+ * ref). Refs are not reused within one tsdb_t (they wrap only after 2^32 series creations). */
+typedef uint64_t tsdb_series_ref_t;
+/* Starts a new series in the batch by ref instead of labels (MD_EINVAL for ref 0). Such a
+ * series has no labels in the batch: tsdb_batch_get returns nlabels = 0 for it, and
+ * tsdb_batch_get_ref its ref (0 for a series given by labels). */
+int tsdb_batch_series_ref(tsdb_batch_t *b, tsdb_series_ref_t ref);
+tsdb_series_ref_t tsdb_batch_get_ref(const tsdb_batch_t *b, size_t i);
 /* Adds a sample to the current (last started) series. MD_EINVAL when no series is open. */
 int tsdb_batch_sample(tsdb_batch_t *b, int64_t ts, double v);
 
@@ -100,6 +117,7 @@ typedef enum {
   TSDB_REJECT_DUPLICATE,        /* same timestamp, different value */
   TSDB_REJECT_SERIES_LIMIT,     /* new series over max_series_per_tenant */
   TSDB_REJECT_INVALID,          /* bad labels */
+  TSDB_REJECT_STALE_REF,        /* series given by a stale or foreign ref: resend with labels */
 } tsdb_reject_t;
 
 #define TSDB_MAX_REPORTED_ERRORS 16
@@ -108,7 +126,8 @@ typedef struct tsdb_append_result {
   size_t samples_duplicate_ignored; /* same ts + same value: a no-op */
   size_t samples_rejected;
   size_t series_created;
-  size_t series_rejected;
+  size_t series_rejected;   /* includes series_stale_refs */
+  size_t series_stale_refs; /* series given by ref rejected as TSDB_REJECT_STALE_REF */
   size_t nerrors; /* at most TSDB_MAX_REPORTED_ERRORS reported below */
   struct {
     size_t series_index; /* index in the batch */
@@ -123,6 +142,14 @@ typedef struct tsdb_append_result {
  * WAL (fsynced under TSDB_FSYNC_ALWAYS); MD_ENOSPC / MD_EIO when the WAL cannot be written
  * (then nothing of the batch was accepted). */
 int tsdb_append(tsdb_t *db, const char *tenant, const tsdb_batch_t *b, tsdb_append_result_t *res);
+/* tsdb_append that also stores, in refs[i] (refs has tsdb_batch_series_count(b) entries),
+ * the ref of batch series i: the series it resolved to or created, 0 when the series was
+ * rejected (invalid, series limit, stale ref) or the call failed. Samples rejected one by
+ * one (too old, duplicate) do not clear the ref. refs may be NULL (= tsdb_append).
+ * Samples of stale-ref series count in res but not in tsdb_stats_t.samples_rejected: the
+ * caller is expected to resend them. */
+int tsdb_append_refs(tsdb_t *db, const char *tenant, const tsdb_batch_t *b, tsdb_append_result_t *res,
+                     tsdb_series_ref_t *refs);
 
 /* ---- select (the read path) ---------------------------------------------------------- */
 

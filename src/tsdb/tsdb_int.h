@@ -66,6 +66,7 @@ struct tsdb {
 
   series_t **ref_pages[REF_PAGES]; /* ref → series; pages never move */
   _Atomic uint32_t next_ref;
+  uint32_t instance; /* unique per tsdb_open in this process: the high half of public refs */
   pthread_mutex_t stripes[TSDB_STRIPES];
 
   wal_t *wal;
