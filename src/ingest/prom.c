@@ -36,6 +36,7 @@ typedef struct {
   uint64_t hash;
   size_t bad; /* offset of its error message in prom_t.bad, SIZE_MAX when valid */
   size_t count, off;
+  size_t lab_off, nl; /* its lexed labels in prom_t.glab; nl 0 = lex again (escapes) */
 } pgroup_t;
 
 typedef struct {
@@ -57,6 +58,8 @@ typedef struct {
   psample_t *samples;
   size_t nsamples, cap_samples;
   sb_t bad;
+  ilabel_t *glab; /* labels of groups whose bytes all point into the body */
+  size_t nglab, cap_glab;
 } prom_t;
 
 static size_t skip_ws(const char *s, size_t i, size_t n) {
@@ -448,6 +451,26 @@ static int parse_sample(prom_t *P, const char *s, size_t n, char *err, size_t er
     size_t i, nl;
     int rc = lex_series(P, s, kend, &i, &nl, err, errlen);
     if (rc == 0) rc = ictx_check(&P->c, P->lbl, nl, err, errlen);
+    if (rc == 0 && P->scratch.len == 0) {
+      /* No escapes: the labels point into the body and stay valid; keep them for pass 2
+       * instead of lexing the series again. */
+      if (P->nglab + nl > P->cap_glab) {
+        size_t nc = P->cap_glab ? P->cap_glab * 2 : 4096;
+        while (nc < P->nglab + nl)
+          nc *= 2;
+        ilabel_t *ng = realloc(P->glab, nc * sizeof *ng);
+        if (!ng) {
+          P->c.oom = true;
+          return MD_ENOMEM;
+        }
+        P->glab = ng;
+        P->cap_glab = nc;
+      }
+      memcpy(P->glab + P->nglab, P->lbl, nl * sizeof *P->lbl);
+      P->groups[g].lab_off = P->nglab;
+      P->groups[g].nl = nl;
+      P->nglab += nl;
+    }
     if (rc) {
       P->groups[g].bad = P->bad.len;
       sb_append(&P->bad, err, strlen(err) + 1);
@@ -503,15 +526,19 @@ static int emit_groups(prom_t *P) {
     size_t first = off;
     off += G->count;
     if (G->count == 0) continue;
-    P->scratch.len = 0;
-    if (!sb_reserve(&P->scratch, G->klen)) {
-      rc = MD_ENOMEM;
-      break;
+    size_t i, nl = G->nl;
+    const ilabel_t *L = P->glab + G->lab_off;
+    if (nl == 0) {
+      P->scratch.len = 0;
+      if (!sb_reserve(&P->scratch, G->klen)) {
+        rc = MD_ENOMEM;
+        break;
+      }
+      /* Cannot fail: the same bytes lexed and validated in pass 1. */
+      if (lex_series(P, G->key, G->klen, &i, &nl, err, sizeof err)) continue;
+      L = P->lbl;
     }
-    size_t i, nl;
-    /* Cannot fail: the same bytes lexed and validated in pass 1. */
-    if (lex_series(P, G->key, G->klen, &i, &nl, err, sizeof err) ||
-        ictx_series_checked(&P->c, P->lbl, nl, err, sizeof err)) {
+    if (ictx_series_checked(&P->c, L, nl, err, sizeof err)) {
       if (P->c.oom) rc = MD_ENOMEM;
       continue;
     }
@@ -524,6 +551,58 @@ static int emit_groups(prom_t *P) {
   return rc == MD_ENOMEM ? rc : 0;
 }
 
+/* ---- per-thread parser state ----------------------------------------------------------------
+ * The state's arrays reach a few MB on a 10,000-line body. Allocated afresh per request, glibc
+ * (default thresholds) hands them back to the kernel on free and the next request faults them
+ * in again, page by page; each thread keeps its state instead (emptied, memory kept), and a
+ * state that grew past KEEP_SAMPLES staged samples is freed rather than kept. */
+#define KEEP_SAMPLES 262144
+
+static pthread_key_t parser_key;
+static bool parser_key_ok;
+static pthread_once_t parser_once = PTHREAD_ONCE_INIT;
+
+static void parser_free(void *p) {
+  prom_t *P = p;
+  if (!P) return;
+  sb_free(&P->scratch);
+  sb_free(&P->bad);
+  free(P->groups);
+  free(P->slots);
+  free(P->samples);
+  free(P->glab);
+  free(P);
+}
+
+static void parser_key_init(void) {
+  parser_key_ok = pthread_key_create(&parser_key, parser_free) == 0;
+}
+
+static prom_t *parser_get(void) {
+  pthread_once(&parser_once, parser_key_init);
+  prom_t *P = parser_key_ok ? pthread_getspecific(parser_key) : NULL;
+  if (P && pthread_setspecific(parser_key, NULL) == 0) return P;
+  P = calloc(1, sizeof *P);
+  if (P) {
+    sb_init(&P->scratch);
+    sb_init(&P->bad);
+  }
+  return P;
+}
+
+static void parser_put(prom_t *P) {
+  if (!parser_key_ok || P->cap_samples > KEEP_SAMPLES || P->cap_glab > 16 * KEEP_SAMPLES || P->scratch.cap > (size_t)1 << 20 ||
+      P->bad.oom || P->scratch.oom || pthread_getspecific(parser_key)) {
+    parser_free(P);
+    return;
+  }
+  if (P->ngroups) memset(P->slots, 0, P->slot_cap * sizeof *P->slots);
+  P->ngroups = P->nsamples = P->nglab = 0;
+  P->scratch.len = 0;
+  sb_reset(&P->bad);
+  if (pthread_setspecific(parser_key, P) != 0) parser_free(P);
+}
+
 bool ingest_text_is_openmetrics(const char *p, size_t n) {
   while (n && (p[n - 1] == '\n' || p[n - 1] == '\r' || IS_WS(p[n - 1])))
     n--;
@@ -533,18 +612,10 @@ bool ingest_text_is_openmetrics(const char *p, size_t n) {
 int ingest_parse_prometheus(const char *p, size_t n, const ingest_opts_t *o, tsdb_batch_t *b,
                             ingest_result_t *res) {
   pthread_once(&name_chars_once, init_name_chars);
-  prom_t *P = malloc(sizeof *P);
+  prom_t *P = parser_get();
   if (!P) return MD_ENOMEM;
   ictx_init(&P->c, o, b, res);
-  sb_init(&P->scratch);
-  sb_init(&P->bad);
   P->seen_eof = false;
-  P->groups = NULL;
-  P->ngroups = P->cap_groups = 0;
-  P->slots = NULL;
-  P->slot_cap = 0;
-  P->samples = NULL;
-  P->nsamples = P->cap_samples = 0;
   size_t pos = 0, lineno = 0;
   char err[200];
   while (pos < n && !P->c.limit_hit && !P->c.oom) {
@@ -580,11 +651,6 @@ int ingest_parse_prometheus(const char *p, size_t n, const ingest_opts_t *o, tsd
   /* Past the sample limit the caller drops the batch (413); it still gets what was read. */
   if (!P->c.oom && emit_groups(P)) P->c.oom = true;
   int status = ictx_status(&P->c);
-  sb_free(&P->scratch);
-  sb_free(&P->bad);
-  free(P->groups);
-  free(P->slots);
-  free(P->samples);
-  free(P);
+  parser_put(P);
   return status;
 }
