@@ -129,9 +129,8 @@ static nvmlReturn_t get_handle(unsigned i, nvmlDevice_t *d) {
   int f = scripted_fail("nvmlDeviceGetHandleByIndex");
   if (f) return f;
   if (!initialised) return 1;
-  unsigned n;
-  get_count(&n);
-  if (i >= n) return 2;
+  unsigned n = 0;
+  if (get_count(&n) != 0 || i >= n) return 2;
   devs[i].index = i;
   *d = &devs[i];
   return 0;

@@ -756,8 +756,12 @@ static int load_block(store_t *st, char **lines, size_t n, int64_t interval, boo
 }
 
 static void run_file(const char *dir, const char *fname, totals_t *tot) {
-  char path[1024];
-  snprintf(path, sizeof path, "%s/%s", dir, fname);
+  char path[4096 + 256];
+  if (snprintf(path, sizeof path, "%s/%s", dir, fname) >= (int)sizeof path) {
+    fprintf(stderr, "path too long: %s/%s\n", dir, fname);
+    tot->unexpected++;
+    return;
+  }
   char *buf;
   size_t len;
   if (md_read_file(path, &buf, &len) < 0) { fprintf(stderr, "cannot read %s\n", path); tot->unexpected++; return; }
