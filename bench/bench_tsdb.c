@@ -26,6 +26,7 @@
  */
 #include <dirent.h>
 #include <inttypes.h>
+#include <malloc.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -487,6 +488,7 @@ int main(int argc, char **argv) {
   o.retention_ms = 0;
   o.fsync = c.fsync_always ? TSDB_FSYNC_ALWAYS : TSDB_FSYNC_INTERVAL;
   long rss0 = rss_kib();
+  struct mallinfo2 mi0 = mallinfo2();
   tsdb_t *db;
   char err[256];
   if (tsdb_open(dir, &o, &db, err, sizeof err)) {
@@ -514,6 +516,7 @@ int main(int argc, char **argv) {
   }
   double wall = wall_s() - t0;
   long rss1 = rss_kib();
+  struct mallinfo2 mi1 = mallinfo2();
   tsdb_stats_t st;
   tsdb_get_stats(db, &st);
   uint64_t nseries = st.series;
@@ -532,6 +535,12 @@ int main(int argc, char **argv) {
          "generate + build batches + append, per core", samples / cpu_total / 1e6, cpu_total, stale);
   printf("| %-41s | %.0f bytes (head estimate %.0f)               |\n", "RSS per active series",
          (double)(rss1 - rss0) * 1024 / (double)nseries, (double)st.head_memory_bytes / (double)nseries);
+  /* Where RSS goes (glibc heap, main arena + mmapped): bytes the program asked for and
+   * malloc's headers/rounding (uordblks + hblkhd), free holes inside the heap (fordblks). */
+  printf("| %-41s | %.0f in use + %.0f free holes (heap %.0f)      |\n", "  malloc bytes per series",
+         ((double)(mi1.uordblks + mi1.hblkhd) - (double)(mi0.uordblks + mi0.hblkhd)) / (double)nseries,
+         ((double)mi1.fordblks - (double)mi0.fordblks) / (double)nseries,
+         ((double)(mi1.arena + mi1.hblkhd) - (double)(mi0.arena + mi0.hblkhd)) / (double)nseries);
   printf("| %-41s | %.2f bytes/sample                            |\n", "WAL on disk before flush",
          (double)st.wal_bytes / (double)samples);
   int64_t end = start + (int64_t)c.hours * 3600 * 1000;
