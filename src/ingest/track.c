@@ -42,6 +42,11 @@ typedef struct tseries {
   double *obs_v; /* summary ring */
   int64_t *obs_t;
   size_t obs_head, obs_n, obs_cap; /* the ring grows by doubling up to max_obs */
+  /* Cumulative series (counters, histograms, summaries' _sum/_count) start from 0 at
+   * created_ms: the first collection also stores that 0, so increase()/rate() and the
+   * aggregated export count the events before the first flush, from storage alone. */
+  int64_t created_ms;
+  bool collected;
 } tseries_t;
 
 typedef struct tfamily {
@@ -503,6 +508,7 @@ int ingest_track_observe(ingest_track_t *r, const char *tenant, const char *name
     }
     s = calloc(1, sizeof *s);
     if (!s) goto oom;
+    s->created_ms = now_ms;
     s->hash = sh;
     s->key = key;
     s->keylen = keylen;
@@ -1344,9 +1350,10 @@ out:
   return rc;
 }
 
-/* Adds one series (family name + suffix, the series' labels, an optional extra label). */
+/* Adds one series (family name + suffix, the series' labels, an optional extra label) with
+ * its sample at ts, preceded by a 0 at ts0 unless ts0 is INT64_MIN. */
 static int batch_add(tsdb_batch_t *b, const char *name, const char *suffix, const tseries_t *s,
-                     const char *xn, const char *xv, int64_t ts, double v) {
+                     const char *xn, const char *xv, int64_t ts0, int64_t ts, double v) {
   tsdb_batch_series_begin(b);
   char full[600];
   int fl = snprintf(full, sizeof full, "%s%s", name, suffix ? suffix : "");
@@ -1359,6 +1366,7 @@ static int batch_add(tsdb_batch_t *b, const char *name, const char *suffix, cons
   int rc2 = tsdb_batch_series_end(b);
   if (rc) return rc;
   if (rc2) return rc2;
+  if (ts0 != INT64_MIN && (rc = tsdb_batch_sample(b, ts0, 0)) != 0) return rc;
   return tsdb_batch_sample(b, ts, v);
 }
 
@@ -1385,10 +1393,16 @@ int ingest_track_collect(ingest_track_t *r, int64_t ts,
         if (strcmp(f->tenant, tenants[t]) != 0) continue;
         for (size_t k = 0; k < f->cap && rc == 0; k++) {
           for (tseries_t *s = f->tab[k]; s && rc == 0; s = s->next) {
+            /* the 0 a cumulative series starts from, stored once (see tseries_t) */
+            int64_t z = !s->collected && f->type != INGEST_TRACK_GAUGE && s->created_ms < ts ? s->created_ms
+                                                                                             : INT64_MIN;
+            s->collected = true;
             switch (f->type) {
             case INGEST_TRACK_COUNTER:
+              rc = batch_add(b, f->name, NULL, s, NULL, NULL, z, ts, s->value);
+              break;
             case INGEST_TRACK_GAUGE:
-              rc = batch_add(b, f->name, NULL, s, NULL, NULL, ts, s->value);
+              rc = batch_add(b, f->name, NULL, s, NULL, NULL, INT64_MIN, ts, s->value);
               break;
             case INGEST_TRACK_HISTOGRAM: {
               uint64_t cum = 0;
@@ -1399,10 +1413,10 @@ int ingest_track_collect(ingest_track_t *r, int64_t ts,
                   put_le(le, sizeof le, f->bounds[j]);
                 else
                   snprintf(le, sizeof le, "+Inf");
-                rc = batch_add(b, f->name, "_bucket", s, "le", le, ts, (double)cum);
+                rc = batch_add(b, f->name, "_bucket", s, "le", le, z, ts, (double)cum);
               }
-              if (!rc) rc = batch_add(b, f->name, "_sum", s, NULL, NULL, ts, s->sum);
-              if (!rc) rc = batch_add(b, f->name, "_count", s, NULL, NULL, ts, (double)s->count);
+              if (!rc) rc = batch_add(b, f->name, "_sum", s, NULL, NULL, z, ts, s->sum);
+              if (!rc) rc = batch_add(b, f->name, "_count", s, NULL, NULL, z, ts, (double)s->count);
               break;
             }
             case INGEST_TRACK_SUMMARY:
@@ -1410,10 +1424,10 @@ int ingest_track_collect(ingest_track_t *r, int64_t ts,
               for (size_t q = 0; q < r->nq && rc == 0; q++) {
                 char qs[48];
                 put_le(qs, sizeof qs, r->quantiles[q]);
-                rc = batch_add(b, f->name, NULL, s, "quantile", qs, ts, qv[q]);
+                rc = batch_add(b, f->name, NULL, s, "quantile", qs, INT64_MIN, ts, qv[q]);
               }
-              if (!rc) rc = batch_add(b, f->name, "_sum", s, NULL, NULL, ts, s->sum);
-              if (!rc) rc = batch_add(b, f->name, "_count", s, NULL, NULL, ts, (double)s->count);
+              if (!rc) rc = batch_add(b, f->name, "_sum", s, NULL, NULL, z, ts, s->sum);
+              if (!rc) rc = batch_add(b, f->name, "_count", s, NULL, NULL, z, ts, (double)s->count);
               break;
             }
           }

@@ -398,6 +398,12 @@ def run(base, statsd_port):
           all(s["metric"].get("service") in ("gateway", "gw") for s in got), "track flushed %r" % got)
     got = export(base, 'response_time_seconds_bucket{le="0.05"}', "tenant-1")
     check(len(got) == 1 and got[0]["values"][-1] == 1, "track histogram flushed %r" % got)
+    # A cumulative series starts from a stored 0 at its creation, so increases before the
+    # first flush are visible from storage (rate/increase, aggregated export); gauges do not.
+    starts = [(s["metric"].get("endpoint"), s["values"][0], s["timestamps"][0] <= s["timestamps"][-1])
+              for s in export(base, 'api_requests_total', "tenant-1")]
+    check(sorted(starts) == [("/api/v1/instruments", 0, True), ("/x", 0, True)],
+          "tracked counters start from a stored 0: %r" % starts)
 
     # Limits: samples per request (413), body size (413), tracked series (429).
     many = "".join("lim_m{i=\"%d\"} 1 %d\n" % (i, now) for i in range(1001))
