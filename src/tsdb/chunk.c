@@ -189,7 +189,7 @@ static int app_reserve(chunk_app_t *a, unsigned bits) {
   if (need <= a->cap) return 0;
   /* Grow by a quarter, not double: open chunks are most of the head's memory and a full
    * chunk's slack is what a series costs on top of its data (one realloc per ~15 samples). */
-  uint64_t ncap = a->cap ? (uint64_t)a->cap + a->cap / 4 : 64;
+  uint64_t ncap = a->cap ? (uint64_t)a->cap + a->cap / 8 : 64;
   if (ncap < need) ncap = need;
   ncap = (ncap + 15) & ~(uint64_t)15;
   uint8_t *nb = realloc(a->buf, ncap);
@@ -203,7 +203,8 @@ static int app_reserve(chunk_app_t *a, unsigned bits) {
 int chunk_app_append(chunk_app_t *a, int64_t ts, double v) {
   if (a->count >= CHUNK_MAX_SAMPLES) return MD_ELIMIT;
   if (a->count > 0 && ts <= a->last_ts) return MD_EINVAL;
-  if (app_reserve(a, HEAD_HDR_BITS + 128 + MAX_SAMPLE_BITS) != 0) return MD_ENOMEM;
+  /* Reserve only what this sample can take: headroom is paid by every open chunk. */
+  if (app_reserve(a, a->count ? MAX_SAMPLE_BITS : HEAD_HDR_BITS + 128) != 0) return MD_ENOMEM;
   uint64_t bits, nbits = a->nbits;
   memcpy(&bits, &v, 8);
   if (a->count == 0) {
