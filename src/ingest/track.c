@@ -901,6 +901,40 @@ static int fev_apply(ingest_track_t *r, fjson_t *J, const fev_t *e, const char *
   return rc;
 }
 
+/* The batch response both readers write (seed 004): counts, and each failed item's index
+ * and reason. */
+typedef struct {
+  sb_t errs;
+  size_t ok, failed, nlimit;
+} batch_report_t;
+
+static void report_item(batch_report_t *br, size_t i, int rc, const char *err) {
+  if (rc == 0) {
+    br->ok++;
+    return;
+  }
+  if (rc == MD_ELIMIT) br->nlimit++;
+  if (br->failed++) sb_putc(&br->errs, ',');
+  sb_printf(&br->errs, "{\"index\":%zu,\"error\":", i);
+  sb_json_str(&br->errs, err, strlen(err));
+  sb_putc(&br->errs, '}');
+}
+
+/* Writes the response and frees the report; returns the status of the whole batch: 0 when
+ * something was stored (or nothing was sent), else MD_ELIMIT or MD_EINVAL. */
+static int report_finish(batch_report_t *br, size_t total, sb_t *out) {
+  sb_printf(out, "{\"success\":%s,\"total\":%zu,\"successful\":%zu,\"failed\":%zu",
+            br->failed ? "false" : "true", total, br->ok, br->failed);
+  if (br->failed) {
+    sb_puts(out, ",\"errors\":[");
+    sb_append(out, br->errs.buf, br->errs.len);
+    sb_putc(out, ']');
+  }
+  sb_putc(out, '}');
+  sb_free(&br->errs);
+  return br->failed && br->ok == 0 ? (br->nlimit == br->failed ? MD_ELIMIT : MD_EINVAL) : 0;
+}
+
 /* Returns 1 when the body is not for the fast path (nothing applied), else 0 with the
  * answer written like the jansson path's. */
 static int fast_batch(ingest_track_t *r, const char *body, size_t n, const char *default_tenant,
@@ -946,34 +980,13 @@ static int fast_batch(ingest_track_t *r, const char *body, size_t n, const char 
   fj_ws(&J);
   if (J.p != J.end) goto done;
   result = 0;
-  size_t ok = 0, failed = 0, nlimit = 0;
-  sb_t errs;
-  sb_init(&errs);
+  batch_report_t br = {0};
   char err[256];
-  for (size_t i = 0; i < J.nev; i++) {
-    int rc = fev_apply(r, &J, &J.ev[i], default_tenant, allow_body_tenant, now, err, sizeof err);
-    if (rc == 0) {
-      ok++;
-      continue;
-    }
-    if (rc == MD_ELIMIT) nlimit++;
-    if (failed++) sb_putc(&errs, ',');
-    sb_printf(&errs, "{\"index\":%zu,\"error\":", i);
-    sb_json_str(&errs, err, strlen(err));
-    sb_putc(&errs, '}');
-  }
-  sb_printf(out, "{\"success\":%s,\"total\":%zu,\"successful\":%zu,\"failed\":%zu", failed ? "false" : "true",
-            J.nev, ok, failed);
-  if (failed) {
-    sb_puts(out, ",\"errors\":[");
-    sb_append(out, errs.buf, errs.len);
-    sb_putc(out, ']');
-  }
-  sb_putc(out, '}');
-  sb_free(&errs);
-  *pok = ok;
-  *pfailed = failed;
-  *pstatus = failed && ok == 0 ? (nlimit == failed ? MD_ELIMIT : MD_EINVAL) : 0;
+  for (size_t i = 0; i < J.nev; i++)
+    report_item(&br, i, fev_apply(r, &J, &J.ev[i], default_tenant, allow_body_tenant, now, err, sizeof err), err);
+  *pok = br.ok;
+  *pfailed = br.failed;
+  *pstatus = report_finish(&br, J.nev, out);
 done:
   free(J.ev);
   free(J.lab);
@@ -1024,32 +1037,15 @@ int ingest_track_json(ingest_track_t *r, const char *body, size_t n, bool batch,
     status = MD_EINVAL;
     goto out;
   }
-  size_t total = json_array_size(root), nlimit = 0;
-  sb_t errs;
-  sb_init(&errs);
-  for (size_t i = 0; i < total; i++) {
-    int rc =
-        track_event(r, json_array_get(root, i), default_tenant, allow_body_tenant, now_ms, err, sizeof err);
-    if (rc == 0) {
-      ok++;
-      continue;
-    }
-    if (rc == MD_ELIMIT) nlimit++;
-    if (failed++) sb_putc(&errs, ',');
-    sb_printf(&errs, "{\"index\":%zu,\"error\":", i);
-    sb_json_str(&errs, err, strlen(err));
-    sb_putc(&errs, '}');
-  }
-  sb_printf(out, "{\"success\":%s,\"total\":%zu,\"successful\":%zu,\"failed\":%zu", failed ? "false" : "true",
-            total, ok, failed);
-  if (failed) {
-    sb_puts(out, ",\"errors\":[");
-    sb_append(out, errs.buf, errs.len);
-    sb_putc(out, ']');
-  }
-  sb_putc(out, '}');
-  sb_free(&errs);
-  if (failed && ok == 0) status = nlimit == failed ? MD_ELIMIT : MD_EINVAL;
+  size_t total = json_array_size(root);
+  batch_report_t br = {0};
+  for (size_t i = 0; i < total; i++)
+    report_item(&br, i,
+                track_event(r, json_array_get(root, i), default_tenant, allow_body_tenant, now_ms, err, sizeof err),
+                err);
+  ok = br.ok;
+  failed = br.failed;
+  status = report_finish(&br, total, out);
 out:
   json_decref(root);
   if (nok) *nok = ok;
