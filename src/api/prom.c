@@ -66,8 +66,17 @@ static int query_options(api_t *api, http_req_t *req, promql_options_t *opt, cha
 
 static bool enter_query(api_t *api, http_resp_t *resp) {
   prom_state_t *st = state(api);
+  static _Atomic unsigned ncpu; /* sysconf reads /sys on every call */
   unsigned max = api_config(api)->query.max_concurrent;
-  if (!max) max = 2 * (unsigned)sysconf(_SC_NPROCESSORS_ONLN);
+  if (!max) {
+    unsigned n = atomic_load_explicit(&ncpu, memory_order_relaxed);
+    if (!n) {
+      long v = sysconf(_SC_NPROCESSORS_ONLN);
+      n = v > 0 ? (unsigned)v : 1;
+      atomic_store_explicit(&ncpu, n, memory_order_relaxed);
+    }
+    max = 2 * n;
+  }
   if (st && (unsigned)atomic_fetch_add(&st->running, 1) >= max) {
     atomic_fetch_sub(&st->running, 1);
     http_resp_retry_after(resp, 1);

@@ -100,6 +100,35 @@ void sb_json_str(sb_t *sb, const char *s, size_t n) {
   sb_putc(sb, '"');
 }
 
+/* The shortest digits of v without printf/strtod, for the common case of a value written
+ * with few decimals: the fewest decimals k such that an integer m < 2^50 gives m / 10^k == v.
+ * Division by an exact power of ten rounds correctly, so m * 10^-k reads back as v; below
+ * 2^50 the product v * 10^k is within 1/4 of that m, so nearbyint finds it, and no decimal
+ * with fewer digits reads back as v (it would need fewer decimals). Returns false (use the
+ * general search) for zero, subnormals and values that need more digits. */
+static bool short_decimal(double v, char *digits, int *nd, int *exp10) {
+  static const double pow10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
+                                 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+  double a = fabs(v);
+  if (!(a >= 1e-22) || a >= 0x1p50) return false;
+  for (int k = 0; k < (int)(sizeof pow10 / sizeof pow10[0]); k++) {
+    double x = a * pow10[k];
+    if (x >= 0x1p50) return false;
+    double m = nearbyint(x);
+    if (m == 0 || m / pow10[k] != a) continue;
+    char tmp[24];
+    int n = 0;
+    for (uint64_t u = (uint64_t)m; u; u /= 10) tmp[n++] = (char)('0' + u % 10);
+    *exp10 = n - 1 - k;
+    int lead = 0;
+    while (lead < n - 1 && tmp[lead] == '0') lead++; /* trailing zeros of m */
+    *nd = 0;
+    for (int i = n - 1; i >= lead; i--) digits[(*nd)++] = tmp[i];
+    return true;
+  }
+  return false;
+}
+
 void sb_double(sb_t *out, double v) {
   if (isnan(v)) {
     sb_puts(out, "NaN");
@@ -115,6 +144,13 @@ void sb_double(sb_t *out, double v) {
    * Shortest round-trip digits. If the 15-digit form round-trips, it is the shortest form
    * padded with zeros (15 = DBL_DIG: a 15-digit decimal survives decimal -> double ->
    * decimal), so trimming its zeros gives the shortest; otherwise 16, else 17 digits. */
+  char digits[24];
+  int nd = 0, exp10;
+  bool neg;
+  if (short_decimal(v, digits, &nd, &exp10)) {
+    neg = v < 0;
+    goto layout;
+  }
   char e[40];
   int prec = 14;
   if (v != 0 && fabs(v) < 2.2250738585072014e-308) {
@@ -137,13 +173,12 @@ void sb_double(sb_t *out, double v) {
     sb_puts(out, e);
     return;
   }
-  int exp10 = atoi(x + 1);
-  char digits[24];
-  int nd = 0;
+  exp10 = atoi(x + 1);
   for (const char *p = e; p < x; p++)
     if (*p >= '0' && *p <= '9' && nd < (int)sizeof digits) digits[nd++] = *p;
   while (nd > 1 && digits[nd - 1] == '0') nd--;
-  bool neg = e[0] == '-';
+  neg = e[0] == '-';
+layout:;
   int dp = exp10 + 1, eprec = 6;
   if (eprec > nd && nd >= dp) eprec = nd;
   char buf[64];

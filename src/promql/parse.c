@@ -196,6 +196,7 @@ typedef struct parser {
   promql_pos_t *epos;
   bool failed;
   int depth;
+  int nbin; /* binary operators so far: chains build trees that evaluation walks recursively */
   int in_duration; /* > 0 while parsing a duration expression: step() etc. in any case */
   bool info_selector; /* the next selector is info()'s: it may match the empty label set */
   int open[3];        /* ( { [ opened and not yet closed, for Prometheus's end-of-input messages */
@@ -534,6 +535,10 @@ static pql_node_t *node(parser_t *ps, pql_kind_t k, size_t pos) {
   nd->pos = pos;
   return nd;
 }
+
+/* Bounds on the tree's height (evaluation, printing and checks recurse over it): 500 nested
+ * primaries and 2000 binary operators in all. */
+#define PQL_MAX_BINARY_OPS 2000
 
 static pql_node_t *parse_expr(parser_t *ps, int min_prec);
 
@@ -1260,6 +1265,10 @@ static pql_node_t *parse_expr(parser_t *ps, int min_prec) {
     int prec = op_prec(op);
     if (prec < min_prec) break;
     size_t opos = ps->tok.pos;
+    if (++ps->nbin > PQL_MAX_BINARY_OPS) {
+      perr_at(ps, opos, "expression has more than %d binary operators", PQL_MAX_BINARY_OPS);
+      return NULL;
+    }
     lex(ps);
     pql_node_t *b = node(ps, N_BIN, opos);
     if (!b) return NULL;

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mdtest  # noqa: E402
@@ -158,6 +159,22 @@ def test_routing_errors_and_limits():
             assert b"exceeds the limit" in head or b"exceeds the limit" in s.recv(4096), head
         finally:
             s.close()
+        # queries: a URL near the 32 KiB header pool works; a longer one is refused (414),
+        # the same query as a form body works; a 16,000-operator chain (a deep tree) is a
+        # 400 naming the limit, not a stack overflow
+        chain = lambda n: "vector(1)" + " + vector(0)" * n
+        r = srv.get("/api/v1/query", params={"query": chain(1500)})
+        assert r.status == 200 and r.json()["data"]["result"][0]["value"][1] == "1", r
+        r = srv.get("/api/v1/query", params={"query": chain(1999)})
+        assert r.status == 414, r
+        form = {"Content-Type": "application/x-www-form-urlencoded"}
+        big = urllib.parse.urlencode({"query": chain(1999)}).encode()
+        with mdtest.Server() as roomy:  # this server's body limit is 1 KiB
+            r = roomy.post("/api/v1/query", big, headers=form)
+            assert r.status == 200 and r.json()["data"]["result"][0]["value"][1] == "1", r
+            r = roomy.post("/api/v1/query", urllib.parse.urlencode({"query": chain(16000)}).encode(), headers=form)
+            assert r.status == 400 and "more than 2000 binary operators" in r.json()["error"], r
+            assert roomy.get("/health").status == 200
         r = srv.get("/health", headers={"X-Request-ID": "abc-123"})
         assert r.header("x-request-id") == "abc-123"
         assert len(srv.get("/health").header("x-request-id")) >= 8

@@ -162,7 +162,8 @@ static void test_sb_double_matches_reference(void **state) {
       v = fixed[i];
     } else {
       x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-      switch (i % 4) {
+      switch (i % 5) {
+      case 4: v = (double)(int64_t)(x % (1ULL << 51) - (1ULL << 50)) / pow(10, (double)(x >> 59) + 3 * (double)((x >> 56) & 7)); break; /* decimals of any length */
       case 0: memcpy(&v, &x, sizeof v); break;                          /* any bit pattern */
       case 1: v = (double)(x % 1000000) / 1000.0; break;                 /* short decimals */
       case 2: v = (double)(x >> 11) / 9007199254740992.0 * 1e6; break;   /* full precision */

@@ -137,6 +137,29 @@ static void test_errors(void **state) {
   }
 }
 
+/* Trees stay shallow enough for the recursive walks: binary operators are counted. */
+static void test_size_limits(void **state) {
+  (void)state;
+  for (int n = 1999; n <= 2001; n++) {
+    sb_t q = {0};
+    sb_puts(&q, "x");
+    for (int i = 0; i < n; i++) sb_puts(&q, " + x");
+    promql_expr_t *e = NULL;
+    char err[256] = "";
+    promql_pos_t pos;
+    int rc = promql_parse(q.buf, q.len, &e, &pos, err, sizeof err);
+    if (n <= 2000) {
+      assert_int_equal(rc, 0);
+      promql_expr_free(e);
+    } else {
+      assert_int_equal(rc, MD_EINVAL);
+      assert_non_null(strstr(err, "more than 2000 binary operators"));
+      assert_int_equal(pos.col, 1 + 4 * 2000 + 2); /* the 2001st "+" */
+    }
+    sb_free(&q);
+  }
+}
+
 static void test_error_position(void **state) {
   (void)state;
   promql_expr_t *e;
@@ -258,7 +281,7 @@ static void test_types(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_canonical_forms), cmocka_unit_test(test_precedence), cmocka_unit_test(test_errors),
+      cmocka_unit_test(test_canonical_forms), cmocka_unit_test(test_precedence), cmocka_unit_test(test_errors), cmocka_unit_test(test_size_limits),
       cmocka_unit_test(test_error_position), cmocka_unit_test(test_pretty), cmocka_unit_test(test_types),
       cmocka_unit_test(test_duration_expressions),
   };
