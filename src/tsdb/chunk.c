@@ -8,6 +8,13 @@
  *        The count is rewritten in place on every append, so any prefix copy of
  *        chunk_app_bytes() bytes is a complete chunk.
  *
+ *   0x03 decimal head  [0x03][count u16 LE][bit stream, MSB first]: the head stream for
+ *        values written with few decimals (most metrics). Timestamps as in 0x01; each value
+ *        (the first included) is an integer I at the stream's decimal scale p (v = I / 10^p,
+ *        one exact IEEE division), coded as the delta-of-delta of I (codes at dec_put), or
+ *        an escape: to a finer scale, or to a raw value that has no such form. Starts at
+ *        p = 0, I = 0, delta 0. Open chunks take ~1/3 of the XOR stream's bytes on such data.
+ *
  *   0x02 sealed        [0x02][uvarint n][uvarint tslen][ts section: tslen bytes][value section]
  *        Each section starts with a scheme byte; the value section runs to the end of the
  *        chunk and must end exactly there. Sections are byte-aligned so that timestamps and
@@ -32,7 +39,7 @@
 #include "chunk_int.h"
 #include "core/core.h"
 
-enum { TAG_HEAD = 0x01, TAG_SEALED = 0x02 };
+enum { TAG_HEAD = 0x01, TAG_SEALED = 0x02, TAG_HEAD_DEC = 0x03 };
 enum { HEAD_HDR_BITS = 24 };
 
 /* Sealed chunks are capped so that a corrupt count can never ask a reader for more than
@@ -74,7 +81,8 @@ static inline int64_t sign_extend(uint64_t v, unsigned n) {
 
 /* ---- Gorilla codes shared by the head stream and the sealed fallback ------------- */
 
-/* Worst case bits for one sample after the first: 4+64 (ts) + 2+5+6+64 (value). */
+/* Worst case bits for one sample after the first: 4+64 (ts) + 2+5+6+64 (XOR value) or
+ * 11+62 (decimal value: rescale + widest code). */
 enum { MAX_SAMPLE_BITS = 145 };
 
 /* Delta-of-delta buckets, chosen for ms timestamps: 0 for a steady scrape, 7 bits for a
@@ -171,6 +179,164 @@ static inline bool bb_ends_well(const bitbuf_t *b) {
   return used <= avail && avail - used <= 7;
 }
 
+/* ---- decimal head stream: integer delta-of-delta codes ----------------------------- */
+
+/* Decimal scales tried: 10^0 .. 10^DEC_MAX_P. Every power up to 10^22 is an exact double,
+ * which is what makes I / 10^p a single correctly rounded operation. */
+#define DEC_MAX_P 18
+static const double POW10[DEC_MAX_P + 1] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8, 1e9,
+                                            1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18};
+/* |I| stays below 2^62 so that residual arithmetic in chunk_int has headroom. */
+#define DEC_MAX_ABS 4.6e18
+
+static inline uint64_t dbits(double d) {
+  uint64_t b;
+  memcpy(&b, &d, 8);
+  return b;
+}
+
+/* True when v == (double)I / 10^p bit for bit, with I = the integer nearest v * 10^p and
+ * |I| < bound (never for NaN, ±Inf, -0.0). */
+static inline bool dec_fits_below(double v, unsigned p, double bound, int64_t *out) {
+  double x = v * POW10[p];
+  if (!(x > -bound && x < bound)) return false; /* also NaN and ±Inf */
+  int64_t i = llrint(x);
+  if (dbits((double)i / POW10[p]) != dbits(v)) return false;
+  *out = i;
+  return true;
+}
+
+static inline bool dec_fits(double v, unsigned p, int64_t *out) { return dec_fits_below(v, p, DEC_MAX_ABS, out); }
+
+/* Decimal head streams: scales 10^0 .. 10^DEC_HEAD_MAX_P; integers and their deltas stay
+ * below 2^53 (exact as doubles) and delta-of-deltas below 2^55, the widest code. */
+#define DEC_HEAD_MAX_P 15
+#define DEC_HEAD_MAX_I 9007199254740992.0 /* 2^53 */
+static const int64_t IPOW10[DEC_HEAD_MAX_P + 1] = {1LL, 10LL, 100LL, 1000LL, 10000LL, 100000LL, 1000000LL,
+                                                   10000000LL, 100000000LL, 1000000000LL, 10000000000LL,
+                                                   100000000000LL, 1000000000000LL, 10000000000000LL,
+                                                   100000000000000LL, 1000000000000000LL};
+
+static inline bool dec_of(double v, unsigned p, int64_t *out) { return dec_fits_below(v, p, DEC_HEAD_MAX_I, out); }
+
+static inline bool int53(int64_t x) { return x > -(1LL << 53) && x < (1LL << 53); }
+
+/* Value codes: 0 | 10+7 | 110+13 | 1110+20 | 11110+32 | 111110+56 bits of the signed
+ * delta-of-delta, or 111111 + 0 + 64 raw value bits, or 111111 + 1 + 4-bit new scale and
+ * then the value's code at that scale. */
+static inline void dec_dod_put(uint8_t *buf, uint64_t *nbits, int64_t d) {
+  uint64_t u = (uint64_t)d;
+  if (d == 0) bits_put56(buf, nbits, 0, 1);
+  else if (d >= -64 && d <= 63) bits_put56(buf, nbits, (0x2ULL << 7) | (u & 0x7f), 9);
+  else if (d >= -4096 && d <= 4095) bits_put56(buf, nbits, (0x6ULL << 13) | (u & 0x1fff), 16);
+  else if (d >= -(1LL << 19) && d < (1LL << 19)) bits_put56(buf, nbits, (0xeULL << 20) | (u & 0xfffff), 24);
+  else if (d >= -(1LL << 31) && d < (1LL << 31)) bits_put56(buf, nbits, (0x1eULL << 32) | (u & 0xffffffffULL), 37);
+  else {
+    bits_put56(buf, nbits, 0x3e, 6);
+    bits_put56(buf, nbits, u & ((1ULL << 56) - 1), 56);
+  }
+}
+
+/* Decimal state of an appender or a decoder. */
+typedef struct dec_state {
+  unsigned p;
+  int64_t last, delta;
+} dec_state_t;
+
+static inline void dec_step(dec_state_t *st, int64_t i) {
+  st->delta = i - st->last;
+  st->last = i;
+}
+
+/* Codes v; the appender reserved MAX_SAMPLE_BITS (>= 6+1+64). */
+static void dec_put(uint8_t *buf, uint64_t *nbits, dec_state_t *st, double v) {
+  int64_t i;
+  if (dec_of(v, st->p, &i) && int53(i - st->last)) {
+    dec_dod_put(buf, nbits, i - st->last - st->delta);
+    dec_step(st, i);
+    return;
+  }
+  for (unsigned q = st->p + 1; q <= DEC_HEAD_MAX_P; q++) {
+    if (!dec_of(v, q, &i)) continue;
+    int64_t f = IPOW10[q - st->p];
+    /* rescaled state must stay exact: |last|, |delta| < 2^53 after the multiplication, and
+     * so must the new delta */
+    if (st->last > INT64_MAX / f || st->last < INT64_MIN / f || st->delta > INT64_MAX / f ||
+        st->delta < INT64_MIN / f || !int53(st->last * f) || !int53(st->delta * f) || !int53(i - st->last * f))
+      break;
+    bits_put56(buf, nbits, (0x7fULL << 4) | q, 11);
+    st->p = q;
+    st->last *= f;
+    st->delta *= f;
+    dec_dod_put(buf, nbits, i - st->last - st->delta);
+    dec_step(st, i);
+    return;
+  }
+  uint64_t bits;
+  memcpy(&bits, &v, 8);
+  bits_put56(buf, nbits, 0x7e, 7);
+  bits_put(buf, nbits, bits, 64);
+}
+
+static bool dec_get(bitbuf_t *b, dec_state_t *st, double *v) {
+  for (int rescaled = 0;; rescaled++) {
+    if (b->nb < 56) bb_refill(b);
+    uint64_t top = b->buf;
+    int64_t d;
+    if (!(top >> 63)) {
+      bb_skip(b, 1);
+      d = 0;
+    } else if (!((top >> 62) & 1)) {
+      bb_skip(b, 9);
+      d = sign_extend((top << 2) >> 57, 7);
+    } else if (!((top >> 61) & 1)) {
+      bb_skip(b, 16);
+      d = sign_extend((top << 3) >> 51, 13);
+    } else if (!((top >> 60) & 1)) {
+      bb_skip(b, 24);
+      d = sign_extend((top << 4) >> 44, 20);
+    } else if (!((top >> 59) & 1)) {
+      bb_skip(b, 5);
+      d = sign_extend(bb_take(b, 32), 32);
+    } else if (!((top >> 58) & 1)) {
+      bb_skip(b, 6);
+      d = sign_extend(bb_take(b, 56), 56);
+    } else if (!((top >> 57) & 1)) {
+      bb_skip(b, 7);
+      uint64_t bits = bb_take(b, 64);
+      memcpy(v, &bits, 8);
+      return !rescaled; /* a rescale is followed by an integer code */
+    } else {
+      unsigned q = (unsigned)(top >> 53) & 15;
+      bb_skip(b, 11);
+      if (rescaled || q <= st->p) return false;
+      int64_t f = IPOW10[q - st->p];
+      if (st->last > INT64_MAX / f || st->last < INT64_MIN / f || st->delta > INT64_MAX / f ||
+          st->delta < INT64_MIN / f || !int53(st->last * f) || !int53(st->delta * f))
+        return false;
+      st->p = q;
+      st->last *= f;
+      st->delta *= f;
+      continue;
+    }
+    /* |last|, |delta| < 2^53 and |d| < 2^55: no overflow in int64 */
+    int64_t delta = st->delta + d, i = st->last + delta;
+    if (!int53(delta) || !int53(i)) return false;
+    st->delta = delta;
+    st->last = i;
+    *v = (double)i / POW10[st->p];
+    return true;
+  }
+}
+
+/* Whether a chunk starting with v should be a decimal stream. */
+static bool dec_suits(double v) {
+  int64_t i;
+  for (unsigned p = 0; p <= DEC_HEAD_MAX_P; p++)
+    if (dec_of(v, p, &i)) return true;
+  return false;
+}
+
 /* ---- head appender ------------------------------------------------------------- */
 
 void chunk_app_init(chunk_app_t *a) {
@@ -204,22 +370,38 @@ int chunk_app_append(chunk_app_t *a, int64_t ts, double v) {
   if (a->count >= CHUNK_MAX_SAMPLES) return MD_ELIMIT;
   if (a->count > 0 && ts <= a->last_ts) return MD_EINVAL;
   /* Reserve only what this sample can take: headroom is paid by every open chunk. */
-  if (app_reserve(a, a->count ? MAX_SAMPLE_BITS : HEAD_HDR_BITS + 128) != 0) return MD_ENOMEM;
+  if (app_reserve(a, a->count ? MAX_SAMPLE_BITS : HEAD_HDR_BITS + 64 + 73) != 0) return MD_ENOMEM;
   uint64_t bits, nbits = a->nbits;
   memcpy(&bits, &v, 8);
   if (a->count == 0) {
-    bits_put56(a->buf, &nbits, TAG_HEAD, 8);
+    a->dec = dec_suits(v);
+    bits_put56(a->buf, &nbits, a->dec ? TAG_HEAD_DEC : TAG_HEAD, 8);
     bits_put56(a->buf, &nbits, 0, 16); /* count, patched below */
     bits_put(a->buf, &nbits, (uint64_t)ts, 64);
-    bits_put(a->buf, &nbits, bits, 64);
-    a->first_ts = ts;
     a->last_delta = 0;
-    a->leading = 0xff;
-    a->trailing = 0;
+    if (a->dec) {
+      dec_state_t st = {0, 0, 0};
+      dec_put(a->buf, &nbits, &st, v);
+      a->dec_p = (uint8_t)st.p;
+      a->dec_last = st.last;
+      a->dec_delta = st.delta;
+    } else {
+      bits_put(a->buf, &nbits, bits, 64);
+      a->leading = 0xff;
+      a->trailing = 0;
+    }
   } else {
     int64_t delta = (int64_t)((uint64_t)ts - (uint64_t)a->last_ts);
     dod_put(a->buf, &nbits, (int64_t)((uint64_t)delta - (uint64_t)a->last_delta));
-    xor_put(a->buf, &nbits, bits ^ a->last_bits, &a->leading, &a->trailing);
+    if (a->dec) {
+      dec_state_t st = {a->dec_p, a->dec_last, a->dec_delta};
+      dec_put(a->buf, &nbits, &st, v);
+      a->dec_p = (uint8_t)st.p;
+      a->dec_last = st.last;
+      a->dec_delta = st.delta;
+    } else {
+      xor_put(a->buf, &nbits, bits ^ a->last_bits, &a->leading, &a->trailing);
+    }
     a->last_delta = delta;
   }
   a->nbits = (uint32_t)nbits;
@@ -270,8 +452,24 @@ static bool gorilla_decode(bitbuf_t *b, size_t n, int64_t *ts, double *v) {
   return bb_ends_well(b);
 }
 
+/* Decodes n decimal-stream samples (first ts raw, then dod codes; values as dec_get). */
+static bool dec_decode(bitbuf_t *b, size_t n, int64_t *ts, double *v) {
+  uint64_t t = bb_take(b, 64), delta = 0;
+  dec_state_t st = {0, 0, 0};
+  for (size_t i = 0; i < n; i++) {
+    if (i > 0) {
+      delta += (uint64_t)dod_get(b);
+      if ((int64_t)(t + delta) <= (int64_t)t) return false;
+      t += delta;
+    }
+    if (!dec_get(b, &st, &v[i]) || bb_overrun(b)) return false;
+    ts[i] = (int64_t)t;
+  }
+  return bb_ends_well(b);
+}
+
 static int head_count(const uint8_t *p, size_t len) {
-  if (len < 3 + 16) return MD_ECORRUPT;
+  if (len < 3 + 8 + (p[0] == TAG_HEAD ? 8 : 1)) return MD_ECORRUPT;
   unsigned n = p[1] | (unsigned)p[2] << 8;
   if (n == 0 || n > CHUNK_MAX_SAMPLES) return MD_ECORRUPT;
   return (int)n;
@@ -283,7 +481,7 @@ static int head_decode(const uint8_t *p, size_t len, int64_t *ts, double *v, siz
   if ((size_t)n > cap) return MD_EINVAL;
   bitbuf_t b;
   bb_init(&b, p + HEAD_HDR_BITS / 8, len - HEAD_HDR_BITS / 8);
-  if (!gorilla_decode(&b, (size_t)n, ts, v)) return MD_ECORRUPT;
+  if (!(p[0] == TAG_HEAD ? gorilla_decode(&b, (size_t)n, ts, v) : dec_decode(&b, (size_t)n, ts, v))) return MD_ECORRUPT;
   return n;
 }
 
@@ -306,20 +504,6 @@ static int head_decode(const uint8_t *p, size_t len, int64_t *ts, double *v, siz
 enum { TS_GORILLA = 0x80, TS_ISEQ_MAX_MODE = 0x1f };
 enum { VAL_XOR = 0x00, VAL_CONST = 0x01, VAL_DEC = 0x20, VAL_DEC_EXC = 0x40 };
 
-/* Decimal scales tried: 10^0 .. 10^DEC_MAX_P. Every power up to 10^22 is an exact double,
- * which is what makes I / 10^p a single correctly rounded operation. */
-#define DEC_MAX_P 18
-static const double POW10[DEC_MAX_P + 1] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8, 1e9,
-                                            1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18};
-/* |I| stays below 2^62 so that residual arithmetic in chunk_int has headroom. */
-#define DEC_MAX_ABS 4.6e18
-
-static inline uint64_t dbits(double d) {
-  uint64_t b;
-  memcpy(&b, &d, 8);
-  return b;
-}
-
 static inline void put_le64(uint8_t *q, uint64_t x) {
   for (int i = 0; i < 8; i++) q[i] = (uint8_t)(x >> (8 * i));
 }
@@ -328,16 +512,6 @@ static inline uint64_t get_le64(const uint8_t *q) {
   uint64_t x = 0;
   for (int i = 7; i >= 0; i--) x = (x << 8) | q[i];
   return x;
-}
-
-/* True when v == (double)I / 10^p bit for bit, with I = the integer nearest v * 10^p. */
-static inline bool dec_fits(double v, unsigned p, int64_t *out) {
-  double x = v * POW10[p];
-  if (!(x > -DEC_MAX_ABS && x < DEC_MAX_ABS)) return false; /* also NaN and ±Inf */
-  int64_t i = llrint(x);
-  if (dbits((double)i / POW10[p]) != dbits(v)) return false;
-  *out = i;
-  return true;
 }
 
 static int ts_encode_gorilla(chunk_buf_t *o, const int64_t *ts, size_t n) {
@@ -640,7 +814,7 @@ static int sealed_decode(const uint8_t *p, size_t len, int64_t *ts, double *v, s
 int chunk_count(const uint8_t *p, size_t len) {
   if (len == 0) return 0;
   if (!p) return MD_ECORRUPT;
-  if (p[0] == TAG_HEAD) return head_count(p, len);
+  if (p[0] == TAG_HEAD || p[0] == TAG_HEAD_DEC) return head_count(p, len);
   if (p[0] == TAG_SEALED) {
     size_t n, tsoff, tslen;
     int rc = sealed_header(p, len, &n, &tsoff, &tslen);
@@ -652,7 +826,7 @@ int chunk_count(const uint8_t *p, size_t len) {
 int chunk_decode(const uint8_t *p, size_t len, int64_t *ts, double *v, size_t cap) {
   if (len == 0) return 0;
   if (!p) return MD_ECORRUPT;
-  if (p[0] == TAG_HEAD) return head_decode(p, len, ts, v, cap);
+  if (p[0] == TAG_HEAD || p[0] == TAG_HEAD_DEC) return head_decode(p, len, ts, v, cap);
   if (p[0] == TAG_SEALED) return sealed_decode(p, len, ts, v, cap);
   return MD_ECORRUPT;
 }

@@ -2,7 +2,8 @@
  * chunk — sample encoding for tsdb (private to src/tsdb). Two faces:
  *
  *  1. Head chunks, appended one sample at a time (chunk_app_*): delta-of-delta timestamps
- *     and XOR-style values in a bit stream, small enough to keep one open chunk per active
+ *     and XOR-style values — or, for values with a short decimal form, delta-of-delta
+ *     scaled integers — in a bit stream, small enough to keep one open chunk per active
  *     series in memory. A head chunk holds at most CHUNK_MAX_SAMPLES samples.
  *  2. Sealed encoding (chunk_seal / chunk_sealed_*): a whole array of samples at once, for
  *     blocks on disk, free to pick the most compact scheme per chunk (decimal-aware integer
@@ -30,11 +31,21 @@ typedef struct chunk_app {
   uint32_t cap;      /* bytes allocated */
   uint32_t nbits;    /* bits used */
   uint16_t count;    /* samples */
-  uint8_t leading, trailing; /* XOR window of the last value */
-  int64_t first_ts, last_ts;
+  uint8_t leading, trailing; /* XOR streams: window of the last value */
+  uint8_t dec;       /* 1: decimal stream (values as scaled integers) */
+  uint8_t dec_p;     /* decimal streams: the scale, 10^dec_p */
+  int64_t last_ts;
   int64_t last_delta;
   uint64_t last_bits; /* last value's bits */
+  int64_t dec_last, dec_delta; /* decimal streams: last integer and its delta */
 } chunk_app_t;
+
+/* Timestamp of the first sample (the appender holds count > 0). */
+static inline int64_t chunk_app_first_ts(const chunk_app_t *a) {
+  uint64_t t = 0;
+  for (int i = 3; i < 11; i++) t = (t << 8) | a->buf[i];
+  return (int64_t)t;
+}
 
 void chunk_app_init(chunk_app_t *a);
 void chunk_app_free(chunk_app_t *a);

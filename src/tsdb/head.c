@@ -168,7 +168,7 @@ int series_seal(series_t *s) {
     data = sealed;
     len = slen;
   }
-  int rc = sealed_push(s, data, len, a->first_ts, a->last_ts, s->nsealed ? sealed_last_maxt(s) : 0);
+  int rc = sealed_push(s, data, len, chunk_app_first_ts(a), a->last_ts, s->nsealed ? sealed_last_maxt(s) : 0);
   free(sealed);
   if (rc) return rc;
   chunk_app_free(a);
@@ -213,7 +213,7 @@ static int find_in_chunk(const uint8_t *p, size_t len, int64_t ts, uint64_t *bit
 
 /* Value bits of the in-order sample at ts, if the stream holds one. */
 static int stream_find(const series_t *s, int64_t ts, uint64_t *bits) {
-  if (s->app.count && ts >= s->app.first_ts) {
+  if (s->app.count && ts >= chunk_app_first_ts(&s->app)) {
     if (ts == s->app.last_ts) {
       *bits = s->app.last_bits;
       return 1;
@@ -313,7 +313,7 @@ int series_read(const series_t *s, int64_t mint, int64_t maxt, svec_t *out) {
     if (it.maxt < mint || it.mint > maxt) continue;
     if ((rc = decode_into(it.p, it.len, mint, maxt, out))) return rc;
   }
-  if (s->app.count && s->app.last_ts >= mint && s->app.first_ts <= maxt) {
+  if (s->app.count && s->app.last_ts >= mint && chunk_app_first_ts(&s->app) <= maxt) {
     if ((rc = decode_into(s->app.buf, chunk_app_bytes(&s->app), mint, maxt, out))) return rc;
   }
   const ooo_buf_t *o = s->ooo;
@@ -388,7 +388,7 @@ void series_truncate(series_t *s, int64_t t) {
   s->min_ts = INT64_MAX;
   sealed_it_t it = {0};
   if (sealed_next(s, &it)) s->min_ts = it.mint;
-  else if (s->app.count) s->min_ts = s->app.first_ts;
+  else if (s->app.count) s->min_ts = chunk_app_first_ts(&s->app);
   if (s->ooo && s->ooo->s[0].ts < s->min_ts) s->min_ts = s->ooo->s[0].ts;
   /* max_ts stays: it orders future appends even when the stream is empty. */
 }
