@@ -7,12 +7,17 @@
  * are left-open: a range selector at T sees (T - range, T], an instant selector the newest
  * sample in (T - lookback, T], and a staleness marker as the newest sample hides the series.
  * A range function applied straight to a matrix selector does not go through a materialised
- * matrix: ev_stream_matrix hands it one series at a time from the storage's buffers.
+ * matrix: ev_stream_matrix hands it one series at a time from the storage's buffers. An
+ * accumulating aggregation (sum, avg, count, ...) over such a function or over a plain vector
+ * selector is not materialised either: each series folds into its group as it comes
+ * (ev_agg_*), in the same order and so with the same rounding as over a materialised vector.
  * anchored/smoothed selectors read a lookback beyond their windows (func.c ext_range_fn).
  *
- * Threading: one evaluation runs on the calling thread; the tree is only read.
+ * Threading: one evaluation runs on the calling thread, except that ev_stream_matrix may run
+ * its callback on one helper thread of its own (see there); the tree is only read.
  */
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -110,6 +115,22 @@ void lset_format(const lset_t *ls, sb_t *out) {
     sb_json_str(out, ls->l[i].value, strlen(ls->l[i].value));
   }
   sb_putc(out, '}');
+}
+
+lset_t ev_lset_copy(ev_t *ev, const lset_t *ls) {
+  /* One allocation for the array and all strings: a series' labels are copied together. */
+  size_t bytes = (ls->n + 1) * sizeof(tsdb_label_t);
+  for (size_t i = 0; i < ls->n; i++) bytes += strlen(ls->l[i].name) + strlen(ls->l[i].value) + 2;
+  lset_t o = {arena_alloc(ev->a, bytes), ls->n};
+  if (!o.l) return o;
+  char *p = (char *)(o.l + ls->n + 1);
+  for (size_t i = 0; i < ls->n; i++) {
+    size_t a = strlen(ls->l[i].name) + 1, b = strlen(ls->l[i].value) + 1;
+    o.l[i].name = memcpy(p, ls->l[i].name, a);
+    o.l[i].value = memcpy(p + a, ls->l[i].value, b);
+    p += a + b;
+  }
+  return o;
 }
 
 /* __type__ and __unit__ (Prometheus 3.x type-and-unit labels) describe the metric name and
@@ -240,7 +261,8 @@ static int node_durations(ev_t *ev, const pql_node_t *n, int64_t *offset, int64_
   return 0;
 }
 
-/* Runs the selector's query over [mint, maxt] and calls back per series with copied labels. */
+/* Runs the selector's query over [mint, maxt] and calls back per series with the storage's
+ * labels and samples, valid during the call only. */
 typedef int (*series_cb)(ev_t *ev, void *ctx, lset_t ls, const int64_t *ts, const double *v, size_t n);
 
 static int select_series(ev_t *ev, const pql_node_t *n, int64_t mint, int64_t maxt, int64_t step, series_cb cb,
@@ -265,16 +287,11 @@ static int select_series(ev_t *ev, const pql_node_t *n, int64_t mint, int64_t ma
     const double *v;
     size_t ns = tsdb_query_samples(q, &ts, &v);
     ev->samples_read += ns;
-    lset_t ls = {arena_alloc(ev->a, (nl ? nl : 1) * sizeof(tsdb_label_t)), nl};
-    if (!ls.l) { rc = fail_oom(ev); break; }
-    for (size_t i = 0; i < nl; i++) {
-      ls.l[i].name = arena_strdup(ev->a, l[i].name);
-      ls.l[i].value = arena_strdup(ev->a, l[i].value);
-      if (!ls.l[i].name || !ls.l[i].value) { rc = fail_oom(ev); goto out; }
-    }
+    /* Borrowed: callbacks that keep the labels copy them (most series of a streamed
+     * aggregation never need a copy). */
+    lset_t ls = {(tsdb_label_t *)l, nl};
     if ((rc = cb(ev, ctx, ls, ts, v, ns)) < 0) break;
   }
-out:
   if (rc > 0) rc = 0;
   if (rc < 0 && ev->err && !ev->err[0]) ev_fail(ev, rc, "storage error while selecting series");
   tsdb_query_free(q);
@@ -287,6 +304,8 @@ typedef struct vsel_ctx {
   bool const_t;   /* all teff equal (@ modifier) */
   bool want_ts;
   value_t *out;
+  agg_acc_t *sink; /* aggregate straight into this instead of out */
+  vser_t scratch;  /* sink: the current series' values */
 } vsel_ctx_t;
 
 /* Index of the last sample with ts <= t, or -1. */
@@ -313,16 +332,22 @@ static int vsel_cb(ev_t *ev, void *vctx, lset_t ls, const int64_t *ts, const dou
       if (i == 0 || c->const_t) j = last_le(ts, n, t);
       else while ((size_t)(j + 1) < n && ts[j + 1] <= t) j++;
     }
-    if (j < 0 || ts[j] <= t - lb || tsdb_is_stale_nan(v[j])) continue;
-    if (!s) {
-      s = ev_vec_add(ev, c->out, ls, false, steps);
-      if (!s) return fail_oom(ev);
+    if (j < 0 || ts[j] <= t - lb || ev_is_stale(v[j])) continue;
+    if (!s && c->sink) {
+      s = &c->scratch;
+      memset(s->ok, 0, steps);
+      int rc = ev_account(ev, steps); /* as if materialised: limits do not depend on the plan */
+      if (rc < 0) return rc;
+    } else if (!s) {
+      lset_t own = ev_lset_copy(ev, &ls);
+      if (!own.l || !(s = ev_vec_add(ev, c->out, own, false, steps))) return fail_oom(ev);
       if (c->want_ts && !(s->tsv = arena_alloc(ev->a, steps * sizeof(double)))) return fail_oom(ev);
     }
     s->v[i] = v[j];
     s->ok[i] = 1;
     if (s->tsv) s->tsv[i] = (double)ts[j] / 1000.0;
   }
+  if (s && c->sink) return ev_agg_add(ev, c->sink, &ls, false, s->v, s->ok);
   return 0;
 }
 
@@ -364,20 +389,24 @@ static int ssel_cb(ev_t *ev, void *vctx, lset_t ls, const int64_t *ts, const dou
   for (size_t i = 0; i < c->g->n; i++) {
     int64_t t = c->teff[i];
     ptrdiff_t j = last_le(ts, n, t);
-    if (j < 0 || ts[j] <= t - lb || tsdb_is_stale_nan(v[j])) continue;
+    if (j < 0 || ts[j] <= t - lb || ev_is_stale(v[j])) continue;
     size_t hi = (size_t)j + 1;
-    if (hi < n && (ts[hi] > t + lb || tsdb_is_stale_nan(v[hi]))) hi = (size_t)j; /* no usable right neighbour */
+    if (hi < n && (ts[hi] > t + lb || ev_is_stale(v[hi]))) hi = (size_t)j; /* no usable right neighbour */
     else if (hi < n) hi++;
     double val;
     if (!ev_smoothed_value(ts + j, v + j, hi - (size_t)j, t, false, &val)) continue;
-    if (!s && !(s = ev_vec_add(ev, c->out, ls, false, c->g->n))) return fail_oom(ev);
+    if (!s) {
+      lset_t own = ev_lset_copy(ev, &ls);
+      if (!own.l || !(s = ev_vec_add(ev, c->out, own, false, c->g->n))) return fail_oom(ev);
+    }
     s->v[i] = val;
     s->ok[i] = 1;
   }
   return 0;
 }
 
-static int eval_vector_selector(ev_t *ev, const pql_node_t *n, const grid_t *g, value_t *out, bool want_ts) {
+static int eval_vector_selector(ev_t *ev, const pql_node_t *n, const grid_t *g, value_t *out, bool want_ts,
+                                agg_acc_t *sink) {
   int64_t *teff = arena_alloc(ev->a, g->n * sizeof *teff);
   if (!teff) return fail_oom(ev);
   int64_t mint = INT64_MAX, maxt = INT64_MIN, offset;
@@ -393,7 +422,12 @@ static int eval_vector_selector(ev_t *ev, const pql_node_t *n, const grid_t *g, 
     ssel_ctx_t sc = {g, teff, out};
     return select_series(ev, n, mint - ev->opt.lookback_ms + 1, maxt + ev->opt.lookback_ms, g->step, ssel_cb, &sc);
   }
-  vsel_ctx_t c = {g, teff, n->at != AT_NONE, want_ts, out};
+  vsel_ctx_t c = {.g = g, .teff = teff, .const_t = n->at != AT_NONE, .want_ts = want_ts, .out = out, .sink = sink};
+  if (sink) {
+    c.scratch.v = arena_alloc(ev->a, (g->n + 1) * sizeof(double));
+    c.scratch.ok = arena_alloc(ev->a, g->n + 1);
+    if (!c.scratch.v || !c.scratch.ok) return fail_oom(ev);
+  }
   return select_series(ev, n, mint - ev->opt.lookback_ms + 1, maxt, g->step, vsel_cb, &c);
 }
 
@@ -406,7 +440,7 @@ static int msel_cb(ev_t *ev, void *vctx, lset_t ls, const int64_t *ts, const dou
   msel_ctx_t *c = vctx;
   value_t *out = c->out;
   size_t k = 0;
-  for (size_t i = 0; i < n; i++) k += !tsdb_is_stale_nan(v[i]);
+  for (size_t i = 0; i < n; i++) k += !ev_is_stale(v[i]);
   if (!k) return 0;
   if (out->nms == c->cap) {
     size_t nc = c->cap ? c->cap * 2 : 16;
@@ -417,12 +451,13 @@ static int msel_cb(ev_t *ev, void *vctx, lset_t ls, const int64_t *ts, const dou
   }
   mser_t *m = &out->ms[out->nms++];
   memset(m, 0, sizeof *m);
-  m->ls = ls;
+  m->ls = ev_lset_copy(ev, &ls);
+  if (!m->ls.l) return fail_oom(ev);
   m->ts = arena_alloc(ev->a, k * sizeof *m->ts);
   m->v = arena_alloc(ev->a, k * sizeof *m->v);
   if (!m->ts || !m->v) return fail_oom(ev);
   for (size_t i = 0; i < n; i++)
-    if (!tsdb_is_stale_nan(v[i])) {
+    if (!ev_is_stale(v[i])) {
       m->ts[m->n] = ts[i];
       m->v[m->n++] = v[i];
     }
@@ -459,23 +494,179 @@ static int eval_matrix_selector(ev_t *ev, const pql_node_t *n, const grid_t *g, 
   return select_series(ev, n, mint, maxt, g->step, msel_cb, &c);
 }
 
-/* Streaming a matrix selector: each series is handed to fn straight from the storage's
- * buffers (or, when it holds stale markers, from one scratch copy without them) and never
- * materialised in the query arena. Samples still count against max_samples as if held. */
-typedef struct stream_ctx {
-  ev_series_fn fn;
-  void *ctx;
+/* Streaming a matrix selector: each series is handed to fn one at a time, without stale
+ * markers, and never materialised in the query arena. Samples still count against
+ * max_samples as if held.
+ *
+ * The first series go to fn on the calling thread, straight from the storage's buffers (or,
+ * when they hold stale markers, from one scratch copy without them). Past PIPE_INLINE_SERIES
+ * the selection is big enough to split in two stages: the calling thread keeps reading the
+ * storage (the tsdb query belongs to the thread that made it) and copies each series into a
+ * ring of PIPE_SLOTS batches; one helper thread takes the batches in order and runs fn. fn
+ * thus sees the series in the same order as serially, so sums fold identically.
+ *
+ * Ownership while the helper runs: the helper alone uses ev (arena, warnings, samples_held,
+ * err); the reader uses only its private copy `rd` (series_selected, samples_read, its own
+ * error text; deadline and cancel are read-only) and the ring, whose state the mutex guards.
+ * Either side stops the other through `stop`. */
+enum { PIPE_INLINE_SERIES = 64, PIPE_MIN_STEPS = 8, PIPE_SLOTS = 4, PIPE_BATCH_SAMPLES = 4096 };
+
+typedef struct pipe_series {
+  size_t off, n;       /* samples in the batch's ts/v */
+  size_t loff, nl;     /* labels in the batch's loffs */
+} pipe_series_t;
+
+typedef struct pipe_label {
+  size_t name, value;  /* offsets into the batch's strs (which moves as it grows) */
+} pipe_label_t;
+
+typedef struct pipe_batch {
   int64_t *ts;
   double *v;
+  size_t n, tcap, vcap;
+  pipe_label_t *loffs;
+  size_t nl, lcap;
+  char *strs;
+  size_t sn, scap;
+  pipe_series_t *series;
+  size_t ns, scnt;
+  tsdb_label_t *labels; /* the helper's view of loffs */
+  size_t lbcap;
+} pipe_batch_t;
+
+typedef struct stream_ctx {
+  ev_t *ev;               /* the evaluation (inline phase and helper only) */
+  ev_series_fn fn;
+  void *ctx;
+  int64_t *ts;            /* inline phase: scratch copy without stale markers */
+  double *v;
   size_t cap;
+  size_t inline_seen;
+  size_t steps;           /* fn's work per series grows with them; one step is not worth a thread */
+  bool fn_failed;         /* inline phase: the error is fn's, already in ev->err */
+  /* pipeline */
+  bool piped;
+  pthread_t helper;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  pipe_batch_t slot[PIPE_SLOTS];
+  size_t head, tail;      /* batches [tail, head) are full, waiting for the helper */
+  bool done, stop;
+  int helper_rc;
+  pipe_batch_t *fill;     /* the batch the reader fills (not in the ring until published) */
 } stream_ctx_t;
 
-static int stream_cb(ev_t *ev, void *vctx, lset_t ls, const int64_t *ts, const double *v, size_t n) {
+/* Grows *p (elem-sized items, *cap of them) to hold need. */
+static int grow(void *p, size_t *cap, size_t need, size_t elem) {
+  if (need <= *cap) return 0;
+  size_t nc = *cap ? *cap : 1024;
+  while (nc < need) nc *= 2;
+  void *np = realloc(*(void **)p, nc * elem);
+  if (!np) return MD_ENOMEM;
+  *(void **)p = np, *cap = nc;
+  return 0;
+}
+
+static void batch_free(pipe_batch_t *b) {
+  free(b->ts), free(b->v), free(b->loffs), free(b->strs), free(b->series), free(b->labels);
+  memset(b, 0, sizeof *b);
+}
+
+/* Copies one series, stale markers dropped, into b. */
+static int batch_add(pipe_batch_t *b, const lset_t *ls, const int64_t *ts, const double *v, size_t n) {
+  /* Sized once for a full batch plus a series: the ring is small (PIPE_SLOTS x ~128 KiB) and
+   * stays in cache; fresh pages cost more than the copy on this path. */
+  size_t want = b->n + n < 2 * PIPE_BATCH_SAMPLES ? 2 * PIPE_BATCH_SAMPLES : b->n + n;
+  if (grow(&b->ts, &b->tcap, want, sizeof *b->ts) || grow(&b->v, &b->vcap, want, sizeof *b->v) ||
+      grow(&b->loffs, &b->lcap, b->nl + ls->n, sizeof *b->loffs) || grow(&b->series, &b->scnt, b->ns + 1, sizeof *b->series))
+    return MD_ENOMEM;
+  size_t k = b->n;
+  for (size_t i = 0; i < n; i++)
+    if (!ev_is_stale(v[i])) b->ts[k] = ts[i], b->v[k++] = v[i];
+  if (k == b->n) return 0; /* only stale markers: as if not selected */
+  pipe_series_t *s = &b->series[b->ns];
+  s->off = b->n, s->n = k - b->n, s->loff = b->nl, s->nl = ls->n;
+  for (size_t i = 0; i < ls->n; i++) {
+    size_t a = strlen(ls->l[i].name) + 1, c = strlen(ls->l[i].value) + 1;
+    if (grow(&b->strs, &b->scap, b->sn + a + c, 1)) return MD_ENOMEM;
+    memcpy(b->strs + b->sn, ls->l[i].name, a);
+    memcpy(b->strs + b->sn + a, ls->l[i].value, c);
+    b->loffs[b->nl++] = (pipe_label_t){b->sn, b->sn + a};
+    b->sn += a + c;
+  }
+  b->n = k;
+  b->ns++;
+  return 0;
+}
+
+/* One series to fn on the evaluating thread. */
+static int stream_one(stream_ctx_t *c, const mser_t *m) {
+  if (!m->n) return 0;
+  int rc = ev_account(c->ev, m->n);
+  if (rc < 0) return rc;
+  return c->fn(c->ev, c->ctx, m);
+}
+
+static void *stream_helper(void *arg) {
+  stream_ctx_t *c = arg;
+  int rc = 0;
+  pthread_mutex_lock(&c->mu);
+  for (;;) {
+    while (c->tail == c->head && !c->done && !c->stop) pthread_cond_wait(&c->cv, &c->mu);
+    if (c->stop || c->tail == c->head) break;
+    pipe_batch_t *b = &c->slot[c->tail % PIPE_SLOTS];
+    pthread_mutex_unlock(&c->mu);
+    if (grow(&b->labels, &b->lbcap, b->nl, sizeof *b->labels)) rc = fail_oom(c->ev);
+    for (size_t i = 0; i < b->nl && rc >= 0; i++)
+      b->labels[i] = (tsdb_label_t){b->strs + b->loffs[i].name, b->strs + b->loffs[i].value};
+    for (size_t i = 0; i < b->ns && rc >= 0; i++) {
+      pipe_series_t *s = &b->series[i];
+      mser_t m = {.ls = {b->labels + s->loff, s->nl}, .ts = b->ts + s->off, .v = b->v + s->off, .n = s->n};
+      rc = stream_one(c, &m);
+    }
+    pthread_mutex_lock(&c->mu);
+    if (rc < 0) {
+      c->stop = true;
+      pthread_cond_broadcast(&c->cv);
+      break;
+    }
+    c->tail++;
+    pthread_cond_broadcast(&c->cv);
+  }
+  c->helper_rc = rc;
+  pthread_mutex_unlock(&c->mu);
+  return NULL;
+}
+
+/* Reader: hands the filled batch to the helper and takes the next free slot. False when the
+ * helper stopped (its error is the query's). */
+static bool pipe_publish(stream_ctx_t *c) {
+  pthread_mutex_lock(&c->mu);
+  c->head++;
+  pthread_cond_broadcast(&c->cv);
+  while (c->head - c->tail >= PIPE_SLOTS && !c->stop) pthread_cond_wait(&c->cv, &c->mu);
+  bool ok = !c->stop;
+  pipe_batch_t *b = &c->slot[c->head % PIPE_SLOTS];
+  pthread_mutex_unlock(&c->mu);
+  b->n = b->nl = b->sn = b->ns = 0;
+  c->fill = b;
+  return ok;
+}
+
+/* The reader's error code for "the helper stopped": the helper's own error is reported. */
+#define PIPE_STOPPED (-10000)
+
+static int stream_cb(ev_t *rd, void *vctx, lset_t ls, const int64_t *ts, const double *v, size_t n) {
   stream_ctx_t *c = vctx;
+  if (c->piped) {
+    if (batch_add(c->fill, &ls, ts, v, n) < 0) return ev_fail(rd, MD_ENOMEM, "out of memory in query execution");
+    if (c->fill->n >= PIPE_BATCH_SAMPLES && !pipe_publish(c)) return PIPE_STOPPED;
+    return 0;
+  }
   mser_t m = {.ls = ls, .ts = (int64_t *)ts, .v = (double *)v, .n = n};
   size_t first_stale = n;
   for (size_t i = 0; i < n; i++)
-    if (tsdb_is_stale_nan(v[i])) { first_stale = i; break; }
+    if (ev_is_stale(v[i])) { first_stale = i; break; }
   if (first_stale < n) {
     if (c->cap < n) {
       size_t nc = n > 2 * c->cap ? n : 2 * c->cap;
@@ -483,25 +674,60 @@ static int stream_cb(ev_t *ev, void *vctx, lset_t ls, const int64_t *ts, const d
       if (nts) c->ts = nts;
       double *nv = realloc(c->v, nc * sizeof *nv);
       if (nv) c->v = nv;
-      if (!nts || !nv) return fail_oom(ev);
+      if (!nts || !nv) return fail_oom(c->ev);
       c->cap = nc;
     }
     memcpy(c->ts, ts, first_stale * sizeof *ts);
     memcpy(c->v, v, first_stale * sizeof *v);
     size_t k = first_stale;
     for (size_t i = first_stale + 1; i < n; i++)
-      if (!tsdb_is_stale_nan(v[i])) c->ts[k] = ts[i], c->v[k++] = v[i];
+      if (!ev_is_stale(v[i])) c->ts[k] = ts[i], c->v[k++] = v[i];
     m.ts = c->ts, m.v = c->v, m.n = k;
   }
-  if (!m.n) return 0;
-  int rc = ev_account(ev, m.n);
-  if (rc < 0) return rc;
-  return c->fn(ev, c->ctx, &m);
+  int rc = stream_one(c, &m);
+  if (rc < 0) {
+    c->fn_failed = true;
+    return rc;
+  }
+  /* Enough series to be worth a second thread: from here on, the helper runs fn. */
+  if (++c->inline_seen == PIPE_INLINE_SERIES && c->steps >= PIPE_MIN_STEPS && !c->ev->opt.serial) {
+    c->fill = &c->slot[0];
+    c->head = c->tail = 0;
+    if (pthread_create(&c->helper, NULL, stream_helper, c) == 0) c->piped = true;
+    /* else: carry on serially */
+  }
+  return 0;
 }
 
 int ev_stream_matrix(ev_t *ev, const pql_node_t *n, const grid_t *g, int64_t mint, int64_t maxt, ev_series_fn fn, void *ctx) {
-  stream_ctx_t c = {fn, ctx, NULL, NULL, 0};
-  int rc = select_series(ev, n, mint, maxt, g->step, stream_cb, &c);
+  stream_ctx_t c = {.ev = ev, .fn = fn, .ctx = ctx, .steps = g->n};
+  pthread_mutex_init(&c.mu, NULL);
+  pthread_cond_init(&c.cv, NULL);
+  /* The reader works on a private copy of ev once the helper has started: see above. */
+  char rerr[512] = "";
+  ev_t rd = *ev;
+  rd.err = rerr, rd.errlen = sizeof rerr;
+  int rc = select_series(&rd, n, mint, maxt, g->step, stream_cb, &c);
+  ev->series_selected = rd.series_selected;
+  ev->samples_read = rd.samples_read;
+  if (c.piped) {
+    pthread_mutex_lock(&c.mu);
+    if (rc >= 0 && c.fill->ns) c.head++; /* the last, partial batch */
+    c.done = true;
+    if (rc < 0) c.stop = true;
+    pthread_cond_broadcast(&c.cv);
+    pthread_mutex_unlock(&c.mu);
+    pthread_join(c.helper, NULL);
+    /* The helper's error first: the reader stopped because of it, or the helper saw it first. */
+    if (c.helper_rc < 0) rc = c.helper_rc;
+    else if (rc == PIPE_STOPPED) rc = 0;
+  }
+  /* A failure of the reader's own (storage, max_series, timeout) has its text in rerr. */
+  if (rc < 0 && !c.fn_failed && !(c.piped && c.helper_rc < 0) && ev->err && ev->errlen)
+    snprintf(ev->err, ev->errlen, "%s", rerr);
+  for (size_t i = 0; i < PIPE_SLOTS; i++) batch_free(&c.slot[i]);
+  pthread_mutex_destroy(&c.mu);
+  pthread_cond_destroy(&c.cv);
   free(c.ts);
   free(c.v);
   return rc;
@@ -1045,11 +1271,35 @@ static void partial_sort(vcmp_item_t *it, size_t n, size_t take, int (*cmp)(cons
 
 static int eval_aggregate(ev_t *ev, const pql_node_t *n, const grid_t *g, value_t *out) {
   value_t in = {0}, par = {0};
-  int rc = ev_eval(ev, n->a, g, &in);
-  if (rc < 0) return rc;
+  int rc;
+  int op = n->op;
+  if (ev_agg_accumulates(op)) {
+    /* sum by (x) (rate(m[5m])): the range function streams its series straight into the
+     * groups; materialising its output first cost more than computing it. */
+    const pql_node_t *arg = n->a;
+    while (arg->kind == N_PAREN) arg = arg->a;
+    agg_acc_t *acc;
+    if (ev_call_streams(arg)) {
+      if ((rc = ev_check(ev)) < 0) return rc;
+      if ((rc = ev_agg_begin(ev, n, g->n, 16, &acc)) < 0) return rc;
+      if ((rc = ev_call_into(ev, arg, g, &in, acc)) < 0) return rc;
+      return ev_agg_end(ev, acc, out);
+    }
+    if (arg->kind == N_SEL && !arg->is_matrix && arg->ext != EXT_SMOOTHED) { /* count(up) */
+      if ((rc = ev_check(ev)) < 0) return rc;
+      if ((rc = ev_agg_begin(ev, n, g->n, 16, &acc)) < 0) return rc;
+      if ((rc = eval_vector_selector(ev, arg, g, &in, false, acc)) < 0) return rc;
+      return ev_agg_end(ev, acc, out);
+    }
+    if ((rc = ev_eval(ev, n->a, g, &in)) < 0) return rc;
+    if ((rc = ev_agg_begin(ev, n, g->n, in.nvs, &acc)) < 0) return rc;
+    for (size_t k = 0; k < in.nvs; k++)
+      if ((rc = ev_agg_add(ev, acc, &in.vs[k].ls, in.vs[k].drop, in.vs[k].v, in.vs[k].ok)) < 0) return rc;
+    return ev_agg_end(ev, acc, out);
+  }
+  if ((rc = ev_eval(ev, n->a, g, &in)) < 0) return rc;
   if (n->b && (rc = ev_eval(ev, n->b, g, &par)) < 0) return rc;
   out->type = PT_VECTOR;
-  int op = n->op;
   size_t ns = in.nvs, steps = g->n;
   /* Group index per input series. */
   int32_t *gid = arena_alloc(ev->a, (ns + 1) * sizeof *gid);
@@ -1176,110 +1426,215 @@ static int eval_aggregate(ev_t *ev, const pql_node_t *n, const grid_t *g, value_
     }
     return 0;
   }
-  /* Accumulating aggregations: per group, per step state. */
+  /* quantile: per group and step, the values of its series at that step. */
   size_t cells = ng * steps;
-  double *acc = arena_calloc(ev->a, (cells + 1) * sizeof(double));
-  double *acc2 = arena_calloc(ev->a, (cells + 1) * sizeof(double));
-  double *acc3 = arena_calloc(ev->a, (cells + 1) * sizeof(double));
-  double *cnt = arena_calloc(ev->a, (cells + 1) * sizeof(double));
-  uint8_t *flag = arena_calloc(ev->a, cells + 1);
-  if (!acc || !acc2 || !acc3 || !cnt || !flag) return fail_oom(ev);
   if (ev_account(ev, cells) < 0) return MD_ELIMIT;
-  double *qvals = NULL;
-  if (op == AGG_QUANTILE) {
-    qvals = arena_alloc(ev->a, (ns + 1) * sizeof(double));
-    if (!qvals) return fail_oom(ev);
-  }
-  if (op != AGG_QUANTILE) {
-    for (size_t k = 0; k < ns; k++) {
-      vser_t *s = &in.vs[k];
-      size_t base = (size_t)gid[k] * steps;
-      for (size_t i = 0; i < steps; i++) {
-        if (!s->ok[i]) continue;
-        double x = s->v[i];
-        size_t c = base + i;
-        double *a = &acc[c], *b = &acc2[c], *m3 = &acc3[c];
-        cnt[c] += 1;
-        if (cnt[c] == 1) {
-          switch (op) {
-          case AGG_SUM: *a = x; *b = 0; break;
-          case AGG_AVG: *a = x; *b = 0; break;
-          case AGG_STDDEV:
-          case AGG_STDVAR:
-            *m3 = x;
-            *a = (isnan(x) || isinf(x)) ? NAN : 0;
-            break;
-          default: *a = x;
-          }
-          continue;
-        }
-        switch (op) {
-        case AGG_SUM: kahan_inc(x, a, b); break;
-        case AGG_AVG:
-          if (!flag[c]) {
-            double ns2 = *a, nc2 = *b;
-            kahan_inc(x, &ns2, &nc2);
-            if (!isinf(ns2)) { *a = ns2, *b = nc2; break; }
-            flag[c] = 1;
-            *m3 = *a / (cnt[c] - 1);
-            *b /= cnt[c] - 1;
-          }
-          {
-            double q = (cnt[c] - 1) / cnt[c];
-            double mean = q * *m3, cc = q * *b;
-            kahan_inc(x / cnt[c], &mean, &cc);
-            *m3 = mean, *b = cc;
-          }
-          break;
-        case AGG_MIN:
-          if (*a > x || isnan(*a)) *a = x;
-          break;
-        case AGG_MAX:
-          if (*a < x || isnan(*a)) *a = x;
-          break;
-        case AGG_STDDEV:
-        case AGG_STDVAR: {
-          double delta = x - *m3;
-          *m3 += delta / cnt[c];
-          *a += delta * (x - *m3);
-          break;
-        }
-        default: break;
-        }
-      }
-    }
-  }
+  double *qvals = arena_alloc(ev->a, (ns + 1) * sizeof(double));
+  if (!qvals) return fail_oom(ev);
   for (size_t gi = 0; gi < ng; gi++) {
     vser_t *o = NULL;
     for (size_t i = 0; i < steps; i++) {
-      size_t c = gi * steps + i;
-      double v;
-      if (op == AGG_QUANTILE) {
-        size_t q = 0;
-        for (size_t k = 0; k < ns; k++)
-          if ((size_t)gid[k] == gi && in.vs[k].ok[i]) qvals[q++] = in.vs[k].v[i];
-        if (!q) continue;
-        double qq = par.sc[i];
-        if (isnan(qq)) ev_warn(ev, false, "quantile value should be between 0 and 1, got NaN");
-        else if (qq < 0 || qq > 1) ev_warn(ev, false, "quantile value should be between 0 and 1, got %g", qq);
-        v = pql_quantile(qq, qvals, q);
-      } else {
-        if (cnt[c] == 0) continue;
-        switch (op) {
-        case AGG_SUM: v = isinf(acc[c]) ? acc[c] : acc[c] + acc2[c]; break;
-        case AGG_AVG:
-          if (flag[c]) v = acc3[c] + acc2[c];
-          else v = acc[c] / cnt[c] + acc2[c] / cnt[c];
-          break;
-        case AGG_COUNT: v = cnt[c]; break;
-        case AGG_GROUP: v = 1; break;
-        case AGG_STDVAR: v = acc[c] / cnt[c]; break;
-        case AGG_STDDEV: v = sqrt(acc[c] / cnt[c]); break;
-        default: v = acc[c];
-        }
-      }
+      size_t q = 0;
+      for (size_t k = 0; k < ns; k++)
+        if ((size_t)gid[k] == gi && in.vs[k].ok[i]) qvals[q++] = in.vs[k].v[i];
+      if (!q) continue;
+      double qq = par.sc[i];
+      if (isnan(qq)) ev_warn(ev, false, "quantile value should be between 0 and 1, got NaN");
+      else if (qq < 0 || qq > 1) ev_warn(ev, false, "quantile value should be between 0 and 1, got %g", qq);
+      double v = pql_quantile(qq, qvals, q);
       if (!o) {
         o = ev_vec_add(ev, out, glabels[gi], gdrop[gi], steps);
+        if (!o) return fail_oom(ev);
+      }
+      o->v[i] = v;
+      o->ok[i] = 1;
+    }
+  }
+  return 0;
+}
+
+/* ---- accumulating aggregations, one series at a time ----------------------------------------- */
+
+typedef struct agg_group {
+  lset_t ls;
+  bool drop;
+  /* per step: the running value(s), the count, and avg's switch to the incremental mean */
+  double *acc, *acc2, *acc3, *cnt;
+  uint8_t *flag;
+} agg_group_t;
+
+struct agg_acc {
+  const pql_node_t *n;
+  int op;
+  size_t steps;
+  bool by_name;
+  hmap_t m;
+  agg_group_t *gs;
+  size_t ng, cap;
+};
+
+bool ev_agg_accumulates(int op) {
+  switch (op) {
+  case AGG_SUM: case AGG_AVG: case AGG_COUNT: case AGG_MIN: case AGG_MAX: case AGG_GROUP:
+  case AGG_STDDEV: case AGG_STDVAR: return true;
+  default: return false;
+  }
+}
+
+static bool group_keeps(const pql_node_t *n, const char *nm) {
+  bool in = in_list(nm, n->grouping, n->ngrouping);
+  return n->without ? !(in || is_name_label(nm)) : in;
+}
+
+/* lset_hash of group_labels(ls), without building them. */
+static uint64_t group_hash(const pql_node_t *n, const lset_t *ls) {
+  uint64_t h = 0x1234567;
+  for (size_t i = 0; i < ls->n; i++) {
+    if (!group_keeps(n, ls->l[i].name)) continue;
+    h = md_hash_mix(h, md_hash64(ls->l[i].name, strlen(ls->l[i].name), 1));
+    h = md_hash_mix(h, md_hash64(ls->l[i].value, strlen(ls->l[i].value), 2));
+  }
+  return h;
+}
+
+int ev_agg_begin(ev_t *ev, const pql_node_t *n, size_t steps, size_t hint, agg_acc_t **out) {
+  agg_acc_t *a = arena_calloc(ev->a, sizeof *a);
+  if (!a || hmap_init(ev, &a->m, hint < 16 ? 16 : hint) < 0) return fail_oom(ev);
+  a->n = n;
+  a->op = n->op;
+  a->steps = steps;
+  a->by_name = !n->without && in_list("__name__", n->grouping, n->ngrouping);
+  *out = a;
+  return 0;
+}
+
+static int agg_new_group(ev_t *ev, agg_acc_t *a, const lset_t *ls, bool drop) {
+  if (a->ng == a->cap) {
+    size_t nc = a->cap ? a->cap * 2 : 16;
+    agg_group_t *ng = arena_alloc(ev->a, nc * sizeof *ng);
+    if (!ng) return fail_oom(ev);
+    if (a->ng) memcpy(ng, a->gs, a->ng * sizeof *ng);
+    a->gs = ng, a->cap = nc;
+  }
+  if ((a->ng + 1) * 2 + 2 > a->m.cap) {
+    hmap_t nm;
+    if (hmap_init(ev, &nm, a->m.cap) < 0) return fail_oom(ev);
+    for (size_t q = 0; q < a->m.cap; q++)
+      if (a->m.v[q] >= 0) {
+        size_t s2 = hmap_slot(&nm, a->m.k[q]);
+        nm.k[s2] = a->m.k[q], nm.v[s2] = a->m.v[q];
+      }
+    a->m = nm;
+  }
+  agg_group_t *g = &a->gs[a->ng];
+  const pql_node_t *n = a->n;
+  lset_t gl = {arena_alloc(ev->a, (ls->n + 1) * sizeof(tsdb_label_t)), 0};
+  if (!gl.l) return fail_oom(ev);
+  for (size_t i = 0; i < ls->n; i++)
+    if (group_keeps(n, ls->l[i].name)) gl.l[gl.n++] = ls->l[i];
+  g->ls = ev_lset_copy(ev, &gl);
+  g->drop = a->by_name && drop;
+  size_t st = a->steps + 1;
+  g->acc = arena_calloc(ev->a, 4 * st * sizeof(double));
+  g->flag = arena_calloc(ev->a, st);
+  if (!g->ls.l || !g->acc || !g->flag) return fail_oom(ev);
+  g->acc2 = g->acc + st, g->acc3 = g->acc2 + st, g->cnt = g->acc3 + st;
+  if (ev_account(ev, a->steps) < 0) return MD_ELIMIT;
+  a->ng++;
+  return 0;
+}
+
+int ev_agg_add(ev_t *ev, agg_acc_t *a, const lset_t *ls, bool drop, const double *v, const uint8_t *ok) {
+  uint64_t h = group_hash(a->n, ls);
+  size_t sl = hmap_slot(&a->m, h);
+  int32_t gi = a->m.v[sl];
+  if (gi < 0) {
+    int rc = agg_new_group(ev, a, ls, drop);
+    if (rc < 0) return rc;
+    gi = (int32_t)(a->ng - 1);
+    sl = hmap_slot(&a->m, h);
+    a->m.k[sl] = h;
+    a->m.v[sl] = gi;
+  }
+  agg_group_t *g = &a->gs[gi];
+  int op = a->op;
+  for (size_t i = 0; i < a->steps; i++) {
+    if (!ok[i]) continue;
+    double x = v[i];
+    double *acc = &g->acc[i], *b = &g->acc2[i], *m3 = &g->acc3[i], *cnt = &g->cnt[i];
+    *cnt += 1;
+    if (*cnt == 1) {
+      switch (op) {
+      case AGG_SUM: *acc = x; *b = 0; break;
+      case AGG_AVG: *acc = x; *b = 0; break;
+      case AGG_STDDEV:
+      case AGG_STDVAR:
+        *m3 = x;
+        *acc = (isnan(x) || isinf(x)) ? NAN : 0;
+        break;
+      default: *acc = x;
+      }
+      continue;
+    }
+    switch (op) {
+    case AGG_SUM: kahan_inc(x, acc, b); break;
+    case AGG_AVG:
+      if (!g->flag[i]) {
+        double ns2 = *acc, nc2 = *b;
+        kahan_inc(x, &ns2, &nc2);
+        if (!isinf(ns2)) { *acc = ns2, *b = nc2; break; }
+        g->flag[i] = 1;
+        *m3 = *acc / (*cnt - 1);
+        *b /= *cnt - 1;
+      }
+      {
+        double q = (*cnt - 1) / *cnt;
+        double mean = q * *m3, cc = q * *b;
+        kahan_inc(x / *cnt, &mean, &cc);
+        *m3 = mean, *b = cc;
+      }
+      break;
+    case AGG_MIN:
+      if (*acc > x || isnan(*acc)) *acc = x;
+      break;
+    case AGG_MAX:
+      if (*acc < x || isnan(*acc)) *acc = x;
+      break;
+    case AGG_STDDEV:
+    case AGG_STDVAR: {
+      double delta = x - *m3;
+      *m3 += delta / *cnt;
+      *acc += delta * (x - *m3);
+      break;
+    }
+    default: break;
+    }
+  }
+  return 0;
+}
+
+int ev_agg_end(ev_t *ev, agg_acc_t *a, value_t *out) {
+  out->type = PT_VECTOR;
+  for (size_t gi = 0; gi < a->ng; gi++) {
+    agg_group_t *g = &a->gs[gi];
+    vser_t *o = NULL;
+    for (size_t i = 0; i < a->steps; i++) {
+      double v, cnt = g->cnt[i], acc = g->acc[i], acc2 = g->acc2[i];
+      if (cnt == 0) continue;
+      switch (a->op) {
+      case AGG_SUM: v = isinf(acc) ? acc : acc + acc2; break;
+      case AGG_AVG:
+        if (g->flag[i]) v = g->acc3[i] + acc2;
+        else v = acc / cnt + acc2 / cnt;
+        break;
+      case AGG_COUNT: v = cnt; break;
+      case AGG_GROUP: v = 1; break;
+      case AGG_STDVAR: v = acc / cnt; break;
+      case AGG_STDDEV: v = sqrt(acc / cnt); break;
+      default: v = acc;
+      }
+      if (!o) {
+        o = ev_vec_add(ev, out, g->ls, g->drop, a->steps);
         if (!o) return fail_oom(ev);
       }
       o->v[i] = v;
@@ -1410,7 +1765,7 @@ static int eval_info(ev_t *ev, const pql_node_t *n, const grid_t *g, value_t *ou
   if (!c.nname) m[nm++] = (tsdb_matcher_t){TSDB_MATCH_EQ, "__name__", "target_info"};
   else if (!c.positive_name) m[nm++] = (tsdb_matcher_t){TSDB_MATCH_RE, "__name__", ".+_info"};
   pql_node_t isel = {.kind = N_SEL, .type = PT_VECTOR, .matchers = m, .nmatchers = nm};
-  if ((rc = eval_vector_selector(ev, &isel, g, &info, true)) < 0) goto out;
+  if ((rc = eval_vector_selector(ev, &isel, g, &info, true, NULL)) < 0) goto out;
   info_ord_t *ord = arena_alloc(ev->a, (info.nvs + 1) * sizeof *ord);
   if (!ord) { rc = fail_oom(ev); goto out; }
   for (size_t k = 0; k < info.nvs; k++) {
@@ -1525,7 +1880,7 @@ int ev_eval(ev_t *ev, const pql_node_t *n, const grid_t *g, value_t *out) {
   case N_CALL: return n->func->id == F_INFO ? eval_info(ev, n, g, out) : ev_call(ev, n, g, out);
   case N_SEL:
     if (n->is_matrix) return eval_matrix_selector(ev, n, g, out);
-    return eval_vector_selector(ev, n, g, out, false);
+    return eval_vector_selector(ev, n, g, out, false, NULL);
   case N_SUBQ: return eval_subquery(ev, n, g, out);
   }
   return ev_fail(ev, MD_ERR, "unknown expression node");
@@ -1535,5 +1890,5 @@ int ev_eval(ev_t *ev, const pql_node_t *n, const grid_t *g, value_t *out) {
 int ev_eval_selector_ts(ev_t *ev, const pql_node_t *n, const grid_t *g, value_t *out);
 int ev_eval_selector_ts(ev_t *ev, const pql_node_t *n, const grid_t *g, value_t *out) {
   memset(out, 0, sizeof *out);
-  return eval_vector_selector(ev, n, g, out, true);
+  return eval_vector_selector(ev, n, g, out, true, NULL);
 }

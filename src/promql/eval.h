@@ -15,6 +15,8 @@
 #ifndef METRICSD_PROMQL_EVAL_H
 #define METRICSD_PROMQL_EVAL_H
 
+#include <string.h>
+
 #include "promql/pql.h"
 
 typedef struct lset {
@@ -94,17 +96,45 @@ uint64_t lset_hash(const lset_t *ls);
 void lset_format(const lset_t *ls, sb_t *out); /* {a="b", ...} */
 const char *ev_metric_name(const lset_t *ls);
 
+/* A copy of ls (labels and strings) in the query arena: labels handed to a selector callback
+ * are the storage's and only valid during the call. */
+lset_t ev_lset_copy(ev_t *ev, const lset_t *ls);
+
+static inline bool ev_is_stale(double v) {
+  uint64_t b;
+  memcpy(&b, &v, sizeof b);
+  return b == TSDB_STALE_NAN_BITS;
+}
+
+/* Accumulating aggregation (sum, avg, count, min, max, group, stddev, stdvar) fed one series
+ * at a time, so a streamed input never has to be materialised: groups are kept in the order
+ * of their first series and every (group, step) cell folds its series in the order they are
+ * added, exactly as over a materialised vector. The input's labels are copied only for a new
+ * group; v/ok (one slot per step) are read during the call only. */
+typedef struct agg_acc agg_acc_t;
+bool ev_agg_accumulates(int op);
+int ev_agg_begin(ev_t *ev, const pql_node_t *n, size_t steps, size_t hint, agg_acc_t **out);
+int ev_agg_add(ev_t *ev, agg_acc_t *a, const lset_t *ls, bool drop, const double *v, const uint8_t *ok);
+int ev_agg_end(ev_t *ev, agg_acc_t *a, value_t *out);
+
+/* A range function over a matrix selector (rate(x[5m])) that can be evaluated series by series
+ * straight from the storage (what ev_call_into streams into an aggregation). */
+bool ev_call_streams(const pql_node_t *n);
+
 /* A matrix selector's windows for the grid (type, range, wend, ext; no series) and the time
  * range its samples come from. */
 int ev_matrix_windows(ev_t *ev, const pql_node_t *n, const grid_t *g, value_t *out, int64_t *mint, int64_t *maxt);
 /* Selects the matrix selector n's series in [mint, maxt] and calls fn once per series that has
- * samples, stale markers removed; the series is only valid during the call. */
+ * samples, stale markers removed; the series, its labels included, is only valid during the
+ * call (ev_lset_copy to keep them). */
 typedef int (*ev_series_fn)(ev_t *ev, void *ctx, const mser_t *s);
 int ev_stream_matrix(ev_t *ev, const pql_node_t *n, const grid_t *g, int64_t mint, int64_t maxt, ev_series_fn fn,
                      void *ctx);
 
 /* Functions (func.c). */
 int ev_call(ev_t *ev, const pql_node_t *n, const grid_t *g, value_t *out);
+/* ev_call for an n where ev_call_streams(n): every output series goes into sink, not out. */
+int ev_call_into(ev_t *ev, const pql_node_t *n, const grid_t *g, value_t *out, agg_acc_t *sink);
 /* Prometheus's float helpers. */
 void kahan_inc(double inc, double *sum, double *c);
 double pql_quantile(double q, double *vals, size_t n); /* sorts vals */

@@ -100,6 +100,7 @@ typedef struct win {
   int64_t range_ms;
   double param, param2;
   int64_t now; /* the step's evaluation time (before @ and offset) */
+  bool no_resets; /* no sample of the window is below the one before it */
 } win_t;
 
 static size_t first_gt(const int64_t *ts, size_t n, int64_t t) {
@@ -116,7 +117,7 @@ static bool extrapolated_rate(const win_t *w, bool counter, bool rate, double *o
   if (w->n < 2) return false;
   double first = w->v[0], last = w->v[w->n - 1];
   double result = last - first;
-  if (counter) {
+  if (counter && !w->no_resets) {
     double prev = w->v[0];
     for (size_t i = 1; i < w->n; i++) {
       if (w->v[i] < prev) result += prev;
@@ -388,7 +389,8 @@ static bool is_counter_name(const char *nm) {
 }
 
 /* One range function over one series, every step: shared by the materialised and the
- * streamed matrix paths. */
+ * streamed matrix paths. With a sink (an aggregation over the function) the series' values go
+ * into it instead of a new output series. */
 typedef struct rfn_ctx {
   int id;
   const grid_t *g;
@@ -398,37 +400,91 @@ typedef struct rfn_ctx {
   bool keep_name, counter_fn;
   double *scratch;
   size_t scap;
+  agg_acc_t *sink;
+  double *sv;       /* sink: this series' values and presence per step */
+  uint8_t *sok;
 } rfn_ctx_t;
+
+/* Index of the first ts > t at or after from, for windows that move forward: a short linear
+ * walk (a step usually moves a window by a few samples), then binary search. */
+static size_t advance_gt(const int64_t *ts, size_t n, size_t from, int64_t t) {
+  for (int k = 0; k < 8; k++, from++)
+    if (from >= n || ts[from] > t) return from;
+  return from + first_gt(ts + from, n - from, t);
+}
 
 static int rfn_series(ev_t *ev, void *vctx, const mser_t *s) {
   rfn_ctx_t *c = vctx;
   const value_t *m = c->m;
   int id = c->id;
   vser_t *o = NULL;
+  double *ov = c->sv;
+  uint8_t *ook = c->sok;
+  bool any = false;
+  if (c->sink) memset(ook, 0, c->g->n);
+  /* A counter that never goes down needs no reset scan per window (the common case). */
+  bool no_resets = false;
+  if (id == F_RATE || id == F_INCREASE) {
+    size_t i = 1;
+    while (i < s->n && !(s->v[i] < s->v[i - 1])) i++;
+    no_resets = i >= s->n;
+  }
+  size_t lo = 0, hi = 0;
   for (size_t i = 0; i < c->g->n; i++) {
     int64_t end = m->wend[i], start = end - m->range_ms;
-    size_t lo = first_gt(s->ts, s->n, start), hi = first_gt(s->ts, s->n, end);
+    if (i > 0 && end >= m->wend[i - 1]) {
+      lo = advance_gt(s->ts, s->n, lo, start);
+      hi = advance_gt(s->ts, s->n, hi, end);
+    } else {
+      lo = first_gt(s->ts, s->n, start);
+      hi = first_gt(s->ts, s->n, end);
+    }
     win_t w = {s->ts + lo, s->v + lo, hi - lo, start, end, m->range_ms, c->p1->sc ? c->p1->sc[i] : 0,
-               c->p2->sc ? c->p2->sc[i] : 0, grid_t_at(c->g, i)};
+               c->p2->sc ? c->p2->sc[i] : 0, grid_t_at(c->g, i), no_resets};
     double v;
     if (m->ext ? !ext_range_fn(ev, id, m->ext, s, start, end, m->range_ms, &v)
                : !range_fn(ev, id, &w, &v, &c->scratch, &c->scap))
       continue;
-    if (!o) {
-      if (!(o = ev_vec_add(ev, c->out, s->ls, c->keep_name ? s->drop : true, c->g->n))) return fail_oom(ev);
+    if (!any) {
+      any = true;
+      if (!c->sink) {
+        lset_t own = ev_lset_copy(ev, &s->ls);
+        if (!own.l || !(o = ev_vec_add(ev, c->out, own, c->keep_name ? s->drop : true, c->g->n))) return fail_oom(ev);
+        ov = o->v, ook = o->ok;
+      } else {
+        /* held as if materialised: the limits do not depend on the plan */
+        int rc = ev_account(ev, c->g->n);
+        if (rc < 0) return rc;
+      }
       if (c->counter_fn) {
         const char *nm = ev_metric_name(&s->ls);
         if (*nm && !is_counter_name(nm))
           ev_warn(ev, true, "metric might not be a counter, name does not end in _total/_sum/_count/_bucket: \"%s\"", nm);
       }
     }
-    o->v[i] = v;
-    o->ok[i] = 1;
+    ov[i] = v;
+    ook[i] = 1;
+  }
+  if (any && c->sink) {
+    int rc = ev_agg_add(ev, c->sink, &s->ls, c->keep_name ? s->drop : true, ov, ook);
+    if (rc < 0) return rc;
   }
   return ev_check(ev);
 }
 
-static int eval_range_fn(ev_t *ev, const pql_node_t *n, const grid_t *g, value_t *out) {
+static bool is_range_fn(const pql_node_t *n) {
+  return n->kind == N_CALL && n->func->id != F_INFO &&
+         (n->func->args[0] == PT_MATRIX || n->func->id == F_QUANTILE_OVER_TIME);
+}
+
+bool ev_call_streams(const pql_node_t *n) {
+  if (!is_range_fn(n) || n->func->id == F_ABSENT_OVER_TIME) return false;
+  const pql_node_t *sel = n->args[n->func->id == F_QUANTILE_OVER_TIME ? 1 : 0];
+  while (sel->kind == N_PAREN) sel = sel->a;
+  return sel->kind == N_SEL && sel->is_matrix;
+}
+
+static int eval_range_fn(ev_t *ev, const pql_node_t *n, const grid_t *g, value_t *out, agg_acc_t *sink) {
   int id = n->func->id;
   value_t m = {0}, p1 = {0}, p2 = {0};
   int rc;
@@ -510,7 +566,13 @@ static int eval_range_fn(ev_t *ev, const pql_node_t *n, const grid_t *g, value_t
     }
     return 0;
   }
-  rfn_ctx_t c = {id, g, &m, &p1, &p2, out, keep_name, id == F_RATE || id == F_INCREASE || id == F_IRATE, scratch, scap};
+  rfn_ctx_t c = {id, g, &m, &p1, &p2, out, keep_name, id == F_RATE || id == F_INCREASE || id == F_IRATE, scratch, scap,
+                 sink, NULL, NULL};
+  if (sink) {
+    c.sv = arena_alloc(ev->a, (g->n + 1) * sizeof *c.sv);
+    c.sok = arena_alloc(ev->a, g->n + 1);
+    if (!c.sv || !c.sok) return fail_oom(ev);
+  }
   if (stream) return ev_stream_matrix(ev, sel, g, smint, smaxt, rfn_series, &c);
   for (size_t k = 0; k < m.nms; k++)
     if ((rc = rfn_series(ev, &c, &m.ms[k])) < 0) return rc;
@@ -1118,7 +1180,9 @@ static int eval_histogram(ev_t *ev, const pql_node_t *n, const grid_t *g, value_
 
 /* ---- dispatch ------------------------------------------------------------------------------ */
 
-int ev_call(ev_t *ev, const pql_node_t *n, const grid_t *g, value_t *out) {
+int ev_call(ev_t *ev, const pql_node_t *n, const grid_t *g, value_t *out) { return ev_call_into(ev, n, g, out, NULL); }
+
+int ev_call_into(ev_t *ev, const pql_node_t *n, const grid_t *g, value_t *out, agg_acc_t *sink) {
   int id = n->func->id;
   int rc;
   memset(out, 0, sizeof *out);
@@ -1133,6 +1197,7 @@ int ev_call(ev_t *ev, const pql_node_t *n, const grid_t *g, value_t *out) {
       return ev_fail(ev, MD_EINVAL, "anchored modifier can only be used with: changes, delta, increase, rate, resets - not with %s",
                      n->func->name);
   }
+  if (sink) return ev_call_streams(n) ? eval_range_fn(ev, n, g, out, sink) : ev_fail(ev, MD_ERR, "internal: no streamed plan");
   switch (id) {
   case F_TIME:
   case F_PI:
@@ -1261,6 +1326,6 @@ int ev_call(ev_t *ev, const pql_node_t *n, const grid_t *g, value_t *out) {
   }
   default: break;
   }
-  if (n->func->args[0] == PT_MATRIX || id == F_QUANTILE_OVER_TIME) return eval_range_fn(ev, n, g, out);
+  if (n->func->args[0] == PT_MATRIX || id == F_QUANTILE_OVER_TIME) return eval_range_fn(ev, n, g, out, NULL);
   return eval_elementwise(ev, n, g, out);
 }

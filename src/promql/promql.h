@@ -21,8 +21,9 @@
  *                promql_error_is_timeout() tells which when the caller needs it.
  *   MD_ENOMEM, MD_EIO from the layers below. errorType "internal" (500).
  *
- * Threading: everything is reentrant; one evaluation runs on the calling thread. A
- * promql_result_t belongs to one thread at a time.
+ * Threading: everything is reentrant. One evaluation runs on the calling thread, plus at most
+ * one short-lived helper thread of its own while a range function streams many series (see
+ * promql_options_t.serial). A promql_result_t belongs to one thread at a time.
  */
 #ifndef METRICSD_PROMQL_H
 #define METRICSD_PROMQL_H
@@ -71,6 +72,9 @@ typedef struct promql_options {
   size_t max_series;           /* series selected by one query; 0 = unlimited (default 0) */
   const atomic_int *cancel;    /* when non-NULL and set non-zero, evaluation stops (MD_ECANCELED) */
   bool use_downsampled;        /* let tsdb pick a rollup tier by step (default false) */
+  bool serial;                 /* no helper thread (default false: a range function over many
+                                * series computes on one helper thread while the calling
+                                * thread reads the storage; results are the same either way) */
 } promql_options_t;
 
 void promql_options_default(promql_options_t *opt);

@@ -419,6 +419,129 @@ static void test_topk_many_series(void **state) {
   promql_result_free(r);
 }
 
+/* 300 counters over 20 min (some reset, some have stale markers, some stop early), enough
+ * series for a streamed range function to go through the reader/helper pipeline. */
+static void add_pipeline_series(fixture_t *f) {
+  tsdb_batch_t *b = tsdb_batch_new();
+  for (int i = 0; i < 300; i++) {
+    char id[16], grp[16];
+    snprintf(id, sizeof id, "s%03d", i);
+    snprintf(grp, sizeof grp, "g%d", i % 7);
+    tsdb_label_t l[3] = {{"__name__", "pc_total"}, {"grp", grp}, {"id", id}};
+    assert_int_equal(tsdb_batch_series(b, l, 3), 0);
+    int n = i % 11 == 0 ? 40 : 81;
+    double v = i * 3.7;
+    for (int k = 0; k < n; k++) {
+      v += (i % 13) + 0.1 * k;
+      if (i % 5 == 0 && k == 37) v = 2.5; /* counter reset */
+      double x = (i % 9 == 0 && k == 50) ? tsdb_stale_nan() : v;
+      assert_int_equal(tsdb_batch_sample(b, (int64_t)k * 15000 + i, x), 0);
+    }
+  }
+  tsdb_append_result_t res;
+  assert_int_equal(tsdb_append(f->db, "t7", b, &res), 0);
+  assert_int_equal(res.samples_rejected, 0);
+  tsdb_batch_free(b);
+}
+
+static promql_result_t *range_opt(fixture_t *f, const char *q, const promql_options_t *o) {
+  promql_result_t *r = NULL;
+  char err[512];
+  int rc = promql_query_range(f->db, "t7", q, strlen(q), 60000, 1200000, 30000, o, &r, err, sizeof err);
+  if (rc < 0) fail_msg("%s: %s", q, err);
+  return r;
+}
+
+/* Same series, labels, points and bit-identical values. */
+static void assert_same_result(const char *q, promql_result_t *a, promql_result_t *b) {
+  size_t n = promql_result_series_count(a);
+  if (n != promql_result_series_count(b)) fail_msg("%s: %zu vs %zu series", q, n, promql_result_series_count(b));
+  assert_true(n > 0);
+  for (size_t i = 0; i < n; i++) {
+    size_t na, nb;
+    const tsdb_label_t *la = promql_result_labels(a, i, &na), *lb = promql_result_labels(b, i, &nb);
+    assert_int_equal(na, nb);
+    for (size_t k = 0; k < na; k++) {
+      assert_string_equal(la[k].name, lb[k].name);
+      assert_string_equal(la[k].value, lb[k].value);
+    }
+    const int64_t *ta, *tb;
+    const double *va, *vb;
+    size_t pa = promql_result_points(a, i, &ta, &va), pb = promql_result_points(b, i, &tb, &vb);
+    assert_int_equal(pa, pb);
+    for (size_t k = 0; k < pa; k++) {
+      assert_int_equal(ta[k], tb[k]);
+      if (memcmp(&va[k], &vb[k], sizeof(double))) fail_msg("%s: series %zu point %zu: %.17g vs %.17g", q, i, k, va[k], vb[k]);
+    }
+  }
+}
+
+static void test_streamed_pipeline_same_results(void **state) {
+  fixture_t *f = *state;
+  add_pipeline_series(f);
+  promql_options_t par, ser;
+  promql_options_default(&par);
+  promql_options_default(&ser);
+  ser.serial = true;
+  /* Each query: streamed and pipelined (default), on one thread (serial), and over a
+   * materialised input (the "+ 0" / "* 1" forms) must agree bit for bit. */
+  static const char *const q[][2] = {
+      {"sum by (grp) (rate(pc_total[2m]))", "sum by (grp) (rate(pc_total[2m]) + 0)"},
+      {"sum(increase(pc_total[5m]))", "sum(increase(pc_total[5m]) * 1)"},
+      {"avg without (id) (delta(pc_total[1m]))", "avg without (id) (delta(pc_total[1m]) * 1)"},
+      {"stddev by (grp) (irate(pc_total[3m]))", "stddev by (grp) (irate(pc_total[3m]) * 1)"},
+      {"stdvar(rate(pc_total[90s]))", "stdvar(rate(pc_total[90s]) * 1)"},
+      {"max by (grp) (max_over_time(pc_total[3m]))", "max by (grp) (max_over_time(pc_total[3m]) * 1)"},
+      {"min(resets(pc_total[10m]))", "min(resets(pc_total[10m]) * 1)"},
+      {"count by (grp) (rate(pc_total[1m]))", "count by (grp) (rate(pc_total[1m]) * 1)"},
+      {"group by (grp) (deriv(pc_total[4m]))", "group by (grp) (deriv(pc_total[4m]) * 1)"},
+      {"sum by (__name__) (last_over_time(pc_total[2m]))", "sum by (__name__) (last_over_time(pc_total[2m]))"},
+      {"rate(pc_total[2m])", "rate(pc_total[2m]) * 1"},
+      {"topk(5, rate(pc_total[2m]))", "topk(5, rate(pc_total[2m]) * 1)"},
+      {"quantile by (grp) (0.9, rate(pc_total[2m]))", "quantile by (grp) (0.9, rate(pc_total[2m]) * 1)"},
+  };
+  for (size_t i = 0; i < sizeof q / sizeof q[0]; i++) {
+    promql_result_t *a = range_opt(f, q[i][0], &par), *b = range_opt(f, q[i][0], &ser), *c = range_opt(f, q[i][1], &ser);
+    assert_same_result(q[i][0], a, b);
+    assert_same_result(q[i][1], a, c);
+    promql_result_free(a);
+    promql_result_free(b);
+    promql_result_free(c);
+  }
+}
+
+static void test_streamed_pipeline_limits(void **state) {
+  fixture_t *f = *state;
+  add_pipeline_series(f);
+  promql_result_t *r = NULL;
+  char err[512];
+  const char *q = "sum by (grp) (rate(pc_total[2m]))";
+  for (int serial = 0; serial < 2; serial++) {
+    promql_options_t o;
+    /* The samples limit trips inside the helper thread, past the first series. */
+    promql_options_default(&o);
+    o.serial = serial;
+    o.max_samples = 15000;
+    assert_int_equal(promql_query_range(f->db, "t7", q, strlen(q), 60000, 1200000, 30000, &o, &r, err, sizeof err),
+                     MD_ELIMIT);
+    assert_non_null(strstr(err, "too many samples"));
+    /* The series limit trips in the reader while the helper runs. */
+    promql_options_default(&o);
+    o.serial = serial;
+    o.max_series = 200;
+    assert_int_equal(promql_query_range(f->db, "t7", q, strlen(q), 60000, 1200000, 30000, &o, &r, err, sizeof err),
+                     MD_ELIMIT);
+    assert_non_null(strstr(err, "too many series"));
+    promql_options_default(&o);
+    o.serial = serial;
+    atomic_int cancel = 1;
+    o.cancel = &cancel;
+    assert_int_equal(promql_query_range(f->db, "t7", q, strlen(q), 60000, 1200000, 30000, &o, &r, err, sizeof err),
+                     MD_ECANCELED);
+    assert_null(r);
+  }
+}
+
 int main(void) {
   log_set_level(LOG_ERROR);
   const struct CMUnitTest tests[] = {
@@ -429,6 +552,8 @@ int main(void) {
       cmocka_unit_test(test_info_function), cmocka_unit_test(test_extended_range_selectors),
       cmocka_unit_test(test_type_and_unit_labels), cmocka_unit_test(test_count_values_label_names),
       cmocka_unit_test(test_topk_many_series),
+      cmocka_unit_test_setup_teardown(test_streamed_pipeline_same_results, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_streamed_pipeline_limits, setup, teardown),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
