@@ -547,7 +547,9 @@ static enum MHD_Result last_call(http_server_t *s, struct MHD_Connection *conn, 
   /* decode */
   const char *enc = http_req_header(req, "Content-Encoding");
   if (c->raw_len || (enc && *enc)) {
-    if (rt->flags & HTTP_ROUTE_RAW_BODY) {
+    /* Raw routes and bodies without Content-Encoding take the receive buffer as it is (it
+     * always has room for the NUL): copying a multi-MB push once more cost ~5 % of an import. */
+    if ((rt->flags & HTTP_ROUTE_RAW_BODY) || !enc || !*enc) {
       if (!c->raw && !(c->raw = malloc(1))) return early(s, conn, c, 500, "out of memory");
       c->raw[c->raw_len] = 0;
       req->body = c->raw;
