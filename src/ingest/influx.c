@@ -15,27 +15,90 @@
  * lines, so lines are not pre-split: the cursor walks the buffer and a newline ends a line
  * only outside a string. Unescaped tokens point into the input; escaped ones are copied into a
  * per-line arena.
+ *
+ * Grouping: a body of several writes repeats every series once per write (Telegraf flushing
+ * a few intervals, the bench dataset ~3 times per request). The raw bytes of a line's
+ * measurement and tags (up to the first unescaped space) name its tag set: the first time a
+ * tag set is seen it is parsed and its labels kept; later lines with the same bytes skip
+ * straight to the fields. Each field's sample is staged under its series (tag set + raw
+ * field key), validated the first time; the batch gets one series per distinct series, its
+ * samples in line order, so the batch and the engine copy, sort, hash and look up each
+ * series once per request. Different spellings of one label set (tag order, escapes) are
+ * different groups, as they were different batch series before. Bad lines are never cached:
+ * each is parsed and reported on its own.
+ *
+ * Threading: any thread; the parser state (tables and arrays of a few MB on a 10,000-line
+ * body) is kept per thread between requests, see parser_get.
  */
 #include <math.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "ingest_int.h"
 
 #define MAX_FIELDS 1024
+#define TAGS_SEED 0x51ed27a1f3c9b8d5ULL
 
 typedef struct {
   const char *key;
   size_t klen;
+  const char *raw; /* the key as written (escapes included): part of the series' identity */
+  size_t rawlen;
   double v;
 } field_t;
 
+/* A distinct measurement+tags text of the body, parsed once. */
+typedef struct {
+  const char *raw;
+  size_t rawlen;
+  uint64_t hash;
+  const char *meas; /* sanitised measurement name */
+  size_t mlen;
+  size_t lab_off, nl; /* its labels (db label included) in influx_t.glab */
+} tagset_t;
+
+/* A distinct series of the body: a tag set and a raw field key; valid (checked once). */
+typedef struct {
+  uint32_t tagset;
+  const char *field;
+  size_t flen;
+  uint64_t hash;
+  const char *name; /* metric name */
+  size_t namelen;
+  size_t count, off; /* staged samples; offset while emitting */
+} group_t;
+
+typedef struct {
+  uint32_t group;
+  int64_t ts;
+  double v;
+} staged_t;
+
+/* Open-addressing index of tag sets or groups: slot = index + 1, 0 = empty. */
+typedef struct {
+  uint32_t *slots;
+  size_t cap;
+} slots_t;
+
 typedef struct {
   ictx_t c;
-  arena_t *scratch;
+  arena_t *scratch; /* per line */
+  arena_t *keep;    /* per request: labels and names of tag sets and groups */
   ilabel_t lbl[INGEST_HARD_MAX_LABELS + 2];
   field_t fields[MAX_FIELDS];
+  ilabel_t *glab;
+  size_t nglab, cap_glab;
+  tagset_t *tagsets;
+  size_t ntagsets, cap_tagsets;
+  group_t *groups;
+  size_t ngroups, cap_groups;
+  slots_t tslots, gslots;
+  staged_t *staged;
+  size_t nstaged, cap_staged;
+  size_t *order;
+  size_t cap_order;
 } influx_t;
 
 enum { K_MEAS = 1, K_TAG = 2, K_ESC = 4 };
@@ -172,9 +235,260 @@ static int convert_ts(int64_t t, ingest_precision_t prec, int64_t *ms) {
   return 0;
 }
 
-/* Parses one line starting at *pi; leaves *pi at its terminating newline (or n). */
-static int parse_line(influx_t *X, const char *p, size_t n, size_t *pi, char *err, size_t errlen) {
+/* ---- grouping ---------------------------------------------------------------------------- */
+
+/* Grows an array of elements of size sz to hold at least want; false when out of memory. */
+static bool grow(void **arr, size_t *cap, size_t want, size_t sz, size_t first) {
+  if (want <= *cap) return true;
+  size_t nc = *cap ? *cap : first;
+  while (nc < want)
+    nc *= 2;
+  void *na = realloc(*arr, nc * sz);
+  if (!na) return false;
+  *arr = na;
+  *cap = nc;
+  return true;
+}
+
+/* Makes room for one more entry (n in use) at load <= 1/2, rehashing by hashes[i]. */
+static bool slots_reserve(slots_t *t, size_t n, const void *entries, size_t stride, size_t hash_off) {
+  if ((n + 1) * 2 <= t->cap) return true;
+  size_t nc = t->cap ? t->cap * 2 : 1024;
+  uint32_t *ns = calloc(nc, sizeof *ns);
+  if (!ns) return false;
+  for (size_t e = 0; e < n; e++) {
+    uint64_t h;
+    memcpy(&h, (const char *)entries + e * stride + hash_off, sizeof h);
+    size_t k = h & (nc - 1);
+    while (ns[k])
+      k = (k + 1) & (nc - 1);
+    ns[k] = (uint32_t)e + 1;
+  }
+  free(t->slots);
+  t->slots = ns;
+  t->cap = nc;
+  return true;
+}
+
+/* The end of a line's measurement and tags: its first unescaped space or newline (n if none).
+ * Escapes are skipped exactly as scan_token skips them, so a line whose tags parse ends its
+ * tags here. */
+static size_t tags_end(const char *p, size_t n, size_t i) {
+  for (;;) {
+    while (i < n && p[i] != ' ' && p[i] != '\n' && p[i] != '\\')
+      i++;
+    if (i >= n || p[i] != '\\') return i;
+    i += i + 1 < n && p[i + 1] != '\n' ? 2 : 1;
+  }
+}
+
+static long tagset_find(const influx_t *X, const char *raw, size_t len, uint64_t h) {
+  if (!X->tslots.cap) return -1;
+  size_t mask = X->tslots.cap - 1;
+  for (size_t k = h & mask; X->tslots.slots[k]; k = (k + 1) & mask) {
+    const tagset_t *t = &X->tagsets[X->tslots.slots[k] - 1];
+    if (t->hash == h && t->rawlen == len && memcmp(t->raw, raw, len) == 0)
+      return (long)(X->tslots.slots[k] - 1);
+  }
+  return -1;
+}
+
+/* A string the index keeps: the input outlives the parse, the per-line scratch does not. */
+static const char *keep_str(influx_t *X, const char *in, size_t inlen, const char *s, size_t n) {
+  if (s >= in && s + n <= in + inlen) return s;
+  char *m = arena_alloc(X->keep, n + 1);
+  if (!m) return NULL;
+  memcpy(m, s, n);
+  m[n] = 0;
+  return m;
+}
+
+/* Records the tag set just parsed (labels L[1..nl), measurement cm); -1 when out of memory. */
+static long tagset_add(influx_t *X, const char *p, size_t n, const char *raw, size_t rawlen, uint64_t h,
+                       const char *cm, size_t cml, const ilabel_t *L, size_t nl) {
+  if (!slots_reserve(&X->tslots, X->ntagsets, X->tagsets, sizeof *X->tagsets, offsetof(tagset_t, hash)) ||
+      !grow((void **)&X->tagsets, &X->cap_tagsets, X->ntagsets + 1, sizeof *X->tagsets, 256) ||
+      !grow((void **)&X->glab, &X->cap_glab, X->nglab + nl, sizeof *X->glab, 2048))
+    return -1;
+  tagset_t *t = &X->tagsets[X->ntagsets];
+  *t = (tagset_t){raw, rawlen, h, keep_str(X, p, n, cm, cml), cml, X->nglab, nl - 1};
+  if (!t->meas) return -1;
+  for (size_t l = 1; l < nl; l++) {
+    ilabel_t k = L[l];
+    k.name = keep_str(X, p, n, k.name, k.nlen);
+    k.value = keep_str(X, p, n, k.value, k.vlen);
+    if (!k.name || !k.value) return -1;
+    X->glab[X->nglab++] = k;
+  }
+  size_t k = h & (X->tslots.cap - 1);
+  while (X->tslots.slots[k])
+    k = (k + 1) & (X->tslots.cap - 1);
+  X->tslots.slots[k] = (uint32_t)X->ntagsets + 1;
+  return (long)X->ntagsets++;
+}
+
+/* Fills X->lbl with the series' labels: name, then the tag set's; returns their count. */
+static size_t series_labels(influx_t *X, const tagset_t *t, const char *name, size_t namelen) {
+  X->lbl[0] = (ilabel_t){"__name__", 8, name, namelen};
+  memcpy(X->lbl + 1, X->glab + t->lab_off, t->nl * sizeof *X->lbl);
+  return t->nl + 1;
+}
+
+/* Stages field F of a line of tag set ts: finds or makes its group (validating the series the
+ * first time it is seen). MD_EINVAL (err says why) for a bad series, MD_ELIMIT past the
+ * samples-per-request limit. */
+static int stage_sample(influx_t *X, uint32_t ts_idx, const field_t *F, int64_t tsv, char *err,
+                        size_t errlen) {
+  const tagset_t *t = &X->tagsets[ts_idx];
+  uint64_t h = md_hash64(F->raw, F->rawlen, t->hash);
+  long g = -1;
+  if (X->gslots.cap) {
+    size_t mask = X->gslots.cap - 1;
+    for (size_t k = h & mask; X->gslots.slots[k]; k = (k + 1) & mask) {
+      const group_t *G = &X->groups[X->gslots.slots[k] - 1];
+      if (G->hash == h && G->tagset == ts_idx && G->flen == F->rawlen &&
+          memcmp(G->field, F->raw, F->rawlen) == 0) {
+        g = (long)(X->gslots.slots[k] - 1);
+        break;
+      }
+    }
+  }
+  if (g < 0) {
+    const char *name;
+    size_t namelen;
+    if (F->klen == 5 && memcmp(F->key, "value", 5) == 0) {
+      name = t->meas;
+      namelen = t->mlen;
+    } else {
+      char *m = arena_alloc(X->keep, t->mlen + F->klen + 3);
+      if (!m) return MD_ENOMEM;
+      memcpy(m, t->meas, t->mlen);
+      m[t->mlen] = '_';
+      size_t fl = ingest_sanitize_name(F->key, F->klen, true, m + t->mlen + 1);
+      /* A field starting with a digit needs no '_' prefix once it follows "meas_". */
+      if (fl == F->klen + 1) {
+        memmove(m + t->mlen + 1, m + t->mlen + 2, F->klen);
+        fl--;
+      }
+      name = m;
+      namelen = t->mlen + 1 + fl;
+    }
+    int rc = ictx_check(&X->c, X->lbl, series_labels(X, t, name, namelen), err, errlen);
+    if (rc) return rc;
+    if (!slots_reserve(&X->gslots, X->ngroups, X->groups, sizeof *X->groups, offsetof(group_t, hash)) ||
+        !grow((void **)&X->groups, &X->cap_groups, X->ngroups + 1, sizeof *X->groups, 1024))
+      return MD_ENOMEM;
+    g = (long)X->ngroups++;
+    X->groups[g] = (group_t){ts_idx, F->raw, F->rawlen, h, name, namelen, 0, 0};
+    size_t k = h & (X->gslots.cap - 1);
+    while (X->gslots.slots[k])
+      k = (k + 1) & (X->gslots.cap - 1);
+    X->gslots.slots[k] = (uint32_t)g + 1;
+  }
+  if (X->nstaged >= X->c.lim.max_samples_per_request) {
+    X->c.limit_hit = true;
+    return MD_ELIMIT;
+  }
+  if (!grow((void **)&X->staged, &X->cap_staged, X->nstaged + 1, sizeof *X->staged, 4096)) return MD_ENOMEM;
+  X->staged[X->nstaged++] = (staged_t){(uint32_t)g, tsv, F->v};
+  X->groups[g].count++;
+  X->c.res->samples++;
+  return 0;
+}
+
+/* The batch: one series per group, in order of first appearance, its samples in line order. */
+static int emit_groups(influx_t *X) {
+  if (X->nstaged == 0) return 0;
+  if (!grow((void **)&X->order, &X->cap_order, X->nstaged, sizeof *X->order, 4096)) return MD_ENOMEM;
+  size_t off = 0;
+  for (size_t g = 0; g < X->ngroups; g++) {
+    X->groups[g].off = off;
+    off += X->groups[g].count;
+  }
+  for (size_t k = 0; k < X->nstaged; k++)
+    X->order[X->groups[X->staged[k].group].off++] = k;
+  char err[200];
+  off = 0;
+  for (size_t g = 0; g < X->ngroups; g++) {
+    const group_t *G = &X->groups[g];
+    size_t first = off;
+    off += G->count;
+    if (G->count == 0) continue;
+    size_t nl = series_labels(X, &X->tagsets[G->tagset], G->name, G->namelen);
+    int rc = ictx_series_checked(&X->c, X->lbl, nl, err, sizeof err);
+    if (rc == MD_ENOMEM) return rc;
+    if (rc) continue; /* cannot happen: checked when the group was made */
+    for (size_t k = first; k < off; k++) {
+      const staged_t *st = &X->staged[X->order[k]];
+      if (tsdb_batch_sample(X->c.b, st->ts, st->v) == MD_ENOMEM) return MD_ENOMEM;
+    }
+  }
+  return 0;
+}
+
+/* ---- per-thread parser state -------------------------------------------------------------- */
+
+/* A state that staged more samples than this is freed rather than kept for the next request. */
+#define KEEP_STAGED 262144
+
+static pthread_key_t parser_key;
+static bool parser_key_ok;
+static pthread_once_t parser_once = PTHREAD_ONCE_INIT;
+
+static void parser_free(void *p) {
+  influx_t *X = p;
+  if (!X) return;
+  arena_free(X->scratch);
+  arena_free(X->keep);
+  free(X->glab);
+  free(X->tagsets);
+  free(X->groups);
+  free(X->tslots.slots);
+  free(X->gslots.slots);
+  free(X->staged);
+  free(X->order);
+  free(X);
+}
+
+static void parser_key_init(void) {
+  parser_key_ok = pthread_key_create(&parser_key, parser_free) == 0;
+}
+
+/* The thread's parser state, emptied, or a new one; NULL when out of memory. */
+static influx_t *parser_get(void) {
+  pthread_once(&parser_once, parser_key_init);
+  influx_t *X = parser_key_ok ? pthread_getspecific(parser_key) : NULL;
+  if (X && pthread_setspecific(parser_key, NULL) == 0) return X;
+  X = calloc(1, sizeof *X);
+  if (!X) return NULL;
+  X->scratch = arena_new(16384);
+  X->keep = arena_new(0);
+  if (!X->scratch || !X->keep) {
+    parser_free(X);
+    return NULL;
+  }
+  return X;
+}
+
+static void parser_put(influx_t *X) {
+  if (!parser_key_ok || X->cap_staged > KEEP_STAGED || pthread_getspecific(parser_key)) {
+    parser_free(X);
+    return;
+  }
+  arena_reset(X->scratch);
+  arena_reset(X->keep);
+  if (X->ntagsets) memset(X->tslots.slots, 0, X->tslots.cap * sizeof *X->tslots.slots);
+  if (X->ngroups) memset(X->gslots.slots, 0, X->gslots.cap * sizeof *X->gslots.slots);
+  X->nglab = X->ntagsets = X->ngroups = X->nstaged = 0;
+  if (pthread_setspecific(parser_key, X) != 0) parser_free(X);
+}
+
+/* Parses a line's measurement and tags (at *pi) and records them as a new tag set (*ts_idx).
+ * th is the hash of the bytes up to tend, the end tags_end found. */
+static int parse_tags(influx_t *X, const char *p, size_t n, size_t *pi, uint64_t th, size_t tend,
+                      long *ts_idx, char *err, size_t errlen) {
   size_t i = *pi;
+  const size_t line0 = i;
   const char *meas;
   size_t mlen;
   int rc = scan_token(X, p, n, &i, K_MEAS, &meas, &mlen);
@@ -221,13 +535,45 @@ static int parse_line(influx_t *X, const char *p, size_t n, size_t *pi, char *er
     return md_error(err, errlen, MD_EINVAL, "missing fields after measurement \"%.*s\"",
                     (int)(mlen > 64 ? 64 : mlen), meas);
   }
+  if (X->c.o && X->c.o->influx_db && X->c.o->influx_db[0] && !has_db)
+    L[nl++] = (ilabel_t){"db", 2, X->c.o->influx_db, strlen(X->c.o->influx_db)};
+  size_t cml;
+  const char *cm = clean_name(X, meas, mlen, true, &cml);
+  if (!cm) return MD_ENOMEM;
+  /* i == tend for any line whose tags parse (see tags_end); the hash follows i regardless. */
+  if (i != tend) th = md_hash64(p + line0, i - line0, TAGS_SEED);
+  *ts_idx = tagset_add(X, p, n, p + line0, i - line0, th, cm, cml, L, nl);
+  if (*ts_idx < 0) return MD_ENOMEM;
+  *pi = i;
+  return 0;
+}
+
+/* Parses one line starting at *pi; leaves *pi at its terminating newline (or n). */
+static int parse_line(influx_t *X, const char *p, size_t n, size_t *pi, char *err, size_t errlen) {
+  size_t i = *pi;
+  const size_t line0 = i, tend = tags_end(p, n, i);
+  uint64_t th = 0;
+  long ts_idx = -1;
+  if (tend < n && p[tend] == ' ') {
+    th = md_hash64(p + line0, tend - line0, TAGS_SEED);
+    ts_idx = tagset_find(X, p + line0, tend - line0, th);
+  }
+  int rc;
+  if (ts_idx >= 0) {
+    i = tend;
+  } else if ((rc = parse_tags(X, p, n, &i, th, tend, &ts_idx, err, errlen))) {
+    *pi = i;
+    return rc;
+  }
   while (i < n && p[i] == ' ')
     i++;
   size_t nf = 0;
   for (;;) {
     const char *k;
     size_t kl;
+    size_t raw0 = i;
     if ((rc = scan_token(X, p, n, &i, K_TAG, &k, &kl))) return rc;
+    size_t raw1 = i;
     if (kl == 0) {
       *pi = i;
       return md_error(err, errlen, MD_EINVAL, "empty field key");
@@ -268,7 +614,7 @@ static int parse_line(influx_t *X, const char *p, size_t n, size_t *pi, char *er
         *pi = i;
         return md_error(err, errlen, MD_EINVAL, "more than %d fields", MAX_FIELDS);
       }
-      X->fields[nf++] = (field_t){k, kl, v};
+      X->fields[nf++] = (field_t){k, kl, p + raw0, raw1 - raw0, v};
     }
     if (i < n && p[i] == ',') {
       i++;
@@ -309,45 +655,17 @@ static int parse_line(influx_t *X, const char *p, size_t n, size_t *pi, char *er
     }
   }
   *pi = i;
-  if (X->c.o && X->c.o->influx_db && X->c.o->influx_db[0] && !has_db)
-    L[nl++] = (ilabel_t){"db", 2, X->c.o->influx_db, strlen(X->c.o->influx_db)};
-  size_t cml;
-  const char *cm = clean_name(X, meas, mlen, true, &cml);
-  if (!cm) return MD_ENOMEM;
-  for (size_t f = 0; f < nf; f++) {
-    const field_t *F = &X->fields[f];
-    if (F->klen == 5 && memcmp(F->key, "value", 5) == 0) {
-      L[0] = (ilabel_t){"__name__", 8, cm, cml};
-    } else {
-      char *name = arena_alloc(X->scratch, cml + F->klen + 3);
-      if (!name) return MD_ENOMEM;
-      memcpy(name, cm, cml);
-      name[cml] = '_';
-      size_t fl = ingest_sanitize_name(F->key, F->klen, true, name + cml + 1);
-      /* A field starting with a digit needs no '_' prefix once it follows "meas_". */
-      if (fl == F->klen + 1) {
-        memmove(name + cml + 1, name + cml + 2, F->klen);
-        fl--;
-      }
-      L[0] = (ilabel_t){"__name__", 8, name, cml + 1 + fl};
-    }
-    if ((rc = ictx_series(&X->c, L, nl, err, errlen))) return rc;
-    if ((rc = ictx_sample(&X->c, ts, F->v))) return rc;
-  }
+  for (size_t f = 0; f < nf; f++)
+    if ((rc = stage_sample(X, (uint32_t)ts_idx, &X->fields[f], ts, err, errlen))) return rc;
   return 0;
 }
 
 int ingest_parse_influx(const char *p, size_t n, const ingest_opts_t *o, tsdb_batch_t *b,
                         ingest_result_t *res) {
   pthread_once(&classes_once, init_classes);
-  influx_t *X = malloc(sizeof *X);
+  influx_t *X = parser_get();
   if (!X) return MD_ENOMEM;
   ictx_init(&X->c, o, b, res);
-  X->scratch = arena_new(16384);
-  if (!X->scratch) {
-    free(X);
-    return MD_ENOMEM;
-  }
   size_t i = 0, lineno = 0;
   char err[200];
   while (i < n && !X->c.limit_hit && !X->c.oom) {
@@ -380,8 +698,9 @@ int ingest_parse_influx(const char *p, size_t n, const ingest_opts_t *o, tsdb_ba
     if (i < n && p[i] == '\n') i++;
     arena_reset(X->scratch);
   }
+  /* Past the sample limit the caller drops the batch (413); it still gets what was read. */
+  if (!X->c.oom && emit_groups(X)) X->c.oom = true;
   int status = ictx_status(&X->c);
-  arena_free(X->scratch);
-  free(X);
+  parser_put(X);
   return status;
 }

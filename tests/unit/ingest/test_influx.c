@@ -189,11 +189,59 @@ static void test_line_numbers(void **state) {
   free(got);
 }
 
+/* Lines repeating a series (same measurement+tags bytes and field key) share one batch series
+ * with their samples in line order; every bad line is reported on its own; the per-thread
+ * parser state carries nothing over to the next call. */
+static void test_grouping(void **state) {
+  (void)state;
+  expect_p(
+      "cpu,h=a value=1,idle=5 1000\nmem,h=a value=2 1000\ncpu,h=a value=3,idle=6 2000\nmem,h=a value=4 "
+      "2000\n",
+      INGEST_PREC_MS, NULL,
+      "cpu{h=\"a\"} 1 @1000\ncpu{h=\"a\"} 3 @2000\ncpu_idle{h=\"a\"} 5 @1000\ncpu_idle{h=\"a\"} 6 @2000\n"
+      "mem{h=\"a\"} 2 @1000\nmem{h=\"a\"} 4 @2000\n");
+  /* Escaped bytes are part of the key; the labels are unescaped once. */
+  expect_p("c,h=a\\ b value=1 1\nc,h=a\\ b value=2 2\nc,h=a\\,b value=3 3\n", INGEST_PREC_MS, NULL,
+           "c{h=\"a b\"} 1 @1\nc{h=\"a b\"} 2 @2\nc{h=\"a,b\"} 3 @3\n");
+  /* Another spelling of one label set is another batch series (the engine merges them). */
+  expect_p("c,a=1,b=2 value=1 1\nc,b=2,a=1 value=2 2\nc,a=1,b=2 value=3 3\n", INGEST_PREC_MS, NULL,
+           "c{a=\"1\",b=\"2\"} 1 @1\nc{a=\"1\",b=\"2\"} 3 @3\nc{a=\"1\",b=\"2\"} 2 @2\n");
+  /* The db label is part of every series of the body. */
+  expect_p("c,h=x value=1 1\nc,h=x value=2 2\n", INGEST_PREC_MS, "tg",
+           "c{db=\"tg\",h=\"x\"} 1 @1\nc{db=\"tg\",h=\"x\"} 2 @2\n");
+  expect_p("c,h=x value=7 3\n", INGEST_PREC_MS, NULL, "c{h=\"x\"} 7 @3\n");
+  ingest_opts_t o = {.precision = INGEST_PREC_MS};
+  int rc;
+  ingest_result_t res;
+  char *got = parse("ok value=1 1\nd,t=1,t=2 value=1 1\nok value=2 2\nd,t=1,t=2 value=2 2\nok,x=1\n", 0, &o,
+                    &rc, &res);
+  assert_int_equal(rc, MD_EINVAL);
+  assert_string_equal(got, "ok{} 1 @1\nok{} 2 @2\n");
+  assert_int_equal(res.nerrors, 3);
+  assert_int_equal(res.errors[0].where, 2);
+  assert_int_equal(res.errors[1].where, 4);
+  assert_int_equal(res.errors[2].where, 5);
+  assert_non_null(strstr(res.errors[1].message, "duplicate label name \"t\""));
+  assert_non_null(strstr(res.errors[2].message, "missing fields"));
+  assert_int_equal(res.samples, 2);
+  assert_int_equal(res.series, 1);
+  free(got);
+  /* The sample limit counts repeated series' samples too. */
+  ingest_limits_t lim;
+  ingest_limits_default(&lim);
+  lim.max_samples_per_request = 3;
+  o.limits = &lim;
+  got = parse("c value=1 1\nc value=2 2\nc value=3 3\nc value=4 4\n", 0, &o, &rc, &res);
+  assert_int_equal(rc, MD_ELIMIT);
+  free(got);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_valid),      cmocka_unit_test(test_strings_counted),
       cmocka_unit_test(test_partial),    cmocka_unit_test(test_precision_parse),
       cmocka_unit_test(test_bad_inputs), cmocka_unit_test(test_line_numbers),
+      cmocka_unit_test(test_grouping),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
