@@ -13,8 +13,21 @@
  * decodes. Within a valid request a bad series (labels) is skipped and reported by its
  * index; the rest is kept, as Prometheus's own receiver does. Unknown fields are skipped by
  * wire type; groups (wire types 3/4) and field number 0 are malformed.
+ *
+ * Grouping: a request that spans several scrapes (a sender catching up, the bench dataset)
+ * repeats every series once per scrape, each TimeSeries with one sample. The raw bytes of a
+ * TimeSeries' Label fields name its series: the first time they are seen the labels are
+ * decoded and validated; later repeats only decode their samples, staged under the series.
+ * The batch gets one series per distinct label bytes, its samples in request order, so the
+ * batch and the engine copy, sort, hash and look up each series once per request. A bad
+ * series is never cached: each TimeSeries holding it is decoded and reported by its index.
+ *
+ * Threading: any thread; the decoding buffer and the grouping tables are kept per thread
+ * between requests (parser_get).
  */
+#include <pthread.h>
 #include <snappy-c.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,6 +100,39 @@ static bool skip_field(pbuf_t *b, int wt) {
   }
 }
 
+/* A distinct series of the request: the raw bytes of its Label fields, checked labels. */
+typedef struct {
+  const uint8_t *key;
+  size_t klen;
+  uint64_t hash;
+  size_t lab_off, nl; /* labels in rw_t.glab (pointing into the decoded message) */
+  size_t count, off;  /* staged samples; offset while emitting */
+} group_t;
+
+typedef struct {
+  uint32_t group;
+  int64_t ts;
+  double v;
+} staged_t;
+
+typedef struct {
+  ictx_t c;
+  ilabel_t lbl[INGEST_HARD_MAX_LABELS + 1];
+  ilabel_t *glab;
+  size_t nglab, cap_glab;
+  group_t *groups;
+  size_t ngroups, cap_groups;
+  uint32_t *slots; /* group index + 1, 0 = empty; load <= 1/2 */
+  size_t slot_cap;
+  staged_t *staged;
+  size_t nstaged, cap_staged;
+  size_t *order;
+  size_t cap_order;
+  arena_t *keys; /* keys of series whose labels are not contiguous on the wire */
+  char *dec;     /* snappy output */
+  size_t dec_cap;
+} rw_t;
+
 /* Field layout of the messages we read: (message, field) → required wire type. */
 enum { M_WRITE, M_SERIES, M_LABEL, M_SAMPLE };
 
@@ -124,54 +170,167 @@ static bool check_msg(pbuf_t b, int msg) {
   return true;
 }
 
-static int decode_series(ictx_t *c, pbuf_t ts, size_t index, ilabel_t *L, char *err, size_t errlen) {
-  size_t nl = 1, nsamples = 0;
+/* Grows an array of elements of size sz to hold at least want; false when out of memory. */
+static bool grow(void **arr, size_t *cap, size_t want, size_t sz, size_t first) {
+  if (want <= *cap) return true;
+  size_t nc = *cap ? *cap : first;
+  while (nc < want)
+    nc *= 2;
+  void *na = realloc(*arr, nc * sz);
+  if (!na) return false;
+  *arr = na;
+  *cap = nc;
+  return true;
+}
+
+/* Decodes the labels of a TimeSeries (validated by pass one) into X->lbl, __name__ first
+ * (*have_name says whether there is one). MD_EINVAL for a second __name__ or too many labels. */
+static int decode_labels(rw_t *X, pbuf_t ts, size_t *nlp, bool *have_name_out, char *err, size_t errlen) {
+  ilabel_t *L = X->lbl;
+  size_t nl = 1;
   bool have_name = false;
+  while (ts.p < ts.end) {
+    uint32_t f;
+    int wt;
+    rd_tag(&ts, &f, &wt);
+    if (f != 1 || wt != 2) {
+      skip_field(&ts, wt);
+      continue;
+    }
+    pbuf_t lb;
+    rd_len(&ts, &lb);
+    const char *name = "", *value = "";
+    size_t nlen = 0, vlen = 0;
+    while (lb.p < lb.end) {
+      uint32_t lf;
+      int lwt;
+      rd_tag(&lb, &lf, &lwt);
+      if (lwt == 2 && (lf == 1 || lf == 2)) {
+        pbuf_t s;
+        rd_len(&lb, &s);
+        if (lf == 1)
+          name = (const char *)s.p, nlen = (size_t)(s.end - s.p);
+        else
+          value = (const char *)s.p, vlen = (size_t)(s.end - s.p);
+      } else {
+        skip_field(&lb, lwt);
+      }
+    }
+    if (nlen == 8 && memcmp(name, "__name__", 8) == 0) {
+      if (have_name) return md_error(err, errlen, MD_EINVAL, "duplicate label __name__");
+      have_name = true;
+      L[0] = (ilabel_t){"__name__", 8, value, vlen};
+    } else {
+      if (nl > INGEST_HARD_MAX_LABELS)
+        return md_error(err, errlen, MD_EINVAL, "series has more than %d labels", INGEST_HARD_MAX_LABELS);
+      L[nl++] = (ilabel_t){name, nlen, value, vlen};
+    }
+  }
+  *nlp = nl;
+  *have_name_out = have_name;
+  return 0;
+}
+
+/* The series' group, made (labels decoded and checked) the first time its label bytes are
+ * seen; -1 and *rc = MD_EINVAL (err says why) or MD_ENOMEM otherwise. */
+static long find_group(rw_t *X, pbuf_t ts, const uint8_t *key, size_t klen, int *rc, char *err,
+                       size_t errlen) {
+  uint64_t h = md_hash64(key, klen, 0x2545f4914f6cdd1dULL);
+  size_t mask = X->slot_cap - 1;
+  if (X->slot_cap) {
+    for (size_t k = h & mask; X->slots[k]; k = (k + 1) & mask) {
+      const group_t *G = &X->groups[X->slots[k] - 1];
+      if (G->hash == h && G->klen == klen && memcmp(G->key, key, klen) == 0) return (long)(X->slots[k] - 1);
+    }
+  }
+  size_t nl = 0;
+  bool have_name = false;
+  if ((*rc = decode_labels(X, ts, &nl, &have_name, err, errlen))) return -1;
+  if (!have_name) {
+    *rc = md_error(err, errlen, MD_EINVAL, "series has no __name__ label");
+    return -1;
+  }
+  if ((*rc = ictx_check(&X->c, X->lbl, nl, err, errlen))) return -1;
+  *rc = MD_ENOMEM;
+  if ((X->ngroups + 1) * 2 > X->slot_cap) {
+    size_t nc = X->slot_cap ? X->slot_cap * 2 : 1024;
+    uint32_t *ns = calloc(nc, sizeof *ns);
+    if (!ns) return -1;
+    for (size_t g = 0; g < X->ngroups; g++) {
+      size_t k = X->groups[g].hash & (nc - 1);
+      while (ns[k])
+        k = (k + 1) & (nc - 1);
+      ns[k] = (uint32_t)g + 1;
+    }
+    free(X->slots);
+    X->slots = ns;
+    X->slot_cap = nc;
+    mask = nc - 1;
+  }
+  if (!grow((void **)&X->groups, &X->cap_groups, X->ngroups + 1, sizeof *X->groups, 1024) ||
+      !grow((void **)&X->glab, &X->cap_glab, X->nglab + nl, sizeof *X->glab, 8192))
+    return -1;
+  memcpy(X->glab + X->nglab, X->lbl, nl * sizeof *X->glab);
+  X->groups[X->ngroups] = (group_t){key, klen, h, X->nglab, nl, 0, 0};
+  X->nglab += nl;
+  size_t k = h & mask;
+  while (X->slots[k])
+    k = (k + 1) & mask;
+  X->slots[k] = (uint32_t)X->ngroups + 1;
+  *rc = 0;
+  return (long)X->ngroups++;
+}
+
+static int decode_series(rw_t *X, pbuf_t ts, char *err, size_t errlen) {
+  /* The Label fields' bytes are the series' key: one span when they come first, as every
+   * encoder writes them; otherwise they are copied together. */
+  const uint8_t *lab_end = ts.p;
+  bool split = false, other = false;
+  size_t nsamples = 0;
   pbuf_t scan = ts;
-  /* Labels first (they may come after samples on the wire). */
   while (scan.p < scan.end) {
     uint32_t f;
     int wt;
     rd_tag(&scan, &f, &wt);
+    skip_field(&scan, wt);
     if (f == 1 && wt == 2) {
-      pbuf_t lb;
-      rd_len(&scan, &lb);
-      const char *name = "", *value = "";
-      size_t nlen = 0, vlen = 0;
-      while (lb.p < lb.end) {
-        uint32_t lf;
-        int lwt;
-        rd_tag(&lb, &lf, &lwt);
-        if (lwt == 2 && (lf == 1 || lf == 2)) {
-          pbuf_t s;
-          rd_len(&lb, &s);
-          if (lf == 1)
-            name = (const char *)s.p, nlen = (size_t)(s.end - s.p);
-          else
-            value = (const char *)s.p, vlen = (size_t)(s.end - s.p);
-        } else {
-          skip_field(&lb, lwt);
-        }
-      }
-      if (nlen == 8 && memcmp(name, "__name__", 8) == 0) {
-        if (have_name) return md_error(err, errlen, MD_EINVAL, "duplicate label __name__");
-        have_name = true;
-        L[0] = (ilabel_t){"__name__", 8, value, vlen};
-      } else {
-        if (nl > INGEST_HARD_MAX_LABELS)
-          return md_error(err, errlen, MD_EINVAL, "series has more than %d labels", INGEST_HARD_MAX_LABELS);
-        L[nl++] = (ilabel_t){name, nlen, value, vlen};
-      }
+      if (other)
+        split = true;
+      else
+        lab_end = scan.p;
     } else {
+      other = true;
       if (f == 2) nsamples++;
-      if (f == 3 || f == 4) c->res->skipped++;
-      skip_field(&scan, wt);
+      if (f == 3 || f == 4) X->c.res->skipped++;
     }
   }
-  if (nsamples == 0) return 0; /* e.g. a histogram-only series */
-  if (!have_name) return md_error(err, errlen, MD_EINVAL, "series has no __name__ label");
-  int rc = ictx_series(c, L, nl, err, errlen);
-  if (rc) return rc;
+  if (nsamples == 0) { /* e.g. a histogram-only series: nothing to add, only label framing checked */
+    size_t nl;
+    bool have_name;
+    return decode_labels(X, ts, &nl, &have_name, err, errlen);
+  }
+  const uint8_t *key = ts.p;
+  size_t klen = (size_t)(lab_end - ts.p);
+  if (split) {
+    uint8_t *k = arena_alloc(X->keys, (size_t)(ts.end - ts.p));
+    if (!k) return MD_ENOMEM;
+    klen = 0;
+    for (scan = ts; scan.p < scan.end;) {
+      const uint8_t *at = scan.p;
+      uint32_t f;
+      int wt;
+      rd_tag(&scan, &f, &wt);
+      skip_field(&scan, wt);
+      if (f == 1 && wt == 2) {
+        memcpy(k + klen, at, (size_t)(scan.p - at));
+        klen += (size_t)(scan.p - at);
+      }
+    }
+    key = k;
+  }
+  int rc;
+  long g = find_group(X, ts, key, klen, &rc, err, errlen);
+  if (g < 0) return rc;
   while (ts.p < ts.end) {
     uint32_t f;
     int wt;
@@ -202,46 +361,151 @@ static int decode_series(ictx_t *c, pbuf_t ts, size_t index, ilabel_t *L, char *
         skip_field(&sm, swt);
       }
     }
-    rc = ictx_sample(c, t, v);
-    if (rc) return rc;
+    if (X->nstaged >= X->c.lim.max_samples_per_request) {
+      X->c.limit_hit = true;
+      return MD_ELIMIT;
+    }
+    if (!grow((void **)&X->staged, &X->cap_staged, X->nstaged + 1, sizeof *X->staged, 4096)) return MD_ENOMEM;
+    X->staged[X->nstaged++] = (staged_t){(uint32_t)g, t, v};
+    X->groups[g].count++;
+    X->c.res->samples++;
   }
-  (void)index;
   return 0;
 }
 
-int ingest_parse_remote_write_pb(const uint8_t *p, size_t n, const ingest_opts_t *o, tsdb_batch_t *b,
-                                 ingest_result_t *res) {
-  ictx_t c;
-  ictx_init(&c, o, b, res);
+/* The batch: one series per group, in order of first appearance, its samples in request order. */
+static int emit_groups(rw_t *X) {
+  if (X->nstaged == 0) return 0;
+  if (!grow((void **)&X->order, &X->cap_order, X->nstaged, sizeof *X->order, 4096)) return MD_ENOMEM;
+  size_t off = 0;
+  for (size_t g = 0; g < X->ngroups; g++) {
+    X->groups[g].off = off;
+    off += X->groups[g].count;
+  }
+  for (size_t k = 0; k < X->nstaged; k++)
+    X->order[X->groups[X->staged[k].group].off++] = k;
+  char err[200];
+  off = 0;
+  for (size_t g = 0; g < X->ngroups; g++) {
+    const group_t *G = &X->groups[g];
+    size_t first = off;
+    off += G->count;
+    if (G->count == 0) continue;
+    int rc = ictx_series_checked(&X->c, X->glab + G->lab_off, G->nl, err, sizeof err);
+    if (rc == MD_ENOMEM) return rc;
+    if (rc) continue; /* cannot happen: checked when the group was made */
+    for (size_t k = first; k < off; k++) {
+      const staged_t *st = &X->staged[X->order[k]];
+      if (tsdb_batch_sample(X->c.b, st->ts, st->v) == MD_ENOMEM) return MD_ENOMEM;
+    }
+  }
+  return 0;
+}
+
+/* ---- per-thread state ----------------------------------------------------------------------- */
+
+/* A state that staged more samples (or decoded more bytes) than this is freed rather than kept. */
+#define KEEP_STAGED 262144
+#define KEEP_DECODED (16u << 20)
+
+static pthread_key_t parser_key;
+static bool parser_key_ok;
+static pthread_once_t parser_once = PTHREAD_ONCE_INIT;
+
+static void parser_free(void *p) {
+  rw_t *X = p;
+  if (!X) return;
+  free(X->glab);
+  free(X->groups);
+  free(X->slots);
+  free(X->staged);
+  free(X->order);
+  arena_free(X->keys);
+  free(X->dec);
+  free(X);
+}
+
+static void parser_key_init(void) {
+  parser_key_ok = pthread_key_create(&parser_key, parser_free) == 0;
+}
+
+/* The thread's state, emptied, or a new one; NULL when out of memory. */
+static rw_t *parser_get(void) {
+  pthread_once(&parser_once, parser_key_init);
+  rw_t *X = parser_key_ok ? pthread_getspecific(parser_key) : NULL;
+  if (X && pthread_setspecific(parser_key, NULL) == 0) return X;
+  X = calloc(1, sizeof *X);
+  if (!X) return NULL;
+  if (!(X->keys = arena_new(0))) {
+    parser_free(X);
+    return NULL;
+  }
+  return X;
+}
+
+static void parser_put(rw_t *X) {
+  if (!parser_key_ok || X->cap_staged > KEEP_STAGED || X->dec_cap > KEEP_DECODED ||
+      pthread_getspecific(parser_key)) {
+    parser_free(X);
+    return;
+  }
+  arena_reset(X->keys);
+  if (X->ngroups) memset(X->slots, 0, X->slot_cap * sizeof *X->slots);
+  X->nglab = X->ngroups = X->nstaged = 0;
+  if (pthread_setspecific(parser_key, X) != 0) parser_free(X);
+}
+
+static int parse_pb(rw_t *X, const uint8_t *p, size_t n, const ingest_opts_t *o, tsdb_batch_t *b,
+                    ingest_result_t *res) {
+  ictx_init(&X->c, o, b, res);
   pbuf_t root = {p, p + n};
   if (!check_msg(root, M_WRITE)) {
-    ictx_error(&c, SIZE_MAX, "body is not a valid protobuf WriteRequest");
+    ictx_error(&X->c, SIZE_MAX, "body is not a valid protobuf WriteRequest");
     return MD_EINVAL;
   }
-  ilabel_t *L = malloc(sizeof(ilabel_t) * (INGEST_HARD_MAX_LABELS + 1));
-  if (!L) return MD_ENOMEM;
   char err[200];
   size_t index = 0;
   /* Pass two; every read below was validated by pass one. */
-  while (root.p < root.end && !c.limit_hit && !c.oom) {
+  while (root.p < root.end && !X->c.limit_hit && !X->c.oom) {
     uint32_t f;
     int wt;
     rd_tag(&root, &f, &wt);
-    if (f == 3 && wt == 2) c.res->metadata++;
+    if (f == 3 && wt == 2) X->c.res->metadata++;
     if (f != 1 || wt != 2) {
       skip_field(&root, wt);
       continue;
     }
     pbuf_t ts;
     rd_len(&root, &ts);
-    c.res->lines++;
-    int rc = decode_series(&c, ts, index, L, err, sizeof err);
-    if (rc == MD_EINVAL) ictx_error(&c, index, "%s", err);
-    if (rc == MD_ENOMEM) c.oom = true;
+    X->c.res->lines++;
+    int rc = decode_series(X, ts, err, sizeof err);
+    if (rc == MD_EINVAL) ictx_error(&X->c, index, "%s", err);
+    if (rc == MD_ENOMEM) X->c.oom = true;
     index++;
   }
-  free(L);
-  return ictx_status(&c);
+  /* Past the sample limit the caller drops the batch (413); it still gets what was read. */
+  if (!X->c.oom && emit_groups(X)) X->c.oom = true;
+  return ictx_status(&X->c);
+}
+
+int ingest_parse_remote_write_pb(const uint8_t *p, size_t n, const ingest_opts_t *o, tsdb_batch_t *b,
+                                 ingest_result_t *res) {
+  rw_t *X = parser_get();
+  if (!X) return MD_ENOMEM;
+  int rc = parse_pb(X, p, n, o, b, res);
+  parser_put(X);
+  return rc;
+}
+
+/* Fills res (may be NULL) with one request-level error. */
+static int refuse(ingest_result_t *res, const char *msg) {
+  ingest_result_t tmp;
+  ingest_result_t *r = res ? res : &tmp;
+  memset(r, 0, sizeof *r);
+  r->rejected = r->nerrors = 1;
+  r->errors[0].where = SIZE_MAX;
+  snprintf(r->errors[0].message, sizeof r->errors[0].message, "%s", msg);
+  return MD_EINVAL;
 }
 
 int ingest_parse_remote_write(const char *p, size_t n, const ingest_opts_t *o, tsdb_batch_t *b,
@@ -249,32 +513,20 @@ int ingest_parse_remote_write(const char *p, size_t n, const ingest_opts_t *o, t
   size_t outlen = 0;
   /* Snappy cannot expand more than ~22x (a 3-byte copy tag writes at most 64 bytes): a
    * length header claiming more is a lie, refused before allocating for it. */
-  if (snappy_uncompressed_length(p, n, &outlen) != SNAPPY_OK || outlen > MAX_DECODED || outlen / 32 > n) {
-    ingest_result_t tmp;
-    ingest_result_t *r = res ? res : &tmp;
-    memset(r, 0, sizeof *r);
-    r->rejected = r->nerrors = 1;
-    r->errors[0].where = SIZE_MAX;
-    snprintf(r->errors[0].message, sizeof r->errors[0].message,
-             outlen > MAX_DECODED        ? "snappy-decoded body would exceed 256 MiB"
-             : outlen / 32 > n && outlen ? "snappy length header is inconsistent with the body size"
-                                         : "body is not snappy block-compressed data");
-    return MD_EINVAL;
+  if (snappy_uncompressed_length(p, n, &outlen) != SNAPPY_OK || outlen > MAX_DECODED || outlen / 32 > n)
+    return refuse(res, outlen > MAX_DECODED        ? "snappy-decoded body would exceed 256 MiB"
+                       : outlen / 32 > n && outlen ? "snappy length header is inconsistent with the body size"
+                                                   : "body is not snappy block-compressed data");
+  rw_t *X = parser_get();
+  if (!X) return MD_ENOMEM;
+  int rc;
+  if (!grow((void **)&X->dec, &X->dec_cap, outlen ? outlen : 1, 1, 65536)) {
+    rc = MD_ENOMEM;
+  } else if (snappy_uncompress(p, n, X->dec, &outlen) != SNAPPY_OK) {
+    rc = refuse(res, "body is not valid snappy block-compressed data");
+  } else {
+    rc = parse_pb(X, (const uint8_t *)X->dec, outlen, o, b, res);
   }
-  char *buf = malloc(outlen ? outlen : 1);
-  if (!buf) return MD_ENOMEM;
-  if (snappy_uncompress(p, n, buf, &outlen) != SNAPPY_OK) {
-    free(buf);
-    ingest_result_t tmp;
-    ingest_result_t *r = res ? res : &tmp;
-    memset(r, 0, sizeof *r);
-    r->rejected = r->nerrors = 1;
-    r->errors[0].where = SIZE_MAX;
-    snprintf(r->errors[0].message, sizeof r->errors[0].message,
-             "body is not valid snappy block-compressed data");
-    return MD_EINVAL;
-  }
-  int rc = ingest_parse_remote_write_pb((const uint8_t *)buf, outlen, o, b, res);
-  free(buf);
+  parser_put(X);
   return rc;
 }

@@ -99,6 +99,55 @@ static void test_valid(void **state) {
   tsdb_batch_free(b);
 }
 
+/* TimeSeries repeating a label set (same Label bytes) share one batch series, samples in
+ * request order; a bad repeated series is reported by each index; labels written after the
+ * samples group too. */
+static void test_grouping(void **state) {
+  (void)state;
+  const char *series[] = {"__name__=up,job=a", "__name__=up,job=b",       "__name__=up,job=a",
+                          "__name__=up,job=b", "__name__=bad-name,job=a", "__name__=bad-name,job=a"};
+  size_t n;
+  char *body = build(series, 6, 1, &n);
+  tsdb_batch_t *b = tsdb_batch_new();
+  ingest_result_t res;
+  ingest_opts_t o = {0};
+  assert_int_equal(ingest_parse_remote_write(body, n, &o, b, &res), MD_EINVAL);
+  char *d = dump_batch(b);
+  assert_string_equal(
+      d, "up{job=\"a\"} 1 @1000\nup{job=\"a\"} 1 @1000\nup{job=\"b\"} 1 @1000\nup{job=\"b\"} 1 @1000\n");
+  assert_int_equal(res.samples, 4);
+  assert_int_equal(res.series, 2);
+  assert_int_equal(res.nerrors, 2);
+  assert_int_equal(res.errors[0].where, 4);
+  assert_int_equal(res.errors[1].where, 5);
+  free(d);
+  free(body);
+  /* Hand-encoded: TimeSeries{Sample{v=2,ts=5}, Label{__name__=m}} twice, then with the label
+   * first: the key copied from after the sample equals the leading label span, one series. */
+  static const uint8_t late[] = {0x12, 0x0b, 0x09, 0,   0,   0,   0,   0,   0,   0,   0x40, 0x10, 0x05, 0x0a,
+                                 0x0d, 0x0a, 0x08, '_', '_', 'n', 'a', 'm', 'e', '_', '_',  0x12, 0x01, 'm'};
+  uint8_t req[3 * (2 + sizeof late)];
+  size_t k = 0;
+  for (int r = 0; r < 3; r++) {
+    req[k++] = 0x0a;
+    req[k++] = (uint8_t)sizeof late;
+    if (r < 2) {
+      memcpy(req + k, late, sizeof late);
+    } else { /* label first */
+      memcpy(req + k, late + 13, sizeof late - 13);
+      memcpy(req + k + sizeof late - 13, late, 13);
+    }
+    k += sizeof late;
+  }
+  tsdb_batch_reset(b);
+  assert_int_equal(ingest_parse_remote_write_pb(req, k, &o, b, &res), 0);
+  d = dump_batch(b);
+  assert_string_equal(d, "m{} 2 @5\nm{} 2 @5\nm{} 2 @5\n");
+  assert_int_equal(tsdb_batch_series_count(b), 1);
+  free(d);
+  tsdb_batch_free(b);
+}
+
 static void test_empty_and_partial(void **state) {
   (void)state;
   size_t n;
@@ -257,10 +306,9 @@ static void test_bad_inputs(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_valid),
-      cmocka_unit_test(test_empty_and_partial),
-      cmocka_unit_test(test_sample_limit),
-      cmocka_unit_test(test_bad_inputs),
+      cmocka_unit_test(test_valid),        cmocka_unit_test(test_empty_and_partial),
+      cmocka_unit_test(test_sample_limit), cmocka_unit_test(test_bad_inputs),
+      cmocka_unit_test(test_grouping),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
