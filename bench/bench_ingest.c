@@ -7,6 +7,7 @@
  * 15 s scrape, millisecond timestamps.
  *
  *   bench_ingest [hosts=1000] [scrapes=20] [--no-append]
+ *   BENCH_INGEST_ONLY=0..4 one protocol; BENCH_INGEST_PUSH_SCRAPES=k scrapes per push (1)
  *
  * Payloads are built in memory first (prom text, line protocol, remote_write snappy+protobuf,
  * JSON lines), in batches of one scrape of 100 hosts (1,800 samples, what one push carries),
@@ -203,12 +204,17 @@ int main(int argc, char **argv) {
   payloads_t prom = {0}, influx = {0}, rw = {0}, jsonl = {0};
   int64_t t0 = 1700000000000LL;
   sb_t raw = {0};
-  for (int s = 0; s < scrapes; s++) {
+  /* BENCH_INGEST_PUSH_SCRAPES=k: each push holds k consecutive scrapes of its 100 hosts (the
+   * HTTP bench dataset's ~10,000-sample requests repeat each series ~3 times). */
+  const char *ps = getenv("BENCH_INGEST_PUSH_SCRAPES");
+  int per_push = ps && atoi(ps) > 0 ? atoi(ps) : 1;
+  for (int s0 = 0; s0 < scrapes; s0 += per_push) {
+    int s1 = s0 + per_push < scrapes ? s0 + per_push : scrapes;
     for (int hb = 0; hb < hosts; hb += HOSTS_PER_BATCH) {
       size_t po = prom.data.len, io = influx.data.len, jo = jsonl.data.len;
       int he = hb + HOSTS_PER_BATCH < hosts ? hb + HOSTS_PER_BATCH : hosts;
       Mdrw__WriteRequest wr = MDRW__WRITE_REQUEST__INIT;
-      size_t nts = (size_t)(he - hb) * SERIES_PER_HOST;
+      size_t nts = (size_t)(he - hb) * SERIES_PER_HOST * (size_t)(s1 - s0);
       Mdrw__TimeSeries *tss = calloc(nts, sizeof *tss);
       Mdrw__TimeSeries **tsp = calloc(nts, sizeof *tsp);
       Mdrw__Label *lbls = calloc(nts * 12, sizeof *lbls);
@@ -217,76 +223,78 @@ int main(int argc, char **argv) {
       Mdrw__Sample **smpp = calloc(nts, sizeof *smpp);
       if (!tss || !tsp || !lbls || !lblp || !smp || !smpp) return 1;
       size_t ti = 0;
-      for (int i = hb; i < he; i++) {
-        host_t *x = &h[i];
-        host_step(x);
-        int64_t ts = t0 + (int64_t)s * 15000 + x->phase;
-        for (int k = 0; k < SERIES_PER_HOST; k++) {
-          series_def_t *d = &defs[k];
-          /* Prometheus text */
-          sb_printf(&prom.data,
-                    "%s{hostname=\"%s\",region=\"%s\",datacenter=\"%s\",rack=\"%s\",os=\"%s\",service=\"%s\","
-                    "job=\"node\",instance=\"%s\"",
-                    d->name, x->hostname, x->region, x->dc, x->rack, x->os, x->service, x->instance);
-          for (int e = 0; e < d->nextra; e++)
-            sb_printf(&prom.data, ",%s=\"%s\"", d->ek[e], d->ev[e]);
-          sb_printf(&prom.data, "} %.2f %lld\n", x->v[k], (long long)ts);
-          /* line protocol: tags sorted by key, field "value" */
-          const char *tk[12], *tv[12];
-          int nt = 0;
-          tk[nt] = "datacenter", tv[nt++] = x->dc;
-          for (int e = 0; e < d->nextra; e++)
-            tk[nt] = d->ek[e], tv[nt++] = d->ev[e];
-          tk[nt] = "hostname", tv[nt++] = x->hostname;
-          tk[nt] = "instance", tv[nt++] = x->instance;
-          tk[nt] = "job", tv[nt++] = "node";
-          tk[nt] = "os", tv[nt++] = x->os;
-          tk[nt] = "rack", tv[nt++] = x->rack;
-          tk[nt] = "region", tv[nt++] = x->region;
-          tk[nt] = "service", tv[nt++] = x->service;
-          for (int a = 1; a < nt; a++)
-            for (int c = a; c > 0 && strcmp(tk[c - 1], tk[c]) > 0; c--) {
-              const char *t = tk[c];
-              tk[c] = tk[c - 1], tk[c - 1] = t;
-              t = tv[c];
-              tv[c] = tv[c - 1], tv[c - 1] = t;
+      for (int s = s0; s < s1; s++)
+        for (int i = hb; i < he; i++) {
+          host_t *x = &h[i];
+          host_step(x);
+          int64_t ts = t0 + (int64_t)s * 15000 + x->phase;
+          for (int k = 0; k < SERIES_PER_HOST; k++) {
+            series_def_t *d = &defs[k];
+            /* Prometheus text */
+            sb_printf(
+                &prom.data,
+                "%s{hostname=\"%s\",region=\"%s\",datacenter=\"%s\",rack=\"%s\",os=\"%s\",service=\"%s\","
+                "job=\"node\",instance=\"%s\"",
+                d->name, x->hostname, x->region, x->dc, x->rack, x->os, x->service, x->instance);
+            for (int e = 0; e < d->nextra; e++)
+              sb_printf(&prom.data, ",%s=\"%s\"", d->ek[e], d->ev[e]);
+            sb_printf(&prom.data, "} %.2f %lld\n", x->v[k], (long long)ts);
+            /* line protocol: tags sorted by key, field "value" */
+            const char *tk[12], *tv[12];
+            int nt = 0;
+            tk[nt] = "datacenter", tv[nt++] = x->dc;
+            for (int e = 0; e < d->nextra; e++)
+              tk[nt] = d->ek[e], tv[nt++] = d->ev[e];
+            tk[nt] = "hostname", tv[nt++] = x->hostname;
+            tk[nt] = "instance", tv[nt++] = x->instance;
+            tk[nt] = "job", tv[nt++] = "node";
+            tk[nt] = "os", tv[nt++] = x->os;
+            tk[nt] = "rack", tv[nt++] = x->rack;
+            tk[nt] = "region", tv[nt++] = x->region;
+            tk[nt] = "service", tv[nt++] = x->service;
+            for (int a = 1; a < nt; a++)
+              for (int c = a; c > 0 && strcmp(tk[c - 1], tk[c]) > 0; c--) {
+                const char *t = tk[c];
+                tk[c] = tk[c - 1], tk[c - 1] = t;
+                t = tv[c];
+                tv[c] = tv[c - 1], tv[c - 1] = t;
+              }
+            sb_puts(&influx.data, d->name);
+            for (int e = 0; e < nt; e++)
+              sb_printf(&influx.data, ",%s=%s", tk[e], tv[e]);
+            sb_printf(&influx.data, " value=%.2f %lld\n", x->v[k], (long long)ts);
+            /* JSON lines */
+            sb_printf(&jsonl.data, "{\"metric\":{\"__name__\":\"%s\"", d->name);
+            for (int e = 0; e < nt; e++)
+              sb_printf(&jsonl.data, ",\"%s\":\"%s\"", tk[e], tv[e]);
+            sb_printf(&jsonl.data, "},\"values\":[%.2f],\"timestamps\":[%lld]}\n", x->v[k], (long long)ts);
+            /* remote_write */
+            Mdrw__TimeSeries *T = &tss[ti];
+            mdrw__time_series__init(T);
+            T->labels = &lblp[ti * 12];
+            mdrw__label__init(&lbls[ti * 12]);
+            lbls[ti * 12].name = "__name__";
+            lbls[ti * 12].value = d->name;
+            lblp[ti * 12] = &lbls[ti * 12];
+            T->n_labels = 1;
+            for (int e = 0; e < nt; e++) {
+              Mdrw__Label *L = &lbls[ti * 12 + 1 + e];
+              mdrw__label__init(L);
+              L->name = (char *)tk[e];
+              L->value = (char *)tv[e];
+              lblp[ti * 12 + 1 + e] = L;
+              T->n_labels++;
             }
-          sb_puts(&influx.data, d->name);
-          for (int e = 0; e < nt; e++)
-            sb_printf(&influx.data, ",%s=%s", tk[e], tv[e]);
-          sb_printf(&influx.data, " value=%.2f %lld\n", x->v[k], (long long)ts);
-          /* JSON lines */
-          sb_printf(&jsonl.data, "{\"metric\":{\"__name__\":\"%s\"", d->name);
-          for (int e = 0; e < nt; e++)
-            sb_printf(&jsonl.data, ",\"%s\":\"%s\"", tk[e], tv[e]);
-          sb_printf(&jsonl.data, "},\"values\":[%.2f],\"timestamps\":[%lld]}\n", x->v[k], (long long)ts);
-          /* remote_write */
-          Mdrw__TimeSeries *T = &tss[ti];
-          mdrw__time_series__init(T);
-          T->labels = &lblp[ti * 12];
-          mdrw__label__init(&lbls[ti * 12]);
-          lbls[ti * 12].name = "__name__";
-          lbls[ti * 12].value = d->name;
-          lblp[ti * 12] = &lbls[ti * 12];
-          T->n_labels = 1;
-          for (int e = 0; e < nt; e++) {
-            Mdrw__Label *L = &lbls[ti * 12 + 1 + e];
-            mdrw__label__init(L);
-            L->name = (char *)tk[e];
-            L->value = (char *)tv[e];
-            lblp[ti * 12 + 1 + e] = L;
-            T->n_labels++;
+            mdrw__sample__init(&smp[ti]);
+            smp[ti].value = x->v[k];
+            smp[ti].timestamp = ts;
+            smpp[ti] = &smp[ti];
+            T->samples = &smpp[ti];
+            T->n_samples = 1;
+            tsp[ti] = T;
+            ti++;
           }
-          mdrw__sample__init(&smp[ti]);
-          smp[ti].value = x->v[k];
-          smp[ti].timestamp = ts;
-          smpp[ti] = &smp[ti];
-          T->samples = &smpp[ti];
-          T->n_samples = 1;
-          tsp[ti] = T;
-          ti++;
         }
-      }
       wr.n_timeseries = ti;
       wr.timeseries = tsp;
       size_t plen = mdrw__write_request__get_packed_size(&wr);
@@ -308,8 +316,8 @@ int main(int argc, char **argv) {
   }
   sb_free(&raw);
   size_t expect = (size_t)hosts * SERIES_PER_HOST * (size_t)scrapes;
-  printf("dataset: %d hosts x %d series x %d scrapes = %zu samples, batches of %d hosts\n", hosts,
-         SERIES_PER_HOST, scrapes, expect, HOSTS_PER_BATCH);
+  printf("dataset: %d hosts x %d series x %d scrapes = %zu samples, batches of %d hosts x %d scrapes\n",
+         hosts, SERIES_PER_HOST, scrapes, expect, HOSTS_PER_BATCH, per_push);
   int rc = 0;
   const char *names[] = {"prometheus text", "influx line protocol", "remote_write (snappy+pb)", "json lines"};
   payloads_t *pls[] = {&prom, &influx, &rw, &jsonl};

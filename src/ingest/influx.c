@@ -57,6 +57,7 @@ typedef struct {
   const char *meas; /* sanitised measurement name */
   size_t mlen;
   size_t lab_off, nl; /* its labels (db label included) in influx_t.glab */
+  uint32_t first;     /* group of the first field seen with it + 1 (0: none): one probe less */
 } tagset_t;
 
 /* A distinct series of the body: a tag set and a raw field key; valid (checked once). */
@@ -167,11 +168,12 @@ static int parse_field_value(const char *s, size_t n, double *v, char *err, size
   static const char *const t_words[] = {"t", "T", "true", "True", "TRUE", NULL};
   static const char *const f_words[] = {"f", "F", "false", "False", "FALSE", NULL};
   if (n == 0) return md_error(err, errlen, MD_EINVAL, "empty field value");
-  if (word_in(s, n, t_words)) {
+  /* Booleans start with t/T/f/F, numbers never do. */
+  if ((s[0] | 0x20) == 't' && word_in(s, n, t_words)) {
     *v = 1;
     return 0;
   }
-  if (word_in(s, n, f_words)) {
+  if ((s[0] | 0x20) == 'f' && word_in(s, n, f_words)) {
     *v = 0;
     return 0;
   }
@@ -272,8 +274,14 @@ static bool slots_reserve(slots_t *t, size_t n, const void *entries, size_t stri
 
 /* The end of a line's measurement and tags: its first unescaped space or newline (n if none).
  * Escapes are skipped exactly as scan_token skips them, so a line whose tags parse ends its
- * tags here. */
+ * tags here. The usual line (no backslash before its first space) takes three memchr calls,
+ * each bounded by the line. */
 static size_t tags_end(const char *p, size_t n, size_t i) {
+  const char *nl = memchr(p + i, '\n', n - i);
+  size_t line_end = nl ? (size_t)(nl - p) : n;
+  const char *sp = memchr(p + i, ' ', line_end - i);
+  size_t end = sp ? (size_t)(sp - p) : line_end;
+  if (!memchr(p + i, '\\', end - i)) return end;
   for (;;) {
     while (i < n && p[i] != ' ' && p[i] != '\n' && p[i] != '\\')
       i++;
@@ -311,7 +319,7 @@ static long tagset_add(influx_t *X, const char *p, size_t n, const char *raw, si
       !grow((void **)&X->glab, &X->cap_glab, X->nglab + nl, sizeof *X->glab, 2048))
     return -1;
   tagset_t *t = &X->tagsets[X->ntagsets];
-  *t = (tagset_t){raw, rawlen, h, keep_str(X, p, n, cm, cml), cml, X->nglab, nl - 1};
+  *t = (tagset_t){raw, rawlen, h, keep_str(X, p, n, cm, cml), cml, X->nglab, nl - 1, 0};
   if (!t->meas) return -1;
   for (size_t l = 1; l < nl; l++) {
     ilabel_t k = L[l];
@@ -339,10 +347,15 @@ static size_t series_labels(influx_t *X, const tagset_t *t, const char *name, si
  * samples-per-request limit. */
 static int stage_sample(influx_t *X, uint32_t ts_idx, const field_t *F, int64_t tsv, char *err,
                         size_t errlen) {
-  const tagset_t *t = &X->tagsets[ts_idx];
-  uint64_t h = md_hash64(F->raw, F->rawlen, t->hash);
+  tagset_t *t = &X->tagsets[ts_idx];
   long g = -1;
-  if (X->gslots.cap) {
+  uint64_t h = 0;
+  if (t->first) {
+    const group_t *G = &X->groups[t->first - 1];
+    if (G->flen == F->rawlen && memcmp(G->field, F->raw, F->rawlen) == 0) g = (long)t->first - 1;
+  }
+  if (g < 0) h = md_hash64(F->raw, F->rawlen, t->hash);
+  if (g < 0 && X->gslots.cap) {
     size_t mask = X->gslots.cap - 1;
     for (size_t k = h & mask; X->gslots.slots[k]; k = (k + 1) & mask) {
       const group_t *G = &X->groups[X->gslots.slots[k] - 1];
@@ -384,6 +397,7 @@ static int stage_sample(influx_t *X, uint32_t ts_idx, const field_t *F, int64_t 
     while (X->gslots.slots[k])
       k = (k + 1) & (X->gslots.cap - 1);
     X->gslots.slots[k] = (uint32_t)g + 1;
+    if (!t->first) t->first = (uint32_t)g + 1;
   }
   if (X->nstaged >= X->c.lim.max_samples_per_request) {
     X->c.limit_hit = true;
@@ -686,9 +700,10 @@ int ingest_parse_influx(const char *p, size_t n, const ingest_opts_t *o, tsdb_ba
     size_t startline = lineno;
     size_t before = i;
     int rc = parse_line(X, p, n, &i, err, sizeof err);
-    /* Count the newlines a multi-line string consumed. */
-    for (size_t j = before; j < i && j < n; j++)
-      if (p[j] == '\n') lineno++;
+    /* Count the newlines a multi-line string consumed (memchr: most lines have none). */
+    for (const char *q = p + before, *e = p + (i < n ? i : n);
+         q < e && (q = memchr(q, '\n', (size_t)(e - q))); q++)
+      lineno++;
     if (rc == MD_ENOMEM) X->c.oom = true;
     if (rc == MD_EINVAL) {
       ictx_error(&X->c, startline, "%s", err);

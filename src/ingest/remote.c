@@ -42,7 +42,7 @@ typedef struct {
   const uint8_t *p, *end;
 } pbuf_t;
 
-static bool rd_varint(pbuf_t *b, uint64_t *out) {
+static bool rd_varint_long(pbuf_t *b, uint64_t *out) {
   uint64_t v = 0;
   *out = 0;
   for (int shift = 0; shift < 64; shift += 7) {
@@ -57,8 +57,17 @@ static bool rd_varint(pbuf_t *b, uint64_t *out) {
   return false; /* more than 10 bytes */
 }
 
+/* Tags and lengths of labels and samples are single bytes: that case inline. */
+static inline bool rd_varint(pbuf_t *b, uint64_t *out) {
+  if (b->p < b->end && *b->p < 0x80) {
+    *out = *b->p++;
+    return true;
+  }
+  return rd_varint_long(b, out);
+}
+
 /* Reads a tag; false on a malformed one. */
-static bool rd_tag(pbuf_t *b, uint32_t *field, int *wt) {
+static inline bool rd_tag(pbuf_t *b, uint32_t *field, int *wt) {
   uint64_t t;
   *field = 0;
   *wt = -1;
@@ -69,7 +78,7 @@ static bool rd_tag(pbuf_t *b, uint32_t *field, int *wt) {
 }
 
 /* Reads a length-delimited payload into sub. */
-static bool rd_len(pbuf_t *b, pbuf_t *sub) {
+static inline bool rd_len(pbuf_t *b, pbuf_t *sub) {
   uint64_t n;
   sub->p = sub->end = b->p;
   if (!rd_varint(b, &n) || n > (uint64_t)(b->end - b->p)) return false;
@@ -79,7 +88,7 @@ static bool rd_len(pbuf_t *b, pbuf_t *sub) {
   return true;
 }
 
-static bool skip_field(pbuf_t *b, int wt) {
+static inline bool skip_field(pbuf_t *b, int wt) {
   uint64_t v;
   pbuf_t sub;
   switch (wt) {
