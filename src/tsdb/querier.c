@@ -230,14 +230,13 @@ static int merge_in(tsdb_query_t *q) {
   return 0;
 }
 
+/* Only the array is copied: its strings are the database's interned symbols (append-only
+ * until tsdb_close) or a block's symbol table (the query holds a reference to the block), so
+ * they outlive the query as tsdb_query_labels promises. */
 static int copy_labels(tsdb_query_t *q, const tsdb_label_t *ls, size_t n) {
   tsdb_label_t *c = arena_alloc(q->arena, (n ? n : 1) * sizeof *c);
   if (!c) return MD_ENOMEM;
-  for (size_t i = 0; i < n; i++) {
-    c[i].name = arena_strdup(q->arena, ls[i].name);
-    c[i].value = arena_strdup(q->arena, ls[i].value);
-    if (!c[i].name || !c[i].value) return MD_ENOMEM;
-  }
+  memcpy(c, ls, n * sizeof *c);
   q->cur = c;
   q->ncur = n;
   return 0;
