@@ -275,13 +275,27 @@ int tsdb_query_next(tsdb_query_t *q) {
       size_t ns;
       rc = block_iter_samples(s->it, s->agg, &ts, &v, &ns);
       if (rc < 0) return rc;
-      q->part.n = 0;
-      if (svec_reserve(&q->part, ns)) return MD_ENOMEM;
-      for (size_t k = 0; k < ns; k++) {
-        if (ts[k] < q->mint || ts[k] > q->maxt) continue;
-        q->part.ts[q->part.n] = ts[k];
-        q->part.v[q->part.n++] = v[k];
+      /* ts ascends: the samples in [mint, maxt] are one run, found by binary search */
+      size_t lo = 0, hi = ns;
+      while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (ts[mid] < q->mint) lo = mid + 1;
+        else hi = mid;
       }
+      size_t a = lo;
+      hi = ns;
+      while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (ts[mid] <= q->maxt) lo = mid + 1;
+        else hi = mid;
+      }
+      q->part.n = 0;
+      if (svec_reserve(&q->part, lo - a)) return MD_ENOMEM;
+      if (lo > a) {
+        memcpy(q->part.ts, ts + a, (lo - a) * sizeof *ts);
+        memcpy(q->part.v, v + a, (lo - a) * sizeof *v);
+      }
+      q->part.n = lo - a;
       if ((rc = merge_in(q))) return rc;
       rc = block_iter_next(s->it);
       if (rc < 0) return rc;
