@@ -209,6 +209,14 @@ static int merge_in(tsdb_query_t *q) {
     q->part.n = 0;
     return 0;
   }
+  if (q->out.ts[q->out.n - 1] < q->part.ts[0]) { /* the usual case: blocks in time order */
+    if (svec_reserve(&q->out, q->part.n)) return MD_ENOMEM;
+    memcpy(q->out.ts + q->out.n, q->part.ts, q->part.n * sizeof *q->out.ts);
+    memcpy(q->out.v + q->out.n, q->part.v, q->part.n * sizeof *q->out.v);
+    q->out.n += q->part.n;
+    q->part.n = 0;
+    return 0;
+  }
   q->tmp.n = 0;
   if (svec_reserve(&q->tmp, q->out.n + q->part.n)) return MD_ENOMEM;
   size_t i = 0, j = 0, k = 0;
