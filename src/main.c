@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "api/api.h"
 #include "core/config.h"
@@ -178,6 +179,13 @@ int main(int argc, char **argv) {
    * "Throughput": the RSS cost is measured there). */
   mallopt(M_TRIM_THRESHOLD, 64 << 20);
   mallopt(M_MMAP_THRESHOLD, 8 << 20);
+  /* One arena per CPU (glibc's default is 8 per CPU). Each connection thread takes an arena,
+   * and an arena other than the main one keeps its free top below the trim threshold:
+   * malloc_trim does not shrink it. Pushing 8 MiB bodies on a new connection each (2 CPUs):
+   * 16 arenas held 434 MiB RSS (327 MiB after trimming), 2 arenas 45 MiB, and the server
+   * used 20 % less CPU (fewer page faults). */
+  long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+  mallopt(M_ARENA_MAX, ncpu > 2 ? (int)ncpu : 2);
 
   /* flags → overrides (applied last, so they win) */
   const char *file = getenv("METRICSD_CONFIG");
