@@ -680,6 +680,7 @@ int ingest_parse_influx(const char *p, size_t n, const ingest_opts_t *o, tsdb_ba
   influx_t *X = parser_get();
   if (!X) return MD_ENOMEM;
   ictx_init(&X->c, o, b, res);
+  X->c.names_valid = true; /* clean_name sanitises every name (parse_tags, stage_sample) */
   size_t i = 0, lineno = 0;
   char err[200];
   while (i < n && !X->c.limit_hit && !X->c.oom) {

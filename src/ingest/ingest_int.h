@@ -27,6 +27,10 @@ typedef struct ictx {
   ingest_result_t res_local; /* when the caller passed NULL */
   bool limit_hit;
   bool oom;
+  /* Set by a parser whose lexer only yields valid names (line protocol sanitises them): the
+   * metric name l[0].value and every label name l[i].name (i >= 1) are valid, so the checks
+   * skip the per-character name scans. Lengths, values and duplicates are still checked. */
+  bool names_valid;
 } ictx_t;
 
 void ictx_init(ictx_t *c, const ingest_opts_t *o, tsdb_batch_t *b, ingest_result_t *res);

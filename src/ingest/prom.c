@@ -379,7 +379,9 @@ static size_t series_key_end(const char *s, size_t n) {
       uint64_t q = w ^ (ones * '"'), b = w ^ (ones * '\\');
       q = ~(((q & lo7) + lo7) | q | lo7);
       b = ~(((b & lo7) + lo7) | b | lo7);
-      quotes += (size_t)__builtin_popcountll(q);
+      /* q has at most the top bit of each byte set: summing the bytes of q >> 7 with one
+       * multiply counts them (a popcount builtin is a libgcc call without -mpopcnt). */
+      quotes += (size_t)(((q >> 7) * ones) >> 56);
       slashes |= b;
     }
     for (; k < len; k++) {

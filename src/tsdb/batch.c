@@ -96,12 +96,26 @@ int tsdb_batch_label(tsdb_batch_t *b, const char *name, size_t nlen, const char 
   if (nlen > UINT32_MAX || vlen > UINT32_MAX) return MD_EINVAL;
   GROW(b->labels, b->nlabels, b->cap_labels);
   GROW(b->lens, b->nlabels, b->cap_lens);
+  /* Name and value in one arena block, each NUL-terminated: one allocation per label. */
+  char *n = arena_alloc(b->arena, nlen + vlen + 2);
+  if (!n) return MD_ENOMEM;
+  char *v = n + nlen + 1;
+  memcpy(n, name, nlen);
+  n[nlen] = 0;
+  memcpy(v, value, vlen);
+  v[vlen] = 0;
   b->lens[b->nlabels] = (label_lens_t){(uint32_t)nlen, (uint32_t)vlen};
-  char *n = arena_strndup(b->arena, name, nlen);
-  char *v = arena_strndup(b->arena, value, vlen);
-  if (!n || !v) return MD_ENOMEM;
   b->labels[b->nlabels++] = (tsdb_label_t){n, v};
   return 0;
+}
+
+/* strcmp's order for the names of a label set, from their lengths: no call, and the common
+ * case (names differ in the first byte) is one comparison. */
+static int label_name_cmp(const char *a, uint32_t al, const char *b, uint32_t bl) {
+  uint32_t m = al < bl ? al : bl;
+  for (uint32_t i = 0; i < m; i++)
+    if (a[i] != b[i]) return (unsigned char)a[i] < (unsigned char)b[i] ? -1 : 1;
+  return al < bl ? -1 : al > bl;
 }
 
 int tsdb_batch_series_end(tsdb_batch_t *b) {
@@ -110,24 +124,25 @@ int tsdb_batch_series_end(tsdb_batch_t *b) {
   tsdb_label_t *ls = b->labels + b->open_label_off;
   label_lens_t *lens = b->lens + b->open_label_off;
   size_t n = b->nlabels - b->open_label_off;
-  /* Insertion sort: label sets are small and usually nearly sorted already. */
+  /* Insertion sort: label sets are small and usually nearly sorted already. The sorted
+   * prefix holds no duplicate, so a name equal to x can only be the first one not greater
+   * than x: duplicates are found by the sort itself. */
   for (size_t i = 1; i < n; i++) {
     tsdb_label_t x = ls[i];
     label_lens_t xl = lens[i];
     size_t j = i;
-    while (j > 0 && strcmp(ls[j - 1].name, x.name) > 0) {
+    int c;
+    while (j > 0 && (c = label_name_cmp(ls[j - 1].name, lens[j - 1].name, x.name, xl.name)) >= 0) {
+      if (c == 0) {
+        b->nlabels = b->open_label_off;
+        return MD_EINVAL;
+      }
       ls[j] = ls[j - 1];
       lens[j] = lens[j - 1];
       j--;
     }
     ls[j] = x;
     lens[j] = xl;
-  }
-  for (size_t i = 1; i < n; i++) {
-    if (strcmp(ls[i - 1].name, ls[i].name) == 0) {
-      b->nlabels = b->open_label_off;
-      return MD_EINVAL;
-    }
   }
   GROW(b->series, b->nseries, b->cap_series);
   b->series[b->nseries++] = (batch_series_t){b->open_label_off, n, b->nsamples, 0, 0};

@@ -215,6 +215,8 @@ static const bad_case_t bad_labels[] = {
     {"__name__=ok,1x=1", 0, "invalid label name"},
     {"__name__=ok,a.b=1", 0, "invalid label name"},
     {"__name__=ok,a=1,a=2", 0, "duplicate label name \"a\""},
+    {"__name__=ok,b=1,a=1,c=1,b=2", 0, "duplicate label name \"b\""},
+    {"__name__=ok,a=1,ab=1,b=1,ab=2", 0, "duplicate label name \"ab\""},
     {"__name__=ok,__name__=again", 0, "duplicate label __name__"},
     {"__name__=ok,a=\xc3\x28", 0, "not valid UTF-8"},
     {"__name__=ok,a=\xed\xa0\x80", 0, "not valid UTF-8"},

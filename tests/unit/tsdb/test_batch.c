@@ -49,6 +49,24 @@ static void test_batch_errors(void **state) {
   assert_int_equal(tsdb_batch_series(b, dup, 2), MD_EINVAL);
   assert_int_equal(tsdb_batch_series_count(b), 0);
   assert_int_equal(tsdb_batch_sample(b, 1, 1), MD_EINVAL);
+  /* A duplicate that is not adjacent in the input, and names that are prefixes of others. */
+  tsdb_label_t dup2[] = {{"b", "1"}, {"ab", "1"}, {"c", "1"}, {"a", "1"}, {"ab", "2"}};
+  assert_int_equal(tsdb_batch_series(b, dup2, 5), MD_EINVAL);
+  assert_int_equal(tsdb_batch_series_count(b), 0);
+  tsdb_label_t prefix[] = {{"ab", "2"}, {"b", "3"}, {"a", "1"}, {"abc", "4"}};
+  assert_int_equal(tsdb_batch_series(b, prefix, 4), 0);
+  const tsdb_label_t *l;
+  size_t nl;
+  tsdb_batch_get(b, 0, &l, &nl, NULL, NULL);
+  assert_int_equal(nl, 4);
+  assert_string_equal(l[0].name, "a");
+  assert_string_equal(l[0].value, "1");
+  assert_string_equal(l[1].name, "ab");
+  assert_string_equal(l[1].value, "2");
+  assert_string_equal(l[2].name, "abc");
+  assert_string_equal(l[3].name, "b");
+  assert_string_equal(l[3].value, "3");
+  tsdb_batch_reset(b);
   tsdb_label_t noname[] = {{"", "1"}};
   assert_int_equal(tsdb_batch_series(b, noname, 1), MD_EINVAL);
   tsdb_batch_reset(b);
