@@ -68,14 +68,7 @@ typedef struct {
   uint64_t hash;
   const char *name; /* metric name */
   size_t namelen;
-  size_t count, off; /* staged samples; offset while emitting */
 } group_t;
-
-typedef struct {
-  uint32_t group;
-  int64_t ts;
-  double v;
-} staged_t;
 
 /* Open-addressing index of tag sets or groups: slot = index + 1, 0 = empty. */
 typedef struct {
@@ -96,10 +89,7 @@ typedef struct {
   group_t *groups;
   size_t ngroups, cap_groups;
   slots_t tslots, gslots;
-  staged_t *staged;
-  size_t nstaged, cap_staged;
-  size_t *order;
-  size_t cap_order;
+  istage_t stage;
 } influx_t;
 
 enum { K_MEAS = 1, K_TAG = 2, K_ESC = 4 };
@@ -239,18 +229,6 @@ static int convert_ts(int64_t t, ingest_precision_t prec, int64_t *ms) {
 
 /* ---- grouping ---------------------------------------------------------------------------- */
 
-/* Grows an array of elements of size sz to hold at least want; false when out of memory. */
-static bool grow(void **arr, size_t *cap, size_t want, size_t sz, size_t first) {
-  if (want <= *cap) return true;
-  size_t nc = *cap ? *cap : first;
-  while (nc < want)
-    nc *= 2;
-  void *na = realloc(*arr, nc * sz);
-  if (!na) return false;
-  *arr = na;
-  *cap = nc;
-  return true;
-}
 
 /* Makes room for one more entry (n in use) at load <= 1/2, rehashing by hashes[i]. */
 static bool slots_reserve(slots_t *t, size_t n, const void *entries, size_t stride, size_t hash_off) {
@@ -315,8 +293,8 @@ static const char *keep_str(influx_t *X, const char *in, size_t inlen, const cha
 static long tagset_add(influx_t *X, const char *p, size_t n, const char *raw, size_t rawlen, uint64_t h,
                        const char *cm, size_t cml, const ilabel_t *L, size_t nl) {
   if (!slots_reserve(&X->tslots, X->ntagsets, X->tagsets, sizeof *X->tagsets, offsetof(tagset_t, hash)) ||
-      !grow((void **)&X->tagsets, &X->cap_tagsets, X->ntagsets + 1, sizeof *X->tagsets, 256) ||
-      !grow((void **)&X->glab, &X->cap_glab, X->nglab + nl, sizeof *X->glab, 2048))
+      !ingest_grow((void **)&X->tagsets, &X->cap_tagsets, X->ntagsets + 1, sizeof *X->tagsets, 256) ||
+      !ingest_grow((void **)&X->glab, &X->cap_glab, X->nglab + nl, sizeof *X->glab, 2048))
     return -1;
   tagset_t *t = &X->tagsets[X->ntagsets];
   *t = (tagset_t){raw, rawlen, h, keep_str(X, p, n, cm, cml), cml, X->nglab, nl - 1, 0};
@@ -389,55 +367,25 @@ static int stage_sample(influx_t *X, uint32_t ts_idx, const field_t *F, int64_t 
     int rc = ictx_check(&X->c, X->lbl, series_labels(X, t, name, namelen), err, errlen);
     if (rc) return rc;
     if (!slots_reserve(&X->gslots, X->ngroups, X->groups, sizeof *X->groups, offsetof(group_t, hash)) ||
-        !grow((void **)&X->groups, &X->cap_groups, X->ngroups + 1, sizeof *X->groups, 1024))
+        !ingest_grow((void **)&X->groups, &X->cap_groups, X->ngroups + 1, sizeof *X->groups, 1024))
       return MD_ENOMEM;
     g = (long)X->ngroups++;
-    X->groups[g] = (group_t){ts_idx, F->raw, F->rawlen, h, name, namelen, 0, 0};
+    X->groups[g] = (group_t){ts_idx, F->raw, F->rawlen, h, name, namelen};
     size_t k = h & (X->gslots.cap - 1);
     while (X->gslots.slots[k])
       k = (k + 1) & (X->gslots.cap - 1);
     X->gslots.slots[k] = (uint32_t)g + 1;
     if (!t->first) t->first = (uint32_t)g + 1;
   }
-  if (X->nstaged >= X->c.lim.max_samples_per_request) {
-    X->c.limit_hit = true;
-    return MD_ELIMIT;
-  }
-  if (!grow((void **)&X->staged, &X->cap_staged, X->nstaged + 1, sizeof *X->staged, 4096)) return MD_ENOMEM;
-  X->staged[X->nstaged++] = (staged_t){(uint32_t)g, tsv, F->v};
-  X->groups[g].count++;
-  X->c.res->samples++;
-  return 0;
+  return istage_add(&X->stage, &X->c, (uint32_t)g, tsv, F->v);
 }
 
-/* The batch: one series per group, in order of first appearance, its samples in line order. */
-static int emit_groups(influx_t *X) {
-  if (X->nstaged == 0) return 0;
-  if (!grow((void **)&X->order, &X->cap_order, X->nstaged, sizeof *X->order, 4096)) return MD_ENOMEM;
-  size_t off = 0;
-  for (size_t g = 0; g < X->ngroups; g++) {
-    X->groups[g].off = off;
-    off += X->groups[g].count;
-  }
-  for (size_t k = 0; k < X->nstaged; k++)
-    X->order[X->groups[X->staged[k].group].off++] = k;
-  char err[200];
-  off = 0;
-  for (size_t g = 0; g < X->ngroups; g++) {
-    const group_t *G = &X->groups[g];
-    size_t first = off;
-    off += G->count;
-    if (G->count == 0) continue;
-    size_t nl = series_labels(X, &X->tagsets[G->tagset], G->name, G->namelen);
-    int rc = ictx_series_checked(&X->c, X->lbl, nl, err, sizeof err);
-    if (rc == MD_ENOMEM) return rc;
-    if (rc) continue; /* cannot happen: checked when the group was made */
-    for (size_t k = first; k < off; k++) {
-      const staged_t *st = &X->staged[X->order[k]];
-      if (tsdb_batch_sample(X->c.b, st->ts, st->v) == MD_ENOMEM) return MD_ENOMEM;
-    }
-  }
-  return 0;
+/* Group g's labels for istage_emit (in X->lbl). */
+static const ilabel_t *group_labels(void *ctx, size_t g, size_t *n) {
+  influx_t *X = ctx;
+  const group_t *G = &X->groups[g];
+  *n = series_labels(X, &X->tagsets[G->tagset], G->name, G->namelen);
+  return X->lbl;
 }
 
 /* ---- per-thread parser state -------------------------------------------------------------- */
@@ -459,8 +407,7 @@ static void parser_free(void *p) {
   free(X->groups);
   free(X->tslots.slots);
   free(X->gslots.slots);
-  free(X->staged);
-  free(X->order);
+  istage_free(&X->stage);
   free(X);
 }
 
@@ -485,7 +432,7 @@ static influx_t *parser_get(void) {
 }
 
 static void parser_put(influx_t *X) {
-  if (!parser_key_ok || X->cap_staged > KEEP_STAGED || pthread_getspecific(parser_key)) {
+  if (!parser_key_ok || X->stage.cap > KEEP_STAGED || pthread_getspecific(parser_key)) {
     parser_free(X);
     return;
   }
@@ -493,7 +440,8 @@ static void parser_put(influx_t *X) {
   arena_reset(X->keep);
   if (X->ntagsets) memset(X->tslots.slots, 0, X->tslots.cap * sizeof *X->tslots.slots);
   if (X->ngroups) memset(X->gslots.slots, 0, X->gslots.cap * sizeof *X->gslots.slots);
-  X->nglab = X->ntagsets = X->ngroups = X->nstaged = 0;
+  X->nglab = X->ntagsets = X->ngroups = 0;
+  istage_reset(&X->stage);
   if (pthread_setspecific(parser_key, X) != 0) parser_free(X);
 }
 
@@ -715,7 +663,7 @@ int ingest_parse_influx(const char *p, size_t n, const ingest_opts_t *o, tsdb_ba
     arena_reset(X->scratch);
   }
   /* Past the sample limit the caller drops the batch (413); it still gets what was read. */
-  if (!X->c.oom && emit_groups(X)) X->c.oom = true;
+  if (!X->c.oom && istage_emit(&X->stage, &X->c, group_labels, X)) X->c.oom = true;
   int status = ictx_status(&X->c);
   parser_put(X);
   return status;

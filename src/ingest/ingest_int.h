@@ -49,6 +49,35 @@ int ictx_sample(ictx_t *c, int64_t ts, double v);
 /* Final status for the parser's return. */
 int ictx_status(const ictx_t *c);
 
+/* Grows an array of elements of size sz to hold at least want (first: the initial capacity);
+ * false when out of memory. */
+bool ingest_grow(void **arr, size_t *cap, size_t want, size_t sz, size_t first);
+
+/* A request's samples staged under their series (stage.c), for parsers that group what a
+ * body repeats: group g is the g-th distinct series (numbered in order of first appearance),
+ * checked with ictx_check when it was made. istage_emit adds one batch series per group, its
+ * samples in arrival order. Zero-initialise; reset between requests (keeps the memory). */
+typedef struct {
+  uint32_t group;
+  int64_t ts;
+  double v;
+} istage_sample_t;
+typedef struct {
+  istage_sample_t *s;
+  size_t n, cap;
+  size_t *count; /* per group */
+  size_t ngroups, cap_count;
+  size_t *order;
+  size_t cap_order;
+} istage_t;
+/* Stages a sample; MD_ELIMIT past max_samples_per_request (sets c->limit_hit), MD_ENOMEM. */
+int istage_add(istage_t *st, ictx_t *c, uint32_t group, int64_t ts, double v);
+/* The labels of group g (as checked), *n of them. */
+typedef const ilabel_t *(*istage_labels_fn)(void *ctx, size_t g, size_t *n);
+int istage_emit(istage_t *st, ictx_t *c, istage_labels_fn labels, void *ctx);
+void istage_reset(istage_t *st);
+void istage_free(istage_t *st);
+
 /* Parses a decimal int64 ([+-]digits) exactly; -1 on syntax or overflow. */
 int ingest_parse_int64(const char *s, size_t n, int64_t *out);
 

@@ -115,14 +115,7 @@ typedef struct {
   size_t klen;
   uint64_t hash;
   size_t lab_off, nl; /* labels in rw_t.glab (pointing into the decoded message) */
-  size_t count, off;  /* staged samples; offset while emitting */
 } group_t;
-
-typedef struct {
-  uint32_t group;
-  int64_t ts;
-  double v;
-} staged_t;
 
 typedef struct {
   ictx_t c;
@@ -133,10 +126,7 @@ typedef struct {
   size_t ngroups, cap_groups;
   uint32_t *slots; /* group index + 1, 0 = empty; load <= 1/2 */
   size_t slot_cap;
-  staged_t *staged;
-  size_t nstaged, cap_staged;
-  size_t *order;
-  size_t cap_order;
+  istage_t stage;
   arena_t *keys; /* keys of series whose labels are not contiguous on the wire */
   char *dec;     /* snappy output */
   size_t dec_cap;
@@ -176,19 +166,6 @@ static bool check_msg(pbuf_t b, int msg) {
       return false;
     }
   }
-  return true;
-}
-
-/* Grows an array of elements of size sz to hold at least want; false when out of memory. */
-static bool grow(void **arr, size_t *cap, size_t want, size_t sz, size_t first) {
-  if (want <= *cap) return true;
-  size_t nc = *cap ? *cap : first;
-  while (nc < want)
-    nc *= 2;
-  void *na = realloc(*arr, nc * sz);
-  if (!na) return false;
-  *arr = na;
-  *cap = nc;
   return true;
 }
 
@@ -276,11 +253,11 @@ static long find_group(rw_t *X, pbuf_t ts, const uint8_t *key, size_t klen, int 
     X->slot_cap = nc;
     mask = nc - 1;
   }
-  if (!grow((void **)&X->groups, &X->cap_groups, X->ngroups + 1, sizeof *X->groups, 1024) ||
-      !grow((void **)&X->glab, &X->cap_glab, X->nglab + nl, sizeof *X->glab, 8192))
+  if (!ingest_grow((void **)&X->groups, &X->cap_groups, X->ngroups + 1, sizeof *X->groups, 1024) ||
+      !ingest_grow((void **)&X->glab, &X->cap_glab, X->nglab + nl, sizeof *X->glab, 8192))
     return -1;
   memcpy(X->glab + X->nglab, X->lbl, nl * sizeof *X->glab);
-  X->groups[X->ngroups] = (group_t){key, klen, h, X->nglab, nl, 0, 0};
+  X->groups[X->ngroups] = (group_t){key, klen, h, X->nglab, nl};
   X->nglab += nl;
   size_t k = h & mask;
   while (X->slots[k])
@@ -370,48 +347,18 @@ static int decode_series(rw_t *X, pbuf_t ts, char *err, size_t errlen) {
         skip_field(&sm, swt);
       }
     }
-    if (X->nstaged >= X->c.lim.max_samples_per_request) {
-      X->c.limit_hit = true;
-      return MD_ELIMIT;
-    }
-    if (!grow((void **)&X->staged, &X->cap_staged, X->nstaged + 1, sizeof *X->staged, 4096)) return MD_ENOMEM;
-    X->staged[X->nstaged++] = (staged_t){(uint32_t)g, t, v};
-    X->groups[g].count++;
-    X->c.res->samples++;
+    int rc = istage_add(&X->stage, &X->c, (uint32_t)g, t, v);
+    if (rc) return rc;
   }
   return 0;
 }
 
-/* The batch: one series per group, in order of first appearance, its samples in request order. */
-static int emit_groups(rw_t *X) {
-  if (X->nstaged == 0) return 0;
-  if (!grow((void **)&X->order, &X->cap_order, X->nstaged, sizeof *X->order, 4096)) return MD_ENOMEM;
-  size_t off = 0;
-  for (size_t g = 0; g < X->ngroups; g++) {
-    X->groups[g].off = off;
-    off += X->groups[g].count;
-  }
-  for (size_t k = 0; k < X->nstaged; k++)
-    X->order[X->groups[X->staged[k].group].off++] = k;
-  char err[200];
-  off = 0;
-  for (size_t g = 0; g < X->ngroups; g++) {
-    const group_t *G = &X->groups[g];
-    size_t first = off;
-    off += G->count;
-    if (G->count == 0) continue;
-    int rc = ictx_series_checked(&X->c, X->glab + G->lab_off, G->nl, err, sizeof err);
-    if (rc == MD_ENOMEM) return rc;
-    if (rc) continue; /* cannot happen: checked when the group was made */
-    for (size_t k = first; k < off; k++) {
-      const staged_t *st = &X->staged[X->order[k]];
-      if (tsdb_batch_sample(X->c.b, st->ts, st->v) == MD_ENOMEM) return MD_ENOMEM;
-    }
-  }
-  return 0;
+/* Group g's labels for istage_emit. */
+static const ilabel_t *group_labels(void *ctx, size_t g, size_t *n) {
+  rw_t *X = ctx;
+  *n = X->groups[g].nl;
+  return X->glab + X->groups[g].lab_off;
 }
-
-/* ---- per-thread state ----------------------------------------------------------------------- */
 
 /* A state that staged more samples (or decoded more bytes) than this is freed rather than kept. */
 #define KEEP_STAGED 262144
@@ -427,8 +374,7 @@ static void parser_free(void *p) {
   free(X->glab);
   free(X->groups);
   free(X->slots);
-  free(X->staged);
-  free(X->order);
+  istage_free(&X->stage);
   arena_free(X->keys);
   free(X->dec);
   free(X);
@@ -453,14 +399,15 @@ static rw_t *parser_get(void) {
 }
 
 static void parser_put(rw_t *X) {
-  if (!parser_key_ok || X->cap_staged > KEEP_STAGED || X->dec_cap > KEEP_DECODED ||
+  if (!parser_key_ok || X->stage.cap > KEEP_STAGED || X->dec_cap > KEEP_DECODED ||
       pthread_getspecific(parser_key)) {
     parser_free(X);
     return;
   }
   arena_reset(X->keys);
   if (X->ngroups) memset(X->slots, 0, X->slot_cap * sizeof *X->slots);
-  X->nglab = X->ngroups = X->nstaged = 0;
+  X->nglab = X->ngroups = 0;
+  istage_reset(&X->stage);
   if (pthread_setspecific(parser_key, X) != 0) parser_free(X);
 }
 
@@ -493,7 +440,7 @@ static int parse_pb(rw_t *X, const uint8_t *p, size_t n, const ingest_opts_t *o,
     index++;
   }
   /* Past the sample limit the caller drops the batch (413); it still gets what was read. */
-  if (!X->c.oom && emit_groups(X)) X->c.oom = true;
+  if (!X->c.oom && istage_emit(&X->stage, &X->c, group_labels, X)) X->c.oom = true;
   return ictx_status(&X->c);
 }
 
@@ -529,7 +476,7 @@ int ingest_parse_remote_write(const char *p, size_t n, const ingest_opts_t *o, t
   rw_t *X = parser_get();
   if (!X) return MD_ENOMEM;
   int rc;
-  if (!grow((void **)&X->dec, &X->dec_cap, outlen ? outlen : 1, 1, 65536)) {
+  if (!ingest_grow((void **)&X->dec, &X->dec_cap, outlen ? outlen : 1, 1, 65536)) {
     rc = MD_ENOMEM;
   } else if (snappy_uncompress(p, n, X->dec, &outlen) != SNAPPY_OK) {
     rc = refuse(res, "body is not valid snappy block-compressed data");
