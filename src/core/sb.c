@@ -103,7 +103,7 @@ void sb_json_str(sb_t *sb, const char *s, size_t n) {
 /* The shortest digits of v without printf/strtod, for the common case of a value written
  * with few decimals: the fewest decimals k such that an integer m < 2^50 gives m / 10^k == v.
  * Division by an exact power of ten rounds correctly, so m * 10^-k reads back as v; below
- * 2^50 the product v * 10^k is within 1/4 of that m, so nearbyint finds it, and no decimal
+ * 2^50 the product v * 10^k is within 1/4 of that m, so rounding finds it, and no decimal
  * with fewer digits reads back as v (it would need fewer decimals). Returns false (use the
  * general search) for zero, subnormals and values that need more digits. */
 static bool short_decimal(double v, char *digits, int *nd, int *exp10) {
@@ -114,7 +114,7 @@ static bool short_decimal(double v, char *digits, int *nd, int *exp10) {
   for (int k = 0; k < (int)(sizeof pow10 / sizeof pow10[0]); k++) {
     double x = a * pow10[k];
     if (x >= 0x1p50) return false;
-    double m = nearbyint(x);
+    double m = (double)llrint(x); /* |x| < 2^50: one conversion, no libm call */
     if (m == 0 || m / pow10[k] != a) continue;
     char tmp[24];
     int n = 0;
