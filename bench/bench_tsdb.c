@@ -140,27 +140,21 @@ static void host_step(host_t *s, double v[SERIES_PER_HOST]) {
   for (int i = 0; i < 3; i++) v[15 + i] = (double)s->load[i] / 100.0;
 }
 
-static long rss_kib(void) {
+/* A "Vm...:" figure of /proc/self/status in KiB (0 when unreadable). */
+static long status_kib(const char *key) {
   FILE *f = fopen("/proc/self/status", "r");
   if (!f) return 0;
   char line[256];
+  size_t kl = strlen(key);
   long kb = 0;
   while (fgets(line, sizeof line, f))
-    if (strncmp(line, "VmRSS:", 6) == 0) kb = atol(line + 6);
+    if (strncmp(line, key, kl) == 0) kb = atol(line + kl);
   fclose(f);
   return kb;
 }
 
-static long hwm_kib(void) {
-  FILE *f = fopen("/proc/self/status", "r");
-  if (!f) return 0;
-  char line[256];
-  long kb = 0;
-  while (fgets(line, sizeof line, f))
-    if (strncmp(line, "VmHWM:", 6) == 0) kb = atol(line + 6);
-  fclose(f);
-  return kb;
-}
+static long rss_kib(void) { return status_kib("VmRSS:"); }
+static long hwm_kib(void) { return status_kib("VmHWM:"); }
 
 static uint64_t du(const char *path) {
   struct stat st;

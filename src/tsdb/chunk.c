@@ -243,6 +243,17 @@ typedef struct dec_state {
   int64_t last, delta;
 } dec_state_t;
 
+/* Moves the state to the finer scale q (> st->p). False, the state unchanged, when the scaled
+ * integers would reach 2^53: |x * f| < 2^53 exactly when |x| <= (2^53 - 1) / f. */
+static inline bool dec_rescale(dec_state_t *st, unsigned q) {
+  int64_t f = IPOW10[q - st->p], lim = ((1LL << 53) - 1) / f;
+  if (st->last < -lim || st->last > lim || st->delta < -lim || st->delta > lim) return false;
+  st->p = q;
+  st->last *= f;
+  st->delta *= f;
+  return true;
+}
+
 static inline void dec_step(dec_state_t *st, int64_t i) {
   st->delta = i - st->last;
   st->last = i;
@@ -258,16 +269,12 @@ static void dec_put(uint8_t *buf, uint64_t *nbits, dec_state_t *st, double v) {
   }
   for (unsigned q = st->p + 1; q <= DEC_HEAD_MAX_P; q++) {
     if (!dec_of(v, q, &i)) continue;
-    int64_t f = IPOW10[q - st->p];
-    /* rescaled state must stay exact: |last|, |delta| < 2^53 after the multiplication, and
-     * so must the new delta */
-    if (st->last > INT64_MAX / f || st->last < INT64_MIN / f || st->delta > INT64_MAX / f ||
-        st->delta < INT64_MIN / f || !int53(st->last * f) || !int53(st->delta * f) || !int53(i - st->last * f))
+    dec_state_t old = *st;
+    if (!dec_rescale(st, q) || !int53(i - st->last)) { /* the new delta must stay exact too */
+      *st = old;
       break;
+    }
     bits_put56(buf, nbits, (0x7fULL << 4) | q, 11);
-    st->p = q;
-    st->last *= f;
-    st->delta *= f;
     dec_dod_put(buf, nbits, i - st->last - st->delta);
     dec_step(st, i);
     return;
@@ -309,14 +316,7 @@ static bool dec_get(bitbuf_t *b, dec_state_t *st, double *v) {
     } else {
       unsigned q = (unsigned)(top >> 53) & 15;
       bb_skip(b, 11);
-      if (rescaled || q <= st->p) return false;
-      int64_t f = IPOW10[q - st->p];
-      if (st->last > INT64_MAX / f || st->last < INT64_MIN / f || st->delta > INT64_MAX / f ||
-          st->delta < INT64_MIN / f || !int53(st->last * f) || !int53(st->delta * f))
-        return false;
-      st->p = q;
-      st->last *= f;
-      st->delta *= f;
+      if (rescaled || q <= st->p || !dec_rescale(st, q)) return false;
       continue;
     }
     /* |last|, |delta| < 2^53 and |d| < 2^55: no overflow in int64 */

@@ -199,6 +199,17 @@ fail:
   return rc;
 }
 
+/* The index of the first of ts[lo..n) that is >= t (n when none): ts ascends. */
+static size_t count_before(const int64_t *ts, size_t lo, size_t n, int64_t t) {
+  size_t hi = n;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    if (ts[mid] < t) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
 /* out = merge(out, part); on equal ts part wins. */
 static int merge_in(tsdb_query_t *q) {
   if (!q->part.n) return 0;
@@ -283,27 +294,16 @@ int tsdb_query_next(tsdb_query_t *q) {
       size_t ns;
       rc = block_iter_samples(s->it, s->agg, &ts, &v, &ns);
       if (rc < 0) return rc;
-      /* ts ascends: the samples in [mint, maxt] are one run, found by binary search */
-      size_t lo = 0, hi = ns;
-      while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (ts[mid] < q->mint) lo = mid + 1;
-        else hi = mid;
-      }
-      size_t a = lo;
-      hi = ns;
-      while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (ts[mid] <= q->maxt) lo = mid + 1;
-        else hi = mid;
-      }
+      /* ts ascends: the samples in [mint, maxt] are one run [a, e) */
+      size_t a = count_before(ts, 0, ns, q->mint), e = count_before(ts, a, ns, q->maxt);
+      if (e < ns && ts[e] == q->maxt) e++; /* strictly ascending: maxt at most once */
       q->part.n = 0;
-      if (svec_reserve(&q->part, lo - a)) return MD_ENOMEM;
-      if (lo > a) {
-        memcpy(q->part.ts, ts + a, (lo - a) * sizeof *ts);
-        memcpy(q->part.v, v + a, (lo - a) * sizeof *v);
+      if (svec_reserve(&q->part, e - a)) return MD_ENOMEM;
+      if (e > a) {
+        memcpy(q->part.ts, ts + a, (e - a) * sizeof *ts);
+        memcpy(q->part.v, v + a, (e - a) * sizeof *v);
       }
-      q->part.n = lo - a;
+      q->part.n = e - a;
       if ((rc = merge_in(q))) return rc;
       rc = block_iter_next(s->it);
       if (rc < 0) return rc;
