@@ -392,7 +392,18 @@ int tsdb_append_refs(tsdb_t *db, const char *tenant_name, const tsdb_batch_t *b,
     }
     if (refs) refs[i] = public_ref(db, s);
     if (nsm == 0) continue;
-    sb_reset(&grp);
+    /* The series' WAL samples are encoded straight into memory: a small stack buffer for
+     * the usual one sample per series per batch, grp for more. */
+    uint8_t small[4 * WAL_SAMPLE_MAX] = {0}, *sbuf = small;
+    size_t slen = 0;
+    if (nsm > 4) {
+      sb_reset(&grp);
+      if (!sb_reserve(&grp, nsm * WAL_SAMPLE_MAX)) {
+        rc = MD_ENOMEM;
+        goto out;
+      }
+      sbuf = (uint8_t *)grp.buf;
+    }
     size_t added = 0, logged = 0;
     int64_t prev_ts = 0;
     pthread_mutex_t *mu = stripe_of(db, s->id.ref);
@@ -411,7 +422,7 @@ int tsdb_append_refs(tsdb_t *db, const char *tenant_name, const tsdb_batch_t *b,
           base = sm[k].ts;
           have_base = true;
         }
-        wal_put_sample(&grp, sm[k].ts - (logged ? prev_ts : base), sm[k].v);
+        slen += wal_sample_encode(sbuf + slen, sm[k].ts - (logged ? prev_ts : base), sm[k].v);
         prev_ts = sm[k].ts;
         logged++;
         if (r == HEAD_SAME) {
@@ -435,11 +446,22 @@ int tsdb_append_refs(tsdb_t *db, const char *tenant_name, const tsdb_batch_t *b,
     }
     pthread_mutex_unlock(mu);
     if (logged) {
-      if (rec.len == 0) wal_put_varint(&rec, base);
-      wal_put_varint(&rec, (int64_t)s->id.ref - (int64_t)prev_ref);
+      /* [base, first series only] ref delta, count, samples: one reservation, no calls. */
+      enum { SHORT = 2 * WAL_SAMPLE_MAX };
+      if (sb_reserve(&rec, 30 + (slen > SHORT ? slen : SHORT))) {
+        uint8_t *q = (uint8_t *)rec.buf + rec.len, *q0 = q;
+        if (rec.len == 0) q += wal_varint_encode(q, base);
+        q += wal_varint_encode(q, (int64_t)s->id.ref - (int64_t)prev_ref);
+        q += wal_uvarint_encode(q, logged);
+        /* A fixed-size copy is a few moves, a variable one a libc call; both sources
+         * have SHORT initialised bytes (small is zeroed, grp holds >= 5 samples' room). */
+        if (slen <= SHORT) memcpy(q, sbuf, SHORT);
+        else memcpy(q, sbuf, slen);
+        q += slen;
+        rec.len += (size_t)(q - q0);
+        rec.buf[rec.len] = 0;
+      }
       prev_ref = s->id.ref;
-      wal_put_uvarint(&rec, logged);
-      sb_append(&rec, grp.buf, grp.len);
       res->samples_added += added;
     }
   }

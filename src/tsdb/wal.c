@@ -78,43 +78,21 @@ struct wal_ckpt {
 
 /* ---- encoding helpers ---------------------------------------------------------------- */
 
-static size_t uvarint_encode(uint8_t *out, uint64_t v) {
-  size_t n = 0;
-  while (v >= 0x80) {
-    out[n++] = (uint8_t)(v | 0x80);
-    v >>= 7;
-  }
-  out[n++] = (uint8_t)v;
-  return n;
-}
-
-static size_t value_encode(uint8_t *out, double v) {
-  if (v >= -9007199254740992.0 && v <= 9007199254740992.0 && v == (double)(int64_t)v && !(v == 0 && signbit(v))) {
-    int64_t i = (int64_t)v;
-    return uvarint_encode(out, (((uint64_t)i << 1) ^ (uint64_t)(i >> 63)) << 1);
-  }
-  out[0] = 1;
-  memcpy(out + 1, &v, 8);
-  return 9;
-}
-
 void wal_put_uvarint(sb_t *b, uint64_t v) {
   uint8_t tmp[10];
-  sb_append(b, tmp, uvarint_encode(tmp, v));
+  sb_append(b, tmp, wal_uvarint_encode(tmp, v));
 }
 
 void wal_put_varint(sb_t *b, int64_t v) { wal_put_uvarint(b, ((uint64_t)v << 1) ^ (uint64_t)(v >> 63)); }
 
 void wal_put_value(sb_t *b, double v) {
   uint8_t tmp[10];
-  sb_append(b, tmp, value_encode(tmp, v));
+  sb_append(b, tmp, wal_value_encode(tmp, v));
 }
 
 void wal_put_sample(sb_t *b, int64_t ts_delta, double v) {
   uint8_t tmp[WAL_SAMPLE_MAX];
-  size_t n = uvarint_encode(tmp, ((uint64_t)ts_delta << 1) ^ (uint64_t)(ts_delta >> 63));
-  n += value_encode(tmp + n, v);
-  sb_append(b, tmp, n);
+  sb_append(b, tmp, wal_sample_encode(tmp, ts_delta, v));
 }
 
 bool wal_get_uvarint(const uint8_t **p, const uint8_t *end, uint64_t *v) {

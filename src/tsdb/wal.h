@@ -21,7 +21,9 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <math.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/types.h>
 
 #include "core/core.h"
@@ -94,13 +96,46 @@ void wal_get_stats(wal_t *w, wal_stats_t *st);
 
 /* ---- record encoding helpers ------------------------------------------------------- */
 
+/* Encoders into a caller buffer (the append path builds records without a call per field);
+ * each returns the bytes written. */
+static inline size_t wal_uvarint_encode(uint8_t *out, uint64_t v) {
+  size_t n = 0;
+  while (v >= 0x80) {
+    out[n++] = (uint8_t)(v | 0x80);
+    v >>= 7;
+  }
+  out[n++] = (uint8_t)v;
+  return n;
+}
+
+static inline size_t wal_varint_encode(uint8_t *out, int64_t v) {
+  return wal_uvarint_encode(out, ((uint64_t)v << 1) ^ (uint64_t)(v >> 63));
+}
+
+/* Values: integers (|v| < 2^53, not -0.0) as a zigzag varint << 1; anything else as a 1
+ * byte tag + 8 raw bytes, so every bit pattern round-trips. At most 10 bytes. */
+static inline size_t wal_value_encode(uint8_t *out, double v) {
+  if (v >= -9007199254740992.0 && v <= 9007199254740992.0 && v == (double)(int64_t)v && !(v == 0 && signbit(v))) {
+    int64_t i = (int64_t)v;
+    return wal_uvarint_encode(out, (((uint64_t)i << 1) ^ (uint64_t)(i >> 63)) << 1);
+  }
+  out[0] = 1;
+  memcpy(out + 1, &v, 8);
+  return 9;
+}
+
+/* A sample as wal_put_sample writes it, into out (room for WAL_SAMPLE_MAX bytes). */
+#define WAL_SAMPLE_MAX 20
+static inline size_t wal_sample_encode(uint8_t *out, int64_t ts_delta, double v) {
+  size_t n = wal_varint_encode(out, ts_delta);
+  return n + wal_value_encode(out + n, v);
+}
+
 void wal_put_uvarint(sb_t *b, uint64_t v);
 void wal_put_varint(sb_t *b, int64_t v);
-/* Values: integers (|v| < 2^53, not -0.0) as a zigzag varint << 1; anything else as a 1
- * byte tag + 8 raw bytes, so every bit pattern round-trips. */
+/* Values as wal_value_encode writes them. */
 void wal_put_value(sb_t *b, double v);
-/* wal_put_varint(ts_delta) then wal_put_value(v) in one append (the per-sample hot path). */
-#define WAL_SAMPLE_MAX 20
+/* wal_put_varint(ts_delta) then wal_put_value(v) in one append. */
 void wal_put_sample(sb_t *b, int64_t ts_delta, double v);
 /* Decoders advance *p; return false when the input ends or is malformed. */
 bool wal_get_uvarint(const uint8_t **p, const uint8_t *end, uint64_t *v);
