@@ -200,7 +200,13 @@ static inline uint64_t dbits(double d) {
 static inline bool dec_fits_below(double v, unsigned p, double bound, int64_t *out) {
   double x = v * POW10[p];
   if (!(x > -bound && x < bound)) return false; /* also NaN and ±Inf */
+#if defined(__SSE2__) && defined(__x86_64__)
+  /* cvtsd2si rounds in the current mode, as llrint does, and |x| < 2^63 here: the same
+   * integer without a libm call (this runs for every sample appended). */
+  int64_t i = _mm_cvtsd_si64(_mm_set_sd(x));
+#else
   int64_t i = llrint(x);
+#endif
   if (dbits((double)i / POW10[p]) != dbits(v)) return false;
   *out = i;
   return true;
@@ -259,14 +265,9 @@ static inline void dec_step(dec_state_t *st, int64_t i) {
   st->last = i;
 }
 
-/* Codes v; the appender reserved MAX_SAMPLE_BITS (>= 6+1+64). */
-static void dec_put(uint8_t *buf, uint64_t *nbits, dec_state_t *st, double v) {
+/* dec_put's rare cases: v needs a finer scale, or has no short decimal form at all. */
+static __attribute__((noinline)) void dec_put_slow(uint8_t *buf, uint64_t *nbits, dec_state_t *st, double v) {
   int64_t i;
-  if (dec_of(v, st->p, &i) && int53(i - st->last)) {
-    dec_dod_put(buf, nbits, i - st->last - st->delta);
-    dec_step(st, i);
-    return;
-  }
   for (unsigned q = st->p + 1; q <= DEC_HEAD_MAX_P; q++) {
     if (!dec_of(v, q, &i)) continue;
     dec_state_t old = *st;
@@ -283,6 +284,17 @@ static void dec_put(uint8_t *buf, uint64_t *nbits, dec_state_t *st, double v) {
   memcpy(&bits, &v, 8);
   bits_put56(buf, nbits, 0x7e, 7);
   bits_put(buf, nbits, bits, 64);
+}
+
+/* Codes v; the appender reserved MAX_SAMPLE_BITS (>= 6+1+64). */
+static inline void dec_put(uint8_t *buf, uint64_t *nbits, dec_state_t *st, double v) {
+  int64_t i;
+  if (__builtin_expect(dec_of(v, st->p, &i) && int53(i - st->last), 1)) {
+    dec_dod_put(buf, nbits, i - st->last - st->delta);
+    dec_step(st, i);
+    return;
+  }
+  dec_put_slow(buf, nbits, st, v);
 }
 
 static bool dec_get(bitbuf_t *b, dec_state_t *st, double *v) {
@@ -546,6 +558,30 @@ static int val_encode_xor(chunk_buf_t *o, const double *v, size_t n) {
   return 0;
 }
 
+/* The bytes val_encode_xor would write, without writing them (it mirrors xor_put). */
+static size_t val_xor_bytes(const double *v, size_t n) {
+  uint64_t nbits = 8 + 64, last = dbits(v[0]);
+  unsigned leading = 0xff, trailing = 0;
+  for (size_t i = 1; i < n; i++) {
+    uint64_t bits = dbits(v[i]), x = bits ^ last;
+    last = bits;
+    if (x == 0) {
+      nbits += 1;
+      continue;
+    }
+    unsigned lead = (unsigned)__builtin_clzll(x), trail = (unsigned)__builtin_ctzll(x);
+    if (lead > 31) lead = 31;
+    if (leading != 0xff && lead >= leading && trail >= trailing) {
+      nbits += 2 + 64 - leading - trailing;
+    } else {
+      nbits += 13 + 64 - lead - trail;
+      leading = lead;
+      trailing = trail;
+    }
+  }
+  return (size_t)((nbits + 7) / 8);
+}
+
 /* Returns 1 when the values are not worth a decimal encoding (too many exceptions), 0 when
  * encoded, or MD_ENOMEM. */
 static int val_encode_dec(chunk_buf_t *o, const double *v, size_t n) {
@@ -731,11 +767,13 @@ static int seal_values(chunk_buf_t *best, const double *v, size_t n) {
   chunk_buf_t dec = {0};
   int rc = val_encode_dec(&dec, v, n);
   if (rc < 0) goto out;
-  if ((rc = val_encode_xor(best, v, n)) != 0) goto out;
-  if (dec.len > 0 && dec.len < best->len) {
+  /* The XOR form is written only when it is the smaller (sizing it is a cheap pass). */
+  if (dec.len > 0 && dec.len < val_xor_bytes(v, n)) {
     chunk_buf_t t = *best;
     *best = dec;
     dec = t;
+  } else if ((rc = val_encode_xor(best, v, n)) != 0) {
+    goto out;
   }
   rc = 0;
 out:
@@ -747,6 +785,9 @@ static int seal_timestamps(chunk_buf_t *best, const int64_t *ts, size_t n) {
   chunk_buf_t alt = {0};
   int rc;
   if ((rc = ts_encode_iseq(best, ts, n)) != 0) goto out;
+  /* The Gorilla form takes at least its tag, ts0 and a bit per later sample: when the
+   * integer form is no larger than that (any steady interval), skip building it. */
+  if (best->len <= 1 + (64 + (n - 1) + 7) / 8) goto out;
   if ((rc = ts_encode_gorilla(&alt, ts, n)) != 0) goto out;
   if (alt.len < best->len) {
     chunk_buf_t t = *best;

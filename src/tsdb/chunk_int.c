@@ -1,8 +1,8 @@
 /*
  * chunk_int — integer sequence coding for sealed chunks; the format is in chunk_int.h.
  *
- * Encoding tries both residual models and keeps the smaller; it allocates scratch memory
- * per call. Decoding allocates nothing and unpacks with one unaligned 64-bit load per value
+ * Encoding prices every model, centring and packer exactly and keeps the smallest; head-sized
+ * sequences need no allocation beyond the output. Decoding allocates nothing and unpacks with one unaligned 64-bit load per value
  * where at least 8 bytes remain, byte by byte in the last few.
  *
  * Threading: pure functions, no shared state.
@@ -32,6 +32,8 @@ void chunk_buf_free(chunk_buf_t *o) {
   o->len = o->cap = 0;
 }
 
+__extension__ typedef unsigned __int128 u128_t;
+
 static inline unsigned bitlen(uint64_t u) { return u ? 64 - (unsigned)__builtin_clzll(u) : 0; }
 
 static inline uint64_t load_le64(const uint8_t *q) {
@@ -45,36 +47,42 @@ static inline uint64_t load_le64(const uint8_t *q) {
 
 /* ---- ipack --------------------------------------------------------------------- */
 
+/* The lengths histogram of a candidate's residuals: hist[b] = how many have bitlen b. The
+ * two fixed-width packers are priced from it alone; top is the longest length. */
+typedef struct {
+  size_t hist[65];
+  unsigned top;
+} lens_t;
+
 /* Picks the packing width: every value costs w bits, and each value longer than w costs an
  * exception on top (about a byte of index gap and a varint of its high bits). */
-static unsigned ipack_width(const uint64_t *u, size_t m, uint64_t *cost_out) {
-  size_t hist[65] = {0};
-  for (size_t i = 0; i < m; i++) hist[bitlen(u[i])]++;
+static unsigned ipack_width(const lens_t *h, size_t m, uint64_t *cost_out) {
   /* Only the lengths that occur matter, and no width past the longest can win (it only adds
    * bits): this runs on every sealed chunk, several times, so skip the empty 65 x 65. */
   unsigned lens[65], nl = 0;
-  for (unsigned b = 0; b <= 64; b++)
-    if (hist[b]) lens[nl++] = b;
-  unsigned maxw = nl ? lens[nl - 1] : 0;
+  for (unsigned b = 0; b <= h->top; b++)
+    if (h->hist[b]) lens[nl++] = b;
+  unsigned maxw = h->top, first = 0; /* lens[first..] are the lengths > w */
   uint64_t best = UINT64_MAX;
   unsigned bw = 64;
   for (unsigned w = 0; w <= maxw; w++) {
     uint64_t c = (uint64_t)m * w;
-    for (unsigned j = 0; j < nl && c < best; j++) {
+    if (c >= best) break; /* the packed bits alone grow with w: no wider width can win */
+    while (first < nl && lens[first] <= w) first++;
+    for (unsigned j = first; j < nl && c < best; j++) {
       unsigned b = lens[j];
-      if (b > w) c += (uint64_t)hist[b] * (8 + 8 * ((b - w + 6) / 7));
+      c += (uint64_t)h->hist[b] * (8 + 8 * ((b - w + 6) / 7));
     }
     if (c < best) {
       best = c;
       bw = w;
     }
   }
-  if (cost_out) *cost_out = best;
+  *cost_out = best;
   return bw;
 }
 
-static int ipack_encode(chunk_buf_t *o, const uint64_t *u, size_t m) {
-  unsigned w = ipack_width(u, m, NULL);
+static int ipack_encode(chunk_buf_t *o, const uint64_t *u, size_t m, unsigned w) {
   uint64_t mask = w == 64 ? ~0ULL : (1ULL << w) - 1;
   size_t nexc = 0;
   for (size_t i = 0; i < m; i++) nexc += (u[i] & ~mask) != 0;
@@ -178,28 +186,56 @@ static bool ipack_decode(const uint8_t *p, size_t len, size_t *off, uint64_t *ou
  *   rpack := k:u8 bit stream, ceil(bits/8) bytes (its length follows from m) */
 enum { RICE_QMAX = 24 };
 
-static uint64_t rice_cost(const uint64_t *u, size_t m, unsigned k) {
-  uint64_t c = 0;
-  for (size_t i = 0; i < m; i++) {
-    uint64_t q = u[i] >> k;
-    c += q < RICE_QMAX ? q + 1 + k : RICE_QMAX + 1 + 7 + bitlen(u[i]);
+/* The window of Rice parameters worth pricing, from the mean: the optimum for
+ * geometric-like data is near log2(mean * ln 2); one either side is tried. sum is the exact
+ * sum of the m values. */
+static void rice_window(const uint64_t *u, size_t m, u128_t sum, unsigned *lo,
+                        unsigned *hi) {
+  double dsum;
+  if (sum < ((u128_t)1 << 53)) {
+    dsum = (double)(uint64_t)sum; /* every partial sum was exact: the same as adding doubles */
+  } else {
+    dsum = 0; /* rounding depends on the order: add as doubles, in order */
+    for (size_t i = 0; i < m; i++) dsum += (double)u[i];
   }
-  return c;
-}
-
-/* The best k near log2 of the mean, and its cost in bits. */
-static unsigned rice_param(const uint64_t *u, size_t m, uint64_t *cost_out) {
-  double sum = 0;
-  for (size_t i = 0; i < m; i++) sum += (double)u[i];
-  double mean = m ? sum / (double)m : 0;
-  /* The optimum for geometric-like data is near log2(mean * ln 2); look one either side. */
+  double mean = m ? dsum / (double)m : 0;
   unsigned k0 = mean >= 1.8e19 ? 63 : bitlen((uint64_t)(mean * 0.69));
   k0 = k0 > 0 ? k0 - 1 : 0;
-  unsigned lo = k0 > 1 ? k0 - 1 : 0, hi = k0 + 1 > 63 ? 63 : k0 + 1, best_k = lo;
-  uint64_t best = UINT64_MAX;
-  for (unsigned k = lo; k <= hi; k++) {
-    uint64_t c = rice_cost(u, m, k);
-    if (c < best) best = c, best_k = k;
+  *lo = k0 > 1 ? k0 - 1 : 0;
+  *hi = k0 + 1 > 63 ? 63 : k0 + 1;
+}
+
+/* The best k in [lo, hi] (hi - lo <= 2) and its cost in bits, all k priced in one pass: a
+ * value costs q + 1 + k bits with q = u >> k, or the escape's RICE_QMAX + 1 + 7 + bitlen(u)
+ * when q >= RICE_QMAX. The q of k + 1 is the q of k halved, and a value that does not
+ * escape at lo escapes at no larger k. Ties go to the smaller k. */
+static unsigned rice_param(const uint64_t *u, size_t m, unsigned lo, unsigned hi, uint64_t *cost_out) {
+  uint64_t s0 = 0, s1 = 0, s2 = 0, esc[3] = {0, 0, 0}, escbits[3] = {0, 0, 0};
+  unsigned nk = hi - lo + 1;
+  for (size_t i = 0; i < m; i++) {
+    uint64_t q = u[i] >> lo;
+    if (__builtin_expect(q < RICE_QMAX, 1)) {
+      s0 += q;
+      s1 += q >> 1;
+      s2 += q >> 2;
+      continue;
+    }
+    uint64_t *s[3] = {&s0, &s1, &s2};
+    for (unsigned j = 0; j < nk; j++) {
+      uint64_t qj = u[i] >> (lo + j);
+      if (qj < RICE_QMAX) {
+        *s[j] += qj;
+      } else {
+        esc[j]++;
+        escbits[j] += RICE_QMAX + 1 + 7 + bitlen(u[i]);
+      }
+    }
+  }
+  uint64_t sums[3] = {s0, s1, s2}, best = UINT64_MAX;
+  unsigned best_k = lo;
+  for (unsigned j = 0; j < nk; j++) {
+    uint64_t c = sums[j] + (uint64_t)(m - esc[j]) * (1 + lo + j) + escbits[j];
+    if (c < best) best = c, best_k = lo + j;
   }
   *cost_out = best;
   return best_k;
@@ -294,18 +330,12 @@ static bool rpack_decode(const uint8_t *p, size_t len, size_t *off, uint64_t *ou
  *
  *   wpack := w1:u8 w2:u8 bit stream, ceil(bits/8) bytes (length follows from m) */
 
-static void wpack_param(const uint64_t *u, size_t m, unsigned *w1, unsigned *w2, uint64_t *cost_out) {
-  size_t hist[65] = {0};
-  unsigned top = 0;
-  for (size_t i = 0; i < m; i++) {
-    unsigned b = bitlen(u[i]);
-    hist[b]++;
-    if (b > top) top = b;
-  }
+static void wpack_param(const lens_t *h, size_t m, unsigned *w1, unsigned *w2, uint64_t *cost_out) {
+  unsigned top = h->top;
   uint64_t best = UINT64_MAX;
   size_t below = 0;
   for (unsigned w = 0; w <= top; w++) {
-    below += hist[w];
+    below += h->hist[w];
     uint64_t c = m + (uint64_t)below * w + (uint64_t)(m - below) * top;
     if (c < best) best = c, *w1 = w;
   }
@@ -313,10 +343,7 @@ static void wpack_param(const uint64_t *u, size_t m, unsigned *w1, unsigned *w2,
   *cost_out = best;
 }
 
-static int wpack_encode(chunk_buf_t *o, const uint64_t *u, size_t m) {
-  unsigned w1 = 0, w2 = 0;
-  uint64_t bits;
-  wpack_param(u, m, &w1, &w2, &bits);
+static int wpack_encode(chunk_buf_t *o, const uint64_t *u, size_t m, unsigned w1, unsigned w2, uint64_t bits) {
   if (chunk_buf_reserve(o, 2 + (size_t)((bits + 7) / 8) + 8) != 0) return MD_ENOMEM;
   o->buf[o->len++] = (uint8_t)w1;
   o->buf[o->len++] = (uint8_t)w2;
@@ -396,25 +423,26 @@ static int64_t select_kth(int64_t *a, ptrdiff_t n, ptrdiff_t k) {
 }
 
 /* One candidate encoding: model, its header value (d1 or the grid step), the residual
- * centre and divisor, the mapped residuals and the chosen packer with its cost. */
+ * centre and divisor, the chosen packer with its parameters, and its cost. */
 typedef struct {
   int model, packer;
   bool from_min;
   int64_t head, b;
   uint64_t g;
-  uint64_t bits;  /* estimated total size in bits */
+  unsigned k, w1, w2;  /* rice: k; ipack: w1; wpack: w1, w2 */
+  uint64_t pack_bits;  /* the packer's bits (rice and wpack streams need them) */
+  uint64_t bits;       /* estimated total size in bits */
 } cand_t;
 
-/* Fills u with the mapped residuals of model and returns the candidate's cost. r and u are
- * scratch of n values each. */
-static cand_t evaluate(const int64_t *x, size_t n, int model, bool from_min, int64_t *r, uint64_t *u) {
-  cand_t c = {.model = model, .g = 1, .from_min = from_min};
+/* The residuals of model into r; returns their count and sets *head (d1 or the step). */
+static size_t residuals(const int64_t *x, size_t n, int model, int64_t *r, int64_t *head) {
   size_t m = 0;
+  *head = 0;
   if (model == MODEL_DELTA) {
     for (size_t k = 1; k < n; k++) r[m++] = (int64_t)((uint64_t)x[k] - (uint64_t)x[k - 1]);
   } else if (model == MODEL_DOD) {
     uint64_t prev = (uint64_t)x[1] - (uint64_t)x[0];
-    c.head = (int64_t)prev;
+    *head = (int64_t)prev;
     for (size_t k = 2; k < n; k++) {
       uint64_t d = (uint64_t)x[k] - (uint64_t)x[k - 1];
       r[m++] = (int64_t)(d - prev);
@@ -422,19 +450,25 @@ static cand_t evaluate(const int64_t *x, size_t n, int model, bool from_min, int
     }
   } else {
     for (size_t k = 1; k < n; k++) r[m++] = (int64_t)((uint64_t)x[k] - (uint64_t)x[k - 1]);
-    c.head = select_kth(r, (ptrdiff_t)m, (ptrdiff_t)(m / 2)); /* the nominal step */
+    *head = select_kth(r, (ptrdiff_t)m, (ptrdiff_t)(m / 2)); /* the nominal step */
     m = 0;
     for (size_t k = 1; k < n; k++)
-      r[m++] = (int64_t)((uint64_t)x[k] - (uint64_t)x[0] - (uint64_t)k * (uint64_t)c.head);
+      r[m++] = (int64_t)((uint64_t)x[k] - (uint64_t)x[0] - (uint64_t)k * (uint64_t)*head);
   }
-  /* Centre on the median (u doubles as the selection scratch) or start from the minimum,
-   * then divide by the gcd. */
+  return m;
+}
+
+/* Centres the m residuals r (on their median, or from their minimum), divides them by
+ * their gcd, maps them into u and prices every packer exactly: one pass for the lengths
+ * histogram and the sum, one for the Rice window. */
+static cand_t evaluate(const int64_t *r, size_t m, int model, int64_t head, bool from_min, uint64_t *u) {
+  cand_t c = {.model = model, .g = 1, .from_min = from_min, .head = head};
   if (from_min) {
     c.b = m ? r[0] : 0;
     for (size_t i = 1; i < m; i++)
       if (r[i] < c.b) c.b = r[i];
   } else {
-    int64_t *sc = (int64_t *)u;
+    int64_t *sc = (int64_t *)u; /* u doubles as the selection scratch */
     memcpy(sc, r, m * sizeof *sc);
     c.b = m ? select_kth(sc, (ptrdiff_t)m, (ptrdiff_t)(m / 2)) : 0;
   }
@@ -463,18 +497,36 @@ static cand_t evaluate(const int64_t *x, size_t n, int model, bool from_min, int
     for (size_t i = 0; i < m; i++)
       u[i] = chunk_zigzag((int64_t)((uint64_t)r[i] - (uint64_t)c.b) / (int64_t)c.g);
   }
+  lens_t h;
+  memset(h.hist, 0, sizeof h.hist);
+  u128_t sum = 0;
+  uint64_t any = 0;
+  for (size_t i = 0; i < m; i++) {
+    h.hist[bitlen(u[i])]++;
+    sum += u[i];
+    any |= u[i];
+  }
+  h.top = bitlen(any); /* the longest length is the length of the OR of all */
   uint64_t for_bits, rice_bits, two_bits;
-  unsigned w1, w2;
-  (void)ipack_width(u, m, &for_bits);
-  (void)rice_param(u, m, &rice_bits);
-  wpack_param(u, m, &w1, &w2, &two_bits);
-  for_bits += 16; /* width byte and the exception count */
-  rice_bits += 8 + 7;
-  two_bits += 16 + 7;
+  unsigned lo, hi, w1 = 0, w2 = 0;
+  unsigned w = ipack_width(&h, m, &for_bits);
+  rice_window(u, m, sum, &lo, &hi);
+  unsigned k = rice_param(u, m, lo, hi, &rice_bits);
+  wpack_param(&h, m, &w1, &w2, &two_bits);
   c.packer = PACK_FOR;
-  uint64_t pbits = for_bits;
-  if (rice_bits < pbits) c.packer = PACK_RICE, pbits = rice_bits;
-  if (two_bits < pbits) c.packer = PACK_TWO, pbits = two_bits;
+  c.w1 = w;
+  uint64_t pbits = for_bits + 16; /* width byte and the exception count */
+  if (rice_bits + 8 + 7 < pbits) {
+    c.packer = PACK_RICE, pbits = rice_bits + 8 + 7;
+    c.k = k;
+    c.pack_bits = rice_bits;
+  }
+  if (two_bits + 16 + 7 < pbits) {
+    c.packer = PACK_TWO, pbits = two_bits + 16 + 7;
+    c.w1 = w1;
+    c.w2 = w2;
+    c.pack_bits = two_bits;
+  }
   c.bits = pbits +
            8 * (chunk_uvarint_len(chunk_zigzag(c.head)) + chunk_uvarint_len(chunk_zigzag(c.b)) +
                 chunk_uvarint_len(c.g));
@@ -488,51 +540,61 @@ int chunk_iseq_encode(chunk_buf_t *o, const int64_t *x, size_t n, bool try_grid)
     o->len += svarint_put(o->buf + o->len, x[0]);
     return 0;
   }
-  int64_t *r = malloc(n * sizeof *r);
-  uint64_t *u = calloc(n, sizeof *u); /* zeroed only to quiet gcc -O2 -Wmaybe-uninitialized */
-  int rc = MD_ENOMEM;
-  if (!r || !u) goto out;
   /* All steps equal (a steady scrape): first value and step are the whole story. */
   size_t same = 2;
   while (same < n && (uint64_t)x[same] - (uint64_t)x[same - 1] == (uint64_t)x[1] - (uint64_t)x[0]) same++;
   if (same == n) {
-    if (chunk_buf_reserve(o, 1 + 2 * 10) != 0) goto out;
+    if (chunk_buf_reserve(o, 1 + 2 * 10) != 0) return MD_ENOMEM;
     o->buf[o->len++] = MODEL_REGULAR;
     o->len += svarint_put(o->buf + o->len, x[0]);
     o->len += svarint_put(o->buf + o->len, (int64_t)((uint64_t)x[1] - (uint64_t)x[0]));
-    rc = 0;
-    goto out;
+    return 0;
   }
-  cand_t best = evaluate(x, n, MODEL_DELTA, false, r, u);
+  /* Scratch: residuals r, the candidate's mapped residuals u and the best one's; on the
+   * stack for head-sized chunks (sealed on the append path), else one allocation. */
+  enum { STACK_N = 256 };
+  int64_t stack_r[STACK_N];
+  uint64_t stack_u[2 * STACK_N];
+  int64_t *r = stack_r;
+  uint64_t *u = stack_u, *heap = NULL;
+  if (n > STACK_N) {
+    heap = malloc(3 * n * sizeof *heap);
+    if (!heap) return MD_ENOMEM;
+    r = (int64_t *)(void *)(heap + 2 * n);
+    u = heap;
+  }
+  uint64_t *ucur = u, *ubest = u + n;
+  /* Candidates in a fixed order, a later one kept only when strictly smaller. The winner's
+   * residuals stay in ubest: the two buffers swap roles whenever the best changes. */
+  cand_t best = {.bits = UINT64_MAX};
   for (int model = MODEL_DELTA; model <= MODEL_GRID; model++) {
     if ((model == MODEL_DOD && n < 3) || (model == MODEL_GRID && !try_grid)) continue;
+    int64_t head;
+    size_t m = residuals(x, n, model, r, &head);
     for (int from_min = 0; from_min < 2; from_min++) {
-      if (model == MODEL_DELTA && !from_min) continue; /* done above */
-      cand_t c = evaluate(x, n, model, from_min, r, u);
-      if (c.bits < best.bits) best = c;
+      cand_t c = evaluate(r, m, model, head, from_min, ucur);
+      if (c.bits < best.bits) {
+        best = c;
+        uint64_t *t = ubest;
+        ubest = ucur;
+        ucur = t;
+      }
     }
   }
-  /* Re-derive the winner's residuals (the last evaluation may have been another one). */
-  cand_t c = evaluate(x, n, best.model, best.from_min, r, u);
-  size_t m = best.model == MODEL_DOD ? n - 2 : n - 1;
+  const cand_t c = best;
+  size_t m = c.model == MODEL_DOD ? n - 2 : n - 1;
+  int rc = MD_ENOMEM;
   if (chunk_buf_reserve(o, 1 + 4 * 10) != 0) goto out;
   o->buf[o->len++] = (uint8_t)(c.model | c.packer << 2 | (c.from_min ? MODE_FROM_MIN : 0));
   o->len += svarint_put(o->buf + o->len, x[0]);
   if (c.model != MODEL_DELTA) o->len += svarint_put(o->buf + o->len, c.head);
   o->len += svarint_put(o->buf + o->len, c.b);
   o->len += chunk_uvarint_put(o->buf + o->len, c.g);
-  if (c.packer == PACK_RICE) {
-    uint64_t bits;
-    unsigned k = rice_param(u, m, &bits);
-    rc = rpack_encode(o, u, m, k, bits);
-  } else if (c.packer == PACK_TWO) {
-    rc = wpack_encode(o, u, m);
-  } else {
-    rc = ipack_encode(o, u, m);
-  }
+  if (c.packer == PACK_RICE) rc = rpack_encode(o, ubest, m, c.k, c.pack_bits);
+  else if (c.packer == PACK_TWO) rc = wpack_encode(o, ubest, m, c.w1, c.w2, c.pack_bits);
+  else rc = ipack_encode(o, ubest, m, c.w1);
 out:
-  free(r);
-  free(u);
+  free(heap);
   return rc;
 }
 
