@@ -197,10 +197,21 @@ static inline uint64_t mum(uint64_t a, uint64_t b) {
   return (uint64_t)r ^ (uint64_t)(r >> 64);
 }
 
+static inline uint64_t le64(uint64_t w) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+  w = __builtin_bswap64(w);
+#endif
+  return w;
+}
+
 /* Reads the last len (< 8) bytes of a string as a little-endian word, without a call. */
 static inline uint64_t tail_word(const char *p, size_t len) {
   const uint8_t *q = (const uint8_t *)p;
   uint64_t w = 0;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+  for (size_t i = 0; i < len; i++) w |= (uint64_t)q[i] << (8 * i);
+  return w;
+#endif
   if (len & 4) {
     uint32_t x;
     memcpy(&x, q, 4);
@@ -217,38 +228,113 @@ static inline uint64_t tail_word(const char *p, size_t len) {
   return w;
 }
 
-/* Mixes string i (even: a name, odd: a value) of len bytes into the two lanes. */
-static inline void hash_string(uint64_t *a, uint64_t *b, const char *s, size_t len, size_t i) {
-  const char *p = s;
-  uint64_t w, x = *a, y = *b;
-  size_t left = len;
-  for (; left >= 8; left -= 8, p += 8) {
-    memcpy(&w, p, 8);
-    x = mum(x ^ w, 0x9e3779b97f4a7c15ULL);
-    y = mum(y ^ w, 0xc2b2ae3d27d4eb4fULL) + w;
-  }
-  w = tail_word(p, left);
-  uint64_t tag = (uint64_t)len << 48 | (uint64_t)(i & 1) << 47;
-  *a = mum(x ^ w ^ tag, 0xa0761d6478bd642fULL);
-  *b = mum(y ^ w ^ tag, 0xe7037ed1a0b428dbULL) + tag;
+/* Label-set hash. Each label is hashed as the one byte string name NUL value (the batch
+ * stores it so, contiguously): 8-byte little-endian words, the last one zero-padded, each
+ * mixed into two lanes with different constants. Before a label, both lanes take in its
+ * two byte lengths, so the words of a label set spell out its labels unambiguously (names,
+ * values and where each ends) whatever bytes they hold; after it, the tail word closes the
+ * label with a final mix. A label costs what one string used to (2 mixes per 8 bytes + 2
+ * to close): a set about 20 % less than hashing names and values apart. (Packing the
+ * labels' bytes across label boundaries saves mixes but costs more in shifts: measured.) */
+#define LH_K1 0x9e3779b97f4a7c15ULL
+#define LH_K2 0xc2b2ae3d27d4eb4fULL
+#define LH_K3 0xa0761d6478bd642fULL
+#define LH_K4 0xe7037ed1a0b428dbULL
+
+typedef struct {
+  uint64_t a, b;
+} lanes_t;
+
+static inline void lanes_word(lanes_t *h, uint64_t w) {
+  h->a = mum(h->a ^ w, LH_K1);
+  h->b = mum(h->b ^ w, LH_K2) + w;
 }
 
-lhash_t labels_hash(const tsdb_label_t *ls, size_t n) {
-  uint64_t a = 0x243f6a8885a308d3ULL ^ n, b = 0x13198a2e03707344ULL ^ (n << 32);
-  for (size_t i = 0; i < 2 * n; i++) {
-    const char *s = i & 1 ? ls[i / 2].value : ls[i / 2].name;
-    hash_string(&a, &b, s, strlen(s), i);
+static inline void lanes_open(lanes_t *h, size_t nlen, size_t vlen) {
+  uint64_t tag = (uint64_t)nlen << 32 ^ (uint64_t)vlen;
+  h->a ^= tag;
+  h->b += tag;
+}
+
+static inline void lanes_close(lanes_t *h, uint64_t tail) {
+  h->a = mum(h->a ^ tail, LH_K3);
+  h->b = mum(h->b ^ tail, LH_K4) + tail;
+}
+
+/* One label whose name NUL value lie contiguously at p (len = nlen + 1 + vlen bytes). */
+static inline void hash_label_flat(lanes_t *h, const char *p, size_t len, size_t nlen, size_t vlen) {
+  uint64_t w;
+  size_t r = len & 7;
+  const char *end = p + (len - r);
+  lanes_open(h, nlen, vlen);
+  for (; p < end; p += 8) {
+    memcpy(&w, p, 8);
+    lanes_word(h, le64(w));
   }
-  return (lhash_t){a ^ (a >> 29), b ^ (b >> 31)};
+  if (r == 0) {
+    w = 0;
+  } else if (len >= 8) {
+    /* The tail is the top r bytes of the last 8 bytes: one load, no byte assembly. */
+    memcpy(&w, end + r - 8, 8);
+    w = le64(w) >> (64 - 8 * r);
+  } else {
+    w = tail_word(p, r);
+  }
+  lanes_close(h, w);
+}
+
+/* The same bytes fed from anywhere (name and value apart): a byte at a time into the word
+ * being filled. Rare (series creation from strings); it must agree with the flat form. */
+typedef struct {
+  lanes_t *h;
+  uint64_t acc;
+  unsigned nacc;
+} feed_t;
+
+static void feed_bytes(feed_t *f, const uint8_t *p, size_t len) {
+  for (size_t i = 0; i < len; i++) {
+    f->acc |= (uint64_t)p[i] << (8 * f->nacc);
+    if (++f->nacc == 8) {
+      lanes_word(f->h, f->acc);
+      f->acc = 0;
+      f->nacc = 0;
+    }
+  }
+}
+
+static void hash_label_parts(lanes_t *h, const char *name, size_t nlen, const char *value, size_t vlen) {
+  static const uint8_t nul = 0;
+  feed_t f = {h, 0, 0};
+  lanes_open(h, nlen, vlen);
+  feed_bytes(&f, (const uint8_t *)name, nlen);
+  feed_bytes(&f, &nul, 1);
+  feed_bytes(&f, (const uint8_t *)value, vlen);
+  lanes_close(h, f.acc);
+}
+
+static inline lanes_t lanes_start(size_t n) {
+  return (lanes_t){0x243f6a8885a308d3ULL ^ n, 0x13198a2e03707344ULL ^ (n << 32)};
+}
+
+static inline lhash_t lanes_end(lanes_t h) { return (lhash_t){h.a ^ (h.a >> 29), h.b ^ (h.b >> 31)}; }
+
+lhash_t labels_hash(const tsdb_label_t *ls, size_t n) {
+  lanes_t h = lanes_start(n);
+  for (size_t k = 0; k < n; k++)
+    hash_label_parts(&h, ls[k].name, strlen(ls[k].name), ls[k].value, strlen(ls[k].value));
+  return lanes_end(h);
 }
 
 lhash_t labels_hash_len(const tsdb_label_t *ls, const label_lens_t *lens, size_t n) {
-  uint64_t a = 0x243f6a8885a308d3ULL ^ n, b = 0x13198a2e03707344ULL ^ (n << 32);
+  lanes_t h = lanes_start(n);
   for (size_t k = 0; k < n; k++) {
-    hash_string(&a, &b, ls[k].name, lens[k].name, 2 * k);
-    hash_string(&a, &b, ls[k].value, lens[k].value, 2 * k + 1);
+    size_t nl = lens[k].name, vl = lens[k].value;
+    if (ls[k].value == ls[k].name + nl + 1) /* name[nl] is its NUL: name NUL value is flat */
+      hash_label_flat(&h, ls[k].name, nl + 1 + vl, nl, vl);
+    else
+      hash_label_parts(&h, ls[k].name, nl, ls[k].value, vl);
   }
-  return (lhash_t){a ^ (a >> 29), b ^ (b >> 31)};
+  return lanes_end(h);
 }
 
 bool idx_series_equal(const symtab_t *st, const idx_series_t *s, const tsdb_label_t *ls, size_t n) {

@@ -196,8 +196,88 @@ static void test_hash_with_lengths(void **state) {
     tsdb_batch_get(b, 0, &ls, &nl, NULL, NULL);
     lhash_t x = labels_hash(ls, nl), y = labels_hash_len(ls, batch_label_lens(b, 0), nl);
     assert_true(x.h1 == y.h1 && x.h2 == y.h2);
+    /* The same labels with names and values in separate buffers (not the batch's
+     * name NUL value layout): the byte-fed path must agree with the flat one. */
+    char sep[8][2][48];
+    tsdb_label_t apart[8];
+    label_lens_t lens[8];
+    for (size_t k = 0; k < nl; k++) {
+      lens[k] = batch_label_lens(b, 0)[k];
+      memcpy(sep[k][0], ls[k].name, lens[k].name + 1);
+      memcpy(sep[k][1], ls[k].value, lens[k].value + 1);
+      apart[k] = (tsdb_label_t){sep[k][0], sep[k][1]};
+    }
+    lhash_t z = labels_hash_len(apart, lens, nl);
+    assert_true(x.h1 == z.h1 && x.h2 == z.h2);
   }
   tsdb_batch_free(b);
+}
+
+/* The hash is trusted as series identity (128 bits): label sets that differ only in where
+ * a name or value ends, or in a byte at any position of a tail word, must differ in both
+ * halves; and many similar sets (node-exporter shaped, one counter apart) never share h1
+ * or h2. */
+static lhash_t hash_of(const char *const *kv, size_t n) {
+  tsdb_label_t ls[8];
+  for (size_t i = 0; i < n; i++) ls[i] = (tsdb_label_t){kv[2 * i], kv[2 * i + 1]};
+  return labels_hash(ls, n);
+}
+
+static int cmp_u64(const void *a, const void *b) {
+  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+  return x < y ? -1 : x > y;
+}
+
+static void test_hash_boundaries(void **state) {
+  (void)state;
+  const char *sets[][4] = {
+      {"a", "bc", NULL, NULL},      {"ab", "c", NULL, NULL},      {"a", "b", "c", "d"},
+      {"a", "bc", "d", "e"},        {"a", "b", "cd", "e"},        {"abcdefg", "h", NULL, NULL},
+      {"abcdefgh", "x", NULL, NULL}, {"abcdefg", "hx", NULL, NULL}, {"abcdefghijklmno", "p", NULL, NULL},
+      {"abcdefghijklmn", "op", NULL, NULL}, {"x", "1234567", NULL, NULL}, {"x", "12345678", NULL, NULL},
+  };
+  size_t ns = sizeof sets / sizeof sets[0];
+  lhash_t h[16];
+  for (size_t i = 0; i < ns; i++) h[i] = hash_of(sets[i], sets[i][2] ? 2 : 1);
+  for (size_t i = 0; i < ns; i++)
+    for (size_t j = i + 1; j < ns; j++) assert_true(h[i].h1 != h[j].h1 && h[i].h2 != h[j].h2);
+  /* Every single-bit change of a 1..20-byte value changes both halves. */
+  char v[24];
+  for (int len = 1; len <= 20; len++) {
+    memset(v, 'q', (size_t)len);
+    v[len] = 0;
+    const char *kv[2] = {"instance", v};
+    lhash_t base = hash_of(kv, 1);
+    for (int bit = 0; bit < 8 * len; bit++) {
+      v[bit / 8] ^= (char)(1 << (bit % 8));
+      if (v[bit / 8] != 0) {
+        lhash_t x = hash_of(kv, 1);
+        assert_true(x.h1 != base.h1 && x.h2 != base.h2);
+      }
+      v[bit / 8] ^= (char)(1 << (bit % 8));
+    }
+  }
+  /* 200 k similar sets: host-NNNNN x 20 metrics. */
+  enum { HOSTS = 10000, METRICS = 20 };
+  uint64_t *h1 = malloc(sizeof *h1 * HOSTS * METRICS), *h2 = malloc(sizeof *h2 * HOSTS * METRICS);
+  assert_non_null(h1);
+  assert_non_null(h2);
+  char host[32], metric[32];
+  size_t n = 0;
+  for (int hh = 0; hh < HOSTS; hh++)
+    for (int m = 0; m < METRICS; m++) {
+      snprintf(host, sizeof host, "host_%d", hh);
+      snprintf(metric, sizeof metric, "node_metric_%d_total", m);
+      const char *kv[] = {"__name__", metric, "hostname", host, "job", "node", "region", "eu-west-1"};
+      lhash_t x = hash_of(kv, 4);
+      h1[n] = x.h1;
+      h2[n++] = x.h2;
+    }
+  qsort(h1, n, sizeof *h1, cmp_u64);
+  qsort(h2, n, sizeof *h2, cmp_u64);
+  for (size_t i = 1; i < n; i++) assert_true(h1[i] != h1[i - 1] && h2[i] != h2[i - 1]);
+  free(h1);
+  free(h2);
 }
 
 int main(void) {
@@ -207,6 +287,7 @@ int main(void) {
       cmocka_unit_test(test_symtab),
       cmocka_unit_test(test_matchers_vs_bruteforce),
       cmocka_unit_test(test_hash_with_lengths),
+      cmocka_unit_test(test_hash_boundaries),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
