@@ -12,26 +12,6 @@
 
 #include "core/core.h"
 
-typedef struct {
-  size_t label_off, nlabels;
-  size_t sample_off, nsamples;
-  tsdb_series_ref_t ref; /* 0: the series is given by its labels */
-} batch_series_t;
-
-struct tsdb_batch {
-  arena_t *arena;
-  tsdb_label_t *labels;
-  label_lens_t *lens; /* parallel to labels */
-  size_t nlabels, cap_labels, cap_lens;
-  tsdb_sample_t *samples;
-  size_t nsamples, cap_samples;
-  batch_series_t *series;
-  size_t nseries, cap_series;
-  size_t open_label_off; /* labels of the series being built */
-  bool building;
-  bool has_open; /* a series is open for samples */
-};
-
 bool tsdb_is_stale_nan(double v) {
   uint64_t b;
   memcpy(&b, &v, 8);

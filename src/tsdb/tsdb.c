@@ -299,14 +299,16 @@ int tsdb_append_refs(tsdb_t *db, const char *tenant_name, const tsdb_batch_t *b,
   /* head_min must be lowered before any sample reaches the head: the persister trusts it
    * as a lower bound of head data. */
   int64_t lowest = INT64_MAX;
-  for (size_t i = 0; i < ns; i++) {
-    const tsdb_sample_t *sm;
-    size_t nsm;
-    tsdb_batch_get(b, i, NULL, NULL, &sm, &nsm);
-    for (size_t k = 0; k < nsm; k++)
-      if (sm[k].ts < lowest) lowest = sm[k].ts;
-  }
+  for (size_t k = 0; k < b->nsamples; k++) /* every sample of a batch belongs to a series */
+    if (b->samples[k].ts < lowest) lowest = b->samples[k].ts;
   if (lowest != INT64_MAX) atomic_min64(&db->head_min, lowest);
+  /* The samples record, reserved once: per series at most a base, a ref delta and a count
+   * (10 bytes each) and WAL_SAMPLE_MAX per sample, plus the last series' fixed-size copy. */
+  enum { SHORT = 2 * WAL_SAMPLE_MAX };
+  if (!sb_reserve(&rec, 10 + 20 * ns + WAL_SAMPLE_MAX * b->nsamples + SHORT)) {
+    pthread_rwlock_unlock(&db->gc_lock);
+    return MD_ENOMEM;
+  }
   /* Resolve every series under one read lock (series are never freed while open). */
   /* Series given by labels are hashed and looked up together (hs/found hold only those,
    * lab maps them back to batch positions); series given by ref skip the hashing. */
@@ -327,17 +329,15 @@ int tsdb_append_refs(tsdb_t *db, const char *tenant_name, const tsdb_batch_t *b,
   }
   size_t nlab = 0;
   for (size_t i = 0; i < ns; i++) {
-    if (tsdb_batch_get_ref(b, i)) continue;
-    const tsdb_label_t *ls;
-    size_t nl;
-    tsdb_batch_get(b, i, &ls, &nl, NULL, NULL);
-    hs[nlab] = labels_hash_len(ls, batch_label_lens(b, i), nl);
+    batch_view_t bv = batch_view(b, i);
+    if (bv.ref) continue;
+    hs[nlab] = labels_hash_len(bv.labels, bv.lens, bv.nlabels);
     lab[nlab++] = (uint32_t)i;
   }
   pthread_rwlock_rdlock(&t->lock);
   if (nlab < ns) {
     for (size_t i = 0; i < ns; i++) {
-      tsdb_series_ref_t pr = tsdb_batch_get_ref(b, i);
+      tsdb_series_ref_t pr = batch_view(b, i).ref;
       found[i] = pr ? (idx_series_t *)series_from_public_ref(db, t, pr) : NULL;
     }
   }
@@ -346,12 +346,12 @@ int tsdb_append_refs(tsdb_t *db, const char *tenant_name, const tsdb_batch_t *b,
   if (nlab && nlab < ns)
     for (size_t j = 0; j < nlab; j++) found[lab[j]] = lfound[j];
   for (size_t i = 0; i < ns; i++) {
-    const tsdb_label_t *ls;
-    size_t nl, nsm;
-    const tsdb_sample_t *sm;
-    tsdb_batch_get(b, i, &ls, &nl, &sm, &nsm);
+    batch_view_t bv = batch_view(b, i);
+    const tsdb_label_t *ls = bv.labels;
+    size_t nl = bv.nlabels, nsm = bv.nsamples;
+    const tsdb_sample_t *sm = bv.samples;
     series_t *s = (series_t *)found[i];
-    if (tsdb_batch_get_ref(b, i)) {
+    if (bv.ref) {
       if (!s) {
         res->series_rejected++;
         res->series_stale_refs++;
@@ -368,7 +368,7 @@ int tsdb_append_refs(tsdb_t *db, const char *tenant_name, const tsdb_batch_t *b,
       add_error(res, i, TSDB_REJECT_INVALID, 0, "series has no labels");
       continue;
     } else if (!s) {
-      lhash_t h = nlab == ns ? hs[i] : labels_hash_len(ls, batch_label_lens(b, i), nl);
+      lhash_t h = nlab == ns ? hs[i] : labels_hash_len(ls, bv.lens, nl);
       int why;
       uint64_t lsn = 0;
       s = series_create(db, t, h, ls, nl, 0, &lsn, &why);
@@ -446,25 +446,22 @@ int tsdb_append_refs(tsdb_t *db, const char *tenant_name, const tsdb_batch_t *b,
     }
     pthread_mutex_unlock(mu);
     if (logged) {
-      /* [base, first series only] ref delta, count, samples: one reservation, no calls. */
-      enum { SHORT = 2 * WAL_SAMPLE_MAX };
-      if (sb_reserve(&rec, 30 + (slen > SHORT ? slen : SHORT))) {
-        uint8_t *q = (uint8_t *)rec.buf + rec.len, *q0 = q;
-        if (rec.len == 0) q += wal_varint_encode(q, base);
-        q += wal_varint_encode(q, (int64_t)s->id.ref - (int64_t)prev_ref);
-        q += wal_uvarint_encode(q, logged);
-        /* A fixed-size copy is a few moves, a variable one a libc call; both sources
-         * have SHORT initialised bytes (small is zeroed, grp holds >= 5 samples' room). */
-        if (slen <= SHORT) memcpy(q, sbuf, SHORT);
-        else memcpy(q, sbuf, slen);
-        q += slen;
-        rec.len += (size_t)(q - q0);
-        rec.buf[rec.len] = 0;
-      }
+      /* [base, first series only] ref delta, count, samples, into the room reserved
+       * above. A fixed-size copy is a few moves, a variable one a libc call; both sources
+       * have SHORT initialised bytes (small is zeroed, grp holds >= 5 samples' room). */
+      uint8_t *q = (uint8_t *)rec.buf + rec.len, *q0 = q;
+      if (rec.len == 0) q += wal_varint_encode(q, base);
+      q += wal_varint_encode(q, (int64_t)s->id.ref - (int64_t)prev_ref);
+      q += wal_uvarint_encode(q, logged);
+      if (slen <= SHORT) memcpy(q, sbuf, SHORT);
+      else memcpy(q, sbuf, slen);
+      q += slen;
+      rec.len += (size_t)(q - q0);
       prev_ref = s->id.ref;
       res->samples_added += added;
     }
   }
+  rec.buf[rec.len] = 0;
   if (rec.oom || grp.oom) {
     rc = MD_ENOMEM;
     goto out;
