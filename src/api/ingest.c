@@ -49,6 +49,7 @@
 typedef struct ingest_state {
   api_t *api;
   ingest_track_t *track;
+  ingest_refcache_t *cache; /* series-ref cache of the push endpoints (NULL: off) */
   ingest_limits_t limits;
   int64_t flush_interval_ms;
   pthread_mutex_t mu;
@@ -230,7 +231,7 @@ static void current_limits(ingest_state_t *st, ingest_limits_t *out) {
  */
 static int finish_push(api_t *api, http_req_t *req, http_resp_t *resp, const char *protocol,
                        err_style_t style, const char *what, int prc, const ingest_result_t *pres,
-                       tsdb_batch_t *b) {
+                       tsdb_batch_t *b, int arc, const tsdb_append_result_t *arp) {
   sb_t msg = {0};
   int status = 0;
   if (prc == MD_ENOMEM) {
@@ -249,10 +250,8 @@ static int finish_push(api_t *api, http_req_t *req, http_resp_t *resp, const cha
     answer_error(resp, style, 413, m);
     return 413;
   }
-  tsdb_append_result_t ar;
-  memset(&ar, 0, sizeof ar);
-  if (tsdb_batch_sample_count(b) > 0) {
-    int arc = tsdb_append(api_db(api), http_req_tenant(req), b, &ar);
+  const tsdb_append_result_t ar = *arp;
+  if (arc) {
     if (arc == MD_ENOSPC || arc == MD_EIO) {
       count_rejected(api, protocol, "storage", (double)tsdb_batch_sample_count(b));
       count_request(api, protocol, "unavailable");
@@ -346,6 +345,52 @@ static void batch_put(tsdb_batch_t *b) {
   if (pthread_setspecific(batch_key, b) != 0) tsdb_batch_free(b);
 }
 
+/* The series cache's totals as self-metrics (set after each cached push). */
+static void cache_metrics(api_t *api, ingest_refcache_t *c) {
+  metrics_registry_t *r = api_metrics(api);
+  ingest_refcache_stats_t s;
+  ingest_refcache_stats(c, &s);
+  metrics_counter_raise_to(metrics_counter(r, "metricsd_ingest_series_cache_hits_total",
+                             "Series of push requests the series cache knew (added by ref).", NULL),
+             (double)s.hits);
+  metrics_counter_raise_to(metrics_counter(r, "metricsd_ingest_series_cache_misses_total",
+                             "Series of push requests the series cache did not know (built from labels).", NULL),
+             (double)s.misses);
+  metrics_counter_raise_to(metrics_counter(r, "metricsd_ingest_series_cache_stale_total",
+                             "Cached series refs storage no longer knew (resent with labels).", NULL),
+             (double)s.stale);
+  metrics_gauge_set(metrics_gauge(r, "metricsd_ingest_series_cache_entries", "Series in the series cache.", NULL),
+                    (double)s.entries);
+  metrics_gauge_set(metrics_gauge(r, "metricsd_ingest_series_cache_bytes", "Memory of the series cache's tables.",
+                                  NULL),
+                    (double)s.bytes);
+}
+
+/* Parses body with parse (through the series-ref cache when cached), appends and answers.
+ * skipped_reason counts what the parser skipped (res.skipped) as rejected for that reason.
+ * Returns the HTTP status chosen (0 = success; the caller writes its own 2xx). */
+static int push(api_t *api, http_req_t *req, http_resp_t *resp, const char *protocol, err_style_t style,
+                const char *what, ingest_parse_fn parse, const char *body, size_t n, const ingest_opts_t *o,
+                bool cached, const char *skipped_reason) {
+  tsdb_batch_t *b = batch_get();
+  if (!b) {
+    answer_error(resp, style, 500, "out of memory");
+    return 500;
+  }
+  ingest_state_t *st = state_of(api);
+  ingest_push_t in = {api_db(api), http_req_tenant(req), cached && st ? st->cache : NULL, protocol, parse, body,
+                      n, o, b};
+  ingest_result_t res;
+  tsdb_append_result_t ar;
+  int arc;
+  int prc = ingest_push(&in, &res, &ar, &arc);
+  if (in.cache) cache_metrics(api, in.cache);
+  if (res.skipped && skipped_reason) count_rejected(api, protocol, skipped_reason, (double)res.skipped);
+  int status = finish_push(api, req, resp, protocol, style, what, prc, &res, b, arc, &ar);
+  batch_put(b);
+  return status;
+}
+
 /* ---- handlers --------------------------------------------------------------------------- */
 
 static void h_import_prometheus(http_req_t *req, http_resp_t *resp, void *ctx) {
@@ -373,16 +418,8 @@ static void h_import_prometheus(http_req_t *req, http_resp_t *resp, void *ctx) {
   }
   const char *ct = http_req_content_type(req);
   o.openmetrics = strcmp(ct, "application/openmetrics-text") == 0 || ingest_text_is_openmetrics(body, n);
-  tsdb_batch_t *b = batch_get();
-  if (!b) {
-    answer_error(resp, STYLE_PROM, 500, "out of memory");
-    return;
-  }
-  ingest_result_t res;
-  int rc = ingest_parse_prometheus(body, n, &o, b, &res);
-  if (finish_push(api, req, resp, "prometheus", STYLE_PROM, "line", rc, &res, b) == 0)
+  if (push(api, req, resp, "prometheus", STYLE_PROM, "line", ingest_parse_prometheus, body, n, &o, true, NULL) == 0)
     http_resp_status(resp, 204);
-  batch_put(b);
 }
 
 static void h_influx(http_req_t *req, http_resp_t *resp, void *ctx) {
@@ -411,17 +448,8 @@ static void h_influx(http_req_t *req, http_resp_t *resp, void *ctx) {
     return;
   }
   o.extra_labels = extra;
-  tsdb_batch_t *b = batch_get();
-  if (!b) {
-    answer_error(resp, STYLE_INFLUX, 500, "out of memory");
-    return;
-  }
-  ingest_result_t res;
-  int rc = ingest_parse_influx(body, n, &o, b, &res);
-  if (res.skipped) count_rejected(api, "influx", "string_field", (double)res.skipped);
-  if (finish_push(api, req, resp, "influx", STYLE_INFLUX, "line", rc, &res, b) == 0)
+  if (push(api, req, resp, "influx", STYLE_INFLUX, "line", ingest_parse_influx, body, n, &o, true, "string_field") == 0)
     http_resp_status(resp, 204);
-  batch_put(b);
 }
 
 static void h_remote_write(http_req_t *req, http_resp_t *resp, void *ctx) {
@@ -437,18 +465,9 @@ static void h_remote_write(http_req_t *req, http_resp_t *resp, void *ctx) {
   ingest_opts_t o;
   ingest_limits_t lim;
   init_opts(api, &o, &lim);
-  tsdb_batch_t *b = batch_get();
-  if (!b) {
-    answer_error(resp, STYLE_PROM, 500, "out of memory");
-    return;
-  }
-  ingest_result_t res;
-  int rc = ingest_parse_remote_write(body, n, &o, b, &res);
-  if (res.skipped)
-    count_rejected(api, "remote_write", "unsupported_exemplar_or_histogram", (double)res.skipped);
-  if (finish_push(api, req, resp, "remote_write", STYLE_PROM, "timeseries", rc, &res, b) == 0)
+  if (push(api, req, resp, "remote_write", STYLE_PROM, "timeseries", ingest_parse_remote_write, body, n, &o, true,
+           "unsupported_exemplar_or_histogram") == 0)
     http_resp_status(resp, 204);
-  batch_put(b);
 }
 
 static void h_import_jsonl(http_req_t *req, http_resp_t *resp, void *ctx) {
@@ -465,15 +484,8 @@ static void h_import_jsonl(http_req_t *req, http_resp_t *resp, void *ctx) {
     return;
   }
   o.extra_labels = extra;
-  tsdb_batch_t *b = batch_get();
-  if (!b) {
-    answer_error(resp, STYLE_PROM, 500, "out of memory");
-    return;
-  }
-  ingest_result_t res;
-  int rc = ingest_parse_jsonl(body, n, &o, b, &res);
-  if (finish_push(api, req, resp, "jsonl", STYLE_PROM, "line", rc, &res, b) == 0) http_resp_status(resp, 204);
-  batch_put(b);
+  if (push(api, req, resp, "jsonl", STYLE_PROM, "line", ingest_parse_jsonl, body, n, &o, false, NULL) == 0)
+    http_resp_status(resp, 204);
 }
 
 /* OTLP answers 200 with an ExportMetricsServiceResponse; a partial success carries the
@@ -483,6 +495,10 @@ static void otlp_success(http_resp_t *resp, bool json) {
     http_resp_send(resp, 200, "application/json", "{}", 2);
   else
     http_resp_send(resp, 200, "application/x-protobuf", "", 0);
+}
+
+static int parse_otlp_pb(const char *p, size_t n, const ingest_opts_t *o, tsdb_batch_t *b, ingest_result_t *res) {
+  return ingest_parse_otlp_pb((const uint8_t *)p, n, o, b, res);
 }
 
 static void h_otlp(http_req_t *req, http_resp_t *resp, void *ctx) {
@@ -499,17 +515,9 @@ static void h_otlp(http_req_t *req, http_resp_t *resp, void *ctx) {
   ingest_opts_t o;
   ingest_limits_t lim;
   init_opts(api, &o, &lim);
-  tsdb_batch_t *b = batch_get();
-  if (!b) {
-    answer_error(resp, STYLE_OTLP, 500, "out of memory");
-    return;
-  }
-  ingest_result_t res;
-  int rc = json ? ingest_parse_otlp_json(body, n, &o, b, &res)
-                : ingest_parse_otlp_pb((const uint8_t *)body, n, &o, b, &res);
-  if (res.skipped) count_rejected(api, "otlp", "exponential_histogram", (double)res.skipped);
-  if (finish_push(api, req, resp, "otlp", STYLE_OTLP, "metric", rc, &res, b) == 0) otlp_success(resp, json);
-  batch_put(b);
+  if (push(api, req, resp, "otlp", STYLE_OTLP, "metric", json ? ingest_parse_otlp_json : parse_otlp_pb, body, n,
+           &o, false, "exponential_histogram") == 0)
+    otlp_success(resp, json);
 }
 
 static void h_track(http_req_t *req, http_resp_t *resp, void *ctx, bool batch) {
@@ -803,6 +811,10 @@ void api_register_ingest(api_t *api, http_router_t *r) {
       tc.max_series = cfg->track.max_series ? cfg->track.max_series : cfg->limits.max_series_per_tenant;
     }
     tc.limits = &st->limits;
+    if (!cfg || cfg->limits.ingest_series_cache) {
+      st->cache = ingest_refcache_new(cfg ? cfg->limits.ingest_series_cache : 0);
+      if (!st->cache) log_warn("ingest: no memory for the series cache; pushes go without it");
+    }
     char err[200];
     if (ingest_track_new(&tc, &st->track, err, sizeof err)) {
       log_error("ingest: %s; using default track settings", err);
@@ -813,6 +825,7 @@ void api_register_ingest(api_t *api, http_router_t *r) {
     if (!st->track || api_set_slot(api, "ingest", st) || api_set_slot(api, "track", st->track)) {
       log_error("ingest: cannot set up the track registry");
       ingest_track_free(st->track);
+      ingest_refcache_free(st->cache);
       pthread_mutex_destroy(&st->mu);
       pthread_cond_destroy(&st->cv);
       free(st);
@@ -862,6 +875,7 @@ void api_stop_ingest(api_t *api) {
   api_set_slot(api, "track", NULL);
   api_set_slot(api, "ingest", NULL);
   ingest_track_free(st->track);
+  ingest_refcache_free(st->cache);
   free(st->statsd_tenant);
   pthread_mutex_destroy(&st->mu);
   pthread_cond_destroy(&st->cv);
@@ -880,4 +894,6 @@ void api_reload_ingest(api_t *api) {
   if (cfg->limits.max_samples_per_request)
     st->limits.max_samples_per_request = cfg->limits.max_samples_per_request;
   pthread_mutex_unlock(&st->mu);
+  /* Cached series were validated under the old limits. (The cache's size is set at start.) */
+  ingest_refcache_clear(st->cache);
 }

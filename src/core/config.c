@@ -89,6 +89,7 @@ static const setting_t settings[] = {
     {"limits.max_label_name_length", K_U32, F(limits.max_label_name_length), NOCOUNT, "256", 65536},
     {"limits.max_label_value_length", K_U32, F(limits.max_label_value_length), NOCOUNT, "4096", 1048576},
     {"limits.max_concurrent_inserts", K_U32, F(limits.max_concurrent_inserts), NOCOUNT, "0", 100000},
+    {"limits.ingest_series_cache", K_U64, F(limits.ingest_series_cache), NOCOUNT, "4000000", 0},
 
     {"query.timeout", K_DUR, F(query.timeout_ms), NOCOUNT, "2m", 0},
     {"query.max_samples", K_U64, F(query.max_samples), NOCOUNT, "50000000", 0},

@@ -79,6 +79,7 @@ typedef struct config {
     uint32_t max_label_name_length;   /* 256 */
     uint32_t max_label_value_length;  /* 4096 */
     uint32_t max_concurrent_inserts;  /* 0 = 2 x CPUs; over it → 429 */
+    uint64_t ingest_series_cache;     /* push endpoints' series-ref cache entries; 4,000,000 (0 = off) */
   } limits;
   struct {
     int64_t timeout_ms;        /* 2 min */

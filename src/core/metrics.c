@@ -394,6 +394,9 @@ void metrics_counter_inc(metrics_counter_t *c) { metrics_counter_add(c, 1.0); }
 double metrics_counter_get(const metrics_counter_t *c) {
   return c ? bits_to_double(atomic_load(&((child_t *)c)->bits)) : 0;
 }
+void metrics_counter_raise_to(metrics_counter_t *c, double total) {
+  metrics_counter_add(c, total - metrics_counter_get(c));
+}
 void metrics_gauge_set(metrics_gauge_t *g, double v) {
   if (g) atomic_store(&((child_t *)g)->bits, double_to_bits(v));
 }

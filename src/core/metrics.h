@@ -65,6 +65,8 @@ metrics_histogram_t *metrics_histogram_v(metrics_registry_t *r, const char *name
 void metrics_counter_add(metrics_counter_t *c, double v);
 void metrics_counter_inc(metrics_counter_t *c);
 double metrics_counter_get(const metrics_counter_t *c);
+/* Raises the counter to total, a count kept elsewhere (storage stats): adds the growth. */
+void metrics_counter_raise_to(metrics_counter_t *c, double total);
 void metrics_gauge_set(metrics_gauge_t *g, double v);
 void metrics_gauge_add(metrics_gauge_t *g, double v);
 double metrics_gauge_get(const metrics_gauge_t *g);

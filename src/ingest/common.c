@@ -284,6 +284,7 @@ void ictx_init(ictx_t *c, const ingest_opts_t *o, tsdb_batch_t *b, ingest_result
   if (c->lim.max_label_value_len == 0) c->lim.max_label_value_len = SIZE_MAX;
   if (c->lim.max_samples_per_request == 0) c->lim.max_samples_per_request = SIZE_MAX;
   c->b = b;
+  c->refs = o ? o->refs : NULL;
   c->res = res ? res : &c->res_local;
   memset(c->res, 0, sizeof *c->res);
 }

@@ -58,6 +58,8 @@ typedef struct {
   size_t mlen;
   size_t lab_off, nl; /* its labels (db label included) in influx_t.glab */
   uint32_t first;     /* group of the first field seen with it + 1 (0: none): one probe less */
+  ikey_t key;         /* series-ref cache key of the tag set ({0,0}: no cache) */
+  bool parsed;        /* false: known good from the cache, not parsed (meas, labels unset) */
 } tagset_t;
 
 /* A distinct series of the body: a tag set and a raw field key; valid (checked once). */
@@ -68,6 +70,9 @@ typedef struct {
   uint64_t hash;
   const char *name; /* metric name */
   size_t namelen;
+  ikey_t ikey;           /* series-ref cache key ({0,0}: no cache) */
+  tsdb_series_ref_t ref; /* != 0: the cache knew the series (no labels built) */
+  bool skip;             /* resend pass: not one of the series being resent */
 } group_t;
 
 /* Open-addressing index of tag sets or groups: slot = index + 1, 0 = empty. */
@@ -90,6 +95,10 @@ typedef struct {
   size_t ngroups, cap_groups;
   slots_t tslots, gslots;
   istage_t stage;
+  /* the cache probe parse_line made for its first field (stage_sample reuses it) */
+  ikey_t peek_key;
+  int peek;
+  tsdb_series_ref_t peek_ref;
 } influx_t;
 
 enum { K_MEAS = 1, K_TAG = 2, K_ESC = 4 };
@@ -289,23 +298,36 @@ static const char *keep_str(influx_t *X, const char *in, size_t inlen, const cha
   return m;
 }
 
-/* Records the tag set just parsed (labels L[1..nl), measurement cm); -1 when out of memory. */
-static long tagset_add(influx_t *X, const char *p, size_t n, const char *raw, size_t rawlen, uint64_t h,
-                       const char *cm, size_t cml, const ilabel_t *L, size_t nl) {
-  if (!slots_reserve(&X->tslots, X->ntagsets, X->tagsets, sizeof *X->tagsets, offsetof(tagset_t, hash)) ||
-      !ingest_grow((void **)&X->tagsets, &X->cap_tagsets, X->ntagsets + 1, sizeof *X->tagsets, 256) ||
-      !ingest_grow((void **)&X->glab, &X->cap_glab, X->nglab + nl, sizeof *X->glab, 2048))
-    return -1;
-  tagset_t *t = &X->tagsets[X->ntagsets];
-  *t = (tagset_t){raw, rawlen, h, keep_str(X, p, n, cm, cml), cml, X->nglab, nl - 1, 0};
-  if (!t->meas) return -1;
+/* Gives tag set t its parsed labels (L[1..nl), measurement cm); false when out of memory. */
+static bool tagset_fill(influx_t *X, const char *p, size_t n, tagset_t *t, const char *cm, size_t cml,
+                        const ilabel_t *L, size_t nl) {
+  if (!ingest_grow((void **)&X->glab, &X->cap_glab, X->nglab + nl, sizeof *X->glab, 2048)) return false;
+  t->meas = keep_str(X, p, n, cm, cml);
+  t->mlen = cml;
+  t->lab_off = X->nglab;
+  t->nl = nl - 1;
+  t->parsed = true;
+  if (!t->meas) return false;
   for (size_t l = 1; l < nl; l++) {
     ilabel_t k = L[l];
     k.name = keep_str(X, p, n, k.name, k.nlen);
     k.value = keep_str(X, p, n, k.value, k.vlen);
-    if (!k.name || !k.value) return -1;
+    if (!k.name || !k.value) return false;
     X->glab[X->nglab++] = k;
   }
+  return true;
+}
+
+/* Records a new tag set, parsed (cm, L, nl as for tagset_fill) or, with L NULL, known good
+ * from the cache and left unparsed; -1 when out of memory. */
+static long tagset_add(influx_t *X, const char *p, size_t n, const char *raw, size_t rawlen, uint64_t h,
+                       ikey_t key, const char *cm, size_t cml, const ilabel_t *L, size_t nl) {
+  if (!slots_reserve(&X->tslots, X->ntagsets, X->tagsets, sizeof *X->tagsets, offsetof(tagset_t, hash)) ||
+      !ingest_grow((void **)&X->tagsets, &X->cap_tagsets, X->ntagsets + 1, sizeof *X->tagsets, 256))
+    return -1;
+  tagset_t *t = &X->tagsets[X->ntagsets];
+  *t = (tagset_t){.raw = raw, .rawlen = rawlen, .hash = h, .key = key};
+  if (L && !tagset_fill(X, p, n, t, cm, cml, L, nl)) return -1;
   size_t k = h & (X->tslots.cap - 1);
   while (X->tslots.slots[k])
     k = (k + 1) & (X->tslots.cap - 1);
@@ -323,8 +345,11 @@ static size_t series_labels(influx_t *X, const tagset_t *t, const char *name, si
 /* Stages field F of a line of tag set ts: finds or makes its group (validating the series the
  * first time it is seen). MD_EINVAL (err says why) for a bad series, MD_ELIMIT past the
  * samples-per-request limit. */
-static int stage_sample(influx_t *X, uint32_t ts_idx, const field_t *F, int64_t tsv, char *err,
-                        size_t errlen) {
+static int parse_tags(influx_t *X, const char *p, size_t n, size_t *pi, uint64_t th, size_t tend, long fill,
+                      long *ts_idx, char *err, size_t errlen);
+
+static int stage_sample(influx_t *X, const char *p, size_t n, uint32_t ts_idx, const field_t *F, int64_t tsv,
+                        char *err, size_t errlen) {
   tagset_t *t = &X->tagsets[ts_idx];
   long g = -1;
   uint64_t h = 0;
@@ -345,9 +370,31 @@ static int stage_sample(influx_t *X, uint32_t ts_idx, const field_t *F, int64_t 
     }
   }
   if (g < 0) {
-    const char *name;
-    size_t namelen;
-    if (F->klen == 5 && memcmp(F->key, "value", 5) == 0) {
+    ikey_t key = {0, 0};
+    tsdb_series_ref_t ref = 0;
+    int probe = IREF_LABELS;
+    if (X->c.refs) {
+      key = ikey_more(t->key, F->raw, F->rawlen);
+      if (ikey_eq(key, X->peek_key)) {
+        probe = X->peek;
+        ref = X->peek_ref;
+      } else {
+        probe = ictx_probe(&X->c, key, &ref);
+      }
+    }
+    const char *name = NULL;
+    size_t namelen = 0;
+    if (probe == IREF_LABELS && !t->parsed) {
+      /* A tag set the cache vouched for, but this series needs its labels. */
+      size_t i = (size_t)(t->raw - p);
+      long idx;
+      int rc = parse_tags(X, p, n, &i, t->hash, i + t->rawlen, (long)ts_idx, &idx, err, errlen);
+      if (rc) return rc;
+      t = &X->tagsets[ts_idx];
+    }
+    if (probe != IREF_LABELS) {
+      /* the cache knows the series (or the resend pass skips it): no name or labels */
+    } else if (F->klen == 5 && memcmp(F->key, "value", 5) == 0) {
       name = t->meas;
       namelen = t->mlen;
     } else {
@@ -364,28 +411,56 @@ static int stage_sample(influx_t *X, uint32_t ts_idx, const field_t *F, int64_t 
       name = m;
       namelen = t->mlen + 1 + fl;
     }
-    int rc = ictx_check(&X->c, X->lbl, series_labels(X, t, name, namelen), err, errlen);
-    if (rc) return rc;
+    if (probe == IREF_LABELS) {
+      int rc = ictx_check(&X->c, X->lbl, series_labels(X, t, name, namelen), err, errlen);
+      if (rc) return rc;
+    }
     if (!slots_reserve(&X->gslots, X->ngroups, X->groups, sizeof *X->groups, offsetof(group_t, hash)) ||
         !ingest_grow((void **)&X->groups, &X->cap_groups, X->ngroups + 1, sizeof *X->groups, 1024))
       return MD_ENOMEM;
     g = (long)X->ngroups++;
-    X->groups[g] = (group_t){ts_idx, F->raw, F->rawlen, h, name, namelen};
+    X->groups[g] = (group_t){ts_idx, F->raw, F->rawlen, h, name, namelen, key, ref, probe == IREF_SKIP};
     size_t k = h & (X->gslots.cap - 1);
     while (X->gslots.slots[k])
       k = (k + 1) & (X->gslots.cap - 1);
     X->gslots.slots[k] = (uint32_t)g + 1;
     if (!t->first) t->first = (uint32_t)g + 1;
   }
+  if (X->groups[g].skip) return 0;
   return istage_add(&X->stage, &X->c, (uint32_t)g, tsv, F->v);
 }
 
-/* Group g's labels for istage_emit (in X->lbl). */
-static const ilabel_t *group_labels(void *ctx, size_t g, size_t *n) {
+/* Group g's labels for istage_emit (in X->lbl), or its ref. */
+static const ilabel_t *group_labels(void *ctx, size_t g, size_t *n, tsdb_series_ref_t *ref, ikey_t *key) {
   influx_t *X = ctx;
   const group_t *G = &X->groups[g];
+  *ref = G->ref;
+  *key = G->ikey;
+  if (G->ref) {
+    *n = 0;
+    return NULL;
+  }
   *n = series_labels(X, &X->tagsets[G->tagset], G->name, G->namelen);
   return X->lbl;
+}
+
+/* A line whose tag set the request has not seen: when the cache knows the series of its
+ * first field, the tag set is known good and is recorded unparsed (its fields then go by
+ * ref); -1 otherwise (parse it), -2 when out of memory. The probe is kept for stage_sample. */
+static long tagset_from_cache(influx_t *X, const char *p, size_t n, size_t line0, size_t tend, uint64_t th) {
+  size_t j = tend;
+  while (j < n && p[j] == ' ')
+    j++;
+  size_t raw0 = j;
+  /* the raw extent scan_token gives the field key */
+  while (j < n && !(stop_class[(unsigned char)p[j]] & K_TAG))
+    j += p[j] == '\\' && j + 1 < n && p[j + 1] != '\n' ? 2 : 1;
+  ikey_t tkey = ikey_of(&X->c, p + line0, tend - line0);
+  X->peek_key = ikey_more(tkey, p + raw0, j - raw0);
+  X->peek = ictx_probe(&X->c, X->peek_key, &X->peek_ref);
+  if (X->peek == IREF_LABELS) return -1;
+  long t = tagset_add(X, p, n, p + line0, tend - line0, th, tkey, NULL, 0, NULL, 0);
+  return t < 0 ? -2 : t;
 }
 
 /* ---- per-thread parser state -------------------------------------------------------------- */
@@ -447,7 +522,7 @@ static void parser_put(influx_t *X) {
 
 /* Parses a line's measurement and tags (at *pi) and records them as a new tag set (*ts_idx).
  * th is the hash of the bytes up to tend, the end tags_end found. */
-static int parse_tags(influx_t *X, const char *p, size_t n, size_t *pi, uint64_t th, size_t tend,
+static int parse_tags(influx_t *X, const char *p, size_t n, size_t *pi, uint64_t th, size_t tend, long fill,
                       long *ts_idx, char *err, size_t errlen) {
   size_t i = *pi;
   const size_t line0 = i;
@@ -503,8 +578,16 @@ static int parse_tags(influx_t *X, const char *p, size_t n, size_t *pi, uint64_t
   const char *cm = clean_name(X, meas, mlen, true, &cml);
   if (!cm) return MD_ENOMEM;
   /* i == tend for any line whose tags parse (see tags_end); the hash follows i regardless. */
+  if (fill >= 0) {
+    /* an unparsed tag set of the same bytes (tagset_from_cache) */
+    *ts_idx = fill;
+    if (!tagset_fill(X, p, n, &X->tagsets[fill], cm, cml, L, nl)) return MD_ENOMEM;
+    *pi = i;
+    return 0;
+  }
   if (i != tend) th = md_hash64(p + line0, i - line0, TAGS_SEED);
-  *ts_idx = tagset_add(X, p, n, p + line0, i - line0, th, cm, cml, L, nl);
+  ikey_t key = X->c.refs ? ikey_of(&X->c, p + line0, i - line0) : (ikey_t){0, 0};
+  *ts_idx = tagset_add(X, p, n, p + line0, i - line0, th, key, cm, cml, L, nl);
   if (*ts_idx < 0) return MD_ENOMEM;
   *pi = i;
   return 0;
@@ -516,14 +599,19 @@ static int parse_line(influx_t *X, const char *p, size_t n, size_t *pi, char *er
   const size_t line0 = i, tend = tags_end(p, n, i);
   uint64_t th = 0;
   long ts_idx = -1;
+  X->peek_key = (ikey_t){0, 0};
   if (tend < n && p[tend] == ' ') {
     th = md_hash64(p + line0, tend - line0, TAGS_SEED);
     ts_idx = tagset_find(X, p + line0, tend - line0, th);
+    if (ts_idx < 0 && X->c.refs) {
+      ts_idx = tagset_from_cache(X, p, n, line0, tend, th);
+      if (ts_idx < -1) return MD_ENOMEM;
+    }
   }
   int rc;
   if (ts_idx >= 0) {
     i = tend;
-  } else if ((rc = parse_tags(X, p, n, &i, th, tend, &ts_idx, err, errlen))) {
+  } else if ((rc = parse_tags(X, p, n, &i, th, tend, -1, &ts_idx, err, errlen))) {
     *pi = i;
     return rc;
   }
@@ -618,7 +706,7 @@ static int parse_line(influx_t *X, const char *p, size_t n, size_t *pi, char *er
   }
   *pi = i;
   for (size_t f = 0; f < nf; f++)
-    if ((rc = stage_sample(X, (uint32_t)ts_idx, &X->fields[f], ts, err, errlen))) return rc;
+    if ((rc = stage_sample(X, p, n, (uint32_t)ts_idx, &X->fields[f], ts, err, errlen))) return rc;
   return 0;
 }
 

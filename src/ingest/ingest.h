@@ -52,6 +52,8 @@ typedef enum {
 /* Parses an InfluxDB precision parameter ("ns","n","u","us","µs","ms","s","m","h"). */
 int ingest_precision_parse(const char *s, size_t n, ingest_precision_t *out);
 
+typedef struct ingest_refs ingest_refs_t; /* a request's series-ref cache session (ingest_push) */
+
 typedef struct ingest_opts {
   const ingest_limits_t *limits; /* NULL = defaults */
   int64_t default_ts;            /* ms, for samples without a timestamp (usually now) */
@@ -62,6 +64,7 @@ typedef struct ingest_opts {
   bool openmetrics;             /* text: OpenMetrics (seconds timestamps, # EOF) */
   ingest_precision_t precision; /* line protocol */
   const char *influx_db;        /* line protocol: value of label "db" (NULL = none) */
+  ingest_refs_t *refs;          /* set by ingest_push only (NULL: every series by labels) */
 } ingest_opts_t;
 
 #define INGEST_MAX_REPORTED_ERRORS 10
@@ -137,6 +140,55 @@ int ingest_parse_otlp_pb(const uint8_t *p, size_t n, const ingest_opts_t *o, tsd
                          ingest_result_t *res);
 int ingest_parse_otlp_json(const char *p, size_t n, const ingest_opts_t *o, tsdb_batch_t *b,
                            ingest_result_t *res);
+
+/* ---- parse + append, through the series-ref cache ---------------------------------------
+ *
+ * Most pushes repeat the series of the previous one (every scrape, every Telegraf flush).
+ * The cache remembers, across requests, which storage series (tsdb_series_ref_t) a series'
+ * raw text resolved to: line protocol measurement+tags and field key, remote_write's label
+ * bytes, the text format's "name{labels}". A known series is then added to the batch by
+ * ref, skipping its lexing, validation, label copies and the engine's label hashing (about
+ * a third of the CPU of a push). Keys are 128-bit hashes of the raw text in a partition per
+ * (protocol, tenant, options that change labels: extra_label, db, OpenMetrics), so the
+ * same text in two tenants never shares an entry. Bounded: two generations of up to
+ * max_series/2 entries each (~48 bytes per entry); the older generation is dropped when the
+ * newer one fills. A ref that went stale (its series was garbage-collected from the head)
+ * is detected by the engine; ingest_push then resends exactly those series with their
+ * labels and caches the new refs. Thread-safe (sharded, one mutex per shard). */
+typedef struct ingest_refcache ingest_refcache_t;
+
+/* NULL when out of memory; max_series 0 = 4,000,000. */
+ingest_refcache_t *ingest_refcache_new(size_t max_series);
+void ingest_refcache_free(ingest_refcache_t *c);
+/* Forgets everything (a reload: limits change what validation accepts). */
+void ingest_refcache_clear(ingest_refcache_t *c);
+typedef struct {
+  uint64_t hits, misses, stale; /* since start: lookups that found a ref / did not / stale refs */
+  size_t entries;               /* now, both generations */
+  size_t bytes;                 /* table memory now */
+} ingest_refcache_stats_t;
+void ingest_refcache_stats(ingest_refcache_t *c, ingest_refcache_stats_t *out);
+
+typedef int (*ingest_parse_fn)(const char *p, size_t n, const ingest_opts_t *o, tsdb_batch_t *b,
+                               ingest_result_t *res);
+
+typedef struct ingest_push {
+  tsdb_t *db;
+  const char *tenant;
+  ingest_refcache_t *cache; /* NULL: no cache */
+  const char *protocol;     /* names the cache partition ("influx", "remote_write", ...) */
+  ingest_parse_fn parse;
+  const char *body;
+  size_t n;
+  const ingest_opts_t *opts;
+  tsdb_batch_t *batch; /* empty; holds the request's (first) batch afterwards */
+} ingest_push_t;
+
+/* Parses the body into p->batch and appends it for p->tenant. Returns the parser's code; on
+ * MD_ENOMEM and MD_ELIMIT nothing was appended. *arc is tsdb_append's code (0 when nothing
+ * was appended), *ar its result with stale refs resent and merged: series_stale_refs is 0,
+ * and error series indexes refer to p->batch. res is the parser's result. */
+int ingest_push(const ingest_push_t *p, ingest_result_t *res, tsdb_append_result_t *ar, int *arc);
 
 /* ---- StatsD ------------------------------------------------------------------------------ */
 

@@ -31,7 +31,40 @@ typedef struct ictx {
    * metric name l[0].value and every label name l[i].name (i >= 1) are valid, so the checks
    * skip the per-character name scans. Lengths, values and duplicates are still checked. */
   bool names_valid;
+  /* The request's series-ref cache session (o->refs when it is on, else NULL): see ictx_probe. */
+  ingest_refs_t *refs;
 } ictx_t;
+
+/* ---- series-ref cache (refcache.c) ---------------------------------------------------------
+ * A parser that groups a body's series by their raw text (line protocol tag set + field key,
+ * remote_write label bytes, text "name{labels}") asks the cache, the first time a request
+ * meets a series, whether that text already resolved to a storage series: then the series is
+ * added by ref, skipping lexing, validation and the engine's label hashing. Keys are 128-bit
+ * hashes of the raw text, seeded per cache partition (protocol, tenant, options that change
+ * labels). {0, 0} is no key. */
+typedef struct {
+  uint64_t a, b;
+} ikey_t;
+
+enum {
+  IREF_LABELS = 0, /* build the series from its labels (a miss, or a stale ref being resent) */
+  IREF_REF,        /* *ref is the series: add it by ref */
+  IREF_SKIP,       /* resend pass: this series was stored by the first pass; skip its samples */
+};
+
+/* The key of raw series text p[0..n) (c->refs must be set); ikey_more chains a further
+ * piece (line protocol: tag set, then field key). */
+ikey_t ikey_of(const ictx_t *c, const void *p, size_t n);
+ikey_t ikey_more(ikey_t k, const void *p, size_t n);
+static inline bool ikey_eq(ikey_t x, ikey_t y) {
+  return x.a == y.a && x.b == y.b;
+}
+/* Looks key up (c->refs must be set): IREF_LABELS, IREF_REF (with *ref) or IREF_SKIP. */
+int ictx_probe(ictx_t *c, ikey_t key, tsdb_series_ref_t *ref);
+/* Opens a batch series by ref (ref != 0; l unused) or from labels that passed ictx_check,
+ * and records key (may be {0,0}) as the series' cache key. Returns as ictx_series_checked. */
+int ictx_series_keyed(ictx_t *c, const ilabel_t *l, size_t n, tsdb_series_ref_t ref, ikey_t key, char *err,
+                      size_t errlen);
 
 void ictx_init(ictx_t *c, const ingest_opts_t *o, tsdb_batch_t *b, ingest_result_t *res);
 /* Records a rejected line/item: counts it and keeps the first messages. */
@@ -72,8 +105,10 @@ typedef struct {
 } istage_t;
 /* Stages a sample; MD_ELIMIT past max_samples_per_request (sets c->limit_hit), MD_ENOMEM. */
 int istage_add(istage_t *st, ictx_t *c, uint32_t group, int64_t ts, double v);
-/* The labels of group g (as checked), *n of them. */
-typedef const ilabel_t *(*istage_labels_fn)(void *ctx, size_t g, size_t *n);
+/* The labels of group g (as checked), *n of them, or (*ref != 0) the series' ref; *key is its
+ * cache key ({0,0} for none). */
+typedef const ilabel_t *(*istage_labels_fn)(void *ctx, size_t g, size_t *n, tsdb_series_ref_t *ref,
+                                            ikey_t *key);
 int istage_emit(istage_t *st, ictx_t *c, istage_labels_fn labels, void *ctx);
 void istage_reset(istage_t *st);
 void istage_free(istage_t *st);

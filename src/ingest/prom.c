@@ -37,6 +37,9 @@ typedef struct {
   size_t bad; /* offset of its error message in prom_t.bad, SIZE_MAX when valid */
   size_t count, off;
   size_t lab_off, nl; /* its lexed labels in prom_t.glab; nl 0 = lex again (escapes) */
+  ikey_t ikey;           /* series-ref cache key ({0,0}: no cache) */
+  tsdb_series_ref_t ref; /* != 0: the cache knew the series (not lexed) */
+  bool skip;             /* resend pass: not one of the series being resent */
 } pgroup_t;
 
 typedef struct {
@@ -449,7 +452,15 @@ static int parse_sample(prom_t *P, const char *s, size_t n, char *err, size_t er
     P->c.oom = true;
     return MD_ENOMEM;
   }
-  if (fresh) {
+  int probe = IREF_LABELS;
+  if (fresh && P->c.refs) {
+    pgroup_t *G = &P->groups[g];
+    G->ikey = ikey_of(&P->c, s, kend);
+    probe = ictx_probe(&P->c, G->ikey, &G->ref);
+    G->skip = probe == IREF_SKIP;
+  }
+  if (P->groups[g].skip) return 0;
+  if (fresh && probe == IREF_LABELS) {
     size_t i, nl;
     int rc = lex_series(P, s, kend, &i, &nl, err, errlen);
     if (rc == 0) rc = ictx_check(&P->c, P->lbl, nl, err, errlen);
@@ -530,7 +541,7 @@ static int emit_groups(prom_t *P) {
     if (G->count == 0) continue;
     size_t i, nl = G->nl;
     const ilabel_t *L = P->glab + G->lab_off;
-    if (nl == 0) {
+    if (nl == 0 && !G->ref) {
       P->scratch.len = 0;
       if (!sb_reserve(&P->scratch, G->klen)) {
         rc = MD_ENOMEM;
@@ -540,7 +551,7 @@ static int emit_groups(prom_t *P) {
       if (lex_series(P, G->key, G->klen, &i, &nl, err, sizeof err)) continue;
       L = P->lbl;
     }
-    if (ictx_series_checked(&P->c, L, nl, err, sizeof err)) {
+    if (ictx_series_keyed(&P->c, L, nl, G->ref, G->ikey, err, sizeof err)) {
       if (P->c.oom) rc = MD_ENOMEM;
       continue;
     }

@@ -115,6 +115,9 @@ typedef struct {
   size_t klen;
   uint64_t hash;
   size_t lab_off, nl; /* labels in rw_t.glab (pointing into the decoded message) */
+  ikey_t ikey;           /* series-ref cache key ({0,0}: no cache) */
+  tsdb_series_ref_t ref; /* != 0: the cache knew the series (no labels decoded) */
+  bool skip;             /* resend pass: not one of the series being resent */
 } group_t;
 
 typedef struct {
@@ -230,13 +233,22 @@ static long find_group(rw_t *X, pbuf_t ts, const uint8_t *key, size_t klen, int 
     }
   }
   size_t nl = 0;
-  bool have_name = false;
-  if ((*rc = decode_labels(X, ts, &nl, &have_name, err, errlen))) return -1;
-  if (!have_name) {
-    *rc = md_error(err, errlen, MD_EINVAL, "series has no __name__ label");
-    return -1;
+  ikey_t ikey = {0, 0};
+  tsdb_series_ref_t ref = 0;
+  int probe = IREF_LABELS;
+  if (X->c.refs) {
+    ikey = ikey_of(&X->c, key, klen);
+    probe = ictx_probe(&X->c, ikey, &ref);
   }
-  if ((*rc = ictx_check(&X->c, X->lbl, nl, err, errlen))) return -1;
+  if (probe == IREF_LABELS) {
+    bool have_name = false;
+    if ((*rc = decode_labels(X, ts, &nl, &have_name, err, errlen))) return -1;
+    if (!have_name) {
+      *rc = md_error(err, errlen, MD_EINVAL, "series has no __name__ label");
+      return -1;
+    }
+    if ((*rc = ictx_check(&X->c, X->lbl, nl, err, errlen))) return -1;
+  }
   *rc = MD_ENOMEM;
   if ((X->ngroups + 1) * 2 > X->slot_cap) {
     size_t nc = X->slot_cap ? X->slot_cap * 2 : 1024;
@@ -256,8 +268,8 @@ static long find_group(rw_t *X, pbuf_t ts, const uint8_t *key, size_t klen, int 
   if (!ingest_grow((void **)&X->groups, &X->cap_groups, X->ngroups + 1, sizeof *X->groups, 1024) ||
       !ingest_grow((void **)&X->glab, &X->cap_glab, X->nglab + nl, sizeof *X->glab, 8192))
     return -1;
-  memcpy(X->glab + X->nglab, X->lbl, nl * sizeof *X->glab);
-  X->groups[X->ngroups] = (group_t){key, klen, h, X->nglab, nl};
+  if (nl) memcpy(X->glab + X->nglab, X->lbl, nl * sizeof *X->glab);
+  X->groups[X->ngroups] = (group_t){key, klen, h, X->nglab, nl, ikey, ref, probe == IREF_SKIP};
   X->nglab += nl;
   size_t k = h & mask;
   while (X->slots[k])
@@ -317,6 +329,7 @@ static int decode_series(rw_t *X, pbuf_t ts, char *err, size_t errlen) {
   int rc;
   long g = find_group(X, ts, key, klen, &rc, err, errlen);
   if (g < 0) return rc;
+  if (X->groups[g].skip) return 0;
   while (ts.p < ts.end) {
     uint32_t f;
     int wt;
@@ -354,9 +367,11 @@ static int decode_series(rw_t *X, pbuf_t ts, char *err, size_t errlen) {
 }
 
 /* Group g's labels for istage_emit. */
-static const ilabel_t *group_labels(void *ctx, size_t g, size_t *n) {
+static const ilabel_t *group_labels(void *ctx, size_t g, size_t *n, tsdb_series_ref_t *ref, ikey_t *key) {
   rw_t *X = ctx;
   *n = X->groups[g].nl;
+  *ref = X->groups[g].ref;
+  *key = X->groups[g].ikey;
   return X->glab + X->groups[g].lab_off;
 }
 

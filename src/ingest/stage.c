@@ -57,9 +57,11 @@ int istage_emit(istage_t *st, ictx_t *c, istage_labels_fn labels, void *ctx) {
   for (size_t g = 0; g < st->ngroups; g++) {
     size_t end = st->count[g];
     if (end == first) continue;
-    size_t nl;
-    const ilabel_t *l = labels(ctx, g, &nl);
-    int rc = ictx_series_checked(c, l, nl, err, sizeof err);
+    size_t nl = 0;
+    tsdb_series_ref_t ref = 0;
+    ikey_t key = {0, 0};
+    const ilabel_t *l = labels(ctx, g, &nl, &ref, &key);
+    int rc = ictx_series_keyed(c, l, nl, ref, key, err, sizeof err);
     if (rc == MD_ENOMEM) return rc;
     if (rc == 0) /* != 0 cannot happen: the parser checked the series when it made the group */
       for (size_t k = first; k < end; k++) {

@@ -275,6 +275,59 @@ def round_trip(base):
               % (tenant, len(a), len(b), a[:1], b[:1]))
 
 
+def series_cache(base, now):
+    """Pushes that repeat their series go through the series cache (self-metrics count the
+    hits); the data read back is exactly what was sent, extra_label makes other series, and a
+    reload empties the cache."""
+    t = "t-cache"
+    hdr_rw = {"Content-Type": "application/x-protobuf", "Content-Encoding": "snappy",
+              "X-Prometheus-Remote-Write-Version": "0.1.0"}
+
+    def push_all(ts, v, extra=""):
+        lp = "".join("sc_cpu,host=h%d,dc=eu\\ 1 user=%d.5,sys=%di %d\n" % (h, v + h, v, ts) for h in range(3))
+        code, body, _ = req(base, "POST", "/write?precision=ms" + extra, lp, tenant=t)
+        check(code == 204, "cache: /write %s %s" % (code, body[:200]))
+        text = "".join('sc_up{host="h%d",path="C:\\\\x"} %d %d\n' % (h, v, ts) for h in range(2))
+        code, body, _ = req(base, "POST", "/api/v1/import/prometheus", text, tenant=t)
+        check(code == 204, "cache: import/prometheus %s %s" % (code, body[:200]))
+        rw = write_request([({"__name__": "sc_rw", "host": "h%d" % h}, [(ts, v * 0.5)]) for h in range(2)])
+        code, body, _ = req(base, "POST", "/api/v1/write", snappy_literal(rw), headers=hdr_rw, tenant=t)
+        check(code == 204, "cache: remote_write %s %s" % (code, body[:200]))
+
+    def hits():
+        return counter(self_metrics(base), "metricsd_ingest_series_cache_hits_total")
+
+    push_all(now - 30000, 1)
+    h0 = hits()
+    push_all(now - 20000, 2)
+    h1 = hits()
+    check(h1 - h0 >= 10, "cache: a repeated push hit %s series, want >= 10 (3x2 line protocol, 2 text, 2 rw)"
+          % (h1 - h0))
+    push_all(now - 20000, 2, "&extra_label=src=x")  # line protocol under another partition
+    code, body, _ = req(base, "POST", "/-/reload")
+    check(code == 200, "cache: reload %s %s" % (code, body[:200]))
+    h2 = hits()
+    push_all(now - 10000, 3)
+    check(hits() == h2, "cache: pushes right after a reload hit the cache (%s → %s)" % (h2, hits()))
+    got = {}
+    for s in export(base, '{__name__=~"sc_.*"}', t):
+        key = tuple(sorted(s["metric"].items()))
+        got[key] = list(zip(s["timestamps"], s["values"]))
+    want = {}
+    for h in range(3):
+        for f, val in (("user", lambda v: v + h + 0.5), ("sys", lambda v: v)):
+            base_l = {"__name__": "sc_cpu_" + f, "host": "h%d" % h, "dc": "eu 1"}
+            want[tuple(sorted(base_l.items()))] = [(now - 30000 + 10000 * k, val(k + 1)) for k in range(3)]
+            x = dict(base_l, src="x")
+            want[tuple(sorted(x.items()))] = [(now - 20000, val(2))]
+    for h in range(2):
+        want[tuple(sorted({"__name__": "sc_up", "host": "h%d" % h, "path": "C:\\x"}.items()))] = \
+            [(now - 30000 + 10000 * k, k + 1) for k in range(3)]
+        want[tuple(sorted({"__name__": "sc_rw", "host": "h%d" % h}.items()))] = \
+            [(now - 30000 + 10000 * k, (k + 1) * 0.5) for k in range(3)]
+    check(got == want, "cache: stored %r, want %r" % (sorted(got.items())[:3], sorted(want.items())[:3]))
+
+
 # ---- the test -------------------------------------------------------------------------------
 
 def run(base, statsd_port):
@@ -445,6 +498,7 @@ def run(base, statsd_port):
     check(got.get("sd_lat_sum", {}).get("values", [None])[-1] == 0.25, "statsd timer %r" % got.get("sd_lat_sum"))
 
     encodings(base, now)
+    series_cache(base, now)
     concurrency(base, now)
     round_trip(base)
     rejections_counted(base)
