@@ -277,6 +277,11 @@ static size_t tags_end(const char *p, size_t n, size_t i) {
   }
 }
 
+/* The hash of a tag set's raw bytes: with the cache on, the first half of its cache key. */
+static uint64_t tags_hash(const influx_t *X, const char *s, size_t n) {
+  return X->c.refs ? ikey_a(&X->c, s, n) : md_hash64(s, n, TAGS_SEED);
+}
+
 static long tagset_find(const influx_t *X, const char *raw, size_t len, uint64_t h) {
   if (!X->tslots.cap) return -1;
   size_t mask = X->tslots.cap - 1;
@@ -455,7 +460,7 @@ static long tagset_from_cache(influx_t *X, const char *p, size_t n, size_t line0
   /* the raw extent scan_token gives the field key */
   while (j < n && !(stop_class[(unsigned char)p[j]] & K_TAG))
     j += p[j] == '\\' && j + 1 < n && p[j + 1] != '\n' ? 2 : 1;
-  ikey_t tkey = ikey_of(&X->c, p + line0, tend - line0);
+  ikey_t tkey = ikey_from_a(&X->c, th, p + line0, tend - line0);
   X->peek_key = ikey_more(tkey, p + raw0, j - raw0);
   X->peek = ictx_probe(&X->c, X->peek_key, &X->peek_ref);
   if (X->peek == IREF_LABELS) return -1;
@@ -585,8 +590,8 @@ static int parse_tags(influx_t *X, const char *p, size_t n, size_t *pi, uint64_t
     *pi = i;
     return 0;
   }
-  if (i != tend) th = md_hash64(p + line0, i - line0, TAGS_SEED);
-  ikey_t key = X->c.refs ? ikey_of(&X->c, p + line0, i - line0) : (ikey_t){0, 0};
+  if (i != tend) th = tags_hash(X, p + line0, i - line0);
+  ikey_t key = X->c.refs ? ikey_from_a(&X->c, th, p + line0, i - line0) : (ikey_t){0, 0};
   *ts_idx = tagset_add(X, p, n, p + line0, i - line0, th, key, cm, cml, L, nl);
   if (*ts_idx < 0) return MD_ENOMEM;
   *pi = i;
@@ -601,7 +606,7 @@ static int parse_line(influx_t *X, const char *p, size_t n, size_t *pi, char *er
   long ts_idx = -1;
   X->peek_key = (ikey_t){0, 0};
   if (tend < n && p[tend] == ' ') {
-    th = md_hash64(p + line0, tend - line0, TAGS_SEED);
+    th = tags_hash(X, p + line0, tend - line0);
     ts_idx = tagset_find(X, p + line0, tend - line0, th);
     if (ts_idx < 0 && X->c.refs) {
       ts_idx = tagset_from_cache(X, p, n, line0, tend, th);

@@ -56,6 +56,10 @@ enum {
  * piece (line protocol: tag set, then field key). */
 ikey_t ikey_of(const ictx_t *c, const void *p, size_t n);
 ikey_t ikey_more(ikey_t k, const void *p, size_t n);
+/* The key in two steps: its first half (a well-mixed 64-bit hash of the text, which parsers
+ * also use for their per-request grouping) and the key from that half. */
+uint64_t ikey_a(const ictx_t *c, const void *p, size_t n);
+ikey_t ikey_from_a(const ictx_t *c, uint64_t a, const void *p, size_t n);
 static inline bool ikey_eq(ikey_t x, ikey_t y) {
   return x.a == y.a && x.b == y.b;
 }

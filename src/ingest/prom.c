@@ -404,9 +404,8 @@ static size_t series_key_end(const char *s, size_t n) {
   return n;
 }
 
-/* Finds or adds the group of key s[0..n). Returns its index, or -1 when out of memory. */
-static long group_of(prom_t *P, const char *s, size_t n, bool *fresh) {
-  uint64_t h = md_hash64(s, n, 0x9e3779b97f4a7c15ULL);
+/* Finds or adds the group of key s[0..n), hashed h. Returns its index, or -1 when out of memory. */
+static long group_of(prom_t *P, const char *s, size_t n, uint64_t h, bool *fresh) {
   if ((P->ngroups + 1) * 2 > P->slot_cap) {
     size_t nc = P->slot_cap ? P->slot_cap * 2 : 1024;
     uint32_t *ns = calloc(nc, sizeof *ns);
@@ -447,7 +446,9 @@ static long group_of(prom_t *P, const char *s, size_t n, bool *fresh) {
 static int parse_sample(prom_t *P, const char *s, size_t n, char *err, size_t errlen) {
   size_t kend = series_key_end(s, n);
   bool fresh;
-  long g = group_of(P, s, kend, &fresh);
+  /* with the cache on, the key's first half is the grouping hash too */
+  uint64_t h = P->c.refs ? ikey_a(&P->c, s, kend) : md_hash64(s, kend, 0x9e3779b97f4a7c15ULL);
+  long g = group_of(P, s, kend, h, &fresh);
   if (g < 0) {
     P->c.oom = true;
     return MD_ENOMEM;
@@ -455,7 +456,7 @@ static int parse_sample(prom_t *P, const char *s, size_t n, char *err, size_t er
   int probe = IREF_LABELS;
   if (fresh && P->c.refs) {
     pgroup_t *G = &P->groups[g];
-    G->ikey = ikey_of(&P->c, s, kend);
+    G->ikey = ikey_from_a(&P->c, h, s, kend);
     probe = ictx_probe(&P->c, G->ikey, &G->ref);
     G->skip = probe == IREF_SKIP;
   }

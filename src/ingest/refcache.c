@@ -418,8 +418,16 @@ static void l1_put(ingest_refs_t *r, ikey_t k, tsdb_series_ref_t ref) {
   table_put(&r->l1, k, r->pid, ref);
 }
 
+uint64_t ikey_a(const ictx_t *c, const void *p, size_t n) {
+  return md_hash64(p, n, c->refs->seed_a);
+}
+
+ikey_t ikey_from_a(const ictx_t *c, uint64_t a, const void *p, size_t n) {
+  return nonzero((ikey_t){a, md_hash64(p, n, c->refs->seed_b)});
+}
+
 ikey_t ikey_of(const ictx_t *c, const void *p, size_t n) {
-  return nonzero((ikey_t){md_hash64(p, n, c->refs->seed_a), md_hash64(p, n, c->refs->seed_b)});
+  return ikey_from_a(c, ikey_a(c, p, n), p, n);
 }
 
 ikey_t ikey_more(ikey_t k, const void *p, size_t n) {

@@ -283,15 +283,25 @@ def series_cache(base, now):
     hdr_rw = {"Content-Type": "application/x-protobuf", "Content-Encoding": "snappy",
               "X-Prometheus-Remote-Write-Version": "0.1.0"}
 
+    def send(method, path, body, headers=None):
+        # limits.max_concurrent_inserts is 2 here: a slot may still be held a moment after the
+        # previous answer; retry 429 as senders do (bounded)
+        for _ in range(50):
+            code, text, _ = req(base, method, path, body, headers=headers, tenant=t)
+            if code != 429:
+                break
+            time.sleep(0.05)
+        return code, text, None
+
     def push_all(ts, v, extra=""):
         lp = "".join("sc_cpu,host=h%d,dc=eu\\ 1 user=%d.5,sys=%di %d\n" % (h, v + h, v, ts) for h in range(3))
-        code, body, _ = req(base, "POST", "/write?precision=ms" + extra, lp, tenant=t)
+        code, body, _ = send("POST", "/write?precision=ms" + extra, lp)
         check(code == 204, "cache: /write %s %s" % (code, body[:200]))
         text = "".join('sc_up{host="h%d",path="C:\\\\x"} %d %d\n' % (h, v, ts) for h in range(2))
-        code, body, _ = req(base, "POST", "/api/v1/import/prometheus", text, tenant=t)
+        code, body, _ = send("POST", "/api/v1/import/prometheus", text)
         check(code == 204, "cache: import/prometheus %s %s" % (code, body[:200]))
         rw = write_request([({"__name__": "sc_rw", "host": "h%d" % h}, [(ts, v * 0.5)]) for h in range(2)])
-        code, body, _ = req(base, "POST", "/api/v1/write", snappy_literal(rw), headers=hdr_rw, tenant=t)
+        code, body, _ = send("POST", "/api/v1/write", snappy_literal(rw), hdr_rw)
         check(code == 204, "cache: remote_write %s %s" % (code, body[:200]))
 
     def hits():
