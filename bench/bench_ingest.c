@@ -7,13 +7,15 @@
  * 15 s scrape, millisecond timestamps.
  *
  *   bench_ingest [hosts=1000] [scrapes=20] [--no-append]
- *   BENCH_INGEST_ONLY=0..4 one protocol; BENCH_INGEST_PUSH_SCRAPES=k scrapes per push (1)
+ *   BENCH_INGEST_ONLY=0..4 one protocol; BENCH_INGEST_PUSH_SCRAPES=k scrapes per push (1);
+ *   BENCH_INGEST_CACHE=0|1 appends without / with the series cache only (default: both)
  *
  * Payloads are built in memory first (prom text, line protocol, remote_write snappy+protobuf,
  * JSON lines), in batches of one scrape of 100 hosts (1,800 samples, what one push carries),
  * then each protocol is parsed batch by batch and timed with the process CPU clock on one
  * thread. Figures: samples per CPU-second and MB (input bytes) per CPU-second. With append,
- * every batch also goes through tsdb_append into a fresh database in a temporary directory.
+ * every batch also goes through ingest_push (parse + tsdb_append, as the push endpoints do)
+ * into a fresh database in a temporary directory, without and with the series cache.
  */
 #include <math.h>
 #include <snappy-c.h>
@@ -150,7 +152,10 @@ static double cpu_seconds(void) {
 
 typedef int (*parse_fn)(const char *p, size_t n, const ingest_opts_t *o, tsdb_batch_t *b, ingest_result_t *r);
 
-static int run(const char *label, payloads_t *p, parse_fn fn, size_t expect_samples, tsdb_t *db) {
+/* Parses every payload; with db, parses and appends through ingest_push (with the series
+ * cache when cache is not NULL, as the server's push endpoints do). */
+static int run(const char *label, payloads_t *p, parse_fn fn, size_t expect_samples, tsdb_t *db,
+               ingest_refcache_t *cache, const char *protocol) {
   tsdb_batch_t *b = tsdb_batch_new();
   ingest_opts_t o = {.default_ts = 0, .precision = INGEST_PREC_MS};
   size_t samples = 0, bytes = 0;
@@ -158,14 +163,21 @@ static int run(const char *label, payloads_t *p, parse_fn fn, size_t expect_samp
   for (size_t i = 0; i < p->n; i++) {
     tsdb_batch_reset(b);
     ingest_result_t res;
-    int rc = fn(p->data.buf + p->off[i], p->len[i], &o, b, &res);
+    tsdb_append_result_t ar;
+    int arc = 0, rc;
+    if (db) {
+      ingest_push_t in = {db, "bench", cache, protocol, fn, p->data.buf + p->off[i], p->len[i], &o, b};
+      rc = ingest_push(&in, &res, &ar, &arc);
+    } else {
+      rc = fn(p->data.buf + p->off[i], p->len[i], &o, b, &res);
+    }
     if (rc) {
       fprintf(stderr, "%s: batch %zu failed (%d): %s\n", label, i, rc,
               res.nerrors ? res.errors[0].message : "");
       tsdb_batch_free(b);
       return 1;
     }
-    if (db && tsdb_append(db, "bench", b, NULL)) {
+    if (arc || (db && ar.samples_added != res.samples)) {
       fprintf(stderr, "%s: append failed\n", label);
       tsdb_batch_free(b);
       return 1;
@@ -179,7 +191,7 @@ static int run(const char *label, payloads_t *p, parse_fn fn, size_t expect_samp
     fprintf(stderr, "%s: parsed %zu samples, expected %zu\n", label, samples, expect_samples);
     return 1;
   }
-  printf("%-28s %10zu samples %8.1f MB  %6.3f cpu-s  %7.2f M samples/cpu-s  %7.1f MB/cpu-s\n", label, samples,
+  printf("%-40s %10zu samples %8.1f MB  %6.3f cpu-s  %7.2f M samples/cpu-s  %7.1f MB/cpu-s\n", label, samples,
          bytes / 1e6, dt, samples / dt / 1e6, bytes / dt / 1e6);
   return 0;
 }
@@ -325,7 +337,7 @@ int main(int argc, char **argv) {
   const char *only = getenv("BENCH_INGEST_ONLY"); /* 0..3: one protocol (profiling) */
   printf("-- parse only (one thread)\n");
   for (int i = 0; i < 4; i++)
-    if (!only || atoi(only) == i) rc |= run(names[i], pls[i], fns[i], expect, NULL);
+    if (!only || atoi(only) == i) rc |= run(names[i], pls[i], fns[i], expect, NULL, NULL, NULL);
   if (!only || atoi(only) == 4) {
     /* The track API: batches of 1,000 seed-004 events (counters and histograms over the
      * host label sets) into one registry. */
@@ -363,16 +375,23 @@ int main(int argc, char **argv) {
         }
       }
     }
-    printf("%-28s %10zu events   %6.3f cpu-s  %7.2f M events/cpu-s (%zu series)\n", "track batch (JSON)",
+    printf("%-40s %10zu events   %6.3f cpu-s  %7.2f M events/cpu-s (%zu series)\n", "track batch (JSON)",
            events, t, events / t / 1e6, ingest_track_series_count(reg));
     sb_free(&body);
     sb_free(&out);
     ingest_track_free(reg);
   }
+  /* BENCH_INGEST_CACHE=0: without the series cache only; =1: with it only; unset: both. */
+  const char *cenv = getenv("BENCH_INGEST_CACHE");
+  const char *protos[] = {"prometheus", "influx", "remote_write", "jsonl"};
   if (append) {
-    printf("-- parse + tsdb_append into a fresh database each (one thread)\n");
-    for (int i = 0; i < 4; i++) {
+    printf("-- parse + tsdb_append (ingest_push) into a fresh database each (one thread)\n");
+    for (int k = 0; k < 8; k++) {
+      int i = k % 4;
+      bool cached = k >= 4;
       if (only && atoi(only) != i) continue;
+      if (cenv && atoi(cenv) != (int)cached) continue;
+      if (cached && i == 3) continue; /* JSON lines does not use the cache */
       char dir[] = "/tmp/bench_ingest_XXXXXX";
       if (!mkdtemp(dir)) return 1;
       tsdb_options_t opt;
@@ -386,8 +405,10 @@ int main(int argc, char **argv) {
         return 1;
       }
       char label[64];
-      snprintf(label, sizeof label, "%s +append", names[i]);
-      rc |= run(label, pls[i], fns[i], expect, db);
+      snprintf(label, sizeof label, "%s +append%s", names[i], cached ? "+cache" : "");
+      ingest_refcache_t *cache = cached ? ingest_refcache_new(0) : NULL;
+      rc |= run(label, pls[i], fns[i], expect, db, cache, protos[i]);
+      ingest_refcache_free(cache);
       tsdb_close(db);
       md_rm_rf(dir);
     }
