@@ -351,6 +351,22 @@ int tsdb_append_refs(tsdb_t *db, const char *tenant_name, const tsdb_batch_t *b,
     size_t nl = bv.nlabels, nsm = bv.nsamples;
     const tsdb_sample_t *sm = bv.samples;
     series_t *s = (series_t *)found[i];
+    /* Two-stage prefetch: series a few ahead (their open chunk's pointer and state), and
+     * the byte the next sample of a nearer one will be written to. At 180 k series neither
+     * is in cache, and the second depends on the first (bench_tsdb 180 k by refs: ~2.4-3.1
+     * -> ~3.7-4.1 M samples/s/core). The chunk fields are read without the series' stripe
+     * lock, as relaxed atomics: a stale pointer only makes a useless prefetch (which never
+     * faults). */
+    if (i + 8 < ns && found[i + 8]) {
+      const series_t *ns8 = (const series_t *)found[i + 8];
+      __builtin_prefetch(&ns8->app, 1);
+      __builtin_prefetch(&ns8->max_ts, 1); /* series_t spans two or three cache lines */
+    }
+    if (i + 4 < ns && found[i + 4]) {
+      chunk_app_t *na = &((series_t *)found[i + 4])->app;
+      const uint8_t *nb = __atomic_load_n(&na->buf, __ATOMIC_RELAXED);
+      if (nb) __builtin_prefetch(nb + (__atomic_load_n(&na->nbits, __ATOMIC_RELAXED) >> 3), 1);
+    }
     if (bv.ref) {
       if (!s) {
         res->series_rejected++;
