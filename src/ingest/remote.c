@@ -8,9 +8,11 @@
  * fresh memory. The hand decoder below walks the wire format directly and hands label
  * bytes (length-delimited, never copied) to the series builder.
  *
- * Two passes: the first checks the whole message is well-formed protobuf (so a request the
- * protocol cannot frame adds nothing: HTTP 400, the sender must not retry); the second
- * decodes. Within a valid request a bad series (labels) is skipped and reported by its
+ * Two passes: the first checks the WriteRequest and TimeSeries levels are well-formed
+ * protobuf; the second decodes, checking each Label and Sample message when it first reads
+ * it, so labels the request or the series cache already knows are not walked again. A
+ * request the protocol cannot frame, at any level, adds nothing (HTTP 400, the sender must
+ * not retry): nothing reaches the batch before pass two has read the whole request. Within a valid request a bad series (labels) is skipped and reported by its
  * index; the rest is kept, as Prometheus's own receiver does. Unknown fields are skipped by
  * wire type; groups (wire types 3/4) and field number 0 are malformed.
  *
@@ -131,7 +133,8 @@ typedef struct {
   size_t slot_cap;
   istage_t stage;
   arena_t *keys; /* keys of series whose labels are not contiguous on the wire */
-  char *dec;     /* snappy output */
+  bool frame_bad; /* pass two met a malformed Label or Sample: the request is not framed */
+  char *dec;      /* snappy output */
   size_t dec_cap;
 } rw_t;
 
@@ -171,7 +174,11 @@ static inline bool sample_fast(pbuf_t b) {
   return !(b.p[len - 1] & 0x80);
 }
 
-/* Pass one: the message and the sub-messages we decode are well formed. */
+/* Pass one: the WriteRequest and its TimeSeries are well formed. The Label and Sample
+ * messages inside are only length-framed here; pass two checks each the first time it reads
+ * it (labels: when a series is first decoded — a series the request or the series cache has
+ * seen has the very same bytes; samples: as they are decoded) and drops the whole request
+ * when one is malformed. check_msg(sub, M_LABEL / M_SAMPLE) is that check. */
 static bool check_msg(pbuf_t b, int msg) {
   while (b.p < b.end) {
     uint32_t f;
@@ -179,13 +186,9 @@ static bool check_msg(pbuf_t b, int msg) {
     if (!rd_tag(&b, &f, &wt)) return false;
     int want = want_wt(msg, f);
     if (want >= 0 && wt != want) return false;
-    if (wt == 2 && ((msg == M_WRITE && f == 1) || (msg == M_SERIES && (f == 1 || f == 2)))) {
+    if (wt == 2 && msg == M_WRITE && f == 1) {
       pbuf_t sub;
-      if (!rd_len(&b, &sub)) return false;
-      int inner = msg == M_WRITE ? M_SERIES : f == 1 ? M_LABEL : M_SAMPLE;
-      if (inner == M_LABEL && label_fast(sub)) continue;
-      if (inner == M_SAMPLE && sample_fast(sub)) continue;
-      if (!check_msg(sub, inner)) return false;
+      if (!rd_len(&b, &sub) || !check_msg(sub, M_SERIES)) return false;
     } else if (!skip_field(&b, wt)) {
       return false;
     }
@@ -193,12 +196,22 @@ static bool check_msg(pbuf_t b, int msg) {
   return true;
 }
 
-/* Decodes the labels of a TimeSeries (validated by pass one) into X->lbl, __name__ first
- * (*have_name says whether there is one). MD_EINVAL for a second __name__ or too many labels. */
+/* A Label / Sample message is well formed (the usual shape, or the general check). */
+static bool label_ok(pbuf_t b) {
+  return label_fast(b) || check_msg(b, M_LABEL);
+}
+static bool sample_ok(pbuf_t b) {
+  return sample_fast(b) || check_msg(b, M_SAMPLE);
+}
+
+/* Decodes the labels of a TimeSeries (framed by pass one) into X->lbl, __name__ first
+ * (*have_name says whether there is one). MD_EINVAL for a second __name__ or too many labels,
+ * or with X->frame_bad set for a malformed Label. */
 static int decode_labels(rw_t *X, pbuf_t ts, size_t *nlp, bool *have_name_out, char *err, size_t errlen) {
   ilabel_t *L = X->lbl;
   size_t nl = 1;
   bool have_name = false;
+  int bad = 0; /* the series' first error: the labels after it are still checked for framing */
   while (ts.p < ts.end) {
     uint32_t f;
     int wt;
@@ -209,6 +222,11 @@ static int decode_labels(rw_t *X, pbuf_t ts, size_t *nlp, bool *have_name_out, c
     }
     pbuf_t lb;
     rd_len(&ts, &lb);
+    if (!label_ok(lb)) {
+      X->frame_bad = true;
+      return md_error(err, errlen, MD_EINVAL, "malformed Label");
+    }
+    if (bad) continue;
     const char *name = "", *value = "";
     size_t nlen = 0, vlen = 0;
     while (lb.p < lb.end) {
@@ -227,18 +245,23 @@ static int decode_labels(rw_t *X, pbuf_t ts, size_t *nlp, bool *have_name_out, c
       }
     }
     if (nlen == 8 && memcmp(name, "__name__", 8) == 0) {
-      if (have_name) return md_error(err, errlen, MD_EINVAL, "duplicate label __name__");
+      if (have_name) {
+        bad = md_error(err, errlen, MD_EINVAL, "duplicate label __name__");
+        continue;
+      }
       have_name = true;
       L[0] = (ilabel_t){"__name__", 8, value, vlen};
     } else {
-      if (nl > INGEST_HARD_MAX_LABELS)
-        return md_error(err, errlen, MD_EINVAL, "series has more than %d labels", INGEST_HARD_MAX_LABELS);
+      if (nl > INGEST_HARD_MAX_LABELS) {
+        bad = md_error(err, errlen, MD_EINVAL, "series has more than %d labels", INGEST_HARD_MAX_LABELS);
+        continue;
+      }
       L[nl++] = (ilabel_t){name, nlen, value, vlen};
     }
   }
   *nlp = nl;
   *have_name_out = have_name;
-  return 0;
+  return bad;
 }
 
 /* The series' group, made (labels decoded and checked) the first time its label bytes are
@@ -350,7 +373,20 @@ static int decode_series(rw_t *X, pbuf_t ts, char *err, size_t errlen) {
   }
   int rc;
   long g = find_group(X, ts, key, klen, &rc, err, errlen);
-  if (g < 0) return rc;
+  if (g < 0) {
+    /* A bad series is skipped, but its samples must still be well formed. */
+    for (scan = ts; rc == MD_EINVAL && !X->frame_bad && scan.p < scan.end;) {
+      uint32_t f;
+      int wt;
+      rd_tag(&scan, &f, &wt);
+      pbuf_t sm;
+      if (f == 2 && wt == 2 && rd_len(&scan, &sm) && !sample_ok(sm))
+        X->frame_bad = true;
+      else if (f != 2 || wt != 2)
+        skip_field(&scan, wt);
+    }
+    return rc;
+  }
   if (X->groups[g].skip) return 0;
   while (ts.p < ts.end) {
     uint32_t f;
@@ -362,6 +398,10 @@ static int decode_series(rw_t *X, pbuf_t ts, char *err, size_t errlen) {
     }
     pbuf_t sm;
     rd_len(&ts, &sm);
+    if (!sample_ok(sm)) {
+      X->frame_bad = true;
+      return md_error(err, errlen, MD_EINVAL, "malformed Sample");
+    }
     double v = 0;
     int64_t t = 0;
     while (sm.p < sm.end) {
@@ -452,13 +492,14 @@ static int parse_pb(rw_t *X, const uint8_t *p, size_t n, const ingest_opts_t *o,
                     ingest_result_t *res) {
   ictx_init(&X->c, o, b, res);
   pbuf_t root = {p, p + n};
+  X->frame_bad = false;
   if (!check_msg(root, M_WRITE)) {
     ictx_error(&X->c, SIZE_MAX, "body is not a valid protobuf WriteRequest");
     return MD_EINVAL;
   }
   char err[200];
   size_t index = 0;
-  /* Pass two; every read below was validated by pass one. */
+  /* Pass two; every read of the WriteRequest and TimeSeries levels was checked by pass one. */
   while (root.p < root.end && !X->c.limit_hit && !X->c.oom) {
     uint32_t f;
     int wt;
@@ -472,6 +513,13 @@ static int parse_pb(rw_t *X, const uint8_t *p, size_t n, const ingest_opts_t *o,
     rd_len(&root, &ts);
     X->c.res->lines++;
     int rc = decode_series(X, ts, err, sizeof err);
+    if (X->frame_bad) {
+      /* nothing was added to the batch yet (istage_emit comes last): drop what was staged */
+      istage_reset(&X->stage);
+      ictx_init(&X->c, o, b, res);
+      ictx_error(&X->c, SIZE_MAX, "body is not a valid protobuf WriteRequest");
+      return MD_EINVAL;
+    }
     if (rc == MD_EINVAL) ictx_error(&X->c, index, "%s", err);
     if (rc == MD_ENOMEM) X->c.oom = true;
     index++;
