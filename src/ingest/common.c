@@ -253,6 +253,15 @@ int ingest_parse_int64(const char *s, size_t n, int64_t *out) {
   }
   if (i == n) return -1;
   uint64_t v = 0;
+  if (n - i <= 18) { /* below 10^18: no overflow to check (timestamps have 10 to 19 digits) */
+    for (; i < n; i++) {
+      unsigned d = (unsigned)((unsigned char)s[i] - '0');
+      if (d > 9) return -1;
+      v = v * 10 + d;
+    }
+    *out = neg ? -(int64_t)v : (int64_t)v;
+    return 0;
+  }
   for (; i < n; i++) {
     if (s[i] < '0' || s[i] > '9') return -1;
     unsigned d = (unsigned)(s[i] - '0');

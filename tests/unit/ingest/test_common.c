@@ -3,6 +3,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -72,6 +73,27 @@ static void test_int64(void **state) {
   assert_int_not_equal(ingest_parse_int64("", 0, &v), 0);
   assert_int_not_equal(ingest_parse_int64("-", 1, &v), 0);
   assert_int_not_equal(ingest_parse_int64("1.0", 3, &v), 0);
+  /* the 18-digit fast path and its edge, against strtoll */
+  assert_int_equal(ingest_parse_int64("999999999999999999", 18, &v), 0);
+  assert_true(v == 999999999999999999LL);
+  assert_int_equal(ingest_parse_int64("-999999999999999999", 19, &v), 0);
+  assert_true(v == -999999999999999999LL);
+  assert_int_equal(ingest_parse_int64("1000000000000000000", 19, &v), 0);
+  assert_true(v == 1000000000000000000LL);
+  assert_int_equal(ingest_parse_int64("00000000000000000000123", 23, &v), 0);
+  assert_true(v == 123);
+  assert_int_not_equal(ingest_parse_int64("17953056111a1", 13, &v), 0);
+  assert_int_not_equal(ingest_parse_int64("1795305611 21", 13, &v), 0);
+  assert_int_not_equal(ingest_parse_int64("+-1", 3, &v), 0);
+  uint64_t x = 88172645463325252ULL;
+  for (int i = 0; i < 20000; i++) {
+    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+    char buf[32];
+    int64_t want = (int64_t)((x >> (x % 64)) & INT64_MAX) * (x & 1 ? -1 : 1);
+    int len = snprintf(buf, sizeof buf, "%lld", (long long)want);
+    assert_int_equal(ingest_parse_int64(buf, (size_t)len, &v), 0);
+    assert_true(v == want);
+  }
 }
 
 static void test_format_double(void **state) {
