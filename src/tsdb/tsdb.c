@@ -302,13 +302,7 @@ int tsdb_append_refs(tsdb_t *db, const char *tenant_name, const tsdb_batch_t *b,
   for (size_t k = 0; k < b->nsamples; k++) /* every sample of a batch belongs to a series */
     if (b->samples[k].ts < lowest) lowest = b->samples[k].ts;
   if (lowest != INT64_MAX) atomic_min64(&db->head_min, lowest);
-  /* The samples record, reserved once: per series at most a base, a ref delta and a count
-   * (10 bytes each) and WAL_SAMPLE_MAX per sample, plus the last series' fixed-size copy. */
   enum { SHORT = 2 * WAL_SAMPLE_MAX };
-  if (!sb_reserve(&rec, 10 + 20 * ns + WAL_SAMPLE_MAX * b->nsamples + SHORT)) {
-    pthread_rwlock_unlock(&db->gc_lock);
-    return MD_ENOMEM;
-  }
   /* Resolve every series under one read lock (series are never freed while open). */
   /* Series given by labels are hashed and looked up together (hs/found hold only those,
    * lab maps them back to batch positions); series given by ref skip the hashing. */
@@ -462,9 +456,15 @@ int tsdb_append_refs(tsdb_t *db, const char *tenant_name, const tsdb_batch_t *b,
     }
     pthread_mutex_unlock(mu);
     if (logged) {
-      /* [base, first series only] ref delta, count, samples, into the room reserved
-       * above. A fixed-size copy is a few moves, a variable one a libc call; both sources
-       * have SHORT initialised bytes (small is zeroed, grp holds >= 5 samples' room). */
+      /* [base, first series only] ref delta, count, samples. The room check is inline:
+       * sb_reserve is called only to grow. A fixed-size copy is a few moves, a variable
+       * one a libc call; both sources have SHORT initialised bytes (small is zeroed, grp
+       * holds >= 5 samples' room). */
+      size_t need = 30 + (slen > SHORT ? slen : SHORT);
+      if (rec.len + need + 1 > rec.cap && !sb_reserve(&rec, need)) {
+        rc = MD_ENOMEM;
+        goto out;
+      }
       uint8_t *q = (uint8_t *)rec.buf + rec.len, *q0 = q;
       if (rec.len == 0) q += wal_varint_encode(q, base);
       q += wal_varint_encode(q, (int64_t)s->id.ref - (int64_t)prev_ref);
@@ -477,7 +477,7 @@ int tsdb_append_refs(tsdb_t *db, const char *tenant_name, const tsdb_batch_t *b,
       res->samples_added += added;
     }
   }
-  rec.buf[rec.len] = 0;
+  if (rec.buf) rec.buf[rec.len] = 0;
   if (rec.oom || grp.oom) {
     rc = MD_ENOMEM;
     goto out;
