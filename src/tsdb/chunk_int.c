@@ -459,9 +459,11 @@ static size_t residuals(const int64_t *x, size_t n, int model, int64_t *r, int64
 }
 
 /* Centres the m residuals r (on their median, or from their minimum), divides them by
- * their gcd, maps them into u and prices every packer exactly: one pass for the lengths
- * histogram and the sum, one for the Rice window. */
-static cand_t evaluate(const int64_t *r, size_t m, int model, int64_t head, bool from_min, uint64_t *u) {
+ * their gcd, maps them into u and prices every packer exactly: one pass that maps and
+ * takes the lengths histogram and the sum, one for the Rice window. bits = UINT64_MAX
+ * when the candidate cannot cost less than bound. */
+static cand_t evaluate(const int64_t *r, size_t m, int model, int64_t head, bool from_min, uint64_t *u,
+                       uint64_t bound) {
   cand_t c = {.model = model, .g = 1, .from_min = from_min, .head = head};
   if (from_min) {
     c.b = m ? r[0] : 0;
@@ -485,28 +487,41 @@ static cand_t evaluate(const int64_t *r, size_t m, int model, int64_t head, bool
     }
   }
   c.g = (g == 0 || g > (uint64_t)INT64_MAX) ? 1 : g;
-  if (from_min) {
-    /* r[i] - min can exceed INT64_MAX; it is a non-negative number modulo 2^64. */
-    if (c.g == 1)
-      for (size_t i = 0; i < m; i++) u[i] = (uint64_t)r[i] - (uint64_t)c.b;
-    else
-      for (size_t i = 0; i < m; i++) u[i] = ((uint64_t)r[i] - (uint64_t)c.b) / c.g;
-  } else if (c.g == 1) {
-    for (size_t i = 0; i < m; i++) u[i] = chunk_zigzag((int64_t)((uint64_t)r[i] - (uint64_t)c.b));
-  } else {
-    for (size_t i = 0; i < m; i++)
-      u[i] = chunk_zigzag((int64_t)((uint64_t)r[i] - (uint64_t)c.b) / (int64_t)c.g);
-  }
+  /* Map, and tally lengths, sum and OR in the same pass. */
   lens_t h;
   memset(h.hist, 0, sizeof h.hist);
   u128_t sum = 0;
-  uint64_t any = 0;
-  for (size_t i = 0; i < m; i++) {
-    h.hist[bitlen(u[i])]++;
-    sum += u[i];
-    any |= u[i];
+  uint64_t any = 0, x;
+#define TALLY(expr)                                                                                \
+  for (size_t i = 0; i < m; i++) {                                                                 \
+    u[i] = x = (expr);                                                                             \
+    h.hist[bitlen(x)]++;                                                                           \
+    sum += x;                                                                                      \
+    any |= x;                                                                                      \
   }
+  if (from_min) {
+    /* r[i] - min can exceed INT64_MAX; it is a non-negative number modulo 2^64. */
+    if (c.g == 1) TALLY((uint64_t)r[i] - (uint64_t)c.b)
+    else TALLY(((uint64_t)r[i] - (uint64_t)c.b) / c.g)
+  } else if (c.g == 1) {
+    TALLY(chunk_zigzag((int64_t)((uint64_t)r[i] - (uint64_t)c.b)))
+  } else {
+    TALLY(chunk_zigzag((int64_t)((uint64_t)r[i] - (uint64_t)c.b) / (int64_t)c.g))
+  }
+#undef TALLY
   h.top = bitlen(any); /* the longest length is the length of the OR of all */
+  unsigned hdr = 8 * (unsigned)(chunk_uvarint_len(chunk_zigzag(c.head)) + chunk_uvarint_len(chunk_zigzag(c.b)) +
+                                chunk_uvarint_len(c.g));
+  /* Every packer spends at least bitlen(u) bits on each value (Rice: q + 1 + k >= bitlen + 1;
+   * one width: w >= bitlen, or w plus an exception >= bitlen; two widths: a flag and at
+   * least bitlen) and 15 bits of parameters. A candidate whose floor is already no better
+   * than the best so far cannot win (later ones must be strictly smaller): skip pricing. */
+  uint64_t floor_bits = 15 + hdr;
+  for (unsigned b = 1; b <= h.top; b++) floor_bits += (uint64_t)b * h.hist[b];
+  if (floor_bits >= bound) {
+    c.bits = UINT64_MAX;
+    return c;
+  }
   uint64_t for_bits, rice_bits, two_bits;
   unsigned lo, hi, w1 = 0, w2 = 0;
   unsigned w = ipack_width(&h, m, &for_bits);
@@ -527,9 +542,7 @@ static cand_t evaluate(const int64_t *r, size_t m, int model, int64_t head, bool
     c.w2 = w2;
     c.pack_bits = two_bits;
   }
-  c.bits = pbits +
-           8 * (chunk_uvarint_len(chunk_zigzag(c.head)) + chunk_uvarint_len(chunk_zigzag(c.b)) +
-                chunk_uvarint_len(c.g));
+  c.bits = pbits + hdr;
   return c;
 }
 
@@ -572,7 +585,7 @@ int chunk_iseq_encode(chunk_buf_t *o, const int64_t *x, size_t n, bool try_grid)
     int64_t head;
     size_t m = residuals(x, n, model, r, &head);
     for (int from_min = 0; from_min < 2; from_min++) {
-      cand_t c = evaluate(r, m, model, head, from_min, ucur);
+      cand_t c = evaluate(r, m, model, head, from_min, ucur, best.bits);
       if (c.bits < best.bits) {
         best = c;
         uint64_t *t = ubest;
