@@ -172,11 +172,43 @@ static void test_corrupt(void **state) {
   }
 }
 
+/* The pricing shortcuts of the encoder (one-pass Rice window, the floor that skips
+ * candidates, the exact integer sum standing in for a double sum, stack vs heap scratch)
+ * on the inputs that reach their edges: sums past 2^53 (the mean then comes from adding
+ * doubles in order), means near 2^64 (Rice window capped at k = 63), 0/1 residuals (a
+ * window of two), outliers that escape at the smallest k only, and sizes either side of
+ * the 256-value stack scratch. Everything must round-trip. */
+static void test_pricing_edges(void **state) {
+  (void)state;
+  static int64_t x[600];
+  const size_t sizes[] = {2, 3, 4, 63, 64, 255, 256, 257, 600};
+  for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
+    size_t n = sizes[si];
+    for (int kind = 0; kind < 8; kind++) {
+      uint64_t acc = rnd();
+      for (size_t i = 0; i < n; i++) {
+        switch (kind) {
+        case 0: x[i] = (int64_t)(rnd() >> 12); break;                  /* residuals ~2^51: sum > 2^53 */
+        case 1: x[i] = (int64_t)(rnd() | (1ULL << 63)); break;         /* mean near 2^64 */
+        case 2: x[i] = (int64_t)(acc += rnd() & 1); break;             /* deltas 0/1 */
+        case 3: x[i] = (int64_t)(acc += (rnd() % 50 == 0) ? rnd() >> 3 : (uint64_t)bell(8)); break;
+        case 4: x[i] = (int64_t)(acc += (rnd() % 9 == 0) ? (uint64_t)1 << 40 : rnd() % 4); break;
+        case 5: x[i] = i % 2 ? INT64_MIN : INT64_MAX; break;           /* wrap-around residuals */
+        case 6: x[i] = (int64_t)(acc += 15000 + (uint64_t)bell(3)); break; /* jittered timestamps */
+        default: x[i] = (int64_t)((rnd() % 7) * 4096) - 8192; break;   /* gcd and negatives */
+        }
+      }
+      roundtrip(x, n);
+    }
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_models_and_scales),
       cmocka_unit_test(test_packer_choice),
       cmocka_unit_test(test_corrupt),
+      cmocka_unit_test(test_pricing_edges),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
