@@ -3,6 +3,7 @@
  * hold exactly the same series and samples — across requests that hit the cache, tag sets
  * the cache knows with fields it does not, bad lines, tenants and label-changing options,
  * eviction, a clear, and refs gone stale because the database was reopened. */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -338,11 +339,66 @@ static void test_eviction_and_clear(void **state) {
   fx_free(f);
 }
 
+/* Threads share the cache (its shards, and each its own first level): four threads push the
+ * same series at distinct timestamps, concurrently, through the cache; the database then
+ * holds exactly what one thread pushing everything without the cache stores. */
+typedef struct {
+  fx_t *f;
+  int k;
+} worker_t;
+
+static void *worker(void *arg) {
+  worker_t *w = arg;
+  ingest_opts_t o = {.default_ts = 1, .precision = INGEST_PREC_MS};
+  for (int r = 0; r < 6; r++) {
+    char *body = influx_body(50, 5000000 + r * 15000 + 2 * w->k, r == 3, false);
+    tsdb_batch_t *b = tsdb_batch_new();
+    ingest_push_t in = {w->f->db[1], "t1", w->f->cache, "influx", ingest_parse_influx, body, strlen(body), &o, b};
+    ingest_result_t res;
+    tsdb_append_result_t ar;
+    int arc;
+    if (ingest_push(&in, &res, &ar, &arc) || arc || ar.samples_added != res.samples) abort();
+    tsdb_batch_free(b);
+    free(body);
+  }
+  return NULL;
+}
+
+static void test_concurrent(void **state) {
+  (void)state;
+  fx_t *f = fx_new(0);
+  ingest_opts_t o = {.default_ts = 1, .precision = INGEST_PREC_MS};
+  for (int r = 0; r < 6; r++)
+    for (int k = 0; k < 4; k++) {
+      char *body = influx_body(50, 5000000 + r * 15000 + 2 * k, r == 3, false);
+      tsdb_batch_t *b = tsdb_batch_new();
+      ingest_push_t in = {f->db[0], "t1", NULL, "influx", ingest_parse_influx, body, strlen(body), &o, b};
+      ingest_result_t res;
+      tsdb_append_result_t ar;
+      int arc;
+      assert_int_equal(ingest_push(&in, &res, &ar, &arc), 0);
+      tsdb_batch_free(b);
+      free(body);
+    }
+  pthread_t th[4];
+  worker_t w[4];
+  for (int k = 0; k < 4; k++) {
+    w[k] = (worker_t){f, k};
+    assert_int_equal(pthread_create(&th[k], NULL, worker, &w[k]), 0);
+  }
+  for (int k = 0; k < 4; k++)
+    pthread_join(th[k], NULL);
+  assert_true(stats(f).hits > 0);
+  same_data(f, "t1");
+  fx_free(f);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_influx),          cmocka_unit_test(test_prom),
       cmocka_unit_test(test_remote_write),    cmocka_unit_test(test_stale_refs),
       cmocka_unit_test(test_partitions),      cmocka_unit_test(test_eviction_and_clear),
+      cmocka_unit_test(test_concurrent),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
