@@ -357,6 +357,7 @@ int tsdb_append_refs(tsdb_t *db, const char *tenant_name, const tsdb_batch_t *b,
       __builtin_prefetch(&ns8->max_ts, 1); /* series_t spans two or three cache lines */
     }
     if (i + 4 < ns && found[i + 4]) {
+      __builtin_prefetch(stripe_of(db, found[i + 4]->ref), 1); /* 4096 locks: 160 KiB */
       chunk_app_t *na = &((series_t *)found[i + 4])->app;
       const uint8_t *nb = __atomic_load_n(&na->buf, __ATOMIC_RELAXED);
       if (nb) __builtin_prefetch(nb + (__atomic_load_n(&na->nbits, __ATOMIC_RELAXED) >> 3), 1);
