@@ -396,28 +396,36 @@ enum { MODE_FROM_MIN = 0x10 };
 
 static inline size_t svarint_put(uint8_t *q, int64_t v) { return chunk_uvarint_put(q, chunk_zigzag(v)); }
 
-/* The k-th smallest of a[0..n) (reorders a). Hoare partitioning keeps runs of equal values
- * (regular timestamps, flat gauges) linear. */
+/* The k-th smallest of a[0..n) (reorders a). Quickselect whose partitions have no
+ * data-dependent branch (each value is swapped into place and the boundary moves by the
+ * comparison's result): residuals are noise, and the branchy Hoare loops mispredicted about
+ * every other value (2.4x slower on 63-value residual sets). A second pass gathers the
+ * pivot's equals, so runs of equal values (regular timestamps, flat gauges) stay linear. */
 static int64_t select_kth(int64_t *a, ptrdiff_t n, ptrdiff_t k) {
-  ptrdiff_t lo = 0, hi = n - 1;
-  while (lo < hi) {
-    int64_t x = a[lo], y = a[lo + (hi - lo) / 2], z = a[hi];
+  ptrdiff_t lo = 0, hi = n; /* the k-th lies in a[lo..hi) */
+  while (hi - lo > 1) {
+    int64_t x = a[lo], y = a[lo + (hi - lo) / 2], z = a[hi - 1];
     int64_t pivot = x < y ? (y < z ? y : (x < z ? z : x)) : (x < z ? x : (y < z ? z : y));
-    ptrdiff_t i = lo, j = hi;
-    while (i <= j) {
-      while (a[i] < pivot) i++;
-      while (a[j] > pivot) j--;
-      if (i <= j) {
-        int64_t t = a[i];
-        a[i] = a[j];
-        a[j] = t;
-        i++;
-        j--;
-      }
+    ptrdiff_t lt = lo; /* a[lo..lt) < pivot <= a[lt..j) */
+    for (ptrdiff_t j = lo; j < hi; j++) {
+      int64_t v = a[j];
+      a[j] = a[lt];
+      a[lt] = v;
+      lt += v < pivot;
     }
-    if (k <= j) hi = j;
-    else if (k >= i) lo = i;
-    else return a[k];
+    if (k < lt) {
+      hi = lt; /* lt < hi: the pivot itself is not below the pivot */
+      continue;
+    }
+    ptrdiff_t eq = lt; /* a[lt..eq) == pivot < a[eq..j) */
+    for (ptrdiff_t j = lt; j < hi; j++) {
+      int64_t v = a[j];
+      a[j] = a[eq];
+      a[eq] = v;
+      eq += v == pivot;
+    }
+    if (k < eq) return pivot;
+    lo = eq; /* eq > lt: at least the pivot was gathered */
   }
   return a[k];
 }
