@@ -486,13 +486,15 @@ static void refs_key_init(void) {
   refs_key_ok = pthread_key_create(&refs_key, refs_free) == 0;
 }
 
-/* The thread's session (kept between requests: its arrays are sized for a batch). */
+/* The thread's session (kept between requests: its arrays are sized for a batch), freed when
+ * the thread ends; NULL when there is none (then the push goes without the cache). */
 static ingest_refs_t *refs_get(void) {
   pthread_once(&refs_once, refs_key_init);
-  ingest_refs_t *r = refs_key_ok ? pthread_getspecific(refs_key) : NULL;
+  if (!refs_key_ok) return NULL; /* no thread state: pushes go without the cache */
+  ingest_refs_t *r = pthread_getspecific(refs_key);
   if (r) return r;
   r = calloc(1, sizeof *r);
-  if (r && refs_key_ok && pthread_setspecific(refs_key, r) != 0) {
+  if (r && pthread_setspecific(refs_key, r) != 0) {
     refs_free(r);
     r = NULL;
   }
