@@ -351,16 +351,20 @@ static void cache_metrics(api_t *api, ingest_refcache_t *c) {
   ingest_refcache_stats_t s;
   ingest_refcache_stats(c, &s);
   metrics_counter_raise_to(metrics_counter(r, "metricsd_ingest_series_cache_hits_total",
-                             "Series of push requests the series cache knew (added by ref).", NULL),
-             (double)s.hits);
-  metrics_counter_raise_to(metrics_counter(r, "metricsd_ingest_series_cache_misses_total",
-                             "Series of push requests the series cache did not know (built from labels).", NULL),
-             (double)s.misses);
+                                           "Series of push requests the series cache knew (added by ref).",
+                                           NULL),
+                           (double)s.hits);
+  metrics_counter_raise_to(
+      metrics_counter(r, "metricsd_ingest_series_cache_misses_total",
+                      "Series of push requests the series cache did not know (built from labels).", NULL),
+      (double)s.misses);
   metrics_counter_raise_to(metrics_counter(r, "metricsd_ingest_series_cache_stale_total",
-                             "Cached series refs storage no longer knew (resent with labels).", NULL),
-             (double)s.stale);
-  metrics_gauge_set(metrics_gauge(r, "metricsd_ingest_series_cache_entries", "Series in the series cache.", NULL),
-                    (double)s.entries);
+                                           "Cached series refs storage no longer knew (resent with labels).",
+                                           NULL),
+                           (double)s.stale);
+  metrics_gauge_set(
+      metrics_gauge(r, "metricsd_ingest_series_cache_entries", "Series in the series cache.", NULL),
+      (double)s.entries);
   metrics_gauge_set(metrics_gauge(r, "metricsd_ingest_series_cache_bytes", "Memory of the series cache's tables.",
                                   NULL),
                     (double)s.bytes);

@@ -154,25 +154,35 @@ static void tsdb_collect(metrics_registry_t *r, void *ctx) {
   metrics_gauge_set(metrics_gauge(r, "tsdb_head_chunks", "Chunks held in the head.", NULL), (double)st.head_chunks);
   metrics_gauge_set(metrics_gauge(r, "tsdb_head_memory_bytes", "Approximate bytes held by the head.", NULL),
                     (double)st.head_memory_bytes);
-  metrics_counter_raise_to(metrics_counter(r, "tsdb_samples_appended_total", "Samples appended since start.", NULL),
-             (double)st.samples_appended);
-  metrics_counter_raise_to(metrics_counter(r, "tsdb_samples_rejected_total", "Samples rejected since start.", NULL),
-             (double)st.samples_rejected);
-  metrics_counter_raise_to(metrics_counter(r, "tsdb_series_created_total", "Series created since start.", NULL),
-             (double)st.series_created);
-  metrics_gauge_set(metrics_gauge(r, "tsdb_wal_bytes", "Size of the WAL on disk.", NULL), (double)st.wal_bytes);
-  metrics_counter_raise_to(metrics_counter(r, "tsdb_wal_fsyncs_total", "WAL fsync calls.", NULL), (double)st.wal_fsyncs);
-  metrics_counter_raise_to(metrics_counter(r, "tsdb_wal_corruptions_total", "Damaged WAL records cut off at replay.", NULL),
-             (double)st.wal_corruptions);
+  metrics_counter_raise_to(
+      metrics_counter(r, "tsdb_samples_appended_total", "Samples appended since start.", NULL),
+      (double)st.samples_appended);
+  metrics_counter_raise_to(
+      metrics_counter(r, "tsdb_samples_rejected_total", "Samples rejected since start.", NULL),
+      (double)st.samples_rejected);
+  metrics_counter_raise_to(
+      metrics_counter(r, "tsdb_series_created_total", "Series created since start.", NULL),
+      (double)st.series_created);
+  metrics_gauge_set(metrics_gauge(r, "tsdb_wal_bytes", "Size of the WAL on disk.", NULL),
+                    (double)st.wal_bytes);
+  metrics_counter_raise_to(metrics_counter(r, "tsdb_wal_fsyncs_total", "WAL fsync calls.", NULL),
+                           (double)st.wal_fsyncs);
+  metrics_counter_raise_to(
+      metrics_counter(r, "tsdb_wal_corruptions_total", "Damaged WAL records cut off at replay.", NULL),
+      (double)st.wal_corruptions);
   metrics_gauge_set(metrics_gauge(r, "tsdb_blocks", "Blocks on disk.", NULL), (double)st.blocks);
-  metrics_gauge_set(metrics_gauge(r, "tsdb_block_bytes", "Size of the blocks on disk.", NULL), (double)st.block_bytes);
+  metrics_gauge_set(metrics_gauge(r, "tsdb_block_bytes", "Size of the blocks on disk.", NULL),
+                    (double)st.block_bytes);
   metrics_gauge_set(metrics_gauge(r, "tsdb_block_samples", "Samples held in blocks.", NULL), (double)st.block_samples);
-  metrics_counter_raise_to(metrics_counter(r, "tsdb_compactions_total", "Compactions run.", NULL), (double)st.compactions);
-  metrics_gauge_set(metrics_gauge(r, "tsdb_storage_write_error", "1 while the last append failed (disk full, I/O).", NULL),
-                    st.last_write_error ? 1 : 0);
+  metrics_counter_raise_to(metrics_counter(r, "tsdb_compactions_total", "Compactions run.", NULL),
+                           (double)st.compactions);
+  metrics_gauge_set(
+      metrics_gauge(r, "tsdb_storage_write_error", "1 while the last append failed (disk full, I/O).", NULL),
+      st.last_write_error ? 1 : 0);
   /* seed 004's names */
   metrics_gauge_set(metrics_gauge(r, "metrics_series_total", "Total metric series.", NULL), (double)st.series);
-  metrics_counter_raise_to(metrics_counter(r, "metrics_points_total", "Total metric points.", NULL), (double)st.samples_appended);
+  metrics_counter_raise_to(metrics_counter(r, "metrics_points_total", "Total metric points.", NULL),
+                           (double)st.samples_appended);
   metrics_gauge_set(metrics_gauge(r, "metricsd_uptime_seconds", "Seconds since the server started.", NULL),
                     (double)(md_now_ms() - api->start_ms) / 1000.0);
 }
