@@ -95,8 +95,11 @@ typedef struct {
   size_t ngroups, cap_groups;
   slots_t tslots, gslots;
   istage_t stage;
-  /* the cache probe parse_line made for its first field (stage_sample reuses it) */
-  ikey_t peek_key;
+  /* the cache probe parse_line made for its first field (stage_sample reuses it): the field
+   * key's raw bytes, the tag set's key, the series' key and the answer */
+  const char *peek_raw;
+  size_t peek_rawlen;
+  ikey_t peek_tkey, peek_key;
   int peek;
   tsdb_series_ref_t peek_ref;
 } influx_t;
@@ -379,11 +382,12 @@ static int stage_sample(influx_t *X, const char *p, size_t n, uint32_t ts_idx, c
     tsdb_series_ref_t ref = 0;
     int probe = IREF_LABELS;
     if (X->c.refs) {
-      key = ikey_more(t->key, F->raw, F->rawlen);
-      if (ikey_eq(key, X->peek_key)) {
+      if (F->raw == X->peek_raw && F->rawlen == X->peek_rawlen && ikey_eq(t->key, X->peek_tkey)) {
+        key = X->peek_key;
         probe = X->peek;
         ref = X->peek_ref;
       } else {
+        key = ikey_more(t->key, F->raw, F->rawlen);
         probe = ictx_probe(&X->c, key, &ref);
       }
     }
@@ -461,6 +465,9 @@ static long tagset_from_cache(influx_t *X, const char *p, size_t n, size_t line0
   while (j < n && !(stop_class[(unsigned char)p[j]] & K_TAG))
     j += p[j] == '\\' && j + 1 < n && p[j + 1] != '\n' ? 2 : 1;
   ikey_t tkey = ikey_from_a(&X->c, th, p + line0, tend - line0);
+  X->peek_raw = p + raw0;
+  X->peek_rawlen = j - raw0;
+  X->peek_tkey = tkey;
   X->peek_key = ikey_more(tkey, p + raw0, j - raw0);
   X->peek = ictx_probe(&X->c, X->peek_key, &X->peek_ref);
   if (X->peek == IREF_LABELS) return -1;
@@ -604,7 +611,7 @@ static int parse_line(influx_t *X, const char *p, size_t n, size_t *pi, char *er
   const size_t line0 = i, tend = tags_end(p, n, i);
   uint64_t th = 0;
   long ts_idx = -1;
-  X->peek_key = (ikey_t){0, 0};
+  X->peek_raw = NULL;
   if (tend < n && p[tend] == ' ') {
     th = tags_hash(X, p + line0, tend - line0);
     ts_idx = tagset_find(X, p + line0, tend - line0, th);

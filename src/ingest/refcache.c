@@ -29,9 +29,9 @@
  */
 #include <pthread.h>
 #include <stdatomic.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -221,11 +221,7 @@ static void cache_del(ingest_refcache_t *c, ikey_t k, uint32_t pid, tsdb_series_
 
 static uint64_t random_seed(uint64_t salt) {
   uint64_t x = 0;
-  FILE *f = fopen("/dev/urandom", "rb");
-  if (f) {
-    if (fread(&x, sizeof x, 1, f) != 1) x = 0;
-    fclose(f);
-  }
+  if (getrandom(&x, sizeof x, GRND_NONBLOCK) != (ssize_t)sizeof x) x = 0; /* then time and pid only */
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return md_hash_mix(x ^ salt, (uint64_t)ts.tv_nsec ^ ((uint64_t)getpid() << 32));

@@ -196,6 +196,19 @@ static bool check_msg(pbuf_t b, int msg) {
   return true;
 }
 
+/* Moves m to its next length-delimited field number want (m's own level framed by pass one)
+ * and gives its payload in sub; false at m's end. */
+static inline bool next_sub(pbuf_t *m, uint32_t want, pbuf_t *sub) {
+  while (m->p < m->end) {
+    uint32_t f;
+    int wt;
+    rd_tag(m, &f, &wt);
+    if (f == want && wt == 2) return rd_len(m, sub);
+    skip_field(m, wt);
+  }
+  return false;
+}
+
 /* A Label / Sample message is well formed (the usual shape, or the general check). */
 static bool label_ok(pbuf_t b) {
   return label_fast(b) || check_msg(b, M_LABEL);
@@ -212,16 +225,8 @@ static int decode_labels(rw_t *X, pbuf_t ts, size_t *nlp, bool *have_name_out, c
   size_t nl = 1;
   bool have_name = false;
   int bad = 0; /* the series' first error: the labels after it are still checked for framing */
-  while (ts.p < ts.end) {
-    uint32_t f;
-    int wt;
-    rd_tag(&ts, &f, &wt);
-    if (f != 1 || wt != 2) {
-      skip_field(&ts, wt);
-      continue;
-    }
-    pbuf_t lb;
-    rd_len(&ts, &lb);
+  pbuf_t lb;
+  while (next_sub(&ts, 1, &lb)) {
     if (!label_ok(lb)) {
       X->frame_bad = true;
       return md_error(err, errlen, MD_EINVAL, "malformed Label");
@@ -375,29 +380,14 @@ static int decode_series(rw_t *X, pbuf_t ts, char *err, size_t errlen) {
   long g = find_group(X, ts, key, klen, &rc, err, errlen);
   if (g < 0) {
     /* A bad series is skipped, but its samples must still be well formed. */
-    for (scan = ts; rc == MD_EINVAL && !X->frame_bad && scan.p < scan.end;) {
-      uint32_t f;
-      int wt;
-      rd_tag(&scan, &f, &wt);
-      pbuf_t sm;
-      if (f == 2 && wt == 2 && rd_len(&scan, &sm) && !sample_ok(sm))
-        X->frame_bad = true;
-      else if (f != 2 || wt != 2)
-        skip_field(&scan, wt);
-    }
+    pbuf_t sm;
+    for (scan = ts; rc == MD_EINVAL && !X->frame_bad && next_sub(&scan, 2, &sm);)
+      if (!sample_ok(sm)) X->frame_bad = true;
     return rc;
   }
   if (X->groups[g].skip) return 0;
-  while (ts.p < ts.end) {
-    uint32_t f;
-    int wt;
-    rd_tag(&ts, &f, &wt);
-    if (f != 2 || wt != 2) {
-      skip_field(&ts, wt);
-      continue;
-    }
-    pbuf_t sm;
-    rd_len(&ts, &sm);
+  pbuf_t sm;
+  while (next_sub(&ts, 2, &sm)) {
     if (!sample_ok(sm)) {
       X->frame_bad = true;
       return md_error(err, errlen, MD_EINVAL, "malformed Sample");
